@@ -1,0 +1,1 @@
+"""Shared library of the appcare assistant: content, clock, handoff store, privacy helpers."""
