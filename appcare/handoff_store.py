@@ -1,0 +1,254 @@
+"""Persistent queue of handoffs to the KCC (klantcontactcentrum).
+
+``action_handoff_to_kcc`` opens a ticket here; while a ticket is open the bot
+stays silent for that conversation and every new citizen message is appended to
+the ticket. The staff desk, the webcare webhook bridge and the report use the
+same store. SQLAlchemy: SQLite by default, PostgreSQL through ``APPCARE_DB_URL``.
+Texts are stored masked (BSN, phone numbers, e-mail, ...).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    select,
+    update,
+)
+from sqlalchemy.orm import declarative_base, relationship, sessionmaker
+
+from appcare import db, pii
+
+Base = declarative_base()
+
+OPEN_STATES = ("open", "claimed")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class TicketRow(Base):
+    __tablename__ = "handoff_tickets"
+
+    id = Column(Integer, primary_key=True)
+    conversation_id = Column(String(128), index=True, nullable=False)
+    channel = Column(String(32), nullable=False, default="rest")
+    municipality = Column(String(64), nullable=False)
+    reason = Column(String(64), nullable=False)
+    summary = Column(Text, nullable=False, default="")
+    transcript = Column(Text, nullable=False, default="[]")  # JSON list, masked
+    status = Column(String(16), nullable=False, default="open", index=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+    in_kcc_hours = Column(Boolean, nullable=False, default=True)
+    expected_reply_at = Column(DateTime, nullable=True)
+    claimed_by = Column(String(128), nullable=True)
+    claimed_at = Column(DateTime, nullable=True)
+    first_staff_reply_at = Column(DateTime, nullable=True)
+    closed_at = Column(DateTime, nullable=True)
+    outcome = Column(String(64), nullable=True)
+    flagged = Column(Boolean, nullable=False, default=False)
+    version = Column(Integer, nullable=False, default=0)
+
+    messages = relationship("TicketMessageRow", order_by="TicketMessageRow.id", back_populates="ticket")
+
+
+class TicketMessageRow(Base):
+    __tablename__ = "handoff_messages"
+
+    id = Column(Integer, primary_key=True)
+    ticket_id = Column(Integer, ForeignKey("handoff_tickets.id"), index=True, nullable=False)
+    author = Column(String(16), nullable=False)  # citizen | staff | note | system
+    staff_user = Column(String(128), nullable=True)
+    text = Column(Text, nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    delivery = Column(String(16), nullable=True)  # pending | sent | failed (staff replies)
+    error = Column(String(255), nullable=True)
+
+    ticket = relationship("TicketRow", back_populates="messages")
+
+
+@dataclass
+class Ticket:
+    id: int
+    conversation_id: str
+    channel: str
+    municipality: str
+    reason: str
+    summary: str
+    transcript: List[Dict[str, Any]]
+    status: str
+    created_at: dt.datetime
+    in_kcc_hours: bool
+    expected_reply_at: Optional[dt.datetime]
+    claimed_by: Optional[str] = None
+    closed_at: Optional[dt.datetime] = None
+    outcome: Optional[str] = None
+    messages: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def _to_ticket(row: TicketRow, with_messages: bool = False) -> Ticket:
+    ticket = Ticket(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        channel=row.channel,
+        municipality=row.municipality,
+        reason=row.reason,
+        summary=row.summary,
+        transcript=json.loads(row.transcript or "[]"),
+        status=row.status,
+        created_at=row.created_at,
+        in_kcc_hours=row.in_kcc_hours,
+        expected_reply_at=row.expected_reply_at,
+        claimed_by=row.claimed_by,
+        closed_at=row.closed_at,
+        outcome=row.outcome,
+    )
+    if with_messages:
+        ticket.messages = [
+            {
+                "id": m.id,
+                "author": m.author,
+                "staff_user": m.staff_user,
+                "text": m.text,
+                "created_at": m.created_at,
+                "delivery": m.delivery,
+                "error": m.error,
+            }
+            for m in row.messages
+        ]
+    return ticket
+
+
+class HandoffStore:
+    """Small interface over the ticket tables; safe to share between threads."""
+
+    def __init__(self, url: Optional[str] = None):
+        self.engine = db.get_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(bind=self.engine, expire_on_commit=False, future=True)
+
+    # ------------------------------------------------------------------ bot side
+    def open_ticket(
+        self,
+        conversation_id: str,
+        reason: str,
+        summary: str,
+        transcript: List[Dict[str, Any]],
+        municipality: str,
+        channel: str = "rest",
+        in_kcc_hours: bool = True,
+        expected_reply_at: Optional[dt.datetime] = None,
+    ) -> Ticket:
+        """Opens a ticket, or returns the open one of this conversation."""
+        masked = [dict(item, text=pii.mask(str(item.get("text", "")))) for item in transcript]
+        with self._session.begin() as session:
+            existing = session.execute(
+                select(TicketRow).where(
+                    TicketRow.conversation_id == conversation_id, TicketRow.status.in_(OPEN_STATES)
+                )
+            ).scalar_one_or_none()
+            if existing:
+                return _to_ticket(existing)
+            row = TicketRow(
+                conversation_id=conversation_id,
+                channel=channel or "rest",
+                municipality=municipality,
+                reason=reason,
+                summary=pii.mask(summary)[:1000],
+                transcript=json.dumps(masked, ensure_ascii=False, default=str),
+                in_kcc_hours=in_kcc_hours,
+                expected_reply_at=expected_reply_at,
+            )
+            session.add(row)
+            session.flush()
+            return _to_ticket(row)
+
+    def open_ticket_for(self, conversation_id: str) -> Optional[Ticket]:
+        with self._session() as session:
+            row = session.execute(
+                select(TicketRow).where(
+                    TicketRow.conversation_id == conversation_id, TicketRow.status.in_(OPEN_STATES)
+                )
+            ).scalar_one_or_none()
+            return _to_ticket(row) if row else None
+
+    def append_message(
+        self,
+        ticket_id: int,
+        author: str,
+        text: str,
+        staff_user: Optional[str] = None,
+        delivery: Optional[str] = None,
+    ) -> int:
+        with self._session.begin() as session:
+            row = TicketMessageRow(
+                ticket_id=ticket_id,
+                author=author,
+                staff_user=staff_user,
+                text=pii.mask(text or "")[:8000],
+                delivery=delivery,
+            )
+            session.add(row)
+            session.execute(
+                update(TicketRow).where(TicketRow.id == ticket_id).values(version=TicketRow.version + 1)
+            )
+            session.flush()
+            return row.id
+
+    def append_citizen_message(self, conversation_id: str, text: str) -> Optional[int]:
+        """Adds a citizen message to the open ticket; returns the ticket id or None."""
+        ticket = self.open_ticket_for(conversation_id)
+        if not ticket:
+            return None
+        self.append_message(ticket.id, "citizen", text)
+        return ticket.id
+
+    def close(self, ticket_id: int, outcome: str, by: Optional[str] = None) -> bool:
+        """Closes a ticket; returns False when it was not open."""
+        with self._session.begin() as session:
+            result = session.execute(
+                update(TicketRow)
+                .where(TicketRow.id == ticket_id, TicketRow.status.in_(OPEN_STATES))
+                .values(status="closed", closed_at=utcnow(), outcome=outcome, version=TicketRow.version + 1)
+            )
+            return result.rowcount == 1
+
+    def close_for_conversation(self, conversation_id: str, outcome: str) -> Optional[int]:
+        ticket = self.open_ticket_for(conversation_id)
+        if ticket and self.close(ticket.id, outcome):
+            return ticket.id
+        return None
+
+    # ------------------------------------------------------------------ reading
+    def get(self, ticket_id: int, with_messages: bool = True) -> Optional[Ticket]:
+        with self._session() as session:
+            row = session.get(TicketRow, ticket_id)
+            return _to_ticket(row, with_messages) if row else None
+
+    def list(self, status: Optional[List[str]] = None, limit: int = 500) -> List[Ticket]:
+        with self._session() as session:
+            query = select(TicketRow).order_by(TicketRow.created_at)
+            if status:
+                query = query.where(TicketRow.status.in_(status))
+            return [_to_ticket(r) for r in session.execute(query.limit(limit)).scalars()]
+
+
+_stores: Dict[str, HandoffStore] = {}
+
+
+def default_store() -> HandoffStore:
+    """The store for the current ``APPCARE_DB_URL``, created on first use (never at import)."""
+    url = db.db_url()
+    if url not in _stores:
+        _stores[url] = HandoffStore(url)
+    return _stores[url]
