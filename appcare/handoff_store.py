@@ -94,6 +94,11 @@ class Ticket:
     closed_at: Optional[dt.datetime] = None
     outcome: Optional[str] = None
     messages: List[Dict[str, Any]] = field(default_factory=list)
+    # Added for the KCC desk (defaults keep older callers working).
+    claimed_at: Optional[dt.datetime] = None
+    first_staff_reply_at: Optional[dt.datetime] = None
+    flagged: bool = False
+    version: int = 0
 
 
 def _to_ticket(row: TicketRow, with_messages: bool = False) -> Ticket:
@@ -112,6 +117,10 @@ def _to_ticket(row: TicketRow, with_messages: bool = False) -> Ticket:
         claimed_by=row.claimed_by,
         closed_at=row.closed_at,
         outcome=row.outcome,
+        claimed_at=row.claimed_at,
+        first_staff_reply_at=row.first_staff_reply_at,
+        flagged=bool(row.flagged),
+        version=row.version or 0,
     )
     if with_messages:
         ticket.messages = [
@@ -241,6 +250,180 @@ class HandoffStore:
             if status:
                 query = query.where(TicketRow.status.in_(status))
             return [_to_ticket(r) for r in session.execute(query.limit(limit)).scalars()]
+
+    # ------------------------------------------------------------------ KCC desk
+    def claim(self, ticket_id: int, user: str) -> bool:
+        """Claims an open ticket for ``user``. Atomic: of two concurrent claims one wins."""
+        with self._session.begin() as session:
+            result = session.execute(
+                update(TicketRow)
+                .where(TicketRow.id == ticket_id, TicketRow.status == "open")
+                .values(
+                    status="claimed",
+                    claimed_by=user,
+                    claimed_at=utcnow(),
+                    version=TicketRow.version + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
+
+    def release(self, ticket_id: int, user: Optional[str] = None) -> bool:
+        """Puts a claimed ticket back in the queue (only the claimer's, unless ``user`` is None)."""
+        conditions = [TicketRow.id == ticket_id, TicketRow.status == "claimed"]
+        if user is not None:
+            conditions.append(TicketRow.claimed_by == user)
+        with self._session.begin() as session:
+            result = session.execute(
+                update(TicketRow)
+                .where(*conditions)
+                .values(status="open", claimed_by=None, claimed_at=None, version=TicketRow.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
+
+    def add_staff_reply(self, ticket_id: int, staff_user: str, text: str) -> int:
+        """Records a staff reply as ``pending`` before it is handed to Rasa.
+
+        Stored verbatim (not masked): it is written by staff, was sent to the
+        citizen as is, and a failed delivery must be retried with the same text.
+        """
+        with self._session.begin() as session:
+            row = TicketMessageRow(
+                ticket_id=ticket_id,
+                author="staff",
+                staff_user=staff_user,
+                text=(text or "")[:8000],
+                delivery="pending",
+            )
+            session.add(row)
+            session.execute(
+                update(TicketRow).where(TicketRow.id == ticket_id).values(version=TicketRow.version + 1)
+            )
+            session.flush()
+            return row.id
+
+    def set_delivery(self, message_id: int, delivery: str, error: Optional[str] = None) -> bool:
+        """Marks a staff reply ``sent`` or ``failed``; the first ``sent`` sets first_staff_reply_at."""
+        with self._session.begin() as session:
+            row = session.get(TicketMessageRow, message_id)
+            if row is None:
+                return False
+            row.delivery = delivery
+            row.error = error[:255] if error else None
+            if delivery == "sent":
+                session.execute(
+                    update(TicketRow)
+                    .where(TicketRow.id == row.ticket_id, TicketRow.first_staff_reply_at.is_(None))
+                    .values(first_staff_reply_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+            session.execute(
+                update(TicketRow)
+                .where(TicketRow.id == row.ticket_id)
+                .values(version=TicketRow.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            return True
+
+    def get_message(self, message_id: int) -> Optional[Dict[str, Any]]:
+        with self._session() as session:
+            m = session.get(TicketMessageRow, message_id)
+            if m is None:
+                return None
+            return {
+                "id": m.id,
+                "ticket_id": m.ticket_id,
+                "author": m.author,
+                "staff_user": m.staff_user,
+                "text": m.text,
+                "created_at": m.created_at,
+                "delivery": m.delivery,
+                "error": m.error,
+            }
+
+    def flag_overdue(self, pickup_minutes: int, now: Optional[dt.datetime] = None) -> List[int]:
+        """Flags unclaimed tickets that waited too long; returns the ids flagged now.
+
+        Inside KCC hours: not claimed within ``pickup_minutes`` of its creation.
+        Outside KCC hours: not claimed by the ``expected_reply_at`` the citizen was told.
+        """
+        now = now or utcnow()
+        limit = now - dt.timedelta(minutes=pickup_minutes)
+        with self._session.begin() as session:
+            ids = [
+                r.id
+                for r in session.execute(
+                    select(TicketRow).where(TicketRow.status == "open", TicketRow.flagged.is_(False))
+                ).scalars()
+                if (r.in_kcc_hours and r.created_at <= limit)
+                or (not r.in_kcc_hours and r.expected_reply_at is not None and r.expected_reply_at <= now)
+            ]
+            if ids:
+                session.execute(
+                    update(TicketRow)
+                    .where(TicketRow.id.in_(ids), TicketRow.flagged.is_(False))
+                    .values(flagged=True, version=TicketRow.version + 1)
+                    .execution_options(synchronize_session=False)
+                )
+            return ids
+
+    def created_since(self, since: dt.datetime) -> List[Ticket]:
+        with self._session() as session:
+            rows = session.execute(
+                select(TicketRow).where(TicketRow.created_at >= since).order_by(TicketRow.id)
+            ).scalars()
+            return [_to_ticket(r) for r in rows]
+
+    def closed_since(self, since: dt.datetime) -> List[Ticket]:
+        with self._session() as session:
+            rows = session.execute(
+                select(TicketRow)
+                .where(TicketRow.status == "closed", TicketRow.closed_at >= since)
+                .order_by(TicketRow.id)
+            ).scalars()
+            return [_to_ticket(r) for r in rows]
+
+    def max_ids(self) -> Dict[str, int]:
+        """Highest ticket and message id (cursors for the webcare webhook)."""
+        from sqlalchemy import func
+
+        with self._session() as session:
+            return {
+                "ticket": session.execute(select(func.max(TicketRow.id))).scalar() or 0,
+                "message": session.execute(select(func.max(TicketMessageRow.id))).scalar() or 0,
+            }
+
+    def tickets_after(self, ticket_id: int, limit: int = 100) -> List[Ticket]:
+        with self._session() as session:
+            rows = session.execute(
+                select(TicketRow).where(TicketRow.id > ticket_id).order_by(TicketRow.id).limit(limit)
+            ).scalars()
+            return [_to_ticket(r) for r in rows]
+
+    def citizen_messages_after(self, message_id: int, limit: int = 200) -> List[Dict[str, Any]]:
+        """Citizen messages with an id above ``message_id`` (with their ticket's conversation)."""
+        with self._session() as session:
+            rows = session.execute(
+                select(TicketMessageRow, TicketRow.conversation_id, TicketRow.municipality, TicketRow.channel)
+                .join(TicketRow, TicketRow.id == TicketMessageRow.ticket_id)
+                .where(TicketMessageRow.id > message_id, TicketMessageRow.author == "citizen")
+                .order_by(TicketMessageRow.id)
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "id": m.id,
+                    "ticket_id": m.ticket_id,
+                    "conversation_id": conversation_id,
+                    "municipality": municipality,
+                    "channel": channel,
+                    "author": m.author,
+                    "text": m.text,
+                    "created_at": m.created_at,
+                }
+                for m, conversation_id, municipality, channel in rows
+            ]
 
 
 _stores: Dict[str, HandoffStore] = {}

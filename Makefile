@@ -1,0 +1,61 @@
+# appcare - WhatsApp assistant for Dutch municipalities (Rasa 3.6).
+# `make run` starts everything; `make test` runs the whole test suite. Both bootstrap themselves.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+RASA := $(BIN)/rasa
+CONFIG := models/config.effective.yml
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
+export RASA_TELEMETRY_ENABLED ?= false
+
+.PHONY: help install train run shell chat test test-unit test-e2e validate validate-content test-stories test-nlu bench desk clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+install:  ## Create .venv from requirements.lock and make a Dutch spaCy pipeline available
+	@bash tools/bootstrap.sh
+
+$(CONFIG): config.yml install
+	@$(PY) -m appcare.nlp_pipeline config >/dev/null
+
+train: install  ## Train the model (skipped by Rasa when data and config are unchanged)
+	@$(PY) -m appcare.nlp_pipeline config >/dev/null
+	$(RASA) train --config $(CONFIG) --data data --domain domain --out models --quiet
+
+run: train  ## Start action server, Rasa server (REST + WhatsApp + HTTP API) and the KCC desk
+	$(PY) -m tools.run
+
+shell: train  ## Chat in the terminal (starts the action server and `rasa shell`)
+	$(PY) -m tools.run --shell
+
+chat: install  ## Chat in the terminal with the already running assistant (`make run`)
+	$(PY) -m tools.chat
+
+desk: install  ## Start the KCC desk alone on 127.0.0.1:$${DESK_PORT:-5080}
+	$(PY) -m desk
+
+validate: install validate-content  ## Validate content files and Rasa training data
+	$(RASA) data validate --data data --domain domain --config config.yml
+
+validate-content: install  ## Validate content/*.yml and list unverified facts
+	$(PY) -m tools.validate_content
+
+test: validate train  ## Run the whole test suite (pytest, browser tests, test stories, NLU evaluation)
+	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-stories test-nlu
+
+test-stories:  ## Run the test stories in tests/test_stories.yml
+	$(RASA) test core --stories tests/test_stories.yml --model models --out results/core --fail-on-prediction-errors
+
+test-nlu:  ## Evaluate NLU on the held-out tests/nlu_holdout.yml (fails below macro-F1 0.90)
+	$(RASA) test nlu --nlu tests/nlu_holdout.yml --model models --out results/nlu
+	$(PY) -m tools.check_nlu results/nlu/intent_report.json --min-macro-f1 0.90
+
+bench: install  ## Measure NLU quality, latency, throughput, training time and memory (JSON in bench/results/)
+	$(PY) -m tools.bench
+
+clean:  ## Remove trained models, results and runtime data (keeps .venv)
+	rm -rf models/*.tar.gz models/config.effective.yml results reports var .rasa .pytest_cache

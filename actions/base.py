@@ -1,0 +1,154 @@
+"""Shared behaviour of all appcare actions.
+
+Subclass :class:`AppcareAction` and implement ``answer``; ``run`` adds what every
+turn needs: the municipality's content, the one-time privacy notice, an apology
+for messages that reached us late, resetting the not-understood counter, and a
+friendly reply instead of a crash when content or a source is broken.
+Wire a new action into the domain (``actions:``) and a rule in data/rules/.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Text
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from appcare import clock, content as content_module
+from appcare.content import ContentError, Fact, MunicipalContent
+from appcare.pii import conversation_hash
+
+logger = logging.getLogger(__name__)
+LATE_AFTER_SECONDS = 3600
+
+
+def money(amount: float) -> str:
+    return "€ " + f"{amount:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
+@dataclass
+class Turn:
+    """Everything an action needs about the current turn."""
+
+    dispatcher: CollectingDispatcher
+    tracker: Tracker
+    content: MunicipalContent
+    intent: Optional[str]
+    events: List[EventType] = field(default_factory=list)
+    late: bool = False
+
+    def entity(self, name: str) -> Optional[str]:
+        values = list(self.tracker.get_latest_entity_values(name))
+        return str(values[0]) if values else None
+
+    def remembered(self, name: str) -> Optional[str]:
+        """Entity of this message, else the slot from earlier in the conversation."""
+        value = self.entity(name)
+        if value is None:
+            slot = self.tracker.get_slot(name)
+            value = str(slot) if slot not in (None, "") else None
+        return value
+
+    @property
+    def now(self):
+        return clock.now()
+
+    def fact(self, fact: Optional[Fact]) -> Any:
+        """Value of a fact, or None when it is missing or unverified in strict mode."""
+        if fact is None:
+            return None
+        if not fact.verified and content_module.strict_facts():
+            return None
+        return fact.value
+
+    def say(self, response: str, **kwargs: Any) -> None:
+        self.dispatcher.utter_message(response=response, **kwargs)
+
+    def warn_unverified(self, *facts: Optional[Fact]) -> None:
+        """Adds a short caveat when an answer used a placeholder fact."""
+        if any(f is not None and not f.verified for f in facts):
+            self.say("utter_unverified_notice", url=self.content.contact.website.value)
+
+    def set(self, slot: str, value: Any) -> None:
+        self.events.append(SlotSet(slot, value))
+
+
+def municipality_of(tracker: Tracker) -> str:
+    slot = tracker.get_slot("municipality")
+    metadata = (tracker.latest_message or {}).get("metadata") or {}
+    name = slot or metadata.get("municipality") or content_module.default_municipality()
+    return str(name).lower()
+
+
+class AppcareAction(Action):
+    """Base class; subclasses set ``NAME`` and implement ``answer``."""
+
+    NAME = ""
+    TOPIC: Optional[str] = None
+    understood = True  # running this action means the bot understood the citizen
+
+    def name(self) -> Text:
+        return self.NAME
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        intent = (tracker.latest_message or {}).get("intent", {}).get("name")
+        municipality = municipality_of(tracker)
+        try:
+            content = content_module.load(municipality)
+        except ContentError as exc:
+            logger.error(
+                "content of municipality %s is invalid (%d problem(s)); conversation %s",
+                municipality, len(exc.problems), conversation_hash(tracker.sender_id),
+            )
+            dispatcher.utter_message(response="utter_default")
+            return []
+        turn = Turn(dispatcher, tracker, content, intent)
+        self._preamble(turn, municipality)
+        try:
+            self.answer(turn)
+        except Exception:  # noqa: BLE001 - the citizen gets a reply, the log the cause
+            logger.exception(
+                "action %s failed for conversation %s", self.NAME, conversation_hash(tracker.sender_id)
+            )
+            turn.say("utter_technical_problem", phone=content.contact.phone.value)
+        if self.understood and (tracker.get_slot("failed_attempts") or 0):
+            turn.set("failed_attempts", 0)
+        if self.TOPIC:
+            turn.set("topic", self.TOPIC)
+        return turn.events
+
+    def _preamble(self, turn: Turn, municipality: str) -> None:
+        tracker = turn.tracker
+        if tracker.get_slot("municipality") != municipality:
+            turn.set("municipality", municipality)
+        if not tracker.get_slot("privacy_notice_shown"):
+            turn.say(
+                "utter_privacy_notice",
+                municipality_name=turn.content.municipality.name,
+                privacy_url=turn.content.contact.privacy_url.value,
+            )
+            turn.set("privacy_notice_shown", True)
+        metadata = (tracker.latest_message or {}).get("metadata") or {}
+        try:
+            delay = float(metadata.get("delay_seconds") or 0)
+        except (TypeError, ValueError):
+            delay = 0
+        if delay >= LATE_AFTER_SECONDS:
+            turn.late = True
+            turn.say("utter_sorry_late")
+
+    def answer(self, turn: Turn) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def maybe_ask_feedback(turn: Turn) -> None:
+        """Asks once per conversation whether a factual answer helped (for the report)."""
+        if not turn.tracker.get_slot("feedback_asked"):
+            turn.say("utter_ask_feedback")
+            turn.set("feedback_asked", True)
+            turn.set("pending_question", "feedback")

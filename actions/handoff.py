@@ -1,0 +1,167 @@
+"""Handoff to the KCC (klantcontactcentrum) and the conversation while a human has it.
+
+``action_handoff_to_kcc`` opens a ticket in the handoff store with reason, summary
+and masked transcript, tells the citizen when to expect an answer (aware of KCC
+hours, weekends and holidays) and sets ``handoff_active``; from then on the
+HandoffPolicy routes messages to ``action_relay_to_kcc`` until staff close the
+ticket (``action_close_handoff``) or the citizen returns to the bot.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Dict, List
+
+from appcare import opening_hours as oh
+from appcare.clock import format_moment
+from appcare.handoff_store import default_store
+from appcare.pii import conversation_hash
+
+from actions.base import AppcareAction, Turn
+
+logger = logging.getLogger(__name__)
+
+REASONS = {
+    "request_human": ("request_human", None),
+    "personal_case": ("personal_case", "utter_handoff_personal"),
+    "complaint": ("complaint", "utter_handoff_complaint"),
+    "out_of_scope_municipal": ("out_of_scope", "utter_handoff_scope"),
+}
+REASON_LABELS = {
+    "request_human": "vraagt om een medewerker",
+    "personal_case": "persoonlijke zaak",
+    "complaint": "klacht",
+    "out_of_scope": "onderwerp buiten de assistent",
+    "not_understood": "assistent begreep de vraag niet",
+}
+
+
+def transcript_of(turn: Turn, limit: int = 30) -> List[Dict[str, Any]]:
+    items = []
+    for event in turn.tracker.events:
+        kind = event.get("event")
+        if kind == "user" and event.get("text") and not str(event.get("text")).startswith("/"):
+            items.append({"sender": "citizen", "text": event["text"], "time": event.get("timestamp")})
+        elif kind == "bot" and event.get("text"):
+            items.append({"sender": "bot", "text": event["text"], "time": event.get("timestamp")})
+    return items[-limit:]
+
+
+def summary_of(turn: Turn, reason: str) -> str:
+    last_text = (turn.tracker.latest_message or {}).get("text") or ""
+    topic = turn.tracker.get_slot("topic")
+    parts = [f"Reden: {REASON_LABELS.get(reason, reason)}."]
+    if topic:
+        parts.append(f"Onderwerp eerder in gesprek: {topic}.")
+    if last_text and not last_text.startswith("/"):
+        parts.append(f"Laatste bericht: {last_text[:300]}")
+    return " ".join(parts)
+
+
+def hand_off(turn: Turn, reason: str) -> None:
+    """Opens a ticket and tells the citizen what happens next."""
+    content = turn.content
+    now = turn.now
+    in_hours = oh.is_open(content, "kcc", now)
+    expected = oh.closes_at(content, "kcc", now) if in_hours else oh.next_opening(content, "kcc", now)
+    try:
+        ticket = default_store().open_ticket(
+            conversation_id=turn.tracker.sender_id,
+            reason=reason,
+            summary=summary_of(turn, reason),
+            transcript=transcript_of(turn),
+            municipality=content.municipality.id,
+            channel=turn.tracker.get_latest_input_channel() or "rest",
+            in_kcc_hours=in_hours,
+            expected_reply_at=expected.astimezone(dt.timezone.utc).replace(tzinfo=None) if expected else None,
+        )
+    except Exception as exc:  # noqa: BLE001 - store down: honest reply, nothing hidden
+        logger.error("handoff store unavailable (%s); conversation %s",
+                     type(exc).__name__, conversation_hash(turn.tracker.sender_id))
+        turn.say("utter_handoff_failed", phone=content.contact.phone.value)
+        return
+    logger.info("handoff ticket %s opened, reason %s, conversation %s",
+                ticket.id, reason, conversation_hash(turn.tracker.sender_id))
+    if in_hours and expected:
+        turn.say("utter_handoff_in_hours", until=f"{expected.hour}:{expected.minute:02d}")
+    elif expected:
+        turn.say("utter_handoff_out_of_hours", moment=format_moment(expected, now))
+    else:
+        turn.say("utter_handoff_out_of_hours", moment="de eerstvolgende werkdag")
+    turn.set("handoff_active", True)
+    turn.set("pending_question", None)
+
+
+class ActionHandoffToKcc(AppcareAction):
+    NAME = "action_handoff_to_kcc"
+
+    def answer(self, turn: Turn) -> None:
+        reason, intro = REASONS.get(turn.intent or "", ("request_human", None))
+        if intro:
+            turn.say(intro)
+        hand_off(turn, reason)
+
+
+class ActionRelayToKcc(AppcareAction):
+    """Appends a citizen message to the open ticket; the bot itself stays silent."""
+
+    NAME = "action_relay_to_kcc"
+
+    def answer(self, turn: Turn) -> None:
+        text = (turn.tracker.latest_message or {}).get("text") or ""
+        try:
+            ticket_id = default_store().append_citizen_message(turn.tracker.sender_id, text)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("could not append to ticket (%s); conversation %s",
+                         type(exc).__name__, conversation_hash(turn.tracker.sender_id))
+            turn.say("utter_handoff_failed", phone=turn.content.contact.phone.value)
+            return
+        if ticket_id is None:
+            # The ticket was closed outside Rasa (e.g. by a webcare tool): the bot is back.
+            turn.set("handoff_active", False)
+            turn.say("utter_handoff_closed")
+
+
+class ActionReturnToBot(AppcareAction):
+    NAME = "action_return_to_bot"
+
+    def answer(self, turn: Turn) -> None:
+        if not turn.tracker.get_slot("handoff_active"):
+            turn.say("utter_already_bot")
+            return
+        try:
+            default_store().close_for_conversation(turn.tracker.sender_id, "citizen_returned")
+        except Exception as exc:  # noqa: BLE001
+            logger.error("could not close ticket (%s)", type(exc).__name__)
+        turn.set("handoff_active", False)
+        turn.say("utter_back_to_bot")
+
+
+class ActionDeliverStaffReply(AppcareAction):
+    """Sends a KCC staff reply (external intent EXTERNAL_kcc_reply) on the citizen's channel."""
+
+    NAME = "action_deliver_staff_reply"
+
+    def _preamble(self, turn: Turn, municipality: str) -> None:
+        pass  # staff messages get no privacy notice or late apology
+
+    def answer(self, turn: Turn) -> None:
+        text = turn.entity("kcc_text")
+        if text:
+            turn.dispatcher.utter_message(text=text)
+
+
+class ActionCloseHandoff(AppcareAction):
+    NAME = "action_close_handoff"
+
+    def _preamble(self, turn: Turn, municipality: str) -> None:
+        pass
+
+    def answer(self, turn: Turn) -> None:
+        outcome = turn.entity("kcc_outcome") or "closed"
+        try:
+            default_store().close_for_conversation(turn.tracker.sender_id, outcome)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("could not close ticket (%s)", type(exc).__name__)
+        turn.set("handoff_active", False)
+        turn.say("utter_handoff_closed")

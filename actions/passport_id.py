@@ -1,0 +1,97 @@
+"""Passport and ID card: fees by document and age, validity, processing time,
+express, what to bring, applying, lost or stolen, collecting, children."""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from actions.base import AppcareAction, Turn, money
+
+DOCUMENT_NAMES = {"paspoort": "paspoort", "id_kaart": "ID-kaart"}
+
+
+def document_of(turn: Turn) -> Optional[str]:
+    value = (turn.remembered("document_type") or "").lower().replace("-", "_").replace(" ", "_")
+    if value in ("id", "idkaart", "identiteitskaart"):
+        value = "id_kaart"
+    return value if value in DOCUMENT_NAMES else None
+
+
+def age_of(turn: Turn) -> Optional[int]:
+    """Age from this message, else from earlier in the conversation."""
+    raw = turn.remembered("age")
+    if raw:
+        match = re.search(r"\d{1,3}", raw)
+        if match and int(match.group()) <= 120:
+            return int(match.group())
+    return None
+
+
+def _fee_year_note(turn: Turn, fact) -> str:
+    if fact.year and fact.year < turn.now.year:
+        return f" (maximumbedrag {fact.year})"
+    return ""
+
+
+def answer_passport(turn: Turn, intent: str) -> None:
+    """Answers one passport/ID question; asks for the document or age when needed."""
+    content = turn.content
+    passport = content.passport
+    document = document_of(turn)
+    name = DOCUMENT_NAMES.get(document or "", "paspoort of ID-kaart")
+    desk_name = content.desks["balie"].name
+    url = content.contact.appointment_url.value
+    phone = content.contact.phone.value
+
+    if intent == "passport_fees":
+        if not document:
+            turn.say("utter_passport_ask_document")
+            turn.set("pending_question", "document_type")
+            return
+        age = age_of(turn)
+        if age is None:
+            turn.say("utter_passport_ask_age", document=name)
+            turn.set("pending_question", "age")
+            return
+        minor = age < 18
+        fee = getattr(passport.fees, f"{document}_{'under_18' if minor else '18_plus'}")
+        validity = passport.validity_years_minor.value if minor else passport.validity_years_adult.value
+        turn.say("utter_passport_fee", document=name,
+                 age_group="jonger dan 18" if minor else "van 18 jaar of ouder",
+                 amount=money(fee.value), year_note=_fee_year_note(turn, fee), validity=validity)
+        if fee.year and fee.year < turn.now.year:
+            turn.say("utter_passport_fee_old_year", year=fee.year, url=passport.fees_table_url.value)
+    elif intent == "passport_apply":
+        turn.say("utter_passport_apply", document=name, desk_name=desk_name, url=url, phone=phone)
+        turn.warn_unverified(content.contact.appointment_url)
+    elif intent == "passport_bring":
+        turn.say("utter_passport_bring", items="\n".join(f"- {item}" for item in passport.bring.value))
+    elif intent == "passport_processing_time":
+        turn.say("utter_passport_processing", document=name, days=passport.processing_working_days.value)
+    elif intent == "passport_validity":
+        turn.say("utter_passport_validity", document=name,
+                 adult=passport.validity_years_adult.value, minor=passport.validity_years_minor.value)
+    elif intent == "passport_express":
+        fee = passport.fees.express_surcharge
+        turn.say("utter_passport_express", document=name, cutoff=passport.express_cutoff.value,
+                 amount=money(fee.value), year_note=_fee_year_note(turn, fee))
+    elif intent == "passport_lost":
+        steps = "\n".join(f"{i}. {step}" for i, step in enumerate(passport.lost_steps.value, 1))
+        turn.say("utter_passport_lost", document=name, steps=steps)
+    elif intent == "passport_pickup":
+        turn.say("utter_passport_pickup", document=name, desk_name=desk_name,
+                 months=passport.collect_within_months.value)
+    elif intent == "passport_child":
+        turn.say("utter_passport_child", consent=passport.child_consent.value, document=name,
+                 minor=passport.validity_years_minor.value, url=url)
+    turn.set("pending_question", None)
+    AppcareAction.maybe_ask_feedback(turn)
+
+
+class ActionPassportId(AppcareAction):
+    NAME = "action_passport_id"
+
+    def answer(self, turn: Turn) -> None:
+        intent = turn.intent if (turn.intent or "").startswith("passport_") else "passport_fees"
+        answer_passport(turn, intent)
+        turn.set("topic", intent)

@@ -1,0 +1,581 @@
+"""Persistent state of the WhatsApp channel (SQLAlchemy 1.4 Core).
+
+Tables (in the appcare database, ``APPCARE_DB_URL``):
+
+``whatsapp_inbox``   one row per received message, primary key ``wamid``
+                     (de-duplication). ``status``: pending -> processing ->
+                     replying -> done; ``ignored`` (status-only/unanswered kinds),
+                     ``failed`` (bot crashed on it repeatedly). Text, metadata and
+                     number are erased once the row is finished; the bare wamid is
+                     kept ``retention_days`` (>= 7) for de-duplication.
+``whatsapp_outbox``  one row per Graph API message we send. Bot replies carry
+                     ``(inbound_wamid, seq)`` (unique) so a restart resumes a
+                     half-sent reply instead of asking the bot again. ``status``:
+                     pending -> sending -> sent | failed | deferred (outside the 24h
+                     window, template sent instead, delivered when the citizen
+                     writes again). ``error_code`` is Meta's error code;
+                     ``delivery_status`` follows the status webhooks; ``ref`` is an
+                     optional reference given by the sender (e.g. a KCC ticket message).
+``whatsapp_contacts`` per (business number, citizen): last inbound message time
+                     (24h customer-service window) and last template sent.
+``whatsapp_status_events`` raw delivery reports (sent/delivered/read/failed).
+
+All methods are synchronous; :class:`AsyncInbox` runs them on one worker
+thread so the event loop never blocks on the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from appcare import db as appcare_db
+from appcare.pii import conversation_hash
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 24 * 3600
+WINDOW_MARGIN_SECONDS = 60  # treat the window as closed a minute early
+
+OPEN_INBOX = ("pending", "processing", "replying")
+FINISHED_INBOX = ("done", "ignored", "failed")
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3}
+
+metadata = MetaData()
+
+inbox = Table(
+    "whatsapp_inbox",
+    metadata,
+    Column("wamid", String(191), primary_key=True),
+    Column("phone_number_id", String(64), nullable=False),
+    Column("wa_id", String(64), nullable=True),
+    Column("sender_hash", String(16), nullable=False),
+    Column("message_type", String(32), nullable=False),
+    Column("text", Text, nullable=True),
+    Column("metadata_json", Text, nullable=True),
+    Column("sort_ts", Float, nullable=False),
+    Column("received_ts", Float, nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", String(64), nullable=True),
+    Column("updated_ts", Float, nullable=False),
+    Index("ix_whatsapp_inbox_open", "status", "wa_id"),
+    Index("ix_whatsapp_inbox_received", "received_ts"),
+)
+
+outbox = Table(
+    "whatsapp_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("inbound_wamid", String(191), nullable=True),
+    Column("seq", Integer, nullable=False, default=0),
+    Column("ref", String(128), nullable=True, index=True),
+    Column("phone_number_id", String(64), nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("recipient_hash", String(16), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("payload_json", Text, nullable=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("wamid", String(191), nullable=True, index=True),
+    Column("error_code", Integer, nullable=True),
+    Column("error", String(64), nullable=True),
+    Column("delivery_status", String(16), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_ts", Float, nullable=False, index=True),
+    Column("updated_ts", Float, nullable=False),
+    UniqueConstraint("inbound_wamid", "seq", name="uq_whatsapp_outbox_reply"),
+)
+
+contacts = Table(
+    "whatsapp_contacts",
+    metadata,
+    Column("phone_number_id", String(64), primary_key=True),
+    Column("wa_id", String(64), primary_key=True),
+    Column("last_inbound_ts", Float, nullable=True),
+    Column("template_sent_ts", Float, nullable=True),
+    Column("updated_ts", Float, nullable=False),
+)
+
+status_events = Table(
+    "whatsapp_status_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("wamid", String(191), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("error_code", Integer, nullable=True),
+    Column("recipient_hash", String(16), nullable=True),
+    Column("event_ts", Float, nullable=True),
+    Column("recorded_ts", Float, nullable=False, index=True),
+)
+
+
+@dataclass(frozen=True)
+class NewInbound:
+    """What the webhook handler persists for one message."""
+
+    wamid: str
+    phone_number_id: str
+    wa_id: str
+    message_type: str
+    text: Optional[str]
+    metadata: Dict[str, Any]
+    sort_ts: float
+    answerable: bool
+    opens_window: bool
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    wamid: str
+    phone_number_id: str
+    wa_id: str
+    message_type: str
+    text: Optional[str]
+    metadata: Dict[str, Any]
+    status: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    inbound_wamid: Optional[str]
+    seq: int
+    ref: Optional[str]
+    phone_number_id: str
+    recipient: str
+    kind: str
+    payload: Optional[Dict[str, Any]]
+    status: str
+    wamid: Optional[str]
+    error_code: Optional[int]
+    error: Optional[str]
+    delivery_status: Optional[str]
+    created_ts: float
+
+
+def _outbox_item(row: Any) -> OutboxItem:
+    m = row._mapping
+    return OutboxItem(
+        id=m["id"],
+        inbound_wamid=m["inbound_wamid"],
+        seq=m["seq"],
+        ref=m["ref"],
+        phone_number_id=m["phone_number_id"],
+        recipient=m["recipient"],
+        kind=m["kind"],
+        payload=json.loads(m["payload_json"]) if m["payload_json"] else None,
+        status=m["status"],
+        wamid=m["wamid"],
+        error_code=m["error_code"],
+        error=m["error"],
+        delivery_status=m["delivery_status"],
+        created_ts=m["created_ts"],
+    )
+
+
+def _insert_ignore(conn: Connection, table: Table, values: Dict[str, Any]) -> bool:
+    """INSERT unless the primary/unique key exists; True when a row was inserted."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+        return result.rowcount == 1
+    pk = [c for c in table.primary_key.columns]
+    exists = conn.execute(select(func.count()).select_from(table).where(and_(*[c == values[c.name] for c in pk])))
+    if exists.scalar():
+        return False
+    conn.execute(table.insert().values(**values))
+    return True
+
+
+class InboxStore:
+    def __init__(self, db_url: Optional[str] = None, engine: Optional[Engine] = None) -> None:
+        self.engine = engine or appcare_db.get_engine(db_url)
+        metadata.create_all(self.engine, checkfirst=True)
+
+    # ---------------------------------------------------------------- inbound
+    def record_inbound(self, messages: Sequence[NewInbound], received_ts: float) -> List[bool]:
+        """Persists new messages; returns per message whether it was new (False = duplicate)."""
+        results: List[bool] = []
+        with self.engine.begin() as conn:
+            for position, message in enumerate(messages):
+                inserted = _insert_ignore(
+                    conn,
+                    inbox,
+                    dict(
+                        wamid=message.wamid,
+                        phone_number_id=message.phone_number_id,
+                        wa_id=message.wa_id if message.answerable else None,
+                        sender_hash=conversation_hash(message.wa_id),
+                        message_type=message.message_type,
+                        text=message.text if message.answerable else None,
+                        metadata_json=json.dumps(message.metadata, ensure_ascii=False) if message.answerable else None,
+                        sort_ts=message.sort_ts,
+                        received_ts=received_ts,
+                        position=position,
+                        status="pending" if message.answerable else "ignored",
+                        attempts=0,
+                        updated_ts=received_ts,
+                    ),
+                )
+                results.append(inserted)
+                if inserted and message.opens_window:
+                    self._touch_contact(conn, message.phone_number_id, message.wa_id, message.sort_ts, received_ts)
+        return results
+
+    def _touch_contact(self, conn: Connection, pnid: str, wa_id: str, ts: float, now: float) -> None:
+        _insert_ignore(
+            conn, contacts, dict(phone_number_id=pnid, wa_id=wa_id, last_inbound_ts=ts, updated_ts=now)
+        )
+        conn.execute(
+            update(contacts)
+            .where(contacts.c.phone_number_id == pnid, contacts.c.wa_id == wa_id)
+            .where(or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < ts))
+            .values(last_inbound_ts=ts, updated_ts=now)
+        )
+
+    def senders_with_open_messages(self) -> List[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(inbox.c.wa_id).where(inbox.c.status.in_(OPEN_INBOX), inbox.c.wa_id.isnot(None)).distinct()
+            )
+            return [r[0] for r in rows]
+
+    def next_open_message(self, wa_id: str) -> Optional[InboxItem]:
+        """Oldest unfinished message of a sender (by message timestamp)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(inbox)
+                .where(inbox.c.wa_id == wa_id, inbox.c.status.in_(OPEN_INBOX))
+                .order_by(inbox.c.sort_ts, inbox.c.received_ts, inbox.c.position)
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return InboxItem(
+            wamid=m["wamid"],
+            phone_number_id=m["phone_number_id"],
+            wa_id=m["wa_id"],
+            message_type=m["message_type"],
+            text=m["text"],
+            metadata=json.loads(m["metadata_json"]) if m["metadata_json"] else {},
+            status=m["status"],
+            attempts=m["attempts"],
+        )
+
+    def start_processing(self, wamid: str, now: Optional[float] = None) -> int:
+        """Marks a message as being processed; returns how often that happened."""
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(inbox)
+                .where(inbox.c.wamid == wamid)
+                .values(status="processing", attempts=inbox.c.attempts + 1, updated_ts=now)
+            )
+            return int(conn.execute(select(inbox.c.attempts).where(inbox.c.wamid == wamid)).scalar() or 0)
+
+    def begin_reply(
+        self, wamid: str, phone_number_id: str, recipient: str, payloads: Sequence[Dict[str, Any]], kinds: Sequence[str]
+    ) -> None:
+        """Stores the complete reply to a message and marks it ``replying`` in one transaction."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            for seq, (payload, kind) in enumerate(zip(payloads, kinds)):
+                _insert_ignore(
+                    conn,
+                    outbox,
+                    dict(
+                        inbound_wamid=wamid,
+                        seq=seq,
+                        phone_number_id=phone_number_id,
+                        recipient=recipient,
+                        recipient_hash=conversation_hash(recipient),
+                        kind=kind,
+                        payload_json=json.dumps(payload, ensure_ascii=False),
+                        status="pending",
+                        attempts=0,
+                        created_ts=now,
+                        updated_ts=now,
+                    ),
+                )
+            conn.execute(update(inbox).where(inbox.c.wamid == wamid).values(status="replying", updated_ts=now))
+
+    def finish_inbound(self, wamid: str, status: str = "done", error: Optional[str] = None) -> None:
+        """Finishes a message and erases its content (the wamid stays for de-duplication)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(inbox)
+                .where(inbox.c.wamid == wamid)
+                .values(status=status, error=error, text=None, metadata_json=None, wa_id=None, updated_ts=time.time())
+            )
+
+    def inbound_status(self, wamid: str) -> Optional[str]:
+        with self.engine.connect() as conn:
+            return conn.execute(select(inbox.c.status).where(inbox.c.wamid == wamid)).scalar()
+
+    def open_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(inbox).where(inbox.c.status.in_(OPEN_INBOX))).scalar()
+                or 0
+            )
+
+    # --------------------------------------------------------------- outbound
+    def add_outgoing(
+        self,
+        phone_number_id: str,
+        recipient: str,
+        payloads: Sequence[Dict[str, Any]],
+        kinds: Sequence[str],
+        ref: Optional[str] = None,
+    ) -> List[int]:
+        now = time.time()
+        ids = []
+        with self.engine.begin() as conn:
+            for payload, kind in zip(payloads, kinds):
+                result = conn.execute(
+                    outbox.insert().values(
+                        inbound_wamid=None,
+                        seq=0,
+                        ref=ref,
+                        phone_number_id=phone_number_id,
+                        recipient=recipient,
+                        recipient_hash=conversation_hash(recipient),
+                        kind=kind,
+                        payload_json=json.dumps(payload, ensure_ascii=False),
+                        status="pending",
+                        attempts=0,
+                        created_ts=now,
+                        updated_ts=now,
+                    )
+                )
+                ids.append(int(result.inserted_primary_key[0]))
+        return ids
+
+    def unsent_reply_rows(self, inbound_wamid: str) -> List[OutboxItem]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox)
+                .where(outbox.c.inbound_wamid == inbound_wamid, outbox.c.status.in_(("pending", "sending")))
+                .order_by(outbox.c.seq)
+            )
+            return [_outbox_item(r) for r in rows]
+
+    def get_outgoing(self, outbox_id: int) -> Optional[OutboxItem]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).first()
+            return _outbox_item(row) if row is not None else None
+
+    def outgoing_by_ref(self, ref: str) -> List[OutboxItem]:
+        """Outgoing records of one reference, e.g. ``kcc:1234`` (see docs/whatsapp.md)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(outbox).where(outbox.c.ref == ref).order_by(outbox.c.id))
+            return [_outbox_item(r) for r in rows]
+
+    def outgoing_for_recipient(self, recipient: str, since_ts: float = 0.0) -> List[OutboxItem]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox)
+                .where(outbox.c.recipient == recipient, outbox.c.created_ts >= since_ts)
+                .order_by(outbox.c.id)
+            )
+            return [_outbox_item(r) for r in rows]
+
+    def failed_since(self, since_ts: float) -> List[OutboxItem]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox).where(outbox.c.status == "failed", outbox.c.updated_ts >= since_ts).order_by(outbox.c.id)
+            )
+            return [_outbox_item(r) for r in rows]
+
+    def mark_sending(self, outbox_id: int) -> None:
+        self._update_outgoing(outbox_id, status="sending", attempts=outbox.c.attempts + 1)
+
+    def mark_sent(self, outbox_id: int, wamid: Optional[str]) -> None:
+        self._update_outgoing(outbox_id, status="sent", wamid=wamid, payload_json=None, error=None, error_code=None)
+
+    def mark_failed(self, outbox_id: int, error_code: Optional[int], error: str) -> None:
+        self._update_outgoing(outbox_id, status="failed", error_code=error_code, error=error[:64], payload_json=None)
+
+    def mark_deferred(self, outbox_id: int, error_code: Optional[int], error: str) -> None:
+        self._update_outgoing(outbox_id, status="deferred", error_code=error_code, error=error[:64])
+
+    def _update_outgoing(self, outbox_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(updated_ts=time.time(), **values))
+
+    def deferred_for(self, phone_number_id: str, recipient: str, since_ts: float) -> List[OutboxItem]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox)
+                .where(
+                    outbox.c.phone_number_id == phone_number_id,
+                    outbox.c.recipient == recipient,
+                    outbox.c.status == "deferred",
+                    outbox.c.created_ts >= since_ts,
+                )
+                .order_by(outbox.c.id)
+            )
+            return [_outbox_item(r) for r in rows]
+
+    # ------------------------------------------------------------ 24h window
+    def in_window(self, phone_number_id: str, wa_id: str, now: Optional[float] = None) -> bool:
+        now = now or time.time()
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                select(contacts.c.last_inbound_ts).where(
+                    contacts.c.phone_number_id == phone_number_id, contacts.c.wa_id == wa_id
+                )
+            ).scalar()
+        return last is not None and now - last < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS
+
+    def latest_phone_number_id(self, wa_id: str) -> Optional[str]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(contacts.c.phone_number_id)
+                .where(contacts.c.wa_id == wa_id)
+                .order_by(contacts.c.last_inbound_ts.desc())
+                .limit(1)
+            ).scalar()
+
+    def template_pending(self, phone_number_id: str, wa_id: str, now: Optional[float] = None) -> bool:
+        """A template went out after the citizen's last message and less than 24h ago."""
+        now = now or time.time()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(contacts.c.last_inbound_ts, contacts.c.template_sent_ts).where(
+                    contacts.c.phone_number_id == phone_number_id, contacts.c.wa_id == wa_id
+                )
+            ).first()
+        if row is None or row[1] is None:
+            return False
+        last_inbound, template_ts = row
+        return (last_inbound is None or template_ts > last_inbound) and now - template_ts < WINDOW_SECONDS
+
+    def mark_template_sent(self, phone_number_id: str, wa_id: str, now: Optional[float] = None) -> None:
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            _insert_ignore(
+                conn, contacts, dict(phone_number_id=phone_number_id, wa_id=wa_id, last_inbound_ts=None, updated_ts=now)
+            )
+            conn.execute(
+                update(contacts)
+                .where(contacts.c.phone_number_id == phone_number_id, contacts.c.wa_id == wa_id)
+                .values(template_sent_ts=now, updated_ts=now)
+            )
+
+    # --------------------------------------------------------------- statuses
+    def record_statuses(self, statuses: Iterable[Any], now: Optional[float] = None) -> int:
+        """Stores delivery reports; a ``failed`` report marks the outbox row failed."""
+        now = now or time.time()
+        count = 0
+        with self.engine.begin() as conn:
+            for status in statuses:
+                count += 1
+                conn.execute(
+                    status_events.insert().values(
+                        wamid=status.wamid,
+                        status=status.status[:16],
+                        error_code=status.error_code,
+                        recipient_hash=conversation_hash(status.recipient_id) if status.recipient_id else None,
+                        event_ts=float(status.timestamp) if status.timestamp else None,
+                        recorded_ts=now,
+                    )
+                )
+                row = conn.execute(select(outbox.c.id, outbox.c.delivery_status).where(outbox.c.wamid == status.wamid)).first()
+                if row is None:
+                    continue
+                if status.status == "failed":
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id == row[0])
+                        .values(
+                            status="failed",
+                            delivery_status="failed",
+                            error_code=status.error_code,
+                            error="delivery_failed",
+                            updated_ts=now,
+                        )
+                    )
+                elif DELIVERY_RANK.get(status.status, 0) > DELIVERY_RANK.get(row[1] or "", 0):
+                    conn.execute(
+                        update(outbox).where(outbox.c.id == row[0]).values(delivery_status=status.status, updated_ts=now)
+                    )
+        return count
+
+    def status_events_for(self, wamid: str) -> List[Dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(status_events).where(status_events.c.wamid == wamid).order_by(status_events.c.id))
+            return [dict(r._mapping) for r in rows]
+
+    # ------------------------------------------------------------------ purge
+    def purge(self, retention_days: float, now: Optional[float] = None) -> Dict[str, int]:
+        """Deletes finished rows older than the retention (never less than 7 days)."""
+        now = now or time.time()
+        horizon = now - max(7.0, float(retention_days)) * 86400
+        counts = {}
+        with self.engine.begin() as conn:
+            counts["inbox"] = conn.execute(
+                delete(inbox).where(inbox.c.status.in_(FINISHED_INBOX), inbox.c.received_ts < horizon)
+            ).rowcount
+            counts["outbox"] = conn.execute(
+                delete(outbox).where(outbox.c.status.in_(("sent", "failed", "deferred")), outbox.c.updated_ts < horizon)
+            ).rowcount
+            counts["status_events"] = conn.execute(delete(status_events).where(status_events.c.recorded_ts < horizon)).rowcount
+            counts["contacts"] = conn.execute(
+                delete(contacts).where(
+                    or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < horizon),
+                    or_(contacts.c.template_sent_ts.is_(None), contacts.c.template_sent_ts < horizon),
+                )
+            ).rowcount
+        return counts
+
+
+class AsyncInbox:
+    """Runs :class:`InboxStore` methods on one dedicated thread."""
+
+    def __init__(self, store: InboxStore) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsapp-inbox")
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, partial(method, *args, **kwargs))
+
+        return call
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False)

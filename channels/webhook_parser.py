@@ -1,0 +1,278 @@
+"""Parses Meta's WhatsApp Cloud API webhook payloads into typed events.
+
+Pure functions, no I/O. A payload (``object: whatsapp_business_account``) has
+``entry[].changes[].value`` objects; a ``messages`` change carries ``messages``
+(citizen -> us), ``statuses`` (delivery reports of our messages), ``contacts``
+(profile names) and ``errors``. Every message becomes an :class:`InboundMessage`
+whose ``text`` is what Rasa receives:
+
+* text                       -> the text (a leading "/" is removed unless text
+                                payloads are allowed: citizens cannot inject intents)
+* interactive button/list    -> the ``id`` of the chosen option (the payload the bot
+                                offered, e.g. ``/passport_fees``)
+* template quick-reply button -> its payload (or its text)
+* reaction 👍 ❤️ 🙏          -> ``/thanks``; other or removed reactions are ignored
+* image/video/document with a caption -> the caption
+* anything else (audio, voice, sticker, location, contacts, unsupported ...)
+                             -> ``/non_text_message`` with ``message_type``
+* system messages (number changed ...) are ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+EXPECTED_OBJECT = "whatsapp_business_account"
+THANKS_PAYLOAD = "/thanks"
+NON_TEXT_PAYLOAD = "/non_text_message"
+THANKS_EMOJI = {"\U0001F44D", "\u2764", "\U0001F64F"}  # 👍 ❤ 🙏 (after normalisation)
+CAPTIONED_TYPES = {"image", "video", "document"}
+_EMOJI_MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\uFE0F", "\uFE0E"}
+
+
+class WebhookPayloadError(ValueError):
+    """The payload cannot be used at all (wrong object, no entries)."""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    wamid: str
+    wa_id: str
+    phone_number_id: str
+    timestamp: Optional[int]
+    message_type: str  # text, interactive, button, reaction, image, voice, ...
+    text: Optional[str]  # what Rasa receives; None when ignored
+    profile_name: Optional[str] = None
+    ignore_reason: Optional[str] = None  # set when the message is recorded but not answered
+    details: Dict[str, Any] = field(default_factory=dict)  # non-personal extras for metadata
+
+    @property
+    def answerable(self) -> bool:
+        return self.ignore_reason is None and bool(self.text)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    wamid: str
+    status: str  # sent | delivered | read | failed | deleted ...
+    recipient_id: Optional[str]
+    phone_number_id: Optional[str]
+    timestamp: Optional[int]
+    error_code: Optional[int] = None
+    error_title: Optional[str] = None
+
+
+@dataclass
+class ParseResult:
+    messages: List[InboundMessage] = field(default_factory=list)
+    statuses: List[StatusUpdate] = field(default_factory=list)
+    errors: List[Tuple[Optional[int], Optional[str]]] = field(default_factory=list)  # (code, title)
+    skipped: List[str] = field(default_factory=list)  # short reasons, never content
+    ignored_changes: int = 0
+
+
+def normalise_emoji(emoji: str) -> str:
+    return "".join(ch for ch in emoji if ch not in _EMOJI_MODIFIERS)
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, (str, int)):
+        value = str(value).strip()
+        return value or None
+    return None
+
+
+def _dict(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> List[Any]:
+    return value if isinstance(value, list) else []
+
+
+def parse_webhook(payload: Any, allow_text_payloads: bool = False) -> ParseResult:
+    """Parses a whole webhook body. Raises :class:`WebhookPayloadError` when it
+    is not a WhatsApp Business Account notification at all; broken items inside
+    a valid payload are skipped and reported in ``ParseResult.skipped``."""
+    if not isinstance(payload, dict):
+        raise WebhookPayloadError("payload is not a JSON object")
+    obj = payload.get("object")
+    if obj != EXPECTED_OBJECT:
+        raise WebhookPayloadError(f"unexpected object type {str(obj)[:40]!r}")
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        raise WebhookPayloadError("missing 'entry' list")
+
+    result = ParseResult()
+    for entry in entries:
+        changes = _dict(entry).get("changes")
+        if not isinstance(changes, list):
+            result.skipped.append("entry without 'changes'")
+            continue
+        for change in changes:
+            change = _dict(change)
+            if change.get("field") != "messages":
+                result.ignored_changes += 1
+                continue
+            value = change.get("value")
+            if not isinstance(value, dict):
+                result.skipped.append("change without 'value'")
+                continue
+            _parse_value(value, result, allow_text_payloads)
+    return result
+
+
+def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads: bool) -> None:
+    phone_number_id = _str(_dict(value.get("metadata")).get("phone_number_id"))
+    names: Dict[str, str] = {}
+    for contact in _list(value.get("contacts")):
+        contact = _dict(contact)
+        wa_id = _str(contact.get("wa_id"))
+        name = _str(_dict(contact.get("profile")).get("name"))
+        if wa_id and name:
+            names[wa_id] = name
+
+    for error in _list(value.get("errors")):
+        error = _dict(error)
+        result.errors.append((_int(error.get("code")), _str(error.get("title"))))
+
+    raw_messages = _list(value.get("messages"))
+    if raw_messages and not phone_number_id:
+        result.skipped.append(f"{len(raw_messages)} message(s) without metadata.phone_number_id")
+        raw_messages = []
+    for raw in raw_messages:
+        message = _parse_message(_dict(raw), phone_number_id or "", names, allow_text_payloads)
+        if isinstance(message, str):
+            result.skipped.append(message)
+        else:
+            result.messages.append(message)
+
+    for raw in _list(value.get("statuses")):
+        raw = _dict(raw)
+        wamid, status = _str(raw.get("id")), _str(raw.get("status"))
+        if not wamid or not status:
+            result.skipped.append("status without id/status")
+            continue
+        errors = [_dict(e) for e in _list(raw.get("errors"))]
+        first = errors[0] if errors else {}
+        result.statuses.append(
+            StatusUpdate(
+                wamid=wamid,
+                status=status,
+                recipient_id=_str(raw.get("recipient_id")),
+                phone_number_id=phone_number_id,
+                timestamp=_int(raw.get("timestamp")),
+                error_code=_int(first.get("code")),
+                error_title=_str(first.get("title")),
+            )
+        )
+
+
+def _strip_payload_prefix(text: str) -> str:
+    return text.lstrip("/").strip()
+
+
+def _parse_message(
+    raw: Dict[str, Any], phone_number_id: str, names: Dict[str, str], allow_text_payloads: bool
+) -> Any:
+    """Returns an InboundMessage, or a short reason string when unusable."""
+    wamid = _str(raw.get("id"))
+    wa_id = _str(raw.get("from"))
+    mtype = _str(raw.get("type")) or "unknown"
+    if not wamid or not wa_id:
+        return f"{mtype} message without id/from"
+    base: Dict[str, Any] = dict(
+        wamid=wamid,
+        wa_id=wa_id,
+        phone_number_id=phone_number_id,
+        timestamp=_int(raw.get("timestamp")),
+        profile_name=names.get(wa_id),
+    )
+    details: Dict[str, Any] = {}
+    context = _dict(raw.get("context"))
+    if _str(context.get("id")):
+        details["context_wamid"] = _str(context.get("id"))
+    if context.get("forwarded") or context.get("frequently_forwarded"):
+        details["forwarded"] = True
+
+    def build(message_type: str, text: Optional[str], ignore: Optional[str] = None) -> InboundMessage:
+        return InboundMessage(
+            message_type=message_type, text=text, ignore_reason=ignore, details=details, **base
+        )
+
+    if mtype == "text":
+        body = _str(_dict(raw.get("text")).get("body"))
+        if not body:
+            return build("text", None, "empty text")
+        if not allow_text_payloads and body.startswith("/"):
+            body = _strip_payload_prefix(body)
+            if not body:
+                return build("text", None, "empty text")
+        return build("text", body)
+
+    if mtype == "interactive":
+        interactive = _dict(raw.get("interactive"))
+        itype = _str(interactive.get("type")) or "unknown"
+        details["interactive_type"] = itype
+        if itype in ("button_reply", "list_reply"):
+            reply = _dict(interactive.get(itype))
+            payload = _str(reply.get("id")) or _str(reply.get("title"))
+            if not payload:
+                return build("interactive", None, f"{itype} without id")
+            return build("interactive", payload)
+        # e.g. nfm_reply (WhatsApp Flows): not supported by this bot
+        return build("interactive", NON_TEXT_PAYLOAD)
+
+    if mtype == "button":  # quick-reply button of a template message
+        button = _dict(raw.get("button"))
+        payload = _str(button.get("payload")) or _str(button.get("text"))
+        if not payload:
+            return build("button", None, "button without payload")
+        return build("button", payload)
+
+    if mtype == "reaction":
+        reaction = _dict(raw.get("reaction"))
+        if _str(reaction.get("message_id")):
+            details["reacted_wamid"] = _str(reaction.get("message_id"))
+        emoji = reaction.get("emoji") if isinstance(reaction.get("emoji"), str) else ""
+        if not emoji:
+            return build("reaction", None, "reaction removed")
+        details["emoji"] = emoji
+        if normalise_emoji(emoji) in THANKS_EMOJI:
+            return build("reaction", THANKS_PAYLOAD)
+        return build("reaction", None, "reaction not answered")
+
+    if mtype == "system":
+        return build("system", None, "system message")
+
+    if mtype in CAPTIONED_TYPES:
+        caption = _str(_dict(raw.get(mtype)).get("caption"))
+        if caption:
+            if not allow_text_payloads and caption.startswith("/"):
+                caption = _strip_payload_prefix(caption) or None
+            if caption:
+                details["has_caption"] = True
+                return build(mtype, caption)
+        return build(mtype, NON_TEXT_PAYLOAD)
+
+    if mtype == "audio":
+        mtype = "voice" if _dict(raw.get("audio")).get("voice") else "audio"
+        return build(mtype, NON_TEXT_PAYLOAD)
+
+    if mtype == "unsupported" or raw.get("errors"):
+        codes = [_int(_dict(e).get("code")) for e in _list(raw.get("errors"))]
+        if codes and codes[0] is not None:
+            details["error_code"] = codes[0]
+        return build(mtype, NON_TEXT_PAYLOAD)
+
+    # sticker, location, contacts, order, video without caption, unknown new types
+    return build(mtype, NON_TEXT_PAYLOAD)

@@ -1,0 +1,75 @@
+"""Sends staff actions to the citizen through Rasa's HTTP API.
+
+Rasa runs the bot's actions for the external intents, so the reply goes out on the
+channel the citizen used last (``output_channel=latest``) with that channel's rules
+(WhatsApp's 24-hour window and template rule):
+
+* ``EXTERNAL_kcc_reply`` with entity ``kcc_text``  -> ``action_deliver_staff_reply``
+* ``EXTERNAL_kcc_close`` with entity ``kcc_outcome`` -> ``action_close_handoff``
+
+A non-2xx answer or a network error means "not delivered".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+from urllib.parse import quote
+
+import requests
+
+REPLY_INTENT = "EXTERNAL_kcc_reply"
+CLOSE_INTENT = "EXTERNAL_kcc_close"
+
+
+@dataclass
+class RasaResult:
+    ok: bool
+    status: Optional[int] = None
+    error: Optional[str] = None
+    bot_messages: List[Dict[str, Any]] = field(default_factory=list)
+
+
+class RasaClient:
+    def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 15.0):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def trigger_intent(self, conversation_id: str, name: str, entities: Dict[str, Any]) -> RasaResult:
+        url = f"{self.base_url}/conversations/{quote(conversation_id, safe='')}/trigger_intent"
+        params = {"output_channel": "latest"}
+        if self.token:
+            params["token"] = self.token
+        try:
+            response = requests.post(
+                url,
+                params=params,
+                json={"name": name, "entities": entities},
+                timeout=(min(5.0, self.timeout), self.timeout),
+            )
+        except requests.RequestException as exc:
+            return RasaResult(ok=False, error=f"assistent niet bereikbaar ({type(exc).__name__})")
+        if not 200 <= response.status_code < 300:
+            detail = ""
+            try:
+                body = response.json()
+                detail = str(body.get("message") or body.get("reason") or "")[:150]
+            except ValueError:
+                pass
+            return RasaResult(
+                ok=False,
+                status=response.status_code,
+                error=f"assistent antwoordde {response.status_code}" + (f": {detail}" if detail else ""),
+            )
+        messages: List[Dict[str, Any]] = []
+        try:
+            messages = list(response.json().get("messages") or [])
+        except (ValueError, AttributeError):
+            pass
+        return RasaResult(ok=True, status=response.status_code, bot_messages=messages)
+
+    def send_reply(self, conversation_id: str, text: str) -> RasaResult:
+        return self.trigger_intent(conversation_id, REPLY_INTENT, {"kcc_text": text})
+
+    def close(self, conversation_id: str, outcome: str) -> RasaResult:
+        return self.trigger_intent(conversation_id, CLOSE_INTENT, {"kcc_outcome": outcome})

@@ -1,0 +1,369 @@
+"""What staff (and the webcare integration) can do with tickets; shared by the
+HTML pages, the JSON API and the integration endpoints. Every state change is
+written to the audit log. Blocking (database, HTTP to Rasa): call from a thread.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Dict, List, Optional
+from zoneinfo import ZoneInfo
+
+from appcare.handoff_store import OPEN_STATES, HandoffStore, Ticket, utcnow
+
+from desk.auth import can
+from desk.rasa_client import RasaClient
+from desk.settings import Settings
+from desk.store import DeskStore
+
+try:
+    TZ = ZoneInfo("Europe/Amsterdam")
+except Exception:  # noqa: BLE001 - no tz database: show UTC
+    TZ = dt.timezone.utc
+
+REASON_LABELS = {
+    "request_human": "vraagt om een medewerker",
+    "personal_case": "persoonlijke zaak",
+    "complaint": "klacht",
+    "out_of_scope": "buiten de assistent",
+    "not_understood": "niet begrepen",
+}
+CHANNEL_LABELS = {"whatsapp": "WhatsApp", "rest": "Web (REST)", "cmdline": "Test", "socketio": "Webchat"}
+STATUS_LABELS = {"open": "Wacht", "claimed": "Opgepakt", "closed": "Gesloten"}
+OUTCOME_LABELS = {
+    "beantwoord": "Beantwoord",
+    "doorverwezen": "Doorverwezen",
+    "geen reactie": "Geen reactie van inwoner",
+    "dubbel": "Dubbel",
+    "citizen_returned": "Inwoner ging terug naar de assistent",
+    "closed": "Gesloten",
+}
+MAX_TEXT = 4000
+
+
+class DeskError(Exception):
+    """A refused action: HTTP status, short code and a Dutch message for staff."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def local(moment: Optional[dt.datetime]) -> Optional[dt.datetime]:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(TZ)
+
+
+def iso(moment: Optional[dt.datetime]) -> Optional[str]:
+    value = local(moment)
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def duration_label(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return "< 1 min"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} u {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} u"
+
+
+def short_conversation(conversation_id: str) -> str:
+    """Enough to tell conversations apart without showing a phone number."""
+    cid = conversation_id or ""
+    return cid if len(cid) <= 6 else "…" + cid[-4:]
+
+
+class DeskService:
+    def __init__(self, settings: Settings, handoff: HandoffStore, store: DeskStore, rasa: RasaClient):
+        self.settings = settings
+        self.handoff = handoff
+        self.store = store
+        self.rasa = rasa
+
+    # ------------------------------------------------------------------ reading
+    def is_overdue(self, ticket: Ticket, now: Optional[dt.datetime] = None) -> bool:
+        if ticket.flagged and ticket.status == "open":
+            return True
+        if ticket.status != "open":
+            return False
+        now = now or utcnow()
+        if ticket.in_kcc_hours:
+            return now - ticket.created_at >= dt.timedelta(minutes=self.settings.pickup_minutes)
+        return ticket.expected_reply_at is not None and now >= ticket.expected_reply_at
+
+    def ticket_summary(self, ticket: Ticket, now: Optional[dt.datetime] = None) -> Dict[str, Any]:
+        now = now or utcnow()
+        waiting = ((ticket.closed_at or now) - ticket.created_at).total_seconds()
+        return {
+            "id": ticket.id,
+            "conversation": short_conversation(ticket.conversation_id),
+            "channel": ticket.channel,
+            "channel_label": CHANNEL_LABELS.get(ticket.channel, ticket.channel),
+            "municipality": ticket.municipality,
+            "reason": ticket.reason,
+            "reason_label": REASON_LABELS.get(ticket.reason, ticket.reason),
+            "summary": ticket.summary,
+            "status": ticket.status,
+            "status_label": STATUS_LABELS.get(ticket.status, ticket.status),
+            "claimed_by": ticket.claimed_by,
+            "created_at": iso(ticket.created_at),
+            "created_label": local(ticket.created_at).strftime("%d-%m %H:%M"),
+            "waiting_seconds": int(waiting),
+            "waiting_label": duration_label(waiting),
+            "in_kcc_hours": bool(ticket.in_kcc_hours),
+            "expected_reply_at": iso(ticket.expected_reply_at),
+            "expected_reply_label": local(ticket.expected_reply_at).strftime("%d-%m %H:%M")
+            if ticket.expected_reply_at
+            else None,
+            "overdue": self.is_overdue(ticket, now),
+            "flagged": bool(ticket.flagged),
+            "outcome": ticket.outcome,
+            "outcome_label": OUTCOME_LABELS.get(ticket.outcome or "", ticket.outcome),
+            "closed_at": iso(ticket.closed_at),
+            "version": ticket.version,
+        }
+
+    def queue(self) -> Dict[str, Any]:
+        now = utcnow()
+        tickets = [self.ticket_summary(t, now) for t in self.handoff.list(status=list(OPEN_STATES))]
+        # Overdue first, then waiting longest first.
+        tickets.sort(key=lambda t: (not t["overdue"], t["status"] != "open", t["created_at"]))
+        version = ";".join(f"{t['id']}:{t['version']}:{int(t['overdue'])}" for t in tickets)
+        return {
+            "tickets": tickets,
+            "counts": {
+                "open": sum(1 for t in tickets if t["status"] == "open"),
+                "claimed": sum(1 for t in tickets if t["status"] == "claimed"),
+                "overdue": sum(1 for t in tickets if t["overdue"]),
+            },
+            "version": version,
+            "server_time": iso(now),
+        }
+
+    def require_ticket(self, ticket_id: int) -> Ticket:
+        ticket = self.handoff.get(ticket_id, with_messages=True)
+        if ticket is None:
+            raise DeskError(404, "not_found", "Dit gesprek bestaat niet.")
+        return ticket
+
+    def ticket_detail(self, ticket_id: int) -> Dict[str, Any]:
+        ticket = self.require_ticket(ticket_id)
+        data = self.ticket_summary(ticket)
+        data["transcript"] = [
+            {
+                "sender": "citizen" if str(item.get("sender") or item.get("role") or "") in ("citizen", "user") else "bot",
+                "text": str(item.get("text") or ""),
+                "time": _transcript_time(item.get("time") or item.get("timestamp")),
+            }
+            for item in ticket.transcript
+        ]
+        data["messages"] = [
+            {
+                "id": m["id"],
+                "author": m["author"],
+                "staff_user": m["staff_user"],
+                "text": m["text"],
+                "created_at": iso(m["created_at"]),
+                "time": local(m["created_at"]).strftime("%H:%M") if m["created_at"] else "",
+                "delivery": m["delivery"],
+                "error": m["error"],
+            }
+            for m in ticket.messages
+        ]
+        data["version"] = ticket.version
+        return data
+
+    def answers_for(self, municipality: Optional[str]) -> List[Dict[str, Any]]:
+        return self.store.list_answers(municipality)
+
+    # ------------------------------------------------------------------ helpers
+    def _ensure_mine(self, ticket: Ticket, user: Optional[Dict[str, Any]], action: str) -> Ticket:
+        """Staff act on tickets they hold; an unclaimed ticket is claimed on the way."""
+        if ticket.status not in OPEN_STATES:
+            raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
+        if user is None:  # the integration acts for the whole webcare team
+            return ticket
+        name = user["username"]
+        if ticket.status == "open":
+            if self.handoff.claim(ticket.id, name):
+                self.store.audit(name, "claim", ticket.id, {"via": action})
+                return self.require_ticket(ticket.id)
+            ticket = self.require_ticket(ticket.id)
+            if ticket.status not in OPEN_STATES:
+                raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
+        if ticket.claimed_by != name and not can(user, "release_any"):
+            raise DeskError(409, "taken", f"Dit gesprek is al opgepakt door {ticket.claimed_by}.")
+        return ticket
+
+    # ------------------------------------------------------------------ actions
+    def claim(self, ticket_id: int, user: Dict[str, Any]) -> Dict[str, Any]:
+        ticket = self.require_ticket(ticket_id)
+        name = user["username"]
+        if self.handoff.claim(ticket_id, name):
+            self.store.audit(name, "claim", ticket_id)
+            return {"ok": True, "claimed_by": name}
+        ticket = self.require_ticket(ticket_id)
+        if ticket.status == "claimed" and ticket.claimed_by == name:
+            return {"ok": True, "claimed_by": name}
+        self.store.audit(name, "claim_refused", ticket_id, {"claimed_by": ticket.claimed_by, "status": ticket.status})
+        if ticket.status == "closed":
+            raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
+        raise DeskError(409, "taken", f"Dit gesprek is al opgepakt door {ticket.claimed_by}.")
+
+    def release(self, ticket_id: int, user: Dict[str, Any]) -> Dict[str, Any]:
+        self.require_ticket(ticket_id)
+        name = user["username"]
+        if self.handoff.release(ticket_id, None if can(user, "release_any") else name):
+            self.store.audit(name, "release", ticket_id)
+            return {"ok": True}
+        raise DeskError(409, "not_yours", "Je kunt alleen een gesprek vrijgeven dat je zelf hebt opgepakt.")
+
+    def reply(self, ticket_id: int, text: str, user: Optional[Dict[str, Any]], actor: Optional[str] = None) -> Dict[str, Any]:
+        text = (text or "").strip()
+        if not text:
+            raise DeskError(400, "empty", "Typ eerst een antwoord.")
+        if len(text) > MAX_TEXT:
+            raise DeskError(400, "too_long", f"Een antwoord mag hoogstens {MAX_TEXT} tekens hebben.")
+        ticket = self._ensure_mine(self.require_ticket(ticket_id), user, "reply")
+        actor = actor or user["username"]
+        message_id = self.handoff.add_staff_reply(ticket_id, actor, text)
+        self.store.audit(actor, "reply", ticket_id, {"message_id": message_id, "chars": len(text)})
+        return self._deliver(ticket, message_id, text, actor)
+
+    def retry(self, ticket_id: int, message_id: int, user: Dict[str, Any]) -> Dict[str, Any]:
+        ticket = self._ensure_mine(self.require_ticket(ticket_id), user, "retry")
+        message = self.handoff.get_message(message_id)
+        if not message or message["ticket_id"] != ticket_id or message["author"] != "staff":
+            raise DeskError(404, "not_found", "Dit bericht bestaat niet.")
+        if message["delivery"] == "sent":
+            return {"ok": True, "message_id": message_id, "delivery": "sent"}
+        self.handoff.set_delivery(message_id, "pending")
+        self.store.audit(user["username"], "reply_retry", ticket_id, {"message_id": message_id})
+        return self._deliver(ticket, message_id, message["text"], user["username"])
+
+    def _deliver(self, ticket: Ticket, message_id: int, text: str, actor: str) -> Dict[str, Any]:
+        result = self.rasa.send_reply(ticket.conversation_id, text)
+        if result.ok:
+            self.handoff.set_delivery(message_id, "sent")
+            self.store.audit(actor, "reply_delivered", ticket.id, {"message_id": message_id})
+            return {"ok": True, "message_id": message_id, "delivery": "sent"}
+        self.handoff.set_delivery(message_id, "failed", result.error)
+        self.store.audit(actor, "reply_failed", ticket.id, {"message_id": message_id, "error": result.error})
+        return {"ok": False, "message_id": message_id, "delivery": "failed", "error": result.error}
+
+    def note(self, ticket_id: int, text: str, user: Dict[str, Any]) -> Dict[str, Any]:
+        text = (text or "").strip()
+        if not text:
+            raise DeskError(400, "empty", "Typ eerst een notitie.")
+        if len(text) > MAX_TEXT:
+            raise DeskError(400, "too_long", f"Een notitie mag hoogstens {MAX_TEXT} tekens hebben.")
+        self.require_ticket(ticket_id)
+        message_id = self.handoff.append_message(ticket_id, "note", text, staff_user=user["username"])
+        self.store.audit(user["username"], "note", ticket_id, {"message_id": message_id})
+        return {"ok": True, "message_id": message_id}
+
+    def close(
+        self,
+        ticket_id: int,
+        outcome: str,
+        user: Optional[Dict[str, Any]],
+        actor: Optional[str] = None,
+        force: bool = False,
+    ) -> Dict[str, Any]:
+        outcome = (outcome or "").strip()
+        if outcome not in self.settings.outcomes:
+            raise DeskError(400, "outcome", "Kies een uitkomst: " + ", ".join(self.settings.outcomes) + ".")
+        ticket = self._ensure_mine(self.require_ticket(ticket_id), user, "close")
+        actor = actor or user["username"]
+        result = self.rasa.close(ticket.conversation_id, outcome)
+        if result.ok:
+            # The bot's action_close_handoff closed it already; this is a no-op then.
+            self.handoff.close(ticket_id, outcome, by=actor)
+            self.store.audit(actor, "close", ticket_id, {"outcome": outcome})
+            return {"ok": True, "outcome": outcome}
+        if force and can(user, "force_close"):
+            self.handoff.close(ticket_id, outcome, by=actor)
+            self.store.audit(actor, "force_close", ticket_id, {"outcome": outcome, "error": result.error})
+            return {"ok": True, "outcome": outcome, "forced": True, "error": result.error}
+        self.store.audit(actor, "close_failed", ticket_id, {"outcome": outcome, "error": result.error})
+        raise DeskError(
+            502,
+            "close_failed",
+            f"Afsluiten is niet gelukt ({result.error}). Het gesprek staat nog open; probeer het opnieuw.",
+        )
+
+    # ------------------------------------------------------------------ periodic
+    def flag_overdue(self) -> List[int]:
+        ids = self.handoff.flag_overdue(self.settings.pickup_minutes)
+        for ticket_id in ids:
+            self.store.audit("system", "flagged", ticket_id, {"pickup_minutes": self.settings.pickup_minutes})
+        return ids
+
+    # ------------------------------------------------------------------ coordinator
+    def overview(self) -> Dict[str, Any]:
+        now = utcnow()
+        today_start_local = local(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        today_start = today_start_local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        open_tickets = [self.ticket_summary(t, now) for t in self.handoff.list(status=list(OPEN_STATES))]
+        recent = self.handoff.closed_since(today_start)
+        outcomes: Dict[str, int] = {}
+        for t in recent:
+            outcomes[t.outcome or "?"] = outcomes.get(t.outcome or "?", 0) + 1
+        pickup = [
+            (t.claimed_at - t.created_at).total_seconds()
+            for t in self.handoff.created_since(today_start)
+            if t.claimed_at
+        ]
+        per_staff: Dict[str, int] = {}
+        for t in open_tickets:
+            if t["claimed_by"]:
+                per_staff[t["claimed_by"]] = per_staff.get(t["claimed_by"], 0) + 1
+        return {
+            "open": sum(1 for t in open_tickets if t["status"] == "open"),
+            "claimed": sum(1 for t in open_tickets if t["status"] == "claimed"),
+            "overdue": sum(1 for t in open_tickets if t["overdue"]),
+            "closed_today": len(recent),
+            "outcomes_today": [
+                {"outcome": k, "label": OUTCOME_LABELS.get(k, k), "count": v} for k, v in sorted(outcomes.items())
+            ],
+            "avg_pickup_today": duration_label(sum(pickup) / len(pickup)) if pickup else None,
+            "claimed_per_staff": [{"user": k, "count": v} for k, v in sorted(per_staff.items())],
+            "pickup_minutes": self.settings.pickup_minutes,
+            "webhook": {
+                "configured": bool(self.settings.webhook_url),
+                "failed": sum(1 for e in self.store.outbox(200) if e["status"] == "failed"),
+                "pending": sum(1 for e in self.store.outbox(200) if e["status"] == "pending"),
+            },
+            "recent_audit": [
+                {
+                    "at": local(a["at"]).strftime("%d-%m %H:%M:%S"),
+                    "actor": a["actor"],
+                    "action": a["action"],
+                    "ticket_id": a["ticket_id"],
+                }
+                for a in self.store.audit_log(limit=30)
+            ],
+        }
+
+
+def _transcript_time(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    try:
+        if isinstance(value, (int, float)):
+            moment = dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
+        else:
+            moment = dt.datetime.fromisoformat(str(value))
+        return local(moment).strftime("%H:%M")
+    except (ValueError, OverflowError, OSError):
+        return ""

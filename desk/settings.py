@@ -1,0 +1,66 @@
+"""Desk settings from the environment (one place, read when an app is created)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+def _int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on", "ja")
+
+
+@dataclass
+class Settings:
+    db_url: Optional[str] = None  # None: appcare.db.db_url() (APPCARE_DB_URL)
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_token: Optional[str] = None
+    rasa_timeout: float = 15.0
+    host: str = "127.0.0.1"
+    port: int = 5080
+    session_hours: float = 8.0
+    idle_minutes: float = 30.0
+    cookie_secure: bool = False
+    bcrypt_rounds: int = 12
+    pickup_minutes: int = 15
+    poll_seconds: float = 2.5
+    webhook_url: Optional[str] = None
+    webhook_secret: Optional[str] = None
+    webhook_attempts: int = 5
+    webhook_timeout: float = 5.0
+    background_interval: float = 2.0  # overdue flagging and webhook outbox
+    outcomes: tuple = field(default=("beantwoord", "doorverwezen", "geen reactie", "dubbel"))
+
+    @classmethod
+    def from_env(cls, db_url: Optional[str] = None, rasa_url: Optional[str] = None, **overrides) -> "Settings":
+        settings = cls(
+            db_url=db_url or os.environ.get("APPCARE_DB_URL") or None,
+            rasa_url=(rasa_url or os.environ.get("RASA_URL") or "http://127.0.0.1:5005").rstrip("/"),
+            rasa_token=os.environ.get("RASA_TOKEN") or None,
+            rasa_timeout=float(os.environ.get("DESK_RASA_TIMEOUT", "") or 15.0),
+            host=os.environ.get("DESK_HOST", "127.0.0.1"),
+            port=_int("DESK_PORT", 5080),
+            session_hours=float(os.environ.get("DESK_SESSION_HOURS", "") or 8.0),
+            idle_minutes=float(os.environ.get("DESK_SESSION_IDLE_MINUTES", "") or 30.0),
+            cookie_secure=_bool("DESK_COOKIE_SECURE", False),
+            bcrypt_rounds=_int("DESK_BCRYPT_ROUNDS", 12),
+            pickup_minutes=_int("DESK_PICKUP_MINUTES", 15),
+            webhook_url=os.environ.get("DESK_WEBHOOK_URL") or None,
+            webhook_secret=os.environ.get("DESK_WEBHOOK_SECRET") or None,
+            webhook_attempts=_int("DESK_WEBHOOK_ATTEMPTS", 5),
+        )
+        for key, value in overrides.items():
+            if not hasattr(settings, key):
+                raise TypeError(f"unknown desk setting {key!r}")
+            setattr(settings, key, value)
+        return settings

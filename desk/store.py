@@ -1,0 +1,404 @@
+"""Desk-side tables: staff accounts, sessions, audit log, standard answers and the
+webcare webhook outbox. They live in the same database as the ticket queue
+(``APPCARE_DB_URL``), each table prefixed ``desk_``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Dict, List, Optional
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import declarative_base, sessionmaker
+
+from appcare import db
+
+Base = declarative_base()
+
+ROLES = ("staff", "coordinator", "editor")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class UserRow(Base):
+    __tablename__ = "desk_users"
+
+    id = Column(Integer, primary_key=True)
+    username = Column(String(128), unique=True, nullable=False)
+    password_hash = Column(String(128), nullable=False)
+    role = Column(String(16), nullable=False, default="staff")
+    active = Column(Boolean, nullable=False, default=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    last_login_at = Column(DateTime, nullable=True)
+
+
+class SessionRow(Base):
+    __tablename__ = "desk_sessions"
+
+    # sha256 of the cookie value: a copy of the table gives no usable sessions.
+    id = Column(String(64), primary_key=True)
+    user_id = Column(Integer, ForeignKey("desk_users.id"), index=True, nullable=False)
+    csrf_token = Column(String(64), nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    last_seen_at = Column(DateTime, nullable=False, default=utcnow)
+    expires_at = Column(DateTime, nullable=False, index=True)
+
+
+class AuditRow(Base):
+    __tablename__ = "desk_audit_log"
+
+    id = Column(Integer, primary_key=True)
+    at = Column(DateTime, nullable=False, default=utcnow, index=True)
+    actor = Column(String(128), nullable=False)  # username, "system" or "integration"
+    action = Column(String(64), nullable=False, index=True)
+    ticket_id = Column(Integer, nullable=True, index=True)
+    detail = Column(Text, nullable=True)  # short JSON, never message text
+
+
+class AnswerRow(Base):
+    __tablename__ = "desk_standard_answers"
+
+    id = Column(Integer, primary_key=True)
+    title = Column(String(120), nullable=False)
+    text = Column(Text, nullable=False)
+    municipality = Column(String(64), nullable=True)  # None: all municipalities
+    active = Column(Boolean, nullable=False, default=True)
+    created_by = Column(String(128), nullable=False)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+class OutboxRow(Base):
+    __tablename__ = "desk_webhook_outbox"
+
+    id = Column(Integer, primary_key=True)
+    event_key = Column(String(64), unique=True, nullable=False)  # "ticket:12", "message:34"
+    event = Column(String(32), nullable=False)
+    payload = Column(Text, nullable=False)
+    status = Column(String(16), nullable=False, default="pending", index=True)  # pending|sent|failed
+    attempts = Column(Integer, nullable=False, default=0)
+    next_attempt_at = Column(DateTime, nullable=False, default=utcnow)
+    last_error = Column(String(255), nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    sent_at = Column(DateTime, nullable=True)
+
+
+class KeyValueRow(Base):
+    __tablename__ = "desk_kv"
+
+    key = Column(String(64), primary_key=True)
+    value = Column(String(255), nullable=False)
+
+
+def _user_dict(row: UserRow) -> Dict[str, Any]:
+    return {
+        "id": row.id,
+        "username": row.username,
+        "role": row.role,
+        "active": row.active,
+        "created_at": row.created_at,
+        "last_login_at": row.last_login_at,
+    }
+
+
+def _answer_dict(row: AnswerRow) -> Dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "text": row.text,
+        "municipality": row.municipality,
+        "active": row.active,
+        "created_by": row.created_by,
+        "updated_at": row.updated_at,
+    }
+
+
+class DeskStore:
+    """Accounts, sessions, audit log, standard answers, webhook outbox."""
+
+    def __init__(self, url: Optional[str] = None):
+        self.engine = db.get_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(bind=self.engine, expire_on_commit=False, future=True)
+
+    # ------------------------------------------------------------------ users
+    def create_user(self, username: str, password_hash: str, role: str) -> Dict[str, Any]:
+        if role not in ROLES:
+            raise ValueError(f"onbekende rol {role!r} (kies uit {', '.join(ROLES)})")
+        try:
+            with self._session.begin() as session:
+                row = UserRow(username=username, password_hash=password_hash, role=role)
+                session.add(row)
+                session.flush()
+                return _user_dict(row)
+        except IntegrityError as exc:
+            raise ValueError(f"gebruiker {username!r} bestaat al") from exc
+
+    def set_password(self, username: str, password_hash: str) -> bool:
+        with self._session.begin() as session:
+            result = session.execute(
+                update(UserRow).where(UserRow.username == username).values(password_hash=password_hash)
+            )
+            return result.rowcount == 1
+
+    def user_with_hash(self, username: str) -> Optional[Dict[str, Any]]:
+        with self._session() as session:
+            row = session.execute(select(UserRow).where(UserRow.username == username)).scalar_one_or_none()
+            if row is None:
+                return None
+            return dict(_user_dict(row), password_hash=row.password_hash)
+
+    def get_user(self, user_id: int) -> Optional[Dict[str, Any]]:
+        with self._session() as session:
+            row = session.get(UserRow, user_id)
+            return _user_dict(row) if row else None
+
+    def list_users(self) -> List[Dict[str, Any]]:
+        with self._session() as session:
+            return [_user_dict(r) for r in session.execute(select(UserRow).order_by(UserRow.username)).scalars()]
+
+    def count_users(self) -> int:
+        with self._session() as session:
+            return session.execute(select(func.count(UserRow.id))).scalar() or 0
+
+    def touch_login(self, user_id: int) -> None:
+        with self._session.begin() as session:
+            session.execute(update(UserRow).where(UserRow.id == user_id).values(last_login_at=utcnow()))
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self, session_id: str, user_id: int, csrf_token: str, expires_at: dt.datetime) -> None:
+        with self._session.begin() as session:
+            session.add(
+                SessionRow(id=session_id, user_id=user_id, csrf_token=csrf_token, expires_at=expires_at)
+            )
+
+    def get_session(self, session_id: str) -> Optional[Dict[str, Any]]:
+        """The session with its user, or None (also for a disabled user)."""
+        with self._session() as session:
+            found = session.execute(
+                select(SessionRow, UserRow)
+                .join(UserRow, UserRow.id == SessionRow.user_id)
+                .where(SessionRow.id == session_id, UserRow.active.is_(True))
+            ).first()
+            if not found:
+                return None
+            srow, urow = found
+            return {
+                "id": srow.id,
+                "csrf_token": srow.csrf_token,
+                "created_at": srow.created_at,
+                "last_seen_at": srow.last_seen_at,
+                "expires_at": srow.expires_at,
+                "user": _user_dict(urow),
+            }
+
+    def touch_session(self, session_id: str, when: Optional[dt.datetime] = None) -> None:
+        with self._session.begin() as session:
+            session.execute(
+                update(SessionRow).where(SessionRow.id == session_id).values(last_seen_at=when or utcnow())
+            )
+
+    def delete_session(self, session_id: str) -> None:
+        with self._session.begin() as session:
+            session.execute(delete(SessionRow).where(SessionRow.id == session_id))
+
+    def purge_sessions(self, idle_before: dt.datetime, now: Optional[dt.datetime] = None) -> int:
+        now = now or utcnow()
+        with self._session.begin() as session:
+            result = session.execute(
+                delete(SessionRow).where((SessionRow.expires_at <= now) | (SessionRow.last_seen_at <= idle_before))
+            )
+            return result.rowcount or 0
+
+    # ------------------------------------------------------------------ audit
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        ticket_id: Optional[int] = None,
+        detail: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        with self._session.begin() as session:
+            session.add(
+                AuditRow(
+                    actor=actor,
+                    action=action,
+                    ticket_id=ticket_id,
+                    detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
+                )
+            )
+
+    def audit_log(
+        self,
+        ticket_id: Optional[int] = None,
+        action: Optional[str] = None,
+        actor: Optional[str] = None,
+        since: Optional[dt.datetime] = None,
+        limit: int = 200,
+    ) -> List[Dict[str, Any]]:
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if ticket_id is not None:
+            query = query.where(AuditRow.ticket_id == ticket_id)
+        if action is not None:
+            query = query.where(AuditRow.action == action)
+        if actor is not None:
+            query = query.where(AuditRow.actor == actor)
+        if since is not None:
+            query = query.where(AuditRow.at >= since)
+        with self._session() as session:
+            return [
+                {
+                    "id": r.id,
+                    "at": r.at,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "ticket_id": r.ticket_id,
+                    "detail": json.loads(r.detail) if r.detail else None,
+                }
+                for r in session.execute(query).scalars()
+            ]
+
+    # ------------------------------------------------------------------ standard answers
+    def list_answers(self, municipality: Optional[str] = None, include_inactive: bool = False) -> List[Dict[str, Any]]:
+        query = select(AnswerRow).order_by(AnswerRow.title)
+        if not include_inactive:
+            query = query.where(AnswerRow.active.is_(True))
+        if municipality:
+            query = query.where((AnswerRow.municipality.is_(None)) | (AnswerRow.municipality == municipality))
+        with self._session() as session:
+            return [_answer_dict(r) for r in session.execute(query).scalars()]
+
+    def get_answer(self, answer_id: int) -> Optional[Dict[str, Any]]:
+        with self._session() as session:
+            row = session.get(AnswerRow, answer_id)
+            return _answer_dict(row) if row else None
+
+    def save_answer(
+        self,
+        title: str,
+        text: str,
+        created_by: str,
+        municipality: Optional[str] = None,
+        answer_id: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        with self._session.begin() as session:
+            row = session.get(AnswerRow, answer_id) if answer_id else None
+            if row is None:
+                row = AnswerRow(created_by=created_by)
+                session.add(row)
+            row.title = title[:120]
+            row.text = text
+            row.municipality = municipality or None
+            row.active = True
+            row.updated_at = utcnow()
+            session.flush()
+            return _answer_dict(row)
+
+    def delete_answer(self, answer_id: int) -> bool:
+        with self._session.begin() as session:
+            result = session.execute(
+                update(AnswerRow).where(AnswerRow.id == answer_id, AnswerRow.active.is_(True)).values(
+                    active=False, updated_at=utcnow()
+                )
+            )
+            return result.rowcount == 1
+
+    # ------------------------------------------------------------------ key/value (cursors)
+    def get_value(self, key: str) -> Optional[str]:
+        with self._session() as session:
+            row = session.get(KeyValueRow, key)
+            return row.value if row else None
+
+    def set_value(self, key: str, value: str) -> None:
+        with self._session.begin() as session:
+            row = session.get(KeyValueRow, key)
+            if row is None:
+                session.add(KeyValueRow(key=key, value=value))
+            else:
+                row.value = value
+
+    # ------------------------------------------------------------------ webhook outbox
+    def enqueue_event(self, event_key: str, event: str, payload: Dict[str, Any]) -> bool:
+        """Adds an outgoing webhook event once (False when the key was queued before)."""
+        try:
+            with self._session.begin() as session:
+                if session.execute(select(OutboxRow.id).where(OutboxRow.event_key == event_key)).first():
+                    return False
+                session.add(
+                    OutboxRow(
+                        event_key=event_key,
+                        event=event,
+                        payload=json.dumps(payload, ensure_ascii=False, default=str),
+                    )
+                )
+            return True
+        except IntegrityError:
+            return False
+
+    def due_events(self, now: Optional[dt.datetime] = None, limit: int = 20) -> List[Dict[str, Any]]:
+        """Pending events in order, up to the first one that waits for its retry time
+        (delivery is strictly in order: a webcare tool never sees a message before its ticket)."""
+        now = now or utcnow()
+        with self._session() as session:
+            rows = session.execute(
+                select(OutboxRow).where(OutboxRow.status == "pending").order_by(OutboxRow.id).limit(limit)
+            ).scalars()
+            due = []
+            for r in rows:
+                if r.next_attempt_at > now:
+                    break
+                due.append(
+                    {
+                        "id": r.id,
+                        "event_key": r.event_key,
+                        "event": r.event,
+                        "payload": r.payload,
+                        "attempts": r.attempts,
+                    }
+                )
+            return due
+
+    def mark_event(
+        self,
+        event_id: int,
+        status: str,
+        attempts: int,
+        error: Optional[str] = None,
+        next_attempt_at: Optional[dt.datetime] = None,
+    ) -> None:
+        values: Dict[str, Any] = {"status": status, "attempts": attempts, "last_error": error[:255] if error else None}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        if status == "sent":
+            values["sent_at"] = utcnow()
+        with self._session.begin() as session:
+            session.execute(update(OutboxRow).where(OutboxRow.id == event_id).values(**values))
+
+    def outbox(self, limit: int = 100) -> List[Dict[str, Any]]:
+        with self._session() as session:
+            return [
+                {
+                    "id": r.id,
+                    "event_key": r.event_key,
+                    "event": r.event,
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                }
+                for r in session.execute(select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)).scalars()
+            ]

@@ -1,0 +1,111 @@
+"""Fixtures for the KCC desk end-to-end tests: a headless Chromium (never skipped:
+if it cannot be had the test fails with the reason), background processes with
+their logs, and helpers to wait for HTTP servers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+import requests
+
+E2E = Path(__file__).resolve().parent
+TESTS = E2E.parent
+ROOT = TESTS.parent
+for path in (str(E2E), str(TESTS), str(ROOT)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from browser import BrowserUnavailable, start_browser, stop_browser  # noqa: E402
+
+VENV_BIN = ROOT / ".venv" / "bin"
+PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+
+
+class Processes:
+    """Starts background processes with logs in a temp dir; stops them all (by pid)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: List[subprocess.Popen] = []
+        self.logs: Dict[str, Path] = {}
+
+    def start(self, name: str, cmd: List[str], env: Dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
+        log = self.log_dir / f"{name}.log"
+        self.logs[name] = log
+        handle = open(log, "wb")
+        proc = subprocess.Popen(
+            cmd, cwd=str(cwd), env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        proc._desk_name = name  # noqa: SLF001
+        self.procs.append(proc)
+        return proc
+
+    def tail(self, name: str, chars: int = 3000) -> str:
+        log = self.logs.get(name)
+        if not log or not log.exists():
+            return ""
+        return log.read_text(errors="replace")[-chars:]
+
+    def wait_http(self, name: str, url: str, timeout: float, ok=lambda r: r.status_code < 500) -> None:
+        proc = [p for p in self.procs if getattr(p, "_desk_name", None) == name][-1]
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode} before it was ready:\n{self.tail(name)}")
+            try:
+                response = requests.get(url, timeout=2)
+                if ok(response):
+                    return
+                last = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+            time.sleep(0.3)
+        pytest.fail(f"{name} not ready at {url} after {timeout:.0f}s ({last}):\n{self.tail(name)}")
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)  # its own session: only what it started
+                except ProcessLookupError:
+                    continue
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    procs = Processes(log_dir)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    try:
+        driver = start_browser(str(tmp_path / "chrome-profile"))
+    except BrowserUnavailable as exc:
+        pytest.fail(f"headless Chromium is required for the desk e2e tests: {exc}", pytrace=False)
+    yield driver
+    stop_browser(driver)
+
+
+def latest_model() -> Optional[Path]:
+    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    return models[-1] if models else None

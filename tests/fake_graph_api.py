@@ -1,0 +1,169 @@
+"""A fake Meta Graph API (WhatsApp Cloud API) for tests: a real HTTP server on
+127.0.0.1 (random port, own thread) that records every request and answers as
+scripted per test.
+
+    with FakeGraphAPI() as graph:
+        graph.script(429, "ok")          # next message sends: 429, then 200
+        ...
+        graph.messages()                 # recorded message sends (no read receipts)
+
+Script items for message sends (read receipts always succeed unless
+``script_reads`` is used): ``"ok"`` (200 with a new wamid), ``429``, ``500``,
+``400`` (code 100), ``131047`` (re-engagement, HTTP 400), ``"hang"`` (answers
+only when the test ends), or a tuple ``(http_status, meta_error_code)``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+ERRORS = {
+    429: (429, 4, "OAuthException", "(#4) Application request limit reached"),
+    500: (500, 2, "OAuthException", "Service temporarily unavailable"),
+    400: (400, 100, "OAuthException", "(#100) Invalid parameter"),
+    131047: (400, 131047, "OAuthException", "(#131047) Re-engagement message"),
+    190: (401, 190, "OAuthException", "Error validating access token"),
+}
+
+
+class FakeGraphAPI:
+    def __init__(self) -> None:
+        self.requests: List[Dict[str, Any]] = []
+        self._script: Deque[Any] = deque()
+        self._read_script: Deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._ids = itertools.count(1)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw.decode("utf-8")) if raw else None
+                except ValueError:
+                    body = None
+                is_read = isinstance(body, dict) and body.get("status") == "read"
+                with fake._lock:
+                    queue = fake._read_script if is_read else fake._script
+                    action = queue.popleft() if queue else "ok"
+                    record = {
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "json": body,
+                        "time": time.monotonic(),
+                        "kind": "read" if is_read else "message",
+                        "answer": action,
+                    }
+                    fake.requests.append(record)
+                fake._answer(self, action, body, is_read)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-graph-api", daemon=True)
+
+    # ------------------------------------------------------------- control
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeGraphAPI":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "FakeGraphAPI":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def script(self, *actions: Any) -> None:
+        with self._lock:
+            self._script.extend(actions)
+
+    def script_reads(self, *actions: Any) -> None:
+        with self._lock:
+            self._read_script.extend(actions)
+
+    def release_hanging(self) -> None:
+        self._release.set()
+
+    # ------------------------------------------------------------ queries
+    def messages(self, to: Optional[str] = None) -> List[Dict[str, Any]]:
+        with self._lock:
+            found = [r for r in self.requests if r["kind"] == "message"]
+        return [r for r in found if to is None or (r["json"] or {}).get("to") == to]
+
+    def delivered(self, to: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Message sends that were answered with 200."""
+        return [r for r in self.messages(to) if r["answer"] == "ok"]
+
+    def read_receipts(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.requests if r["kind"] == "read"]
+
+    def wait_for(self, predicate: Callable[["FakeGraphAPI"], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.02)
+        return predicate(self)
+
+    # ------------------------------------------------------------ answers
+    def _answer(self, handler: BaseHTTPRequestHandler, action: Any, body: Any, is_read: bool) -> None:
+        if action == "hang":
+            self._release.wait(timeout=60)
+            action = "ok"
+        if action == "ok":
+            if is_read:
+                self._send(handler, 200, {"success": True})
+            else:
+                to = (body or {}).get("to") if isinstance(body, dict) else None
+                wamid = f"wamid.FAKE{next(self._ids):06d}"
+                self._send(
+                    handler,
+                    200,
+                    {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}], "messages": [{"id": wamid}]},
+                )
+            return
+        if isinstance(action, tuple):
+            status, code = action
+            title = "scripted error"
+            error_type = "OAuthException"
+        else:
+            status, code, error_type, title = ERRORS[int(action)]
+        self._send(
+            handler,
+            status,
+            {"error": {"message": title, "type": error_type, "code": code, "fbtrace_id": "AbCdEfGh123"}},
+        )
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: Dict[str, Any]) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test)
