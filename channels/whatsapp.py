@@ -351,18 +351,21 @@ class WhatsAppService:
                 del self._workers[wa_id]
                 self._dirty.pop(wa_id, None)
 
-    async def _wait_for_agent(self) -> None:
+    async def _wait_for_agent(self) -> bool:
+        """Holds processing while Rasa has no model loaded (``app.ctx.agent`` not
+        ready). False when the server stops meanwhile: the message stays open."""
         ctx = getattr(self.app, "ctx", None)
-        waited = 0.0
-        while not self._stopping and ctx is not None and hasattr(ctx, "agent"):
-            agent = getattr(ctx, "agent", None)
+        waited = 0
+        while not self._stopping:
+            agent = getattr(ctx, "agent", None) if ctx is not None and hasattr(ctx, "agent") else True
             is_ready = getattr(agent, "is_ready", None)
-            if agent is not None and (is_ready is None or is_ready()):
-                return
+            if agent is True or (agent is not None and (is_ready is None or is_ready())):
+                return True
             if waited % 60 == 0:
                 logger.warning("WhatsApp: Rasa has no model loaded yet; holding messages")
             await asyncio.sleep(1.0)
-            waited += 1.0
+            waited += 1
+        return False
 
     async def _process(self, item: InboxItem) -> None:
         sender = conversation_hash(item.wa_id)
@@ -371,12 +374,13 @@ class WhatsAppService:
             await self._send_reply_rows(item.wamid)
             await self.store.finish_inbound(item.wamid, "done")
             return
+        if not await self._wait_for_agent():
+            return  # shutting down; the message stays open and is resumed on the next start
         attempts = await self.store.start_processing(item.wamid)
         if attempts > self.config.max_processing_attempts:
             logger.error("WhatsApp: message dropped after %d processing attempts sender=%s", attempts - 1, sender)
             await self.store.finish_inbound(item.wamid, "failed", "too_many_attempts")
             return
-        await self._wait_for_agent()
         await self._deliver_deferred(item.phone_number_id, item.wa_id)
         await self.graph.mark_as_read(item.phone_number_id, item.wamid, typing_indicator=True)
 

@@ -180,6 +180,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
         path = request.path
         if path.startswith("/static/") or path == "/login" or path.startswith("/api/integrations/"):
             return None
+        if path == "/favicon.ico":
+            return response.empty(status=204)
         poll = request.headers.get("X-Desk-Poll") == "1"
         session = await current_session(request, activity=not poll)
         if session is None:
@@ -261,13 +263,21 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             raise DeskError(400, "bad_json", "Verwacht een JSON-object.")
         return data
 
+    @app.get("/favicon.ico")
+    async def favicon(request: Request):
+        return response.empty(status=204)
+
     # ------------------------------------------------------------------ login
     @app.get("/login")
     async def login_page(request: Request):
         session = await current_session(request, activity=False)
         if session:
             return response.redirect(_safe_next(request.args.get("next")))
-        login_csrf = secrets.token_urlsafe(24)
+        # Reuse the form token of this browser: a second tab (or a redirected favicon
+        # request) must not invalidate the login form that is already open.
+        login_csrf = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+        if not (20 <= len(login_csrf) <= 64 and login_csrf.replace("-", "").replace("_", "").isalnum()):
+            login_csrf = secrets.token_urlsafe(24)
         resp = render(
             request,
             "login.html",

@@ -557,6 +557,35 @@ def test_restart_between_receipt_and_reply_answers_exactly_once(tmp_path: Path, 
     assert [m["json"]["text"]["body"] for m in own_graph.messages(sender)] == ["echo: na herstart"]
 
 
+def test_messages_wait_while_rasa_has_no_model(tmp_path: Path, own_graph: FakeGraphAPI) -> None:
+    class ModelLessBot(EchoBot):
+        ready = False
+
+        def is_ready(self) -> bool:
+            return self.ready
+
+    db = tmp_path / "nomodel.db"
+    sender = new_sender()
+    bot = ModelLessBot()
+    first = ChannelServer(make_config(own_graph, db), bot).start()
+    try:
+        assert first.post(text_payload(sender, ["eerste"])).status_code == 200
+        time.sleep(0.5)
+        assert bot.received == [] and own_graph.requests == []  # held: no read receipt either
+    finally:
+        first.stop()  # shutting down while waiting must not drop the message
+    bot = ModelLessBot()
+    second = ChannelServer(make_config(own_graph, db), bot).start()
+    try:
+        time.sleep(0.3)
+        assert bot.received == []
+        bot.ready = True  # e.g. a model was loaded through PUT /model
+        assert own_graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=5)
+        assert bot.texts(sender) == ["eerste"]
+    finally:
+        second.stop()
+
+
 def test_restart_after_partial_send_does_not_resend(tmp_path: Path, own_graph: FakeGraphAPI) -> None:
     db = tmp_path / "partial.db"
     sender = new_sender()

@@ -107,5 +107,9 @@ def browser(tmp_path):
 
 
 def latest_model() -> Optional[Path]:
+    """The newest models/*.tar.gz (``DESK_E2E_MODEL`` may name another model file)."""
+    override = os.environ.get("DESK_E2E_MODEL")
+    if override:
+        return Path(override) if Path(override).exists() else None
     models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
     return models[-1] if models else None

@@ -1,0 +1,113 @@
+"""Shared fixtures: run real actions on real trackers and render their replies with
+the real domain responses, freeze the clock, and use a temporary database."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("APPCARE_DB_URL", "sqlite:///var/test-default.db")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_db(tmp_path, monkeypatch):
+    """Every test gets its own SQLite database and an unfrozen, default clock."""
+    from appcare import clock
+
+    monkeypatch.setenv("APPCARE_DB_URL", f"sqlite:///{tmp_path}/appcare.db")
+    monkeypatch.delenv("APPCARE_STRICT_FACTS", raising=False)
+    monkeypatch.delenv("ROADWORKS_URL", raising=False)
+    yield
+    clock.set_now(None)
+
+
+@pytest.fixture
+def frozen_now():
+    """Call with a local Europe/Amsterdam datetime to freeze appcare's clock."""
+    from appcare import clock
+
+    def _freeze(*args: int) -> dt.datetime:
+        moment = dt.datetime(*args, tzinfo=clock.TZ)
+        clock.set_now(moment)
+        return moment
+
+    return _freeze
+
+
+_domain_cache: Dict[str, Any] = {}
+
+
+def domain():
+    if "domain" not in _domain_cache:
+        from rasa.shared.core.domain import Domain
+
+        _domain_cache["domain"] = Domain.load(str(ROOT / "domain"))
+    return _domain_cache["domain"]
+
+
+def render(message: Dict[str, Any]) -> str:
+    """Renders a dispatched message to the text the citizen sees (Rasa's own interpolator)."""
+    from rasa.core.nlg.interpolator import interpolate_text
+
+    if message.get("text"):
+        return message["text"]
+    name = message.get("response")
+    templates = domain().responses.get(name)
+    assert templates, f"response {name} is not in the domain"
+    values = {k: v for k, v in message.items() if k not in ("response", "buttons")}
+    values.update(message.get("kwargs") or {})
+    return interpolate_text(templates[0]["text"], values)
+
+
+class ActionResult:
+    def __init__(self, messages: List[Dict[str, Any]], events: List[Dict[str, Any]]):
+        self.messages = messages
+        self.events = events
+        self.texts = [render(m) for m in messages]
+        self.responses = [m.get("response") for m in messages]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.texts)
+
+    def slot(self, name: str) -> Any:
+        values = [e["value"] for e in self.events if e.get("event") == "slot" and e.get("name") == name]
+        return values[-1] if values else None
+
+
+def run_action(
+    action,
+    text: str = "",
+    intent: Optional[str] = None,
+    entities: Optional[List[Dict[str, Any]]] = None,
+    slots: Optional[Dict[str, Any]] = None,
+    metadata: Optional[Dict[str, Any]] = None,
+    sender: str = "citizen-1",
+    events: Optional[List[Dict[str, Any]]] = None,
+    intent_ranking: Optional[List[Dict[str, Any]]] = None,
+) -> ActionResult:
+    """Runs a real rasa-sdk action with a real Tracker and CollectingDispatcher."""
+    from rasa_sdk import Tracker
+    from rasa_sdk.executor import CollectingDispatcher
+
+    base_slots = {"privacy_notice_shown": True, "feedback_asked": True}
+    base_slots.update(slots or {})
+    latest = {
+        "text": text,
+        "intent": {"name": intent, "confidence": 0.9},
+        "entities": [
+            {"entity": e[0], "value": e[1]} if isinstance(e, tuple) else e for e in (entities or [])
+        ],
+        "metadata": metadata or {},
+        "intent_ranking": intent_ranking or [],
+    }
+    all_events = list(events or []) + [{"event": "user", "text": text, "parse_data": latest, "input_channel": "rest"}]
+    tracker = Tracker(sender, base_slots, latest, all_events, False, None, {}, "action_listen")
+    dispatcher = CollectingDispatcher()
+    result = asyncio.run(action.run(dispatcher, tracker, {}))
+    return ActionResult(dispatcher.messages, result)

@@ -1,0 +1,211 @@
+"""Custom actions with real trackers and dispatchers; replies rendered from the domain."""
+from __future__ import annotations
+
+import pytest
+
+from actions.conversation import ActionClarify, ActionHandleInform, ActionHandleYesNo
+from actions.handoff import ActionHandoffToKcc, ActionRelayToKcc, ActionReturnToBot, ActionCloseHandoff
+from actions.marriage import ActionMarriage
+from actions.opening_hours import ActionOpeningHours
+from actions.passport_id import ActionPassportId
+from actions.roadworks import ActionRoadworks
+from appcare.handoff_store import default_store
+from tests.conftest import run_action
+from tests.support.http_server import ScriptedServer
+
+TERNEUZEN = {"municipality": "terneuzen"}
+LELYSTAD = {"municipality": "lelystad"}
+
+
+def test_opening_hours_tomorrow(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)  # Wednesday
+    result = run_action(ActionOpeningHours(), "hoe laat zijn jullie morgen open", "opening_hours",
+                        [("date_expr", "morgen")], slots=TERNEUZEN)
+    assert "Morgen is de publieksbalie in het stadhuis open van 8:30 tot 16:30 en 18:00 tot 20:00" in result.text
+    assert "nog door de gemeente worden bevestigd" in result.text  # placeholder hours are flagged
+
+
+def test_open_now_when_closed_gives_next_moment(frozen_now):
+    frozen_now(2026, 11, 28, 11, 0)  # Saturday
+    result = run_action(ActionOpeningHours(), "zijn jullie nu open", "opening_hours_now", slots=LELYSTAD)
+    assert "nu gesloten" in result.text and "maandag 30 november om 9:00" in result.text
+
+
+def test_follow_up_saturday_uses_context(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionHandleInform(), "en zaterdag?", "inform", [("date_expr", "zaterdag")],
+                        slots={**TERNEUZEN, "topic": "opening_hours"})
+    assert "Zaterdag 28 november is de publieksbalie in het stadhuis gesloten" in result.text
+
+
+def test_holiday_closed(frozen_now):
+    frozen_now(2026, 12, 20, 10, 0)
+    result = run_action(ActionOpeningHours(), "open op 2e kerstdag?", "opening_hours",
+                        [("date_expr", "2e kerstdag")], slots=LELYSTAD)
+    assert "gesloten" in result.text and "maandag 28 december om 9:00" in result.text
+
+
+def test_strict_mode_refers_instead_of_quoting_unverified_hours(frozen_now, monkeypatch):
+    monkeypatch.setenv("APPCARE_STRICT_FACTS", "1")
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionOpeningHours(), "openingstijden", "opening_hours", slots=LELYSTAD)
+    assert "https://www.lelystad.nl" in result.text and "9:00" not in result.text
+
+
+def test_id_card_fee_for_daughter_of_12(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionPassportId(), "wat kost een id kaart voor mn dochter van 12", "passport_fees",
+                        [("document_type", "id_kaart"), ("relation", "kind"), ("age", "12")], slots=TERNEUZEN)
+    assert "ID-kaart voor iemand jonger dan 18 kost € 37,99 (maximumbedrag 2023)" in result.text
+    assert "5 jaar geldig" in result.text
+    assert "rvig.nl" in result.text  # an older fee links to the current table
+
+
+def test_fee_asks_age_then_answers_follow_up(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    first = run_action(ActionPassportId(), "wat kost een paspoort", "passport_fees",
+                       [("document_type", "paspoort")], slots=TERNEUZEN)
+    assert first.responses == ["utter_passport_ask_age"] and first.slot("pending_question") == "age"
+    second = run_action(ActionHandleInform(), "ik ben 34", "inform", [("age", "34")],
+                        slots={**TERNEUZEN, "document_type": "paspoort", "pending_question": "age",
+                               "topic": "passport_fees"})
+    assert "€ 77,87" in second.text
+
+
+def test_correction_to_id_card(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionHandleInform(), "nee ik bedoel een id-kaart", "inform",
+                        [("document_type", "id_kaart")],
+                        slots={**TERNEUZEN, "document_type": "paspoort", "age": "40", "topic": "passport_fees"})
+    assert "ID-kaart voor iemand van 18 jaar of ouder kost € 70,38" in result.text
+
+
+def test_first_contact_gets_privacy_notice():
+    result = run_action(ActionMarriage(), "hoeveel getuigen", "marriage_witnesses",
+                        slots={**TERNEUZEN, "privacy_notice_shown": None})
+    assert result.responses[0] == "utter_privacy_notice"
+    assert "2, 3 of 4 getuigen" in result.text
+    assert result.slot("privacy_notice_shown") is True
+
+
+def test_marriage_costs_known_in_terneuzen_unknown_in_lelystad():
+    terneuzen = run_action(ActionMarriage(), "wat kost trouwen", "marriage_costs", slots=TERNEUZEN)
+    assert "€ 476,00" in terneuzen.text and "€ 1.069,00" in terneuzen.text and "dinsdag" in terneuzen.text
+    lelystad = run_action(ActionMarriage(), "wat kost trouwen", "marriage_costs", slots=LELYSTAD)
+    assert "weet ik niet zeker" in lelystad.text and "14 0320" in lelystad.text
+    assert "476" not in lelystad.text  # never Terneuzen's facts for Lelystad
+
+
+def test_roadworks_on_street(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionRoadworks(), "is de Larserdreef nog afgesloten", "roadworks_status",
+                        [("street", "Larserdreef")], slots=LELYSTAD)
+    assert "Larserdreef: Nieuw asfalt" in result.text and "Omleiding: via de Oostranddreef" in result.text
+
+
+def test_roadworks_none_and_asks_street(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    none = run_action(ActionRoadworks(), "werk aan de Parlaan?", "roadworks_status", [("street", "Parlaan")],
+                      slots=LELYSTAD)
+    assert "geen wegwerkzaamheden op Parlaan" in none.text
+    ask = run_action(ActionRoadworks(), "zijn er wegwerkzaamheden", "roadworks_status", slots=LELYSTAD)
+    assert ask.responses == ["utter_roadworks_ask_street"]
+
+
+def test_roadworks_source_down(monkeypatch, frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    with ScriptedServer() as server:
+        server.default = (500, {}, 0)
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        from appcare import roadworks_feed
+        monkeypatch.setattr(roadworks_feed, "_client", None)
+        result = run_action(ActionRoadworks(), "afsluiting Noordstraat?", "roadworks_status",
+                            [("street", "Noordstraat")], slots=TERNEUZEN)
+    assert "even niet opzoeken" in result.text and "terneuzen.nl" in result.text
+
+
+def test_handoff_out_of_hours_creates_masked_ticket(frozen_now):
+    frozen_now(2026, 11, 28, 22, 0)  # Saturday night
+    events = [{"event": "user", "text": "mijn bsn is 123456782"}, {"event": "bot", "text": "Sorry?"}]
+    result = run_action(ActionHandoffToKcc(), "ik wil een medewerker", "request_human", slots=TERNEUZEN,
+                        events=events, sender="31612345678")
+    assert "maandag 30 november om 8:30" in result.text
+    assert result.slot("handoff_active") is True
+    ticket = default_store().open_ticket_for("31612345678")
+    assert ticket.reason == "request_human" and not ticket.in_kcc_hours
+    assert "123456782" not in str(ticket.transcript) and "[BSN]" in str(ticket.transcript)
+
+
+def test_handoff_in_hours_and_relay_and_return(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionHandoffToKcc(), "ik heb een klacht", "complaint", slots=LELYSTAD, sender="c-2")
+    assert "vandaag vóór 17:00" in result.text and result.responses[0] == "utter_handoff_complaint"
+    relay = run_action(ActionRelayToKcc(), "bel me op 0612345678", "greet",
+                       slots={**LELYSTAD, "handoff_active": True}, sender="c-2")
+    assert relay.messages == []  # the bot stays silent
+    ticket = default_store().get(default_store().open_ticket_for("c-2").id)
+    assert ticket.messages[-1]["text"] == "bel me op [telefoon]"
+    back = run_action(ActionReturnToBot(), "stop", "return_to_bot", slots={**LELYSTAD, "handoff_active": True},
+                      sender="c-2")
+    assert back.slot("handoff_active") is False and default_store().open_ticket_for("c-2") is None
+
+
+def test_staff_close_returns_conversation_to_bot(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    run_action(ActionHandoffToKcc(), "medewerker", "request_human", slots=TERNEUZEN, sender="c-3")
+    closed = run_action(ActionCloseHandoff(), "", "EXTERNAL_kcc_close", [("kcc_outcome", "beantwoord")],
+                        slots={**TERNEUZEN, "handoff_active": True}, sender="c-3")
+    assert closed.slot("handoff_active") is False and "afgerond" in closed.text
+    assert default_store().list(status=["closed"])[0].outcome == "beantwoord"
+
+
+def test_clarify_then_handoff_after_second_miss(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    ranking = [{"name": "nlu_fallback"}, {"name": "passport_fees"}, {"name": "opening_hours"}]
+    first = run_action(ActionClarify(), "ik wil wat weten over dat ding", "nlu_fallback", slots=TERNEUZEN,
+                       intent_ranking=ranking)
+    titles = [b["title"] for b in first.messages[0]["buttons"]]
+    assert titles == ["Kosten paspoort/ID", "Openingstijden", "Medewerker"]
+    assert first.slot("failed_attempts") == 1
+    second = run_action(ActionClarify(), "nou gewoon dat", "nlu_fallback",
+                        slots={**TERNEUZEN, "failed_attempts": 1}, sender="c-4")
+    assert second.slot("handoff_active") is True
+    assert default_store().open_ticket_for("c-4").reason == "not_understood"
+
+
+@pytest.mark.parametrize("text,response", [
+    ("", "utter_empty_message"),
+    ("👍👍👍", "utter_ask_rephrase_text"),
+    ("https://example.org/iets", "utter_ask_rephrase_text"),
+    ("what time do you open please", "utter_other_language"),
+    ("x" * 5000, "utter_too_long"),
+    ("\x00\x01\x02 ÿþ", "utter_ask_rephrase_text"),
+])
+def test_bad_input_gets_a_sensible_reply(text, response):
+    result = run_action(ActionClarify(), text, "nlu_fallback", slots=TERNEUZEN)
+    assert result.responses == [response]
+    assert all(t.strip() for t in result.texts)
+
+
+def test_broken_content_still_replies(monkeypatch, tmp_path):
+    from appcare import content
+    (tmp_path / "national.yml").write_text("passport: [\n", encoding="utf-8")
+    (tmp_path / "terneuzen.yml").write_text("x: 1\n", encoding="utf-8")
+    monkeypatch.setattr(content, "CONTENT_DIR", tmp_path)
+    content.clear_cache()
+    result = run_action(ActionPassportId(), "wat kost een paspoort", "passport_fees", slots=TERNEUZEN)
+    content.clear_cache()
+    assert result.responses == ["utter_default"]
+
+
+def test_late_message_gets_apology(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionOpeningHours(), "zijn jullie nu open", "opening_hours_now", slots=LELYSTAD,
+                        metadata={"delay_seconds": 5 * 3600})
+    assert result.responses[0] == "utter_sorry_late"
+    assert "is nu open" in result.text  # computed for the real now, not the moment it was sent
+
+
+def test_feedback_yes_no():
+    result = run_action(ActionHandleYesNo(), "ja", "affirm", slots={**TERNEUZEN, "pending_question": "feedback"})
+    assert result.responses == ["utter_feedback_positive"]
