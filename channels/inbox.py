@@ -159,6 +159,7 @@ class InboxItem:
     metadata: Dict[str, Any]
     status: str
     attempts: int
+    sort_ts: float = 0.0  # message timestamp (epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ class InboxStore:
             metadata=json.loads(m["metadata_json"]) if m["metadata_json"] else {},
             status=m["status"],
             attempts=m["attempts"],
+            sort_ts=m["sort_ts"],
         )
 
     def start_processing(self, wamid: str, now: Optional[float] = None) -> int:
@@ -562,20 +564,27 @@ class InboxStore:
 
 
 class AsyncInbox:
-    """Runs :class:`InboxStore` methods on one dedicated thread."""
+    """Runs :class:`InboxStore` methods off the event loop. The webhook path
+    (persisting what Meta sends) has its own thread so acknowledgements never
+    queue behind the workers' bookkeeping."""
+
+    INGRESS = frozenset({"record_inbound", "record_statuses"})
 
     def __init__(self, store: InboxStore) -> None:
         self.store = store
+        self._ingress = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsapp-ingress")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsapp-inbox")
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.store, name)
+        executor = self._ingress if name in self.INGRESS else self._executor
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, partial(method, *args, **kwargs))
+            return await loop.run_in_executor(executor, partial(method, *args, **kwargs))
 
         return call
 
     def shutdown(self) -> None:
+        self._ingress.shutdown(wait=False)
         self._executor.shutdown(wait=False)

@@ -44,7 +44,14 @@ from channels import formatting
 from channels.config import WhatsAppConfig
 from channels.formatting import BotMessage
 from channels.graph_api import REENGAGEMENT_CODE, GraphAPIClient, GraphAPIError
-from channels.inbox import AsyncInbox, InboxItem, InboxStore, NewInbound
+from channels.inbox import (
+    WINDOW_MARGIN_SECONDS,
+    WINDOW_SECONDS,
+    AsyncInbox,
+    InboxItem,
+    InboxStore,
+    NewInbound,
+)
 from channels.webhook_parser import InboundMessage, WebhookPayloadError, parse_webhook
 
 logger = logging.getLogger(__name__)
@@ -371,7 +378,7 @@ class WhatsAppService:
         sender = conversation_hash(item.wa_id)
         if item.status == "replying":
             logger.info("WhatsApp: resuming a half-sent reply sender=%s", sender)
-            await self._send_reply_rows(item.wamid)
+            await self._send_reply_rows(item.wamid, item.sort_ts)
             await self.store.finish_inbound(item.wamid, "done")
             return
         if not await self._wait_for_agent():
@@ -408,7 +415,7 @@ class WhatsAppService:
         if payloads:
             kinds = [formatting.describe(p) for p in payloads]
             await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads, kinds)
-            await self._send_reply_rows(item.wamid)
+            await self._send_reply_rows(item.wamid, item.sort_ts)
         await self.store.finish_inbound(item.wamid, "failed" if error else "done", error)
         logger.info(
             "WhatsApp: answered sender=%s with %d message(s) in %.2fs",
@@ -417,7 +424,8 @@ class WhatsAppService:
             time.monotonic() - started,
         )
 
-    async def _send_reply_rows(self, inbound_wamid: str) -> None:
+    async def _send_reply_rows(self, inbound_wamid: str, sent_ts: Optional[float] = None) -> None:
+        window_open = sent_ts is not None and time.time() - sent_ts < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS - 600
         for row in await self.store.unsent_reply_rows(inbound_wamid):
             if row.status == "sending":
                 # We crashed while this request was in flight: Meta may or may not
@@ -428,7 +436,9 @@ class WhatsAppService:
                 )
                 await self.store.mark_failed(row.id, None, "interrupted_in_flight")
                 continue
-            await self._send_row(row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref)
+            await self._send_row(
+                row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref, window_open
+            )
 
     async def _deliver_deferred(self, phone_number_id: str, wa_id: str) -> None:
         since = time.time() - max(7.0, self.config.retention_days) * 86400
@@ -451,9 +461,18 @@ class WhatsAppService:
         return ids
 
     async def _send_row(
-        self, outbox_id: int, phone_number_id: str, recipient: str, payload: Dict[str, Any], kind: str, ref: Optional[str]
+        self,
+        outbox_id: int,
+        phone_number_id: str,
+        recipient: str,
+        payload: Dict[str, Any],
+        kind: str,
+        ref: Optional[str],
+        window_open: bool = False,
     ) -> bool:
-        if kind != "template" and not await self.store.in_window(phone_number_id, recipient):
+        """Sends one outbox row. ``window_open``: the caller knows the citizen
+        wrote less than 24h ago (a reply to a fresh message): skip the lookup."""
+        if kind != "template" and not window_open and not await self.store.in_window(phone_number_id, recipient):
             return await self._outside_window(outbox_id, phone_number_id, recipient, ref)
         await self.store.mark_sending(outbox_id)
         try:

@@ -73,6 +73,8 @@ NOTICES = {
     "released": ("ok", "Het gesprek staat weer in de wachtrij."),
     "sent": ("ok", "Je antwoord is verstuurd."),
     "failed": ("error", "Je antwoord is niet afgeleverd. Probeer het opnieuw met de knop bij het bericht."),
+    "deferred": ("warn", "WhatsApp stelt je antwoord uit: de inwoner schreef meer dan 24 uur geleden. "
+                 "Die kreeg een sjabloonbericht; je antwoord volgt zodra die reageert."),
     "noted": ("ok", "Notitie opgeslagen."),
     "closed": ("ok", "Het gesprek is gesloten; de inwoner praat weer met de assistent."),
     "forced": ("warn", "Het gesprek is gesloten zonder bericht aan de inwoner (assistent niet bereikbaar)."),
@@ -358,8 +360,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             if code not in NOTICES or exc.status == 404:
                 raise
             return back_to_ticket(ticket_id, code)
-        if isinstance(result, dict) and result.get("delivery") == "failed":
-            return back_to_ticket(ticket_id, "failed")
+        if isinstance(result, dict) and result.get("delivery") in ("failed", "deferred"):
+            return back_to_ticket(ticket_id, result["delivery"])
         if isinstance(result, dict) and result.get("forced"):
             return back_to_ticket(ticket_id, "forced")
         if ok_msg == "closed" or ok_msg == "released":

@@ -68,8 +68,14 @@ class RasaClient:
             pass
         return RasaResult(ok=True, status=response.status_code, bot_messages=messages)
 
-    def send_reply(self, conversation_id: str, text: str) -> RasaResult:
-        return self.trigger_intent(conversation_id, REPLY_INTENT, {"kcc_text": text})
+    def send_reply(self, conversation_id: str, text: str, ref: Optional[str] = None) -> RasaResult:
+        """``ref`` (``kcc:<message id>``) goes along as entity ``kcc_ref``: an action that
+        passes it on (``utter_message(..., whatsapp_ref=ref)``) lets the desk find the
+        WhatsApp channel's outbox records of this reply (see desk.service)."""
+        entities = {"kcc_text": text}
+        if ref:
+            entities["kcc_ref"] = ref
+        return self.trigger_intent(conversation_id, REPLY_INTENT, entities)
 
     def close(self, conversation_id: str, outcome: str) -> RasaResult:
         return self.trigger_intent(conversation_id, CLOSE_INTENT, {"kcc_outcome": outcome})

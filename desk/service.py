@@ -5,7 +5,9 @@ written to the audit log. Blocking (database, HTTP to Rasa): call from a thread.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict, List, Optional
+import logging
+import time
+from typing import Any, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 from appcare.handoff_store import OPEN_STATES, HandoffStore, Ticket, utcnow
@@ -38,6 +40,7 @@ OUTCOME_LABELS = {
     "closed": "Gesloten",
 }
 MAX_TEXT = 4000
+logger = logging.getLogger(__name__)
 
 
 class DeskError(Exception):
@@ -83,12 +86,49 @@ def short_conversation(conversation_id: str) -> str:
     return cid if len(cid) <= 6 else "…" + cid[-4:]
 
 
+class ChannelDelivery:
+    """What the WhatsApp channel did with a staff reply, from its outbox records with
+    ``ref`` = ``kcc:<message id>`` (channels.inbox). None when there are none (REST
+    channel, an action that does not pass the ref on, or no WhatsApp channel)."""
+
+    def __init__(self, db_url: Optional[str]):
+        self.db_url = db_url
+        self._store = None
+        self._available = True
+
+    def outcome(self, ref: str, since_ts: float) -> Optional[Tuple[str, Optional[str]]]:
+        if not self._available:
+            return None
+        try:
+            if self._store is None:
+                from channels.inbox import InboxStore
+
+                self._store = InboxStore(self.db_url)
+            items = [i for i in self._store.outgoing_by_ref(ref) if i.created_ts >= since_ts]
+        except ImportError:
+            self._available = False
+            return None
+        except Exception:  # noqa: BLE001 - the channel's tables are not ours: never fail a reply on them
+            logger.exception("could not read the WhatsApp outbox")
+            return None
+        if not items:
+            return None
+        failed = [i for i in items if i.status == "failed"]
+        if failed:
+            code = f" {failed[0].error_code}" if failed[0].error_code else ""
+            return "failed", f"WhatsApp{code}: {failed[0].error or 'niet verstuurd'}"[:255]
+        if any(i.status == "deferred" for i in items):
+            return "deferred", "Buiten het 24-uursvenster van WhatsApp: de inwoner kreeg een sjabloonbericht; dit antwoord volgt zodra die reageert."
+        return "sent", None
+
+
 class DeskService:
     def __init__(self, settings: Settings, handoff: HandoffStore, store: DeskStore, rasa: RasaClient):
         self.settings = settings
         self.handoff = handoff
         self.store = store
         self.rasa = rasa
+        self.channel = ChannelDelivery(settings.db_url)
 
     # ------------------------------------------------------------------ reading
     def is_overdue(self, ticket: Ticket, now: Optional[dt.datetime] = None) -> bool:
@@ -245,21 +285,32 @@ class DeskService:
         message = self.handoff.get_message(message_id)
         if not message or message["ticket_id"] != ticket_id or message["author"] != "staff":
             raise DeskError(404, "not_found", "Dit bericht bestaat niet.")
-        if message["delivery"] == "sent":
-            return {"ok": True, "message_id": message_id, "delivery": "sent"}
+        if message["delivery"] in ("sent", "deferred"):
+            return {"ok": True, "message_id": message_id, "delivery": message["delivery"]}
         self.handoff.set_delivery(message_id, "pending")
         self.store.audit(user["username"], "reply_retry", ticket_id, {"message_id": message_id})
         return self._deliver(ticket, message_id, message["text"], user["username"])
 
     def _deliver(self, ticket: Ticket, message_id: int, text: str, actor: str) -> Dict[str, Any]:
-        result = self.rasa.send_reply(ticket.conversation_id, text)
+        ref = f"kcc:{message_id}"
+        started = time.time() - 1.0
+        result = self.rasa.send_reply(ticket.conversation_id, text, ref=ref)
+        delivery, error = ("sent", None) if result.ok else ("failed", result.error)
         if result.ok:
-            self.handoff.set_delivery(message_id, "sent")
-            self.store.audit(actor, "reply_delivered", ticket.id, {"message_id": message_id})
-            return {"ok": True, "message_id": message_id, "delivery": "sent"}
-        self.handoff.set_delivery(message_id, "failed", result.error)
-        self.store.audit(actor, "reply_failed", ticket.id, {"message_id": message_id, "error": result.error})
-        return {"ok": False, "message_id": message_id, "delivery": "failed", "error": result.error}
+            # Rasa took it; the WhatsApp channel records (but never raises) send failures.
+            channel = self.channel.outcome(ref, started)
+            if channel is not None:
+                delivery, error = channel
+        self.handoff.set_delivery(message_id, delivery, error)
+        action = {"sent": "reply_delivered", "deferred": "reply_deferred"}.get(delivery, "reply_failed")
+        detail = {"message_id": message_id}
+        if error:
+            detail["error"] = error
+        self.store.audit(actor, action, ticket.id, detail)
+        answer = {"ok": delivery != "failed", "message_id": message_id, "delivery": delivery}
+        if error:
+            answer["error"] = error
+        return answer
 
     def note(self, ticket_id: int, text: str, user: Dict[str, Any]) -> Dict[str, Any]:
         text = (text or "").strip()

@@ -126,10 +126,14 @@ def start_desk(db_url: str, rasa_url: str = "http://127.0.0.1:9", **overrides) -
 class FakeRasa:
     """Stands in for ``rasa run --enable-api``: records trigger_intent calls."""
 
-    def __init__(self, handoff_store=None):
+    def __init__(self, handoff_store=None, db_url: Optional[str] = None):
         self.calls: List[Dict[str, Any]] = []
         self.status = 200
         self.handoff_store = handoff_store
+        self.db_url = db_url
+        # "failed" / "deferred": act like the WhatsApp channel, which records (never
+        # raises) what happened to a reply in its outbox under the reply's kcc_ref.
+        self.whatsapp_outcome: Optional[str] = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -154,6 +158,8 @@ class FakeRasa:
                     fake.handoff_store.close_for_conversation(
                         call["conversation_id"], (body.get("entities") or {}).get("kcc_outcome", "closed")
                     )
+                if status == 200 and body.get("name") == "EXTERNAL_kcc_reply" and fake.whatsapp_outcome:
+                    fake.record_whatsapp(call["conversation_id"], body.get("entities") or {})
                 payload = (
                     {"tracker": {"sender_id": call["conversation_id"]}, "messages": []}
                     if status == 200
@@ -170,6 +176,19 @@ class FakeRasa:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
+
+    def record_whatsapp(self, recipient: str, entities: Dict[str, Any]) -> None:
+        from channels.inbox import InboxStore
+
+        inbox = InboxStore(self.db_url)
+        payload = {"messaging_product": "whatsapp", "to": recipient, "type": "text", "text": {"body": entities.get("kcc_text")}}
+        (outbox_id,) = inbox.add_outgoing("100200300", recipient, [payload], ["text"], ref=entities.get("kcc_ref"))
+        if self.whatsapp_outcome == "failed":
+            inbox.mark_failed(outbox_id, 131026, "Message undeliverable")
+        elif self.whatsapp_outcome == "deferred":
+            inbox.mark_deferred(outbox_id, None, "outside the 24h window")
+        else:
+            inbox.mark_sent(outbox_id, "wamid.FAKE")
 
     def intents(self, name: str) -> List[Dict[str, Any]]:
         return [c for c in self.calls if c["json"].get("name") == name]

@@ -31,7 +31,7 @@ from desk.store import DeskStore  # noqa: E402
 def rig(any_db_url):
     """A desk with two staff members and a coordinator, and a fake Rasa."""
     handoff = HandoffStore(any_db_url)
-    rasa = FakeRasa(handoff)
+    rasa = FakeRasa(handoff, any_db_url)
     for name, role in (("anna", "staff"), ("bert", "staff"), ("carla", "coordinator")):
         make_user(any_db_url, name, role)
     server = start_desk(any_db_url, rasa.url)
@@ -158,7 +158,11 @@ def test_reply_goes_through_rasa_trigger_intent(rig):
     call = rig.rasa.intents("EXTERNAL_kcc_reply")[0]
     assert call["path"] == "/conversations/31612345678/trigger_intent"
     assert call["query"]["output_channel"] == "latest"
-    assert call["json"] == {"name": "EXTERNAL_kcc_reply", "entities": {"kcc_text": "Goedemiddag, ik help u graag."}}
+    message_id = response.json()["message_id"]
+    assert call["json"] == {
+        "name": "EXTERNAL_kcc_reply",
+        "entities": {"kcc_text": "Goedemiddag, ik help u graag.", "kcc_ref": f"kcc:{message_id}"},
+    }
 
     stored = rig.handoff.get(ticket.id)
     assert stored.claimed_by == "anna"  # replying picks an open ticket up
@@ -222,6 +226,29 @@ def test_failed_delivery_is_shown_and_can_be_retried(rig):
     stored = [m for m in rig.handoff.get(ticket.id).messages if m["id"] == message_id][0]
     assert stored["delivery"] == "sent" and stored["error"] is None
     assert ("anna", "reply_retry") in _actions(rig.desk, ticket.id)
+
+
+def test_whatsapp_send_failure_recorded_by_the_channel_is_shown_as_failed(rig):
+    """Rasa answers 200 even when WhatsApp refused the message: the channel records it
+    in its outbox under the reply's kcc_ref, and the desk reads that."""
+    ticket = open_ticket(rig.handoff, conversation_id="31622223333")
+    anna = rig.client("anna")
+    rig.rasa.whatsapp_outcome = "failed"
+    response = anna.post(f"/api/tickets/{ticket.id}/reply", {"text": "Bent u er nog?"})
+    assert response.status_code == 502
+    assert response.json()["delivery"] == "failed" and "131026" in response.json()["error"]
+    assert "niet afgeleverd" in anna.get(f"/tickets/{ticket.id}").text
+
+    rig.rasa.whatsapp_outcome = "deferred"
+    deferred = anna.post(f"/api/tickets/{ticket.id}/reply", {"text": "Ik hoor graag van u."})
+    assert deferred.status_code == 200 and deferred.json()["delivery"] == "deferred"
+    assert "uitgesteld" in anna.get(f"/tickets/{ticket.id}").text
+
+    rig.rasa.whatsapp_outcome = "sent"
+    retry = anna.post(f"/api/tickets/{ticket.id}/messages/{response.json()['message_id']}/retry", {})
+    assert retry.status_code == 200 and retry.json()["delivery"] == "sent"
+    actions = [a for _, a in _actions(rig.desk, ticket.id)]
+    assert actions.count("reply_failed") == 1 and "reply_deferred" in actions and "reply_delivered" in actions
 
 
 def test_unreachable_rasa_means_failed(sqlite_url):

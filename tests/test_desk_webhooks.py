@@ -171,7 +171,10 @@ def test_inbound_reply_and_close_with_signature(integration, sqlite_url):
     reply = _post(server, "/api/integrations/reply", {"ticket_id": ticket.id, "text": "Antwoord uit Chatwoot", "agent": "sanne"})
     assert reply.status_code == 200, reply.text
     assert reply.json()["delivery"] == "sent"
-    assert rasa.calls[-1]["json"] == {"name": "EXTERNAL_kcc_reply", "entities": {"kcc_text": "Antwoord uit Chatwoot"}}
+    assert rasa.calls[-1]["json"] == {
+        "name": "EXTERNAL_kcc_reply",
+        "entities": {"kcc_text": "Antwoord uit Chatwoot", "kcc_ref": f"kcc:{reply.json()['message_id']}"},
+    }
     assert rasa.calls[-1]["conversation_id"] == "31655555555"
     staff = [m for m in handoff.get(ticket.id).messages if m["author"] == "staff"][0]
     assert staff["staff_user"] == "integration:sanne" and staff["delivery"] == "sent"

@@ -33,7 +33,10 @@ from rasa.core.channels.channel import register  # noqa: E402
 
 from channels.config import WhatsAppConfig  # noqa: E402
 from channels.whatsapp import WhatsAppInput  # noqa: E402
-from fake_graph_api import FakeGraphAPI  # noqa: E402
+try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
+    from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
+except ImportError:  # pragma: no cover
+    from fake_graph_api import FakeGraphAPI  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 # Several Sanic apps start in one process: keep Sanic's start-up code rewriting
@@ -470,19 +473,23 @@ def test_100_concurrent_messages_from_20_senders_keep_order(tmp_path: Path, own_
         senders = [new_sender() for _ in range(20)]
         base_ts = int(time.time()) - 100
 
+        latencies: List[float] = []
+
         def citizen(sender: str) -> List[int]:
-            codes, took = [], []
+            codes = []
             for i in range(5):
                 started = time.monotonic()
                 codes.append(server.post(text_payload(sender, [f"bericht {i}"], ts=base_ts + i)).status_code)
-                took.append(time.monotonic() - started)
-            return codes + [max(took)]
+                latencies.append(time.monotonic() - started)
+            return codes
 
         started = time.monotonic()
         with ThreadPoolExecutor(20) as pool:
             results = list(pool.map(citizen, senders))
-        assert all(r[:5] == [200] * 5 for r in results)
-        assert max(r[5] for r in results) < 2.0  # acknowledged fast even under load
+        assert all(r == [200] * 5 for r in results)
+        latencies.sort()
+        print(f"ack latency under load: median {latencies[50]:.3f}s, p95 {latencies[95]:.3f}s, max {latencies[-1]:.3f}s")
+        assert latencies[50] < 0.5 and latencies[-1] < 3.0  # acknowledged fast even under load
         assert own_graph.wait_for(lambda g: len(g.delivered()) == 100, timeout=30)
         for sender in senders:
             expected = [f"bericht {i}" for i in range(5)]
