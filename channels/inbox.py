@@ -436,6 +436,17 @@ class InboxStore:
         with self.engine.begin() as conn:
             conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(updated_ts=time.time(), **values))
 
+    def fail_interrupted_direct_sends(self) -> int:
+        """At start-up: direct sends (no inbound message) still pending/sending
+        were cut off by a restart. Their caller saw an error or a timeout and may
+        retry, so they are marked failed rather than sent late (never twice)."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(outbox)
+                .where(outbox.c.inbound_wamid.is_(None), outbox.c.status.in_(("pending", "sending")))
+                .values(status="failed", error="interrupted_by_restart", payload_json=None, updated_ts=time.time())
+            ).rowcount
+
     def deferred_for(self, phone_number_id: str, recipient: str, since_ts: float) -> List[OutboxItem]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 import traceback
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Text
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Text
 
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -235,6 +235,9 @@ class WhatsAppService:
         self.on_new_message = on_new_message
         self._stopping = False
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeeping_loop())
+        interrupted = await self.store.fail_interrupted_direct_sends()
+        if interrupted:
+            logger.warning("WhatsApp: %d direct send(s) interrupted by the last shutdown marked failed", interrupted)
         senders = await self.store.senders_with_open_messages()
         if senders:
             logger.info("WhatsApp: resuming unfinished messages of %d sender(s)", len(senders))
@@ -360,13 +363,16 @@ class WhatsAppService:
 
     async def _wait_for_agent(self) -> bool:
         """Holds processing while Rasa has no model loaded (``app.ctx.agent`` not
-        ready). False when the server stops meanwhile: the message stays open."""
+        ready; Rasa would silently ignore the message). False when the server
+        stops meanwhile: the message stays open for the next start."""
         ctx = getattr(self.app, "ctx", None)
+        if ctx is None or not hasattr(ctx, "agent"):
+            return not self._stopping  # a custom handler without a Rasa agent
         waited = 0
         while not self._stopping:
-            agent = getattr(ctx, "agent", None) if ctx is not None and hasattr(ctx, "agent") else True
+            agent = getattr(ctx, "agent", None)
             is_ready = getattr(agent, "is_ready", None)
-            if agent is True or (agent is not None and (is_ready is None or is_ready())):
+            if agent is not None and (is_ready is None or is_ready()):
                 return True
             if waited % 60 == 0:
                 logger.warning("WhatsApp: Rasa has no model loaded yet; holding messages")

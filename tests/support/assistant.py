@@ -1,0 +1,107 @@
+"""Starts the real assistant (action server + Rasa server with the trained model) on
+free ports for integration tests, with its own SQLite tracker store and database."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def latest_model() -> Path:
+    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise RuntimeError("no trained model in models/: run `make train` first")
+    return models[-1]
+
+
+class Assistant:
+    """Action server + Rasa server as subprocesses; logs go to files in ``workdir``."""
+
+    def __init__(self, workdir: Path, env: Optional[Dict[str, str]] = None,
+                 credentials: str = "rest:\n", start_actions: bool = True):
+        self.workdir = workdir
+        self.action_port = free_port()
+        self.rasa_port = free_port()
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "RASA_TELEMETRY_ENABLED": "false",
+                    "APPCARE_DB_URL": f"sqlite:///{workdir}/appcare.db", **(env or {})}
+        self.credentials = credentials
+        self.start_actions = start_actions
+        self.processes: List[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
+
+    def start(self) -> "Assistant":
+        endpoints = self.workdir / "endpoints.yml"
+        endpoints.write_text(
+            f"action_endpoint:\n  url: http://127.0.0.1:{self.action_port}/webhook\n"
+            f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {self.workdir}/tracker.db\n"
+        )
+        credentials = self.workdir / "credentials.yml"
+        credentials.write_text(self.credentials)
+        if self.start_actions:
+            self._spawn("actions", [str(BIN / "rasa"), "run", "actions", "--port", str(self.action_port),
+                                    "--actions", "actions"])
+        self._spawn("rasa", [str(BIN / "rasa"), "run", "--enable-api", "--port", str(self.rasa_port),
+                             "--model", str(latest_model()), "--endpoints", str(endpoints),
+                             "--credentials", str(credentials)])
+        self._wait(f"{self.url}/status", 240)
+        if self.start_actions:
+            self._wait(f"http://127.0.0.1:{self.action_port}/health", 60)
+        return self
+
+    def _spawn(self, name: str, cmd: List[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")
+        self.processes.append(subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True))
+
+    def _wait(self, url: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.processes):
+                raise RuntimeError(f"a server exited during start-up:\n{self.log_text()[-3000:]}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{url} did not come up in {seconds} s:\n{self.log_text()[-3000:]}")
+
+    def say(self, sender: str, text: str, metadata: Optional[dict] = None) -> List[dict]:
+        body = {"sender": sender, "message": text}
+        if metadata:
+            body["metadata"] = metadata
+        response = requests.post(f"{self.url}/webhooks/rest/webhook", json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

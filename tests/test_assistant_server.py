@@ -1,0 +1,71 @@
+"""The real assistant end to end through the REST channel: trained model, Rasa server,
+action server. Checks what a citizen sees, bad input and that logs hold no personal data."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.support.assistant import Assistant
+
+BSN = "123456782"
+PHONE = "0612345678"
+
+
+@pytest.fixture(scope="module")
+def assistant(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("assistant")
+    running = Assistant(workdir, env={"APPCARE_MUNICIPALITY": "lelystad"}).start()
+    yield running
+    running.stop()
+
+
+def texts(replies):
+    return "\n".join(r.get("text", "") for r in replies)
+
+
+def test_first_contact_privacy_notice_and_greeting(assistant):
+    replies = texts(assistant.say("c-greet", "hallo"))
+    assert "Deel geen BSN" in replies and "digitale assistent van de gemeente Lelystad" in replies
+
+
+def test_issue_examples_are_answered(assistant):
+    fee = texts(assistant.say("c-fee", "wat kost een id kaart voor mn dochter van 12"))
+    assert "€ 37,99" in fee
+    marriage = texts(assistant.say("c-marry", "we willen trouwen hoe gaat dat"))
+    assert "melding voorgenomen" in marriage
+    roadworks = texts(assistant.say("c-road", "is de Larserdreef nog afgesloten"))
+    assert "Larserdreef" in roadworks
+    hours = texts(assistant.say("c-hours", "hoe laat zijn jullie morgen open"))
+    assert re.search(r"(open van|gesloten)", hours)
+
+
+def test_follow_up_uses_context(assistant):
+    assistant.say("c-follow", "wat moet ik meenemen voor een paspoort")
+    follow = texts(assistant.say("c-follow", "en wat kost dat?"))
+    assert "Hoe oud" in follow or "€" in follow
+
+
+def test_handoff_silence_and_return(assistant):
+    handoff = texts(assistant.say("c-human", "ik wil een medewerker"))
+    assert "collega van het klantcontactcentrum" in handoff
+    assert assistant.say("c-human", "het gaat om mijn aanvraag") == []  # relayed, bot silent
+    back = texts(assistant.say("c-human", "terug naar de bot"))
+    assert "digitale assistent" in back
+
+
+@pytest.mark.parametrize("text", [
+    "", "👍", "😀😀😀🎉", "https://www.example.org/pagina", "x" * 5000,
+    "\x00\x01ÿþ garbage \ufffd", "What time does the town hall open?", "?????",
+])
+def test_bad_input_always_gets_a_reply(assistant, text):
+    replies = assistant.say(f"c-bad-{abs(hash(text)) % 10000}", text)
+    assert replies and all(r.get("text") or r.get("buttons") for r in replies)
+
+
+def test_logs_hold_no_personal_data(assistant):
+    assistant.say("c-pii", f"mijn bsn is {BSN} en bel me op {PHONE}, mail jan@example.nl")
+    assistant.say("c-pii", "ik wil een medewerker")
+    logs = assistant.log_text()
+    for secret in (BSN, PHONE, "jan@example.nl"):
+        assert secret not in logs
