@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
 
-.PHONY: help install train run shell chat test test-unit test-e2e validate validate-content test-stories test-nlu bench desk clean
+.PHONY: help install train run shell chat test validate validate-content test-stories test-nlu bench desk demo-report report clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,14 @@ test-nlu:  ## Evaluate NLU on the held-out tests/nlu_holdout.yml (fails below ma
 
 bench: install  ## Measure NLU quality, latency, throughput, training time and memory (JSON in bench/results/)
 	$(PY) -m tools.bench
+
+demo-report: train  ## Simulated conversations through the real assistant -> reports/demo/report.html
+	$(PY) -m report.simulate --out reports/demo
+	$(PY) -m report --demo
+
+report: install  ## make report FROM=YYYY-MM-DD TO=YYYY-MM-DD [ENDPOINTS=endpoints.prod.yml]
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make report FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
+	$(PY) -m report --from $(FROM) --to $(TO) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
 
 clean:  ## Remove trained models, results and runtime data (keeps .venv)
 	rm -rf models/*.tar.gz models/config.effective.yml results reports var .rasa .pytest_cache
