@@ -148,7 +148,9 @@ class ActionDeliverStaffReply(AppcareAction):
     def answer(self, turn: Turn) -> None:
         text = turn.entity("kcc_text")
         if text:
-            turn.dispatcher.utter_message(text=text)
+            # The ref lets the desk find the WhatsApp delivery record of this reply.
+            ref = turn.entity("kcc_ref")
+            turn.dispatcher.utter_message(text=text, **({"whatsapp_ref": ref} if ref else {}))
 
 
 class ActionCloseHandoff(AppcareAction):

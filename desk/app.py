@@ -239,6 +239,18 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             return jsonr({"error": exc.message, "code": exc.code}, status=exc.status)
         return render(request, "error.html", status=exc.status, title="Niet gelukt", message=exc.message)
 
+    @app.exception(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        status = exc.status_code if isinstance(exc, SanicException) and getattr(exc, "status_code", None) else 500
+        if status >= 500:
+            logger.error("desk error on %s %s: %s", request.method, request.path, type(exc).__name__, exc_info=exc)
+            message = "Er ging iets mis in de desk. Probeer het opnieuw; blijft het misgaan, meld het dan."
+        else:
+            message = "Dit verzoek kon de desk niet verwerken."
+        if is_api(request):
+            return jsonr({"error": message}, status=status)
+        return render(request, "error.html", status=status, title="Fout", message=message)
+
     def needs(permission: str):
         def decorator(handler):
             @functools.wraps(handler)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from typing import Any, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
@@ -38,6 +37,31 @@ OUTCOME_LABELS = {
     "dubbel": "Dubbel",
     "citizen_returned": "Inwoner ging terug naar de assistent",
     "closed": "Gesloten",
+}
+ACTION_LABELS = {
+    "login": "ingelogd",
+    "logout": "uitgelogd",
+    "login_failed": "inloggen mislukt",
+    "claim": "opgepakt",
+    "claim_refused": "oppakken geweigerd",
+    "release": "teruggezet",
+    "reply": "antwoord geschreven",
+    "reply_delivered": "antwoord verstuurd",
+    "reply_deferred": "antwoord uitgesteld",
+    "reply_failed": "antwoord niet afgeleverd",
+    "reply_retry": "opnieuw versturen",
+    "note": "notitie",
+    "close": "gesloten",
+    "close_failed": "sluiten mislukt",
+    "force_close": "gesloten zonder assistent",
+    "flagged": "te laat gemarkeerd",
+    "answer_saved": "snel antwoord opgeslagen",
+    "answer_deleted": "snel antwoord verwijderd",
+    "csrf_rejected": "verzoek geweigerd (CSRF)",
+    "integration_rejected": "koppeling geweigerd",
+    "webhook_failed": "webhook mislukt",
+    "user_created": "account aangemaakt",
+    "password_set": "wachtwoord gewijzigd",
 }
 MAX_TEXT = 4000
 logger = logging.getLogger(__name__)
@@ -96,7 +120,7 @@ class ChannelDelivery:
         self._store = None
         self._available = True
 
-    def outcome(self, ref: str, since_ts: float) -> Optional[Tuple[str, Optional[str]]]:
+    def _records(self, ref: str) -> Optional[list]:
         if not self._available:
             return None
         try:
@@ -104,13 +128,19 @@ class ChannelDelivery:
                 from channels.inbox import InboxStore
 
                 self._store = InboxStore(self.db_url)
-            items = [i for i in self._store.outgoing_by_ref(ref) if i.created_ts >= since_ts]
+            return self._store.outgoing_by_ref(ref)
         except ImportError:
             self._available = False
-            return None
         except Exception:  # noqa: BLE001 - the channel's tables are not ours: never fail a reply on them
             logger.exception("could not read the WhatsApp outbox")
-            return None
+        return None
+
+    def known(self, ref: str) -> set:
+        """Outbox ids of earlier attempts with this ref (a retry looks only at its own)."""
+        return {i.id for i in self._records(ref) or []}
+
+    def outcome(self, ref: str, earlier: set = frozenset()) -> Optional[Tuple[str, Optional[str]]]:
+        items = [i for i in self._records(ref) or [] if i.id not in earlier]
         if not items:
             return None
         failed = [i for i in items if i.status == "failed"]
@@ -293,12 +323,12 @@ class DeskService:
 
     def _deliver(self, ticket: Ticket, message_id: int, text: str, actor: str) -> Dict[str, Any]:
         ref = f"kcc:{message_id}"
-        started = time.time() - 1.0
+        earlier = self.channel.known(ref)
         result = self.rasa.send_reply(ticket.conversation_id, text, ref=ref)
         delivery, error = ("sent", None) if result.ok else ("failed", result.error)
         if result.ok:
             # Rasa took it; the WhatsApp channel records (but never raises) send failures.
-            channel = self.channel.outcome(ref, started)
+            channel = self.channel.outcome(ref, earlier)
             if channel is not None:
                 delivery, error = channel
         self.handoff.set_delivery(message_id, delivery, error)
@@ -400,6 +430,7 @@ class DeskService:
                     "at": local(a["at"]).strftime("%d-%m %H:%M:%S"),
                     "actor": a["actor"],
                     "action": a["action"],
+                    "action_label": ACTION_LABELS.get(a["action"], a["action"]),
                     "ticket_id": a["ticket_id"],
                 }
                 for a in self.store.audit_log(limit=30)

@@ -150,11 +150,14 @@ class DeskStore:
             raise ValueError(f"gebruiker {username!r} bestaat al") from exc
 
     def set_password(self, username: str, password_hash: str) -> bool:
+        """New password; the user's open sessions end."""
         with self._session.begin() as session:
-            result = session.execute(
-                update(UserRow).where(UserRow.username == username).values(password_hash=password_hash)
-            )
-            return result.rowcount == 1
+            row = session.execute(select(UserRow).where(UserRow.username == username)).scalar_one_or_none()
+            if row is None:
+                return False
+            row.password_hash = password_hash
+            session.execute(delete(SessionRow).where(SessionRow.user_id == row.id))
+            return True
 
     def user_with_hash(self, username: str) -> Optional[Dict[str, Any]]:
         with self._session() as session:

@@ -294,5 +294,29 @@ def test_create_user_command(sqlite_url):
         client = DeskClient(server.url)
         assert client.login("kim").status_code == 302
         assert client.get("/overview").status_code == 200
+        # A new password ends the open sessions.
+        changed = subprocess.run(
+            [sys.executable, "-m", "desk", "set-password", "kim", "--password-stdin"],
+            input="another-password-42\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        )
+        assert changed.returncode == 0, changed.stderr
+        assert client.get("/api/queue").status_code == 401
+        assert client.login("kim").status_code == 401
+        assert client.login("kim", "another-password-42").status_code == 302
     finally:
         server.stop()
+
+
+def test_bad_input_gets_clean_errors(desk):
+    client = DeskClient(desk.url)
+    client.login("anna")
+    tid = desk.ticket_id
+    bad_json = client.post(f"/api/tickets/{tid}/note", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert bad_json.status_code == 400 and bad_json.json()["error"]
+    not_object = client.post(f"/api/tickets/{tid}/note", [1, 2])
+    assert not_object.status_code == 400
+    assert client.get("/api/tickets/abc").status_code == 404
+    assert client.get("/tickets/abc").status_code == 404
+    too_big = client.post(f"/api/tickets/{tid}/note", {"text": "x" * 1_100_000})
+    assert too_big.status_code == 413
+    assert client.post(f"/api/tickets/{tid}/note", {"text": "x" * 5000}).status_code == 400

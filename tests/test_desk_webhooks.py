@@ -39,8 +39,9 @@ def _signature(body: bytes, secret: str = SECRET) -> str:
 def _wait_for(predicate, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if predicate():
-            return True
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.05)
     return False
 
@@ -130,7 +131,7 @@ def test_outbound_webhook_gives_up_after_attempts(sqlite_url, monkeypatch):
             conn.execute(update(OutboxRow).values(next_attempt_at=webhooks.utcnow()))
         assert _wait_for(lambda: DeskStore(sqlite_url).outbox()[0]["status"] == "failed")
         assert receiver.attempts == 2
-        audit = DeskStore(sqlite_url).audit_log(action="webhook_failed")
+        audit = _wait_for(lambda: DeskStore(sqlite_url).audit_log(action="webhook_failed"))
         assert audit[0]["ticket_id"] == ticket.id and audit[0]["actor"] == "system"
         assert dispatcher.enabled
     finally:

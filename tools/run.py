@@ -123,6 +123,7 @@ def main() -> int:
             "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
         ]))
         if importlib.util.find_spec("desk") and not args.no_desk:
+            os.environ.setdefault("RASA_URL", f"http://127.0.0.1:{rasa_port}")
             processes.append(start([sys.executable, "-m", "desk"]))
         if wait_for(f"http://127.0.0.1:{rasa_port}/", 300):
             print(f"[appcare] ready: REST http://127.0.0.1:{rasa_port}/webhooks/rest/webhook, "

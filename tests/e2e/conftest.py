@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 import requests
@@ -22,9 +22,6 @@ for path in (str(E2E), str(TESTS), str(ROOT)):
         sys.path.insert(0, path)
 
 from browser import BrowserUnavailable, start_browser, stop_browser  # noqa: E402
-
-VENV_BIN = ROOT / ".venv" / "bin"
-PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 
 
 class Processes:
@@ -104,12 +101,3 @@ def browser(tmp_path):
         pytest.fail(f"headless Chromium is required for the desk e2e tests: {exc}", pytrace=False)
     yield driver
     stop_browser(driver)
-
-
-def latest_model() -> Optional[Path]:
-    """The newest models/*.tar.gz (``DESK_E2E_MODEL`` may name another model file)."""
-    override = os.environ.get("DESK_E2E_MODEL")
-    if override:
-        return Path(override) if Path(override).exists() else None
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None

@@ -18,10 +18,11 @@ import json
 import os
 import random
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 import requests
@@ -29,7 +30,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import PYTHON, ROOT, VENV_BIN, latest_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+for _path in (str(Path(__file__).resolve().parent.parent), str(ROOT)):  # tests/ (helpers), the repo
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
 from test_desk_helpers import FakeRasa, free_port, open_ticket  # noqa: E402
 
 from appcare.handoff_store import HandoffStore  # noqa: E402
@@ -112,7 +119,7 @@ def messages_text(driver) -> str:
 
 
 # ---------------------------------------------------------------------- 1. desk + fake Rasa
-def test_desk_flow_in_browser(browser, processes, tmp_path):
+def test_desk_flow_in_browser(processes, browser, tmp_path):
     db_url = f"sqlite:///{tmp_path}/appcare.db"
     handoff = HandoffStore(db_url)
     rasa = FakeRasa(handoff)
@@ -203,6 +210,8 @@ APP_SECRET = "e2e-app-secret"
 
 
 def _whatsapp_ready() -> bool:
+    if os.environ.get("DESK_E2E_CHANNEL") == "rest":  # force the REST channel
+        return False
     return (ROOT / "channels" / "whatsapp.py").exists() and (ROOT / "tests" / "fake_graph_api.py").exists()
 
 
@@ -279,7 +288,16 @@ class Citizen:
         return [e.get("text") or "" for e in tracker.get("events", []) if e.get("event") == "bot"]
 
 
-def test_full_handoff_through_the_real_assistant(browser, processes, tmp_path):
+def latest_model() -> Optional[Path]:
+    """The newest models/*.tar.gz (``DESK_E2E_MODEL`` may name another model file)."""
+    override = os.environ.get("DESK_E2E_MODEL")
+    if override:
+        return Path(override) if Path(override).exists() else None
+    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    return models[-1] if models else None
+
+
+def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):
     model = latest_model()
     if model is None:
         pytest.fail(
@@ -316,7 +334,7 @@ def test_full_handoff_through_the_real_assistant(browser, processes, tmp_path):
         )
         credentials = tmp_path / "credentials.yml"
         credentials.write_text(
-            "rest:\n" + ("channels.whatsapp.WhatsAppInput:\n  send_interval: 0.05\n" if graph is not None else ""),
+            "rest:\n" + ("channels.whatsapp.WhatsAppInput:\n  send_interval: 0.05\n  shutdown_grace: 0.5\n" if graph is not None else ""),
             encoding="utf-8",
         )
         rasa_bin = str(VENV_BIN / "rasa")
