@@ -69,3 +69,16 @@ def test_logs_hold_no_personal_data(assistant):
     logs = assistant.log_text()
     for secret in (BSN, PHONE, "jan@example.nl"):
         assert secret not in logs
+
+
+def test_unreachable_action_server_still_gets_a_reply(tmp_path):
+    """No action server at all: Rasa cannot run custom actions, the citizen still gets
+    the default reply and the log explains it without the message text."""
+    running = Assistant(tmp_path, start_actions=False).start()
+    try:
+        replies = running.say("c-noactions", f"wat kost een paspoort, mijn bsn is {BSN}")
+        assert replies and "er ging iets mis" in texts(replies).lower()
+        logs = running.log_text()
+        assert "no reply produced" in logs and BSN not in logs
+    finally:
+        running.stop()

@@ -34,7 +34,7 @@ class Assistant:
     """Action server + Rasa server as subprocesses; logs go to files in ``workdir``."""
 
     def __init__(self, workdir: Path, env: Optional[Dict[str, str]] = None,
-                 credentials: str = "rest:\n", start_actions: bool = True):
+                 credentials: str = "channels.rest_input.RestInput:\n", start_actions: bool = True):
         self.workdir = workdir
         self.action_port = free_port()
         self.rasa_port = free_port()
