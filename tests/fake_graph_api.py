@@ -167,3 +167,25 @@ class FakeGraphAPI:
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
+
+
+def main() -> None:
+    """Run the fake Graph API by hand: prints its URL and every message it receives."""
+    import json
+    import time
+
+    fake = FakeGraphAPI().start()
+    print(f"fake Graph API on {fake.url}  (export WHATSAPP_GRAPH_URL={fake.url})", flush=True)
+    seen = 0
+    try:
+        while True:
+            time.sleep(0.5)
+            while seen < len(fake.requests):
+                print(json.dumps(fake.requests[seen], ensure_ascii=False, default=str), flush=True)
+                seen += 1
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
