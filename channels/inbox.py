@@ -19,6 +19,12 @@ Tables (in the appcare database, ``APPCARE_DB_URL``):
 ``whatsapp_contacts`` per (business number, citizen): last inbound message time
                      (24h customer-service window) and last template sent.
 ``whatsapp_status_events`` raw delivery reports (sent/delivered/read/failed).
+``whatsapp_sender_leases`` which instance processes a sender right now (key:
+                     sender hash, ``owner``, ``expires_ts``). With several Rasa
+                     instances on one database only the lease holder works on a
+                     sender, so one citizen's messages are never handled twice or
+                     in parallel (Rasa OSS issue 9213); a lease of a crashed
+                     instance expires after ``lease_seconds``.
 
 All methods are synchronous; :class:`AsyncInbox` runs them on one worker
 thread so the event loop never blocks on the database.
@@ -131,6 +137,16 @@ status_events = Table(
     Column("recipient_hash", String(16), nullable=True),
     Column("event_ts", Float, nullable=True),
     Column("recorded_ts", Float, nullable=False, index=True),
+)
+
+
+leases = Table(
+    "whatsapp_sender_leases",
+    metadata,
+    Column("sender_hash", String(16), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("expires_ts", Float, nullable=False),
+    Column("acquired_ts", Float, nullable=False),
 )
 
 
@@ -551,6 +567,56 @@ class InboxStore:
             rows = conn.execute(select(status_events).where(status_events.c.wamid == wamid).order_by(status_events.c.id))
             return [dict(r._mapping) for r in rows]
 
+    # ----------------------------------------------------------------- leases
+    def acquire_lease(self, sender_hash: str, owner: str, ttl: float, now: Optional[float] = None) -> bool:
+        """Takes (or extends) the processing lease of a sender; False when another
+        live instance holds it. Atomic on PostgreSQL and SQLite."""
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            if _insert_ignore(
+                conn, leases, dict(sender_hash=sender_hash, owner=owner, expires_ts=now + ttl, acquired_ts=now)
+            ):
+                return True
+            result = conn.execute(
+                update(leases)
+                .where(leases.c.sender_hash == sender_hash)
+                .where(or_(leases.c.owner == owner, leases.c.expires_ts < now))
+                .values(owner=owner, expires_ts=now + ttl, acquired_ts=now)
+            )
+            return result.rowcount == 1
+
+    def release_lease(self, sender_hash: str, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(leases).where(leases.c.sender_hash == sender_hash, leases.c.owner == owner))
+
+    def renew_leases(self, owner: str, ttl: float, now: Optional[float] = None) -> int:
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            return conn.execute(update(leases).where(leases.c.owner == owner).values(expires_ts=now + ttl)).rowcount
+
+    def drop_leases_of(self, owner: str) -> int:
+        """At start-up: leases left by an earlier run of this same instance are stale."""
+        with self.engine.begin() as conn:
+            return conn.execute(delete(leases).where(leases.c.owner == owner)).rowcount
+
+    def unleased_senders(self, owner: str, idle_for: float = 0.0, now: Optional[float] = None) -> List[str]:
+        """Senders with open messages that nobody (else) is working on: no lease,
+        an expired one or our own. ``idle_for``: only messages untouched that long
+        (a crashed instance's messages, a delivery that was never picked up)."""
+        now = now or time.time()
+        joined = inbox.outerjoin(leases, leases.c.sender_hash == inbox.c.sender_hash)
+        query = (
+            select(inbox.c.wa_id)
+            .select_from(joined)
+            .where(inbox.c.status.in_(OPEN_INBOX), inbox.c.wa_id.isnot(None))
+            .where(or_(leases.c.sender_hash.is_(None), leases.c.expires_ts < now, leases.c.owner == owner))
+            .distinct()
+        )
+        if idle_for > 0:
+            query = query.where(inbox.c.updated_ts < now - idle_for)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
     # ------------------------------------------------------------------ purge
     def purge(self, retention_days: float, now: Optional[float] = None) -> Dict[str, int]:
         """Deletes finished rows older than the retention (never less than 7 days)."""
@@ -565,6 +631,7 @@ class InboxStore:
                 delete(outbox).where(outbox.c.status.in_(("sent", "failed", "deferred")), outbox.c.updated_ts < horizon)
             ).rowcount
             counts["status_events"] = conn.execute(delete(status_events).where(status_events.c.recorded_ts < horizon)).rowcount
+            counts["leases"] = conn.execute(delete(leases).where(leases.c.expires_ts < now - 3600)).rowcount
             counts["contacts"] = conn.execute(
                 delete(contacts).where(
                     or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < horizon),

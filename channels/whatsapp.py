@@ -5,8 +5,16 @@
     channels.whatsapp.WhatsAppInput:
 
 Webhook: ``/webhooks/whatsapp/webhook`` (GET verification, POST messages),
-health: ``GET /webhooks/whatsapp/``. Settings come from environment variables
-(see :mod:`channels.config` and docs/whatsapp.md).
+health: ``GET /webhooks/whatsapp/`` and ``GET /webhooks/whatsapp/health`` (503 when
+the database or the model is not available), Prometheus metrics:
+``GET /webhooks/whatsapp/metrics``. Settings come from environment variables
+(see :mod:`channels.config`, docs/whatsapp.md and docs/production.md).
+
+Several Rasa instances may share one ``APPCARE_DB_URL`` (PostgreSQL): a sender is
+processed only by the instance holding its lease (``whatsapp_sender_leases``);
+messages left by a crashed instance are taken over when its lease expires. A
+front that splits a webhook POST over instances passes ``X-Appcare-Route`` (the
+sender hashes this instance must take); the body and Meta's signature stay intact.
 
 Flow of a message: the POST is authenticated (X-Hub-Signature-256), parsed,
 persisted in ``whatsapp_inbox`` (wamid unique: duplicates are dropped) and
@@ -29,7 +37,11 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import socket
 import time
+import uuid
+from dataclasses import dataclass
 import traceback
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Text
 
@@ -39,6 +51,8 @@ from sanic.response import HTTPResponse
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 
+from appcare import logging_setup
+from appcare import metrics as appcare_metrics
 from appcare.pii import conversation_hash
 from channels import formatting
 from channels.config import WhatsAppConfig
@@ -61,10 +75,123 @@ REF_KWARG = "whatsapp_ref"  # utter_message(..., whatsapp_ref="kcc:42") -> outbo
 NO_WINDOW_KINDS = {"reaction", "system"}  # do not (re)open the 24h window
 HOUSEKEEPING_INTERVAL = 3600.0
 _MAX_CHALLENGE = 512
+ROUTE_HEADER = "x-appcare-route"  # sender hashes a front assigns to this instance
+DEFAULT_ERROR_TEXT = (
+    "Sorry, door een storing kon ik je bericht nu niet verwerken. "
+    "Probeer het over een paar minuten opnieuw."
+)
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+@dataclass
+class ScaleSettings:
+    """Settings for running several instances and riding out outages.
+
+    credentials.yml keys (under the channel) or environment variables:
+    ``lease_seconds`` / ``WHATSAPP_LEASE_SECONDS`` (10): a sender's lease; a crashed
+    instance's senders are taken over after this long.
+    ``sweep_interval`` / ``WHATSAPP_SWEEP_INTERVAL`` (3): how often leases are
+    renewed and orphaned messages looked for.
+    ``stale_after`` / ``WHATSAPP_STALE_AFTER`` (10): a message untouched this long
+    without a live lease is orphaned.
+    ``bot_retry_seconds`` / ``WHATSAPP_BOT_RETRY_SECONDS`` (120): how long a message
+    is retried while Rasa fails (tracker store, lock store down) before the citizen
+    gets ``error_text`` / ``WHATSAPP_ERROR_TEXT``.
+    ``APPCARE_INSTANCE_ID``: stable name of this instance (e.g. ``rasa-1``); a
+    restarted instance then frees its own leases at once."""
+
+    lease_seconds: float = 10.0
+    sweep_interval: float = 3.0
+    stale_after: float = 10.0
+    bot_retry_seconds: float = 120.0
+    error_text: str = DEFAULT_ERROR_TEXT
+    instance_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.instance_id:
+            self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    @classmethod
+    def load(cls, credentials: Optional[Dict[str, Any]] = None) -> "ScaleSettings":
+        creds = dict(credentials or {})
+        values: Dict[str, Any] = {}
+        for key, default in (("lease_seconds", 10.0), ("sweep_interval", 3.0), ("stale_after", 10.0),
+                             ("bot_retry_seconds", 120.0)):
+            raw = creds.get(key)
+            try:
+                values[key] = float(raw) if raw is not None else _env_float(f"WHATSAPP_{key.upper()}", default)
+            except (TypeError, ValueError):
+                values[key] = default
+        values["error_text"] = str(creds.get("error_text") or os.environ.get("WHATSAPP_ERROR_TEXT") or DEFAULT_ERROR_TEXT)
+        values["instance_id"] = (os.environ.get("APPCARE_INSTANCE_ID") or "")[:120]
+        settings = cls(**values)
+        settings.lease_seconds = max(2.0, settings.lease_seconds)
+        settings.sweep_interval = max(0.2, min(settings.sweep_interval, settings.lease_seconds / 3))
+        return settings
+
+
+def _ping_pooled_connections() -> None:
+    """Pessimistic disconnect handling for every SQLAlchemy pool in this process
+    (also Rasa's SQL tracker store, which has no ``pool_pre_ping``): a connection
+    that died in a database outage is replaced at checkout instead of failing the
+    next turn - Rasa would otherwise answer that turn from an empty in-memory
+    tracker (its FailSafeTrackerStore) and not store it."""
+    from sqlalchemy import event, exc
+    from sqlalchemy.pool import Pool
+
+    if getattr(Pool, "_appcare_ping", False):
+        return
+
+    @event.listens_for(Pool, "checkout")
+    def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        module = type(dbapi_connection).__module__ or ""
+        if not module.startswith("psycopg2"):
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as error:  # noqa: BLE001
+            raise exc.DisconnectionError() from error
+
+    Pool._appcare_ping = True  # type: ignore[attr-defined]
+
+
+_ping_pooled_connections()
 
 
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+TENANT_SEPARATOR = "@"
+
+
+def conversation_id(wa_id: str, phone_number_id: Optional[str], primary: Optional[str]) -> str:
+    """Rasa sender id of a citizen's conversation with one business number.
+
+    Messages to the default number (``WHATSAPP_PHONE_NUMBER_ID``) use the bare
+    wa_id. With several municipalities on one installation, a conversation with
+    another number is ``<wa_id>@<phone_number_id>``: a citizen who writes to two
+    gemeenten has two separate conversations (slots such as ``municipality`` never
+    leak from one to the other)."""
+    if phone_number_id and primary and phone_number_id != primary:
+        return f"{wa_id}{TENANT_SEPARATOR}{phone_number_id}"
+    return wa_id
+
+
+def split_conversation_id(sender_id: str) -> "tuple[str, Optional[str]]":
+    """(wa_id, phone_number_id or None) of a Rasa sender id (see :func:`conversation_id`)."""
+    wa_id, sep, pnid = str(sender_id).partition(TENANT_SEPARATOR)
+    return wa_id, (pnid if sep and pnid else None)
 
 
 def short_hash(value: Optional[str]) -> str:
@@ -178,8 +305,9 @@ class WhatsAppOutput(OutputChannel):
         return CHANNEL_NAME
 
     async def _send(self, recipient_id: Text, message: BotMessage) -> List[int]:
-        payloads = formatting.message_payloads(str(recipient_id), message)
-        return await self.service.deliver(str(recipient_id), payloads, ref=message.ref)
+        wa_id, phone_number_id = split_conversation_id(str(recipient_id))
+        payloads = formatting.message_payloads(wa_id, message)
+        return await self.service.deliver(wa_id, payloads, ref=message.ref, phone_number_id=phone_number_id)
 
     async def send_text_message(self, recipient_id: Text, text: Text, **kwargs: Any) -> None:
         await self._send(recipient_id, BotMessage("text", text=text or "", ref=kwargs.get(REF_KWARG)))
@@ -209,8 +337,9 @@ class WhatsAppOutput(OutputChannel):
 class WhatsAppService:
     """Runtime of a configured channel: store, Graph client and per-sender workers."""
 
-    def __init__(self, config: WhatsAppConfig) -> None:
+    def __init__(self, config: WhatsAppConfig, scale: Optional[ScaleSettings] = None) -> None:
         self.config = config
+        self.scale = scale or ScaleSettings.load()
         self.store = AsyncInbox(InboxStore(config.db_url))
         self.graph = GraphAPIClient(
             config.access_token or "",
@@ -228,6 +357,8 @@ class WhatsAppService:
         self._dirty: Dict[str, bool] = {}
         self._stopping = False
         self._housekeeping: Optional[asyncio.Task] = None
+        self._maintenance: Optional[asyncio.Task] = None
+        self._db_ok = True
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, app: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
@@ -235,10 +366,19 @@ class WhatsAppService:
         self.on_new_message = on_new_message
         self._stopping = False
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeeping_loop())
-        interrupted = await self.store.fail_interrupted_direct_sends()
-        if interrupted:
-            logger.warning("WhatsApp: %d direct send(s) interrupted by the last shutdown marked failed", interrupted)
-        senders = await self.store.senders_with_open_messages()
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintenance_loop())
+        try:
+            interrupted = await self.store.fail_interrupted_direct_sends()
+            if interrupted:
+                logger.warning("WhatsApp: %d direct send(s) interrupted by the last shutdown marked failed", interrupted)
+            stale = await self.store.drop_leases_of(self.scale.instance_id)
+            if stale:
+                logger.info("WhatsApp: released %d lease(s) left by the previous run of this instance", stale)
+            senders = await self.store.unleased_senders(self.scale.instance_id)
+        except Exception as exc:  # noqa: BLE001 - the maintenance loop retries
+            logger.error("WhatsApp: start-up recovery postponed, database unavailable (%s)", _where(exc))
+            appcare_metrics.WA_ERRORS.labels("startup").inc()
+            return
         if senders:
             logger.info("WhatsApp: resuming unfinished messages of %d sender(s)", len(senders))
         for wa_id in senders:
@@ -250,6 +390,8 @@ class WhatsAppService:
         self._stopping = True
         if self._housekeeping:
             self._housekeeping.cancel()
+        if self._maintenance:
+            self._maintenance.cancel()
         workers = [t for t in self._workers.values() if not t.done()]
         if workers:
             _, pending = await asyncio.wait(workers, timeout=self.config.shutdown_grace)
@@ -270,7 +412,44 @@ class WhatsAppService:
                 raise
             except Exception as exc:  # noqa: BLE001
                 logger.error("WhatsApp: purge failed (%s)", _where(exc))
+                appcare_metrics.WA_ERRORS.labels("housekeeping").inc()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+    async def _maintenance_loop(self) -> None:
+        """Renews this instance's leases and takes over orphaned messages: those of
+        a crashed instance (lease expired) or never picked up (e.g. the database
+        was down when they arrived). Says in the log when the database goes away
+        and comes back."""
+        first = True
+        while not self._stopping:
+            await asyncio.sleep(self.scale.sweep_interval)
+            try:
+                if self._workers:
+                    await self.store.renew_leases(self.scale.instance_id, self.scale.lease_seconds)
+                senders = await self.store.unleased_senders(
+                    self.scale.instance_id, 0.0 if first else self.scale.stale_after
+                )
+                first = False
+                if not self._db_ok:
+                    self._db_ok = True
+                    logger.warning("WhatsApp: database reachable again; resuming open messages")
+                    senders = await self.store.unleased_senders(self.scale.instance_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                appcare_metrics.WA_ERRORS.labels("maintenance").inc()
+                if self._db_ok:
+                    self._db_ok = False
+                    logger.error(
+                        "WhatsApp: database unavailable (%s); messages wait in the inbox and are answered when it is back",
+                        _where(exc),
+                    )
+                continue
+            taken = [wa_id for wa_id in senders if wa_id not in self._workers]
+            if taken:
+                logger.info("WhatsApp: picking up open messages of %d sender(s) nobody is working on", len(taken))
+            for wa_id in taken:
+                self.notify(wa_id)
 
     # ------------------------------------------------------------- receiving
     async def accept(self, messages: List[InboundMessage], statuses: List[Any], received_ts: float) -> Dict[str, int]:
@@ -300,19 +479,28 @@ class WhatsAppService:
         counts = {"new": 0, "duplicate": 0, "ignored": 0, "statuses": len(statuses)}
         for item, is_new in zip(items, new_flags):
             sender = conversation_hash(item.wa_id)
+            municipality = str(item.metadata.get("municipality") or "")
             if not is_new:
                 counts["duplicate"] += 1
+                appcare_metrics.WA_MESSAGES.labels(municipality, "duplicate").inc()
                 logger.info("WhatsApp: duplicate delivery ignored sender=%s msg=%s", sender, short_hash(item.wamid))
+                if item.answerable:
+                    # The first delivery may have been stored by an instance that
+                    # died before answering it: make sure someone works on it.
+                    self.notify(item.wa_id)
             elif not item.answerable:
                 counts["ignored"] += 1
+                appcare_metrics.WA_MESSAGES.labels(municipality, "ignored").inc()
                 logger.info("WhatsApp: %s recorded, not answered sender=%s", item.message_type, sender)
             else:
                 counts["new"] += 1
+                appcare_metrics.WA_MESSAGES.labels(municipality, "new").inc()
                 logger.debug(
                     "WhatsApp: received %s sender=%s msg=%s", item.message_type, sender, short_hash(item.wamid)
                 )
                 self.notify(item.wa_id)
         for status in statuses:
+            appcare_metrics.WA_STATUSES.labels(str(status.status)[:16]).inc()
             if status.status == "failed":
                 logger.warning(
                     "WhatsApp: delivery failed code=%s recipient=%s msg=%s",
@@ -333,33 +521,68 @@ class WhatsAppService:
             self._workers[wa_id] = asyncio.get_running_loop().create_task(self._worker(wa_id))
 
     async def _worker(self, wa_id: str) -> None:
+        """Processes a sender's open messages one at a time, in order, while
+        holding the sender's lease (only one instance works on a sender)."""
         failures = 0
         me = asyncio.current_task()
+        sender_hash = conversation_hash(wa_id)
+        holding = False
+        lease_taken = 0.0
+        waited = 0.0
+        appcare_metrics.WA_WORKERS.inc()
         try:
             while not self._stopping:
                 self._dirty[wa_id] = False
                 try:
                     item = await self.store.next_open_message(wa_id)
                     if item is None:
+                        if holding:
+                            holding = False
+                            await self.store.release_lease(sender_hash, self.scale.instance_id)
+                            continue  # look once more: a message may have arrived meanwhile
                         if self._dirty.get(wa_id):
                             continue
                         return  # no await between this check and the removal below
+                    if not holding or time.monotonic() - lease_taken > self.scale.lease_seconds / 3:
+                        if item.status != "replying" and not await self._wait_for_agent():
+                            return  # shutting down; the message stays open
+                        if not await self.store.acquire_lease(sender_hash, self.scale.instance_id, self.scale.lease_seconds):
+                            if holding:
+                                logger.warning("WhatsApp: lease of sender=%s taken over by another instance", sender_hash)
+                                holding = False
+                            # Another instance is working on this sender; it takes
+                            # every open message. Wait while it does.
+                            if waited > 4 * self.scale.lease_seconds:
+                                return  # the maintenance loop picks it up if it stays orphaned
+                            await asyncio.sleep(0.3)
+                            waited += 0.3
+                            continue
+                        holding, lease_taken, waited = True, time.monotonic(), 0.0
+                        continue  # re-read under the lease: the previous holder may have finished it
                     await self._process(item)
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001
                     failures += 1
+                    appcare_metrics.WA_ERRORS.labels("worker").inc()
                     logger.error(
-                        "WhatsApp: worker error sender=%s (%s), try %d", conversation_hash(wa_id), _where(exc), failures
+                        "WhatsApp: worker error sender=%s (%s), try %d; the message stays in the inbox",
+                        sender_hash, _where(exc), failures,
                     )
                     if failures >= 5:
-                        return  # stays open; resumed on the next message or restart
+                        return  # stays open; picked up again by the maintenance loop
                     await asyncio.sleep(min(30.0, 0.5 * 2**failures))
         finally:
+            appcare_metrics.WA_WORKERS.dec()
             if self._workers.get(wa_id) is me:
                 del self._workers[wa_id]
                 self._dirty.pop(wa_id, None)
+            if holding:
+                try:
+                    await asyncio.shield(self.store.release_lease(sender_hash, self.scale.instance_id))
+                except BaseException:  # noqa: BLE001 - expires by itself
+                    pass
 
     async def _wait_for_agent(self) -> bool:
         """Holds processing while Rasa has no model loaded (``app.ctx.agent`` not
@@ -387,8 +610,6 @@ class WhatsAppService:
             await self._send_reply_rows(item.wamid, item.sort_ts)
             await self.store.finish_inbound(item.wamid, "done")
             return
-        if not await self._wait_for_agent():
-            return  # shutting down; the message stays open and is resumed on the next start
         attempts = await self.store.start_processing(item.wamid)
         if attempts > self.config.max_processing_attempts:
             logger.error("WhatsApp: message dropped after %d processing attempts sender=%s", attempts - 1, sender)
@@ -397,41 +618,81 @@ class WhatsAppService:
         await self._deliver_deferred(item.phone_number_id, item.wa_id)
         await self.graph.mark_as_read(item.phone_number_id, item.wamid, typing_indicator=True)
 
-        collector = WhatsAppTurnCollector()
-        message = UserMessage(
-            item.text,
-            collector,
-            item.wa_id,
-            input_channel=CHANNEL_NAME,
-            message_id=item.wamid,
-            metadata=item.metadata,
-        )
         started = time.monotonic()
+        deadline = started + self.scale.bot_retry_seconds
         error: Optional[str] = None
-        try:
-            assert self.on_new_message is not None
-            await self.on_new_message(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            error = "bot_error"
-            logger.error("WhatsApp: bot failed on a message sender=%s (%s)", sender, _where(exc))
+        tries = 0
+        while True:
+            collector = WhatsAppTurnCollector()
+            message = UserMessage(
+                item.text,
+                collector,
+                conversation_id(item.wa_id, item.phone_number_id, self.config.phone_number_id),
+                input_channel=CHANNEL_NAME,
+                message_id=item.wamid,
+                metadata=item.metadata,
+            )
+            try:
+                assert self.on_new_message is not None
+                await self.on_new_message(message)
+                error = None
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                tries += 1
+                appcare_metrics.WA_ERRORS.labels("bot").inc()
+                if collector.messages:
+                    # Rasa produced its reply but failed afterwards (e.g. saving the
+                    # tracker): the citizen gets the reply, the log the cause.
+                    error = "bot_error_after_reply"
+                    logger.error(
+                        "WhatsApp: bot failed after replying sender=%s (%s); reply sent, turn may be missing from the tracker",
+                        sender, _where(exc),
+                    )
+                    break
+                if self._stopping:
+                    logger.warning("WhatsApp: bot failed during shutdown sender=%s; message stays open", sender)
+                    return
+                if time.monotonic() >= deadline:
+                    error = "bot_unavailable"
+                    logger.error(
+                        "WhatsApp: bot kept failing for %.0fs sender=%s (%s); citizen asked to try again",
+                        time.monotonic() - started, sender, _where(exc),
+                    )
+                    collector = WhatsAppTurnCollector()
+                    collector.messages.append(BotMessage("text", text=self.scale.error_text))
+                    break
+                delay = min(10.0, 0.5 * 2 ** min(tries, 5))
+                logger.warning(
+                    "WhatsApp: bot failed sender=%s (%s); message kept, retry %d in %.1fs",
+                    sender, _where(exc), tries, delay,
+                )
+                await asyncio.sleep(delay)
+        bot_seconds = time.monotonic() - started
+        appcare_metrics.WA_BOT_SECONDS.observe(bot_seconds)
+        appcare_metrics.WA_TURNS.labels(error or "ok").inc()
 
         payloads = formatting.plan_turn(item.wa_id, collector.messages)
         if payloads:
             kinds = [formatting.describe(p) for p in payloads]
             await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads, kinds)
-            await self._send_reply_rows(item.wamid, item.sort_ts)
-        await self.store.finish_inbound(item.wamid, "failed" if error else "done", error)
+            await self._send_reply_rows(item.wamid, item.sort_ts, received_ts=item.metadata.get("received_at"))
+        failed = error in ("bot_unavailable",)
+        await self.store.finish_inbound(item.wamid, "failed" if failed else "done", error)
         logger.info(
-            "WhatsApp: answered sender=%s with %d message(s) in %.2fs",
+            "WhatsApp: answered sender=%s with %d message(s) in %.2fs%s",
             sender,
             len(payloads),
             time.monotonic() - started,
+            f" ({error})" if error else "",
         )
 
-    async def _send_reply_rows(self, inbound_wamid: str, sent_ts: Optional[float] = None) -> None:
+    async def _send_reply_rows(
+        self, inbound_wamid: str, sent_ts: Optional[float] = None, received_ts: Optional[str] = None
+    ) -> None:
         window_open = sent_ts is not None and time.time() - sent_ts < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS - 600
+        first = True
         for row in await self.store.unsent_reply_rows(inbound_wamid):
             if row.status == "sending":
                 # We crashed while this request was in flight: Meta may or may not
@@ -442,9 +703,16 @@ class WhatsAppService:
                 )
                 await self.store.mark_failed(row.id, None, "interrupted_in_flight")
                 continue
-            await self._send_row(
+            sent = await self._send_row(
                 row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref, window_open
             )
+            if sent and first and received_ts:
+                first = False
+                try:
+                    received = dt.datetime.fromisoformat(str(received_ts)).timestamp()
+                    appcare_metrics.WA_REPLY_LATENCY.observe(max(0.0, time.time() - received))
+                except ValueError:
+                    pass
 
     async def _deliver_deferred(self, phone_number_id: str, wa_id: str) -> None:
         since = time.time() - max(7.0, self.config.retention_days) * 86400
@@ -455,11 +723,21 @@ class WhatsAppService:
             await self._send_row(row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref)
 
     # --------------------------------------------------------------- sending
-    async def deliver(self, recipient: str, payloads: List[Dict[str, Any]], ref: Optional[str] = None) -> List[int]:
-        """Direct sends (outside a turn): record, then send each message."""
+    async def deliver(
+        self,
+        recipient: str,
+        payloads: List[Dict[str, Any]],
+        ref: Optional[str] = None,
+        phone_number_id: Optional[str] = None,
+    ) -> List[int]:
+        """Direct sends (outside a turn): record, then send each message. Sent
+        from ``phone_number_id`` (the conversation's business number), else from
+        the number the citizen wrote to last."""
         if not payloads:
             return []
-        phone_number_id = await self.store.latest_phone_number_id(recipient) or self.config.phone_number_id
+        phone_number_id = (
+            phone_number_id or await self.store.latest_phone_number_id(recipient) or self.config.phone_number_id
+        )
         kinds = [formatting.describe(p) for p in payloads]
         ids = await self.store.add_outgoing(phone_number_id, recipient, payloads, kinds, ref)
         for outbox_id, payload, kind in zip(ids, payloads, kinds):
@@ -480,6 +758,9 @@ class WhatsAppService:
         wrote less than 24h ago (a reply to a fresh message): skip the lookup."""
         if kind != "template" and not window_open and not await self.store.in_window(phone_number_id, recipient):
             return await self._outside_window(outbox_id, phone_number_id, recipient, ref)
+        # Wait for the per-citizen pace *before* the row is marked in flight: a crash
+        # while waiting must not look like a send Meta may have received.
+        await self._wait_for_pace(recipient)
         await self.store.mark_sending(outbox_id)
         try:
             wamid = await self.graph.send_message(phone_number_id, payload)
@@ -487,6 +768,7 @@ class WhatsAppService:
             if error.code == REENGAGEMENT_CODE and kind != "template":
                 return await self._outside_window(outbox_id, phone_number_id, recipient, ref)
             await self.store.mark_failed(outbox_id, error.code, error.short)
+            appcare_metrics.WA_SEND_FAILURES.labels(error.short[:40]).inc()
             logger.error(
                 "WhatsApp: %s not sent recipient=%s (%s)", kind, conversation_hash(recipient), error
             )
@@ -495,10 +777,20 @@ class WhatsAppService:
             raise
         except Exception as exc:  # noqa: BLE001
             await self.store.mark_failed(outbox_id, None, "client_error")
+            appcare_metrics.WA_SEND_FAILURES.labels("client_error").inc()
             logger.error("WhatsApp: %s not sent recipient=%s (%s)", kind, conversation_hash(recipient), _where(exc))
             return False
         await self.store.mark_sent(outbox_id, wamid)
+        appcare_metrics.WA_REPLIES.labels(kind[:32]).inc()
         return True
+
+    async def _wait_for_pace(self, recipient: str) -> None:
+        interval = float(getattr(self.graph, "send_interval", 0) or 0)
+        last = getattr(self.graph, "_last_send", {}).get(recipient)
+        if interval > 0 and last is not None:
+            wait = last + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     async def _outside_window(self, outbox_id: int, phone_number_id: str, recipient: str, ref: Optional[str]) -> bool:
         """Free-form messages need a citizen message in the last 24 hours. Outside
@@ -541,10 +833,11 @@ class WhatsAppInput(InputChannel):
 
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[Text, Any]]) -> InputChannel:
-        return cls(WhatsAppConfig.load(credentials))
+        return cls(WhatsAppConfig.load(credentials), ScaleSettings.load(credentials))
 
-    def __init__(self, config: Optional[WhatsAppConfig] = None) -> None:
+    def __init__(self, config: Optional[WhatsAppConfig] = None, scale: Optional[ScaleSettings] = None) -> None:
         self.config = config or WhatsAppConfig.load()
+        self.scale = scale or ScaleSettings.load()
         self.service: Optional[WhatsAppService] = None
         self.unavailable_reason: Optional[str] = None
         if not self.config.configured:
@@ -552,7 +845,7 @@ class WhatsAppInput(InputChannel):
             logger.warning("WhatsApp channel not configured (set %s)", ", ".join(self.config.missing))
             return
         try:
-            self.service = WhatsAppService(self.config)
+            self.service = WhatsAppService(self.config, self.scale)
         except Exception as exc:  # noqa: BLE001 - never keep Rasa from starting
             self.unavailable_reason = "database unavailable"
             logger.error("WhatsApp channel disabled: inbox database unavailable (%s)", _where(exc))
@@ -569,6 +862,42 @@ class WhatsAppInput(InputChannel):
         bp = Blueprint("whatsapp_webhook", __name__)
         service = self.service
         config = self.config
+        logging_setup.adopt_sanic_loggers()  # no-op unless appcare logging is configured
+
+        @bp.route("/health", methods=["GET"])
+        async def health_check(request: Request) -> HTTPResponse:
+            """200 only when this instance can take messages: channel configured,
+            inbox database reachable and a model loaded (for the front and probes)."""
+            if service is None:
+                return response.json({"status": "unavailable", "reason": self.unavailable_reason}, status=503)
+            body: Dict[str, Any] = {
+                "status": "ok",
+                "instance": self.scale.instance_id,
+                "active_senders": len(service._workers),
+            }
+            try:
+                body["open_messages"] = await asyncio.wait_for(service.store.open_count(), 3.0)
+            except Exception:  # noqa: BLE001
+                body.update(status="degraded", database="unavailable")
+                return response.json(body, status=503)
+            ctx = getattr(request.app, "ctx", None)
+            agent = getattr(ctx, "agent", None) if ctx is not None else None
+            if ctx is not None and hasattr(ctx, "agent"):
+                is_ready = getattr(agent, "is_ready", None)
+                if agent is None or (is_ready is not None and not is_ready()):
+                    body.update(status="starting", model="not loaded")
+                    return response.json(body, status=503)
+            return response.json(body)
+
+        @bp.route("/metrics", methods=["GET"])
+        async def metrics(_: Request) -> HTTPResponse:
+            if service is not None:
+                try:
+                    appcare_metrics.WA_OPEN.set(await asyncio.wait_for(service.store.open_count(), 3.0))
+                except Exception:  # noqa: BLE001
+                    pass
+            body, content_type = appcare_metrics.render()
+            return response.raw(body, content_type=content_type)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -604,13 +933,15 @@ class WhatsAppInput(InputChannel):
             try:
                 return await self._receive(request, service)
             except Exception as exc:  # noqa: BLE001 - never a 500 with a trace
-                logger.error("WhatsApp: webhook failed (%s); Meta will retry", _where(exc))
+                appcare_metrics.WA_ERRORS.labels("webhook").inc()
+                logger.error("WhatsApp: webhook failed (%s); not stored, Meta (or the front) will retry", _where(exc))
                 return response.text("temporarily unavailable", status=503)
 
         if service is not None:
 
             @bp.listener("after_server_start")
             async def start(app: Any, _loop: Any) -> None:
+                logging_setup.adopt_sanic_loggers()
                 await service.start(app, on_new_message)
 
             @bp.listener("before_server_stop")
@@ -642,6 +973,14 @@ class WhatsAppInput(InputChannel):
             logger.warning("WhatsApp: webhook item skipped: %s", reason)
         for code, title in result.errors:
             logger.warning("WhatsApp: webhook reports error code=%s (%s)", code, (title or "")[:60])
+        route = request.headers.get(ROUTE_HEADER)
+        messages, statuses = result.messages, result.statuses
+        if route:
+            # A front split this POST over instances: take only our senders. The
+            # body is still the signed original, so this can only narrow it.
+            mine = {part.strip() for part in route.split(",") if part.strip()}
+            messages = [m for m in messages if conversation_hash(m.wa_id) in mine]
+            statuses = [s for s in statuses if conversation_hash(s.recipient_id or "") in mine]
         received_ts = time.time()
-        counts = await service.accept(result.messages, result.statuses, received_ts)
+        counts = await service.accept(messages, statuses, received_ts)
         return response.json({"status": "ok", **counts})

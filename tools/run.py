@@ -112,7 +112,9 @@ def main() -> int:
     endpoints = write_endpoints(action_port)
     processes: List[subprocess.Popen] = []
     try:
-        processes.append(start([str(BIN / "rasa"), "run", "actions", "--port", str(action_port), "--actions", "actions"]))
+        logging_config = ["--logging-config-file", str(ROOT / "deploy" / "logging.yml")]
+        processes.append(start([str(BIN / "rasa"), "run", "actions", "--port", str(action_port),
+                                "--actions", "actions", *logging_config]))
         if not wait_for(f"http://127.0.0.1:{action_port}/health", 120):
             print("[appcare] action server did not start")
             return 1
@@ -121,6 +123,7 @@ def main() -> int:
         processes.append(start([
             str(BIN / "rasa"), "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
             "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
+            *logging_config,
         ]))
         if importlib.util.find_spec("desk") and not args.no_desk:
             os.environ.setdefault("RASA_URL", f"http://127.0.0.1:{rasa_port}")

@@ -1,0 +1,810 @@
+"""Load and fault test of the production set-up, with real processes on 127.0.0.1.
+
+    python -m tools.loadtest                       # 50 senders x 20 messages (make loadtest)
+    python -m tools.loadtest --senders 10 --messages 5
+
+Starts: PostgreSQL database ``appcare_load`` (created when missing, its tables
+dropped first) as Rasa's SQL tracker store and as ``APPCARE_DB_URL``; the Redis lock
+store (own key prefix); Rasa's Pika event broker on RabbitMQ (own queue, deleted
+afterwards); one action server; two ``rasa run`` instances with the same model and
+``endpoints.prod.yml``; the sticky front (tools/front.py, also balancing the action
+calls); a fake WhatsApp Graph API that records every read receipt and reply.
+
+Drives every sender's messages through the front as signed WhatsApp webhooks (a
+citizen waits for the answer most of the time and sometimes types on), mixes in
+Meta-style duplicate deliveries (~5 %), kills one Rasa instance (SIGKILL) in the
+middle and starts it again, and restarts the action server (SIGTERM, start) once.
+Each sender's last message waits until the killed instance is back, so the
+restarted instance takes traffic again even in a short run.
+
+Counting (from what the fake Graph API received, i.e. what citizens saw): a reply
+belongs to the message whose read receipt came last for that citizen (the channel
+marks a message read when it starts on it). *lost*: a message without any reply;
+*doubled*: a message answered in two separate turns; *reordered*: a message whose
+first reply came before the first reply of an earlier message of the same
+citizen; latency: webhook POST to the first reply.
+
+The last line is exactly:
+``lost=N doubled=N reordered=N p50_ms=N p95_ms=N p99_ms=N msgs_per_s=N``
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+APP_SECRET = "loadtest-app-secret"
+VERIFY_TOKEN = "loadtest-verify-token"
+PNID_TERNEUZEN = "1000000001"
+PNID_LELYSTAD = "1000000002"
+TENANTS = f"{PNID_TERNEUZEN}:terneuzen,{PNID_LELYSTAD}:lelystad"
+
+# Questions the assistant answers itself (no handoff: the bot would go silent).
+PHRASES = [
+    "hallo", "goedemorgen", "wat zijn de openingstijden van het gemeentehuis?", "is het gemeentehuis nu open?",
+    "hoeveel kost een paspoort?", "hoe lang duurt het aanvragen van een paspoort?",
+    "wat moet ik meenemen voor een id-kaart?", "hoe lang is mijn paspoort geldig?",
+    "wanneer kan ik mijn paspoort ophalen?", "ik ben mijn paspoort kwijt",
+    "hoe vraag ik een id-kaart aan voor mijn kind?", "wat kost trouwen?", "waar kan ik trouwen?",
+    "kan ik gratis trouwen?", "hoeveel getuigen heb ik nodig bij het huwelijk?",
+    "wat is het verschil tussen trouwen en geregistreerd partnerschap?", "zijn er wegwerkzaamheden?",
+    "bedankt!", "dank je wel", "nee",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def latest_model() -> Path:
+    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise SystemExit("no trained model in models/: run `make train` first")
+    return models[-1]
+
+
+def percentile(values: List[float], p: float) -> float:
+    if not values:
+        return 0.0
+    data = sorted(values)
+    k = (len(data) - 1) * p / 100.0
+    lower = math.floor(k)
+    upper = min(lower + 1, len(data) - 1)
+    return data[lower] + (data[upper] - data[lower]) * (k - lower)
+
+
+# ------------------------------------------------------------------ fake Graph API
+class RecordingGraph:
+    """Fake Graph API: answers every send with a wamid and attributes replies to the
+    message whose read receipt came last for that citizen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sender_of: Dict[str, str] = {}  # inbound wamid -> wa_id
+        self.current: Dict[str, Optional[str]] = {}  # wa_id -> wamid being answered
+        self.receipts: Dict[str, int] = {}
+        self.turns: Dict[str, int] = {}  # receipts followed by at least one reply
+        self.replies: Dict[str, int] = {}
+        self.first_reply: Dict[str, float] = {}
+        self.texts: Dict[str, List[str]] = {}  # wa_id -> reply texts, in order
+        self.paths: Dict[str, List[str]] = {}  # wa_id -> request paths (which business number sent it)
+        self.reply_bodies: Dict[str, List[str]] = {}  # inbound wamid -> reply bodies
+        self.unattributed = 0
+        self.requests = 0
+        self._since_receipt: Dict[str, bool] = {}
+        self._ids = 0
+        graph = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw.decode("utf-8")) if raw else {}
+                except ValueError:
+                    body = {}
+                answer = graph.record(body if isinstance(body, dict) else {}, self.path)
+                data = json.dumps(answer).encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if not isinstance(sys.exc_info()[1], (ConnectionError, OSError)):
+                    super().handle_error(request, client_address)  # a killed instance resets its connections
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-graph", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> "RecordingGraph":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def expect(self, wamid: str, wa_id: str) -> None:
+        with self.lock:
+            self.sender_of[wamid] = wa_id
+
+    def record(self, body: Dict[str, Any], path: str = "") -> Dict[str, Any]:
+        now = time.time()
+        with self.lock:
+            self.requests += 1
+            if body.get("status") == "read":
+                wamid = str(body.get("message_id") or "")
+                wa_id = self.sender_of.get(wamid)
+                if wa_id is not None:
+                    self.current[wa_id] = wamid
+                    self.receipts[wamid] = self.receipts.get(wamid, 0) + 1
+                    self._since_receipt[wa_id] = False
+                return {"success": True}
+            to = str(body.get("to") or "")
+            text = _text_of(body)
+            self.texts.setdefault(to, []).append(text)
+            self.paths.setdefault(to, []).append(path)
+            wamid = self.current.get(to)
+            if wamid is None:
+                self.unattributed += 1
+            else:
+                if not self._since_receipt.get(to):
+                    self._since_receipt[to] = True
+                    self.turns[wamid] = self.turns.get(wamid, 0) + 1
+                self.replies[wamid] = self.replies.get(wamid, 0) + 1
+                self.first_reply.setdefault(wamid, now)
+                self.reply_bodies.setdefault(wamid, []).append(text)
+            self._ids += 1
+            return {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                    "messages": [{"id": f"wamid.OUT{self._ids:08d}"}]}
+
+    def replies_for(self, wa_id: str) -> List[str]:
+        with self.lock:
+            return list(self.texts.get(wa_id, []))
+
+    def answered(self, wamid: str) -> bool:
+        with self.lock:
+            return wamid in self.first_reply
+
+
+def _text_of(body: Dict[str, Any]) -> str:
+    kind = body.get("type")
+    if kind == "text":
+        return str((body.get("text") or {}).get("body") or "")
+    if kind == "interactive":
+        inner = body.get("interactive") or {}
+        return str((inner.get("body") or {}).get("text") or "")
+    return json.dumps(body.get(kind) or {}, ensure_ascii=False)[:200]
+
+
+# ---------------------------------------------------------------------- payloads
+def text_payload(wa_id: str, text: str, wamid: str, pnid: str = PNID_TERNEUZEN, name: str = "Load Test",
+                 ts: Optional[int] = None) -> bytes:
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": "31850000000", "phone_number_id": pnid},
+                    "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+                    "messages": [{"from": wa_id, "id": wamid, "timestamp": str(int(ts or time.time())),
+                                  "type": "text", "text": {"body": text}}],
+                },
+            }],
+        }],
+    }
+    return json.dumps(payload).encode("utf-8")
+
+
+def signature(body: bytes, secret: str = APP_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+# ------------------------------------------------------------------------- cluster
+def ensure_database(name: str, host: str = "127.0.0.1", port: int = 5432, user: str = "postgres",
+                    fresh: bool = True) -> None:
+    """Creates database ``name`` when missing and (``fresh``) drops its tables."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=host, port=port, user=user, dbname="test")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    if fresh:
+        conn = psycopg2.connect(host=host, port=port, user=user, dbname=name)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DROP SCHEMA IF EXISTS public CASCADE")
+                cur.execute("CREATE SCHEMA public")
+        finally:
+            conn.close()
+
+
+async def _rabbit(queue: str, delete: bool, host: str = "127.0.0.1", port: int = 5672) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(host=host, port=port, login="guest", password="guest", timeout=5)
+    async with connection:
+        channel = await connection.channel()
+        if delete:
+            await channel.queue_delete(queue, if_unused=False, if_empty=False)
+
+
+def delete_queue(queue: str) -> None:
+    try:
+        asyncio.run(_rabbit(queue, True))
+    except Exception as exc:  # noqa: BLE001
+        print(f"[loadtest] could not delete RabbitMQ queue {queue} ({type(exc).__name__})", file=sys.stderr)
+
+
+@dataclass
+class Proc:
+    name: str
+    cmd: List[str]
+    env: Dict[str, str]
+    popen: Optional[subprocess.Popen] = None
+
+
+class Cluster:
+    """The production topology as local processes (see module docstring)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        database: str = "appcare_load",
+        instances: int = 2,
+        pg_port: int = 5432,
+        redis_port: int = 6379,
+        queue: Optional[str] = None,
+        log_format: str = "json",
+        extra_env: Optional[Dict[str, str]] = None,
+        model: Optional[Path] = None,
+    ) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.database = database
+        self.pg_port = pg_port
+        self.redis_port = redis_port
+        self.run_id = uuid.uuid4().hex[:8]
+        self.queue = queue or f"appcare_load_{self.run_id}"
+        self.graph = RecordingGraph()
+        self.model = model or latest_model()
+        self.front_port = free_port()
+        self.front_actions_port = free_port()
+        self.action_port = free_port()
+        self.rasa_ports = [free_port() for _ in range(instances)]
+        self.procs: Dict[str, Proc] = {}
+        self.log_format = log_format
+        self.extra_env = extra_env or {}
+
+    # -------------------------------------------------------------- settings
+    @property
+    def db_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{self.database}"
+
+    @property
+    def front_url(self) -> str:
+        return f"http://127.0.0.1:{self.front_port}"
+
+    def instance_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.rasa_ports[int(name.split('-')[1]) - 1]}"
+
+    def base_env(self, component: str) -> Dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "APPCARE_"))}
+        env.update({
+            "TF_CPP_MIN_LOG_LEVEL": "2", "RASA_TELEMETRY_ENABLED": "false", "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+            "PYTHONWARNINGS": "ignore", "LOG_LEVEL": "INFO",
+            "APPCARE_LOG_FORMAT": self.log_format, "APPCARE_COMPONENT": component,
+            "APPCARE_DB_URL": self.db_url,
+            "ACTION_ENDPOINT_URL": f"http://127.0.0.1:{self.front_actions_port}/webhook",
+            "DB_HOST": "127.0.0.1", "DB_PORT": str(self.pg_port), "DB_NAME": self.database,
+            "DB_USER": "postgres", "DB_PASSWORD": "",
+            "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.redis_port), "REDIS_PASSWORD": "", "REDIS_DB": "3",
+            "REDIS_KEY_PREFIX": f"load{self.run_id}",
+            "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": "5672", "RABBITMQ_USERNAME": "guest",
+            "RABBITMQ_PASSWORD": "guest", "RABBITMQ_QUEUE": self.queue, "RABBITMQ_EXCHANGE": f"appcare-{self.run_id}",
+            "TICKET_LOCK_LIFETIME": "10",
+            "WHATSAPP_ACCESS_TOKEN": "loadtest-token", "WHATSAPP_PHONE_NUMBER_ID": PNID_TERNEUZEN,
+            "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+            "WHATSAPP_GRAPH_URL": self.graph.url, "WHATSAPP_TENANTS": TENANTS,
+            "WHATSAPP_LEASE_SECONDS": "10", "WHATSAPP_SWEEP_INTERVAL": "3", "WHATSAPP_STALE_AFTER": "10",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def _define(self) -> None:
+        credentials = self.workdir / "credentials.yml"
+        credentials.write_text("rest:\nchannels.whatsapp.WhatsAppInput:\n", encoding="utf-8")
+        logging_file = str(ROOT / "deploy" / "logging.yml")
+        self.procs["actions"] = Proc("actions", [
+            str(BIN / "rasa"), "run", "actions", "--port", str(self.action_port), "--actions", "actions",
+            "--logging-config-file", logging_file,
+        ], self.base_env("actions"))
+        for i, port in enumerate(self.rasa_ports):
+            name = f"rasa-{i + 1}"
+            env = self.base_env(name)
+            env["APPCARE_INSTANCE_ID"] = name
+            self.procs[name] = Proc(name, [
+                str(BIN / "rasa"), "run", "--enable-api", "--port", str(port), "--model", str(self.model),
+                "--endpoints", str(ROOT / "endpoints.prod.yml"), "--credentials", str(credentials),
+                "--logging-config-file", logging_file,
+            ], env)
+        front_cmd = [sys.executable, "-m", "tools.front", "--listen", f"127.0.0.1:{self.front_port}",
+                     "--actions-listen", f"127.0.0.1:{self.front_actions_port}",
+                     "--action-server", f"http://127.0.0.1:{self.action_port}",
+                     "--spool-dir", str(self.workdir / "front-spool"), "--health-interval", "0.5"]
+        for i, port in enumerate(self.rasa_ports):
+            front_cmd += ["--instance", f"rasa-{i + 1}=http://127.0.0.1:{port}"]
+        self.procs["front"] = Proc("front", front_cmd, self.base_env("front"))
+
+    # ------------------------------------------------------------- processes
+    def spawn(self, name: str) -> None:
+        proc = self.procs[name]
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc.popen = subprocess.Popen(proc.cmd, cwd=ROOT, env=proc.env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        log.close()
+
+    def alive(self, name: str) -> bool:
+        popen = self.procs[name].popen
+        return popen is not None and popen.poll() is None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, wait: float = 30.0) -> None:
+        popen = self.procs[name].popen
+        if popen is None or popen.poll() is not None:
+            return
+        try:
+            os.killpg(popen.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            popen.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=10)
+
+    def wait_http(self, url: str, seconds: float, name: Optional[str] = None) -> None:
+        import requests
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if name is not None and not self.alive(name):
+                raise RuntimeError(f"{name} exited during start-up:\n{self.log_tail(name)}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{url} did not come up in {seconds:.0f} s:\n{self.log_tail(name) if name else ''}")
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
+
+    def wait_instance(self, name: str, seconds: float = 400.0) -> None:
+        self.wait_http(self.instance_url(name) + "/webhooks/whatsapp/health", seconds, name)
+
+    def start(self, fresh_database: bool = True) -> "Cluster":
+        ensure_database(self.database, port=self.pg_port, fresh=fresh_database)
+        self.graph.start()
+        try:
+            return self._start_processes()
+        except RuntimeError as exc:
+            # e.g. a port taken by another program between choosing and binding it
+            print(f"[cluster] start failed ({str(exc).splitlines()[0]}); retrying once with new ports", file=sys.stderr)
+            for name in list(self.procs):
+                self.kill(name, signal.SIGKILL)
+            self.front_port, self.front_actions_port, self.action_port = free_port(), free_port(), free_port()
+            self.rasa_ports = [free_port() for _ in self.rasa_ports]
+            self.procs.clear()
+            return self._start_processes()
+
+    def _start_processes(self) -> "Cluster":
+        self._define()
+        self.spawn("actions")
+        for name in self.procs:
+            if name.startswith("rasa-"):
+                self.spawn(name)
+        self.spawn("front")
+        self.wait_http(f"http://127.0.0.1:{self.action_port}/health", 180, "actions")
+        self.wait_http(self.front_url + "/health", 60, "front")
+        for name in [n for n in self.procs if n.startswith("rasa-")]:
+            self.wait_instance(name)
+        self.wait_front_sees_all()
+        return self
+
+    def wait_front_sees_all(self, seconds: float = 30.0) -> None:
+        import requests
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                status = requests.get(self.front_url + "/health", timeout=2).json()
+                if all(i["healthy"] for i in status["instances"]):
+                    return
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        for name in ["front"] + [n for n in self.procs if n.startswith("rasa-")] + ["actions"]:
+            if name in self.procs:
+                self.kill(name, signal.SIGTERM, wait=30)
+        self.graph.stop()
+        delete_queue(self.queue)
+
+    def restart_actions(self) -> float:
+        started = time.monotonic()
+        self.kill("actions", signal.SIGTERM)
+        self.spawn("actions")
+        self.wait_http(f"http://127.0.0.1:{self.action_port}/health", 180, "actions")
+        return time.monotonic() - started
+
+    # ------------------------------------------------------------ messaging
+    def post(self, body: bytes, timeout: float = 10.0) -> int:
+        import requests
+
+        response = requests.post(
+            self.front_url + "/webhooks/whatsapp/webhook", data=body, timeout=timeout,
+            headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
+        )
+        return response.status_code
+
+    def say(self, wa_id: str, text: str, pnid: str = PNID_TERNEUZEN, name: str = "Test Persoon",
+            timeout: float = 60.0, settle: float = 1.5) -> List[str]:
+        """Sends one signed message through the front; returns the reply texts."""
+        wamid = f"wamid.T{uuid.uuid4().hex}"
+        self.graph.expect(wamid, wa_id)
+        before = len(self.graph.replies_for(wa_id))
+        status = self.post(text_payload(wa_id, text, wamid, pnid=pnid, name=name))
+        if status != 200:
+            raise RuntimeError(f"webhook answered {status}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.graph.answered(wamid):
+            time.sleep(0.1)
+        time.sleep(settle)  # the rest of the turn (paced at 1 message/s)
+        return self.graph.replies_for(wa_id)[before:]
+
+
+# -------------------------------------------------------------------------- driver
+@dataclass
+class Sent:
+    wa_id: str
+    index: int
+    wamid: str
+    text: str
+    posted: float = 0.0
+    acked: float = 0.0
+    status: int = 0
+
+
+@dataclass
+class RunResult:
+    sent: List[Sent] = field(default_factory=list)
+    duplicates: int = 0
+    webhook_retries: int = 0
+    ack_ms: List[float] = field(default_factory=list)
+    kill_at: Optional[float] = None
+    back_after: Optional[float] = None
+    actions_restart_s: Optional[float] = None
+    started: float = 0.0
+    finished_sending: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+
+async def drive(
+    cluster: Cluster,
+    senders: int,
+    messages: int,
+    duplicate_rate: float = 0.05,
+    kill_fraction: float = 0.4,
+    actions_fraction: float = 0.6,
+    kill_instance: str = "rasa-2",
+    seed: int = 7,
+    deadline_s: float = 1500.0,
+    settle_s: float = 180.0,
+    progress: Callable[[str], None] = print,
+) -> RunResult:
+    import aiohttp
+
+    rnd = random.Random(seed)
+    result = RunResult(started=time.time())
+    total = senders * messages
+    base = 31600000000 + rnd.randrange(10_000_000, 90_000_000)
+    wa_ids = [str(base + i * 37) for i in range(senders)]
+    run = uuid.uuid4().hex[:6].upper()
+    counter = {"sent": 0}
+    kill_done = asyncio.Event()
+    instance_back = asyncio.Event()
+    hold_last = kill_fraction > 0 and messages > 1 and int(total * kill_fraction) <= senders * (messages - 1)
+    if not hold_last:
+        instance_back.set()
+    stop_at = time.monotonic() + deadline_s
+    loop = asyncio.get_running_loop()
+    background: List[asyncio.Task] = []
+    url = cluster.front_url + "/webhooks/whatsapp/webhook"
+
+    async def post(session: aiohttp.ClientSession, body: bytes) -> Tuple[int, float]:
+        started = time.monotonic()
+        for attempt in range(6):  # Meta retries a failed webhook, with backoff
+            try:
+                async with session.post(url, data=body, headers={
+                    "Content-Type": "application/json", "X-Hub-Signature-256": signature(body),
+                }, timeout=aiohttp.ClientTimeout(total=15)) as response:
+                    await response.read()
+                    if response.status == 200:
+                        return 200, (time.monotonic() - started) * 1000
+                    status = response.status
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                status = 0
+            result.webhook_retries += 1
+            await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
+        return status, (time.monotonic() - started) * 1000
+
+    async def duplicate_later(session: aiohttp.ClientSession, body: bytes) -> None:
+        await asyncio.sleep(rnd.uniform(0.3, 6.0))
+        status, _ = await post(session, body)
+        if status == 200:
+            result.duplicates += 1
+
+    def kill_and_restart() -> None:
+        result.kill_at = time.time()
+        progress(f"[loadtest] killing {kill_instance} (SIGKILL) after {counter['sent']} messages; starting it again")
+        cluster.kill(kill_instance, signal.SIGKILL)
+        started = time.monotonic()
+        cluster.spawn(kill_instance)
+        cluster.wait_instance(kill_instance, 400)
+        result.back_after = time.monotonic() - started
+        progress(f"[loadtest] {kill_instance} is back after {result.back_after:.0f} s")
+
+    def restart_actions() -> None:
+        progress(f"[loadtest] restarting the action server after {counter['sent']} messages")
+        result.actions_restart_s = cluster.restart_actions()
+        progress(f"[loadtest] action server back after {result.actions_restart_s:.1f} s")
+
+    async def events_watch() -> None:
+        kill_after = int(total * kill_fraction) if kill_fraction > 0 else None
+        actions_after = int(total * actions_fraction) if actions_fraction > 0 else None
+        while time.monotonic() < stop_at and (kill_after is not None or actions_after is not None):
+            if kill_after is not None and counter["sent"] >= kill_after:
+                kill_after = None
+                kill_done.set()
+                future = loop.run_in_executor(None, kill_and_restart)
+                future.add_done_callback(lambda _f: loop.call_soon_threadsafe(instance_back.set))
+                background.append(asyncio.ensure_future(future))
+            if actions_after is not None and counter["sent"] >= actions_after:
+                actions_after = None
+                background.append(asyncio.ensure_future(loop.run_in_executor(None, restart_actions)))
+            await asyncio.sleep(0.05)
+
+    async def citizen(session: aiohttp.ClientSession, index: int, wa_id: str) -> None:
+        await asyncio.sleep(rnd.uniform(0, 2.0))
+        texts = [rnd.choice(PHRASES) for _ in range(messages)]
+        for k, text in enumerate(texts):
+            if time.monotonic() >= stop_at:
+                return
+            if k == messages - 1 and hold_last:
+                # the last message goes out when the killed instance is back
+                while not instance_back.is_set() and time.monotonic() < stop_at:
+                    await asyncio.sleep(0.2)
+            wamid = f"wamid.LOAD{run}{index:03d}{k:03d}{uuid.uuid4().hex[:8]}"
+            cluster.graph.expect(wamid, wa_id)
+            body = text_payload(wa_id, text, wamid)
+            item = Sent(wa_id, k, wamid, text, posted=time.time())
+            result.sent.append(item)
+            counter["sent"] += 1
+            item.status, ack_ms = await post(session, body)
+            item.acked = time.time()
+            result.ack_ms.append(ack_ms)
+            if rnd.random() < duplicate_rate:
+                background.append(asyncio.create_task(duplicate_later(session, body)))
+            if rnd.random() < 0.75:  # waits for the answer (bounded), then reads it
+                wait_until = time.monotonic() + 30.0
+                while not cluster.graph.answered(wamid) and time.monotonic() < min(wait_until, stop_at):
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(rnd.uniform(0.3, 2.0))
+            else:  # types on
+                await asyncio.sleep(rnd.uniform(0.1, 0.8))
+
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        watcher = asyncio.create_task(events_watch())
+        await asyncio.gather(*(citizen(session, i, w) for i, w in enumerate(wa_ids)))
+        result.finished_sending = time.time()
+        progress(f"[loadtest] all {len(result.sent)} messages sent; waiting for the last answers")
+        settle_until = time.monotonic() + settle_s
+        while time.monotonic() < min(settle_until, stop_at + settle_s):
+            if all(cluster.graph.answered(s.wamid) for s in result.sent):
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(2.0)  # replies still being paced out / doubles arriving late
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
+    return result
+
+
+@dataclass
+class Report:
+    received: int
+    answered: int
+    lost: int
+    doubled: int
+    reordered: int
+    p50: float
+    p95: float
+    p99: float
+    throughput: float
+    lines: List[str]
+
+    @property
+    def last_line(self) -> str:
+        return (f"lost={self.lost} doubled={self.doubled} reordered={self.reordered} p50_ms={round(self.p50)} "
+                f"p95_ms={round(self.p95)} p99_ms={round(self.p99)} msgs_per_s={self.throughput:.1f}")
+
+
+def analyse(cluster: Cluster, result: RunResult, senders: int, messages: int) -> Report:
+    graph = cluster.graph
+    with graph.lock:
+        first = dict(graph.first_reply)
+        turns = dict(graph.turns)
+        unattributed = graph.unattributed
+    received = [s for s in result.sent if s.status == 200]
+    answered = [s for s in received if s.wamid in first]
+    lost = [s for s in received if s.wamid not in first]
+    doubled = [s for s in received if turns.get(s.wamid, 0) > 1]
+    reordered = 0
+    by_sender: Dict[str, List[Sent]] = {}
+    for s in received:
+        by_sender.setdefault(s.wa_id, []).append(s)
+    for items in by_sender.values():
+        items.sort(key=lambda s: s.index)
+        latest = 0.0
+        for s in items:
+            t = first.get(s.wamid)
+            if t is None:
+                continue
+            if t < latest:
+                reordered += 1
+            latest = max(latest, t)
+    latencies = [(first[s.wamid] - s.posted) * 1000 for s in answered]
+    end = max(first.values()) if first else time.time()
+    span = max(0.001, end - result.started)
+    throughput = len(answered) / span
+    lines = [
+        f"loadtest: {senders} senders x {messages} messages through the front, "
+        f"{len(cluster.rasa_ports)} Rasa instances, PostgreSQL tracker + inbox, Redis lock store, RabbitMQ events",
+        f"faults: killed rasa-2 (SIGKILL) at {time.strftime('%H:%M:%S', time.localtime(result.kill_at)) if result.kill_at else '-'}"
+        f", back after {result.back_after or 0:.0f} s; action server restarted in {result.actions_restart_s or 0:.1f} s",
+        f"received: {len(received)} messages (+{result.duplicates} duplicate deliveries, "
+        f"{result.webhook_retries} webhook retries); front ack p50 {percentile(result.ack_ms, 50):.0f} ms, "
+        f"p99 {percentile(result.ack_ms, 99):.0f} ms, max {max(result.ack_ms or [0]):.0f} ms",
+        f"answered: {len(answered)}, lost: {len(lost)}, answered twice: {len(doubled)}, out of order: {reordered}, "
+        f"unattributed replies: {unattributed}",
+        f"reply latency: p50 {percentile(latencies, 50):.0f} ms, p95 {percentile(latencies, 95):.0f} ms, "
+        f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies or [0]):.0f} ms; "
+        f"throughput {throughput:.1f} answered msgs/s over {span:.0f} s",
+    ]
+    lines.extend(result.notes)
+    return Report(len(received), len(answered), len(lost), len(doubled), reordered,
+                  percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99), throughput, lines)
+
+
+def database_notes(cluster: Cluster) -> List[str]:
+    """Cross-check in the channel's tables: unfinished or failed messages and sends."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(cluster.db_url, future=True)
+    try:
+        with engine.connect() as conn:
+            inbox = dict(conn.execute(sa.text("SELECT status, count(*) FROM whatsapp_inbox GROUP BY status")).all())
+            outbox = dict(conn.execute(sa.text("SELECT status, count(*) FROM whatsapp_outbox GROUP BY status")).all())
+            errors = dict(conn.execute(sa.text(
+                "SELECT coalesce(error, '-'), count(*) FROM whatsapp_outbox WHERE status = 'failed' GROUP BY error"
+            )).all())
+    except Exception as exc:  # noqa: BLE001
+        return [f"database check failed: {type(exc).__name__}"]
+    finally:
+        engine.dispose()
+    note = f"inbox: {json.dumps(inbox, sort_keys=True)}; outbox: {json.dumps(outbox, sort_keys=True)}"
+    if errors:
+        note += f"; failed sends: {json.dumps(errors, sort_keys=True)}"
+    return [note]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--duplicates", type=float, default=0.05, help="share of messages Meta delivers twice")
+    parser.add_argument("--kill-at", type=float, default=0.4, help="kill rasa-2 after this share of messages (0: never)")
+    parser.add_argument("--restart-actions-at", type=float, default=0.6, help="restart the action server (0: never)")
+    parser.add_argument("--database", default="appcare_load")
+    parser.add_argument("--workdir", default=str(ROOT / "var" / "loadtest"))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=1500.0, help="upper bound of the sending phase (s)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("*.log"):
+        old.unlink()
+    cluster = Cluster(workdir, database=args.database)
+    print(f"[loadtest] starting 2 Rasa instances, action server and front (logs in {workdir}); "
+          f"model {cluster.model.name}", flush=True)
+    started = time.monotonic()
+    try:
+        cluster.start()
+        print(f"[loadtest] cluster up in {time.monotonic() - started:.0f} s", flush=True)
+        result = asyncio.run(drive(
+            cluster, args.senders, args.messages, args.duplicates, args.kill_at, args.restart_actions_at,
+            seed=args.seed, deadline_s=args.timeout, progress=lambda m: print(m, flush=True),
+        ))
+        result.notes.extend(database_notes(cluster))
+        report = analyse(cluster, result, args.senders, args.messages)
+    finally:
+        cluster.stop()
+    for line in report.lines:
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "senders": args.senders, "messages": args.messages, "received": report.received,
+            "answered": report.answered, "lost": report.lost, "doubled": report.doubled,
+            "reordered": report.reordered, "p50_ms": round(report.p50), "p95_ms": round(report.p95),
+            "p99_ms": round(report.p99), "msgs_per_s": round(report.throughput, 2), "lines": report.lines,
+        }, indent=2), encoding="utf-8")
+    print(report.last_line, flush=True)
+    return 0 if report.lost == 0 and report.doubled == 0 and report.reordered == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

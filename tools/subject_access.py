@@ -1,0 +1,214 @@
+"""Subject access and erasure (AVG art. 15 and 17) for one phone number.
+
+    python -m tools.subject_access export --phone +31612345678 [--out export.json]
+    python -m tools.subject_access erase  --phone +31612345678 [--dry-run] [--yes]
+
+Options: ``--endpoints`` (file with the SQL tracker store, default endpoints.yml,
+``${VAR}`` from the environment), ``--db-url`` (appcare database, default
+``$APPCARE_DB_URL``), ``--sender-id`` instead of ``--phone`` for other channels.
+
+The phone number is normalised to WhatsApp's ``wa_id`` (digits with country code,
+no +): ``+31 6 12345678``, ``0031612345678`` and ``0612345678`` (Dutch) all become
+``31612345678``. Covered:
+
+* Rasa tracker store: every event of sender id = wa_id, or ``<wa_id>@<number id>``
+  for conversations with another municipality's number (``events`` table);
+* handoff tickets of those conversation ids and their messages;
+* WhatsApp inbox (by number, and finished rows by the number's hash), outbox
+  (recipient), contacts, delivery status events (recipient hash), sender leases;
+* the desk's webhook outbox rows that mention the number or its tickets.
+
+Not covered, by design: conversations already anonymised by tools/retention.py
+(no longer linkable to the number), logs (never contain the number: they carry
+a hash), and events already published to RabbitMQ (the consumer, e.g. the data
+warehouse, handles its own copy; the export lists how many events were published
+by Rasa in the tracker). Redis holds only short-lived locks (seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+from typing import Any, Dict, List, Optional
+
+import sqlalchemy as sa
+
+from appcare.pii import conversation_hash
+from tools.retention import appcare_engine, events_table, tracker_engine
+
+
+def normalise_phone(phone: str) -> str:
+    digits = re.sub(r"\D", "", phone or "")
+    if phone.strip().startswith("+"):
+        return digits
+    if digits.startswith("00"):
+        return digits[2:]
+    if digits.startswith("0") and len(digits) == 10:  # Dutch national notation
+        return "31" + digits[1:]
+    return digits
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _rows(result: Any) -> List[Dict[str, Any]]:
+    return [{k: _json(v) for k, v in row._mapping.items()} for row in result]
+
+
+class Subject:
+    def __init__(self, wa_id: str, endpoints: str, db_url: Optional[str] = None) -> None:
+        if not wa_id:
+            raise SystemExit("no phone number / sender id given")
+        self.wa_id = wa_id
+        self.hash = conversation_hash(wa_id)
+        self.endpoints = endpoints
+        self.app = appcare_engine(db_url)
+
+    # -------------------------------------------------------------- queries
+    def _tracker(self, erase: bool, dry_run: bool) -> Dict[str, Any]:
+        engine = tracker_engine(self.endpoints)
+        try:
+            if not sa.inspect(engine).has_table("events"):
+                return {"events": []}
+            events = events_table()
+            # the conversation with the default number is the wa_id itself, those
+            # with other municipalities' numbers are "<wa_id>@<phone_number_id>"
+            where = sa.or_(events.c.sender_id == self.wa_id, events.c.sender_id.like(f"{self.wa_id}@%"))
+            with engine.begin() as conn:
+                rows = conn.execute(sa.select(events).where(where).order_by(events.c.id)).all()
+                found = []
+                for row in rows:
+                    try:
+                        data = json.loads(row.data) if row.data else {}
+                    except ValueError:
+                        data = {"raw": row.data}
+                    found.append({"id": row.id, "type": row.type_name, "timestamp": row.timestamp, "event": data})
+                if erase and not dry_run:
+                    conn.execute(events.delete().where(where))
+            return {"events": found}
+        finally:
+            engine.dispose()
+
+    def _appcare(self, erase: bool, dry_run: bool) -> Dict[str, List[Dict[str, Any]]]:
+        from appcare.handoff_store import TicketMessageRow, TicketRow
+        from channels.inbox import contacts, inbox, leases, outbox, status_events
+
+        inspector = sa.inspect(self.app)
+        result: Dict[str, List[Dict[str, Any]]] = {}
+        with self.app.begin() as conn:
+            ticket_ids: List[int] = []
+            if inspector.has_table(TicketRow.__tablename__):
+                tickets, messages = TicketRow.__table__, TicketMessageRow.__table__
+                mine = sa.or_(tickets.c.conversation_id == self.wa_id, tickets.c.conversation_id.like(f"{self.wa_id}@%"))
+                ticket_rows = _rows(conn.execute(sa.select(tickets).where(mine).order_by(tickets.c.id)))
+                ticket_ids = [t["id"] for t in ticket_rows]
+                result["handoff_tickets"] = ticket_rows
+                result["handoff_messages"] = _rows(
+                    conn.execute(sa.select(messages).where(messages.c.ticket_id.in_(ticket_ids)).order_by(messages.c.id))
+                ) if ticket_ids else []
+                if erase and not dry_run and ticket_ids:
+                    conn.execute(messages.delete().where(messages.c.ticket_id.in_(ticket_ids)))
+                    conn.execute(tickets.delete().where(tickets.c.id.in_(ticket_ids)))
+            plans = [
+                ("whatsapp_inbox", inbox, sa.or_(inbox.c.wa_id == self.wa_id, inbox.c.sender_hash == self.hash)),
+                ("whatsapp_outbox", outbox, sa.or_(outbox.c.recipient == self.wa_id, outbox.c.recipient_hash == self.hash)),
+                ("whatsapp_contacts", contacts, contacts.c.wa_id == self.wa_id),
+                ("whatsapp_status_events", status_events, status_events.c.recipient_hash == self.hash),
+                ("whatsapp_sender_leases", leases, leases.c.sender_hash == self.hash),
+            ]
+            for name, table, condition in plans:
+                if not inspector.has_table(name):
+                    continue
+                rows = _rows(conn.execute(sa.select(table).where(condition)))
+                for row in rows:
+                    for key in ("payload_json", "metadata_json"):
+                        if row.get(key):
+                            try:
+                                row[key] = json.loads(row[key])
+                            except ValueError:
+                                pass
+                result[name] = rows
+                if erase and not dry_run and rows:
+                    conn.execute(table.delete().where(condition))
+            if inspector.has_table("desk_webhook_outbox"):
+                table = sa.Table("desk_webhook_outbox", sa.MetaData(), autoload_with=conn)
+                if "payload" in table.c:
+                    conditions = [table.c.payload.like(f"%{self.wa_id}%")]
+                    if "event_key" in table.c and ticket_ids:
+                        conditions.append(table.c.event_key.in_([f"ticket:{i}" for i in ticket_ids]))
+                    condition = sa.or_(*conditions)
+                    result["desk_webhook_outbox"] = _rows(conn.execute(sa.select(table).where(condition)))
+                    if erase and not dry_run and result["desk_webhook_outbox"]:
+                        conn.execute(table.delete().where(condition))
+        return result
+
+    def collect(self, erase: bool = False, dry_run: bool = False) -> Dict[str, Any]:
+        tracker = self._tracker(erase, dry_run)
+        data = {
+            "subject": {"wa_id": self.wa_id, "conversation_hash": self.hash},
+            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tracker_events": tracker["events"],
+        }
+        data.update(self._appcare(erase, dry_run))
+        data["notes"] = [
+            "Anonymised conversations (older than the retention period) cannot be linked to this number any more.",
+            "Logs never contain the number; they carry the conversation hash above.",
+            "Events published to RabbitMQ are held by their consumer (e.g. the data warehouse).",
+        ]
+        return data
+
+
+def counts_of(data: Dict[str, Any]) -> Dict[str, int]:
+    return {k: len(v) for k, v in data.items() if isinstance(v, list) and k != "notes"}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from appcare import logging_setup
+
+    parser = argparse.ArgumentParser(prog="python -m tools.subject_access", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["export", "erase"])
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--phone", help="phone number, e.g. +31612345678")
+    who.add_argument("--sender-id", help="Rasa sender id (other channels)")
+    parser.add_argument("--endpoints", default=os.environ.get("APPCARE_ENDPOINTS", "endpoints.yml"))
+    parser.add_argument("--db-url", default=None)
+    parser.add_argument("--out", help="export: write JSON to this file (default: standard output)")
+    parser.add_argument("--dry-run", action="store_true", help="erase: only show what would be deleted")
+    parser.add_argument("--yes", action="store_true", help="erase: do not ask for confirmation")
+    args = parser.parse_args(argv)
+    logging_setup.configure("subject-access")
+    wa_id = normalise_phone(args.phone) if args.phone else args.sender_id
+    subject = Subject(wa_id, args.endpoints, args.db_url)
+    if args.command == "export":
+        data = subject.collect()
+        text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+        if args.out:
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            print(f"export written to {args.out}: {json.dumps(counts_of(data))}", file=sys.stderr)
+        else:
+            print(text)
+        return 0
+    if not args.dry_run and not args.yes:
+        preview = counts_of(subject.collect(erase=True, dry_run=True))
+        answer = input(f"Delete {json.dumps(preview)} for sender {subject.hash}? Type 'ja' to confirm: ")
+        if answer.strip().lower() != "ja":
+            print("nothing deleted")
+            return 1
+    data = subject.collect(erase=True, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} for sender {subject.hash}: {json.dumps(counts_of(data))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
