@@ -51,6 +51,7 @@ from sanic.response import HTTPResponse
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 
+from channels.rest_input import silence_expected
 from appcare import logging_setup
 from appcare import metrics as appcare_metrics
 from appcare.pii import conversation_hash
@@ -669,6 +670,12 @@ class WhatsAppService:
                     sender, _where(exc), tries, delay,
                 )
                 await asyncio.sleep(delay)
+        if error is None and not collector.messages and not silence_expected(message.sender_id):
+            # No reply at all (e.g. the action server is unreachable): never leave the
+            # citizen without an answer. Silence is right only during a KCC handoff.
+            logger.warning("WhatsApp: bot produced no reply sender=%s; sent the error text", sender)
+            collector.messages.append(BotMessage("text", text=self.scale.error_text))
+            error = "no_reply"
         bot_seconds = time.monotonic() - started
         appcare_metrics.WA_BOT_SECONDS.observe(bot_seconds)
         appcare_metrics.WA_TURNS.labels(error or "ok").inc()
