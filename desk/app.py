@@ -28,6 +28,7 @@ from sanic.exceptions import MethodNotSupported, NotFound, SanicException
 from sanic.request import Request
 
 from appcare.handoff_store import HandoffStore
+from appcare.metrics import mount_desk
 
 from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, tokens_equal
 from desk.rasa_client import RasaClient
@@ -108,6 +109,7 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.MOTD = False
     app.ctx.settings = settings
+    mount_desk(app, lambda: handoff)
     app.ctx.handoff = handoff
     app.ctx.store = store
     app.ctx.auth = auth
@@ -180,6 +182,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     async def guard(request: Request):
         request.ctx.session = None
         path = request.path
+        if path in ("/health", "/metrics"):
+            return None  # monitoring: aggregate numbers only, no personal data
         if path.startswith("/static/") or path == "/login" or path.startswith("/api/integrations/"):
             return None
         if path == "/favicon.ico":

@@ -1,0 +1,27 @@
+"""The desk's /health and /metrics answer without a session and hold no personal data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_desk_helpers import open_ticket, sqlite_url, start_desk  # noqa: E402,F401
+
+from appcare.handoff_store import HandoffStore  # noqa: E402
+
+
+def test_health_and_metrics_without_login(sqlite_url):
+    open_ticket(HandoffStore(sqlite_url), summary="GEHEIM-ONDERWERP-4711")
+    server = start_desk(sqlite_url)
+    try:
+        health = requests.get(f"{server.url}/health", timeout=10)
+        assert health.status_code == 200
+        metrics = requests.get(f"{server.url}/metrics", timeout=10)
+        assert metrics.status_code == 200 and "# HELP" in metrics.text
+        assert "GEHEIM-ONDERWERP-4711" not in metrics.text
+        assert requests.get(f"{server.url}/api/queue", timeout=10).status_code == 401
+    finally:
+        server.stop()
