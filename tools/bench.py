@@ -60,7 +60,7 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 
 def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, float]:
-    """Runs a command to completion; returns wall-clock seconds and its peak RSS (ru_maxrss)."""
+    """Runs a command to completion; returns wall-clock and CPU seconds and its peak RSS (ru_maxrss)."""
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -69,7 +69,8 @@ def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, fl
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{log_tail(log)}")
-    return {"seconds": round(seconds, 1), "peak_gb": round(usage.ru_maxrss * 1024 / GB, 3)}
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_gb": round(usage.ru_maxrss * 1024 / GB, 3)}
 
 
 def write_configs(tmp: Path) -> Dict[str, Path]:
@@ -172,7 +173,8 @@ def tree_rss_gb(pid: int) -> float:
             continue
     tree, frontier = {pid}, [pid]
     while frontier:
-        children = [child for child, parent in parents.items() if parent == frontier.pop()]
+        current = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == current]
         tree.update(children)
         frontier.extend(children)
     total_kb = 0
@@ -185,16 +187,19 @@ def tree_rss_gb(pid: int) -> float:
     return round(total_kb * 1024 / GB, 3)
 
 
-def send_messages(url: str, texts: List[str], prefix: str, senders: int = 50) -> List[float]:
-    """Posts texts sequentially (senders in rotation); returns latencies in ms."""
-    latencies, session = [], requests.Session()
+def send_messages(url: str, texts: List[str], prefix: str, senders: int = 50) -> Dict[str, list]:
+    """Posts texts sequentially (senders in rotation); returns latencies (ms) and empty replies."""
+    result: Dict[str, list] = {"latencies": [], "empty": []}
+    session = requests.Session()
     for index, text in enumerate(texts):
         payload = {"sender": f"{prefix}-{index % senders}", "message": text}
         started = time.perf_counter()
         reply = session.post(url, json=payload, timeout=30)
-        latencies.append((time.perf_counter() - started) * 1000)
+        result["latencies"].append((time.perf_counter() - started) * 1000)
         reply.raise_for_status()
-    return latencies
+        if not reply.json():
+            result["empty"].append(text)
+    return result
 
 
 def percentile(values: List[float], share: float) -> float:
@@ -208,40 +213,48 @@ def pick(texts: List[str], count: int, offset: int = 0) -> List[str]:
     return [texts[(offset + i) % len(texts)] for i in range(count)]
 
 
-def measure_serving(model: str, tmp: Path, messages: int) -> Dict:
-    """Starts action + Rasa server, measures latency, throughput and memory, stops them."""
+def start_servers(model: str, tmp: Path, processes: Dict[str, subprocess.Popen]) -> str:
+    """Starts action server and Rasa server (REST only, SQLite tracker); returns the REST URL."""
     action_port, rasa_port = free_port(), free_port()
     endpoints, credentials = tmp / "endpoints.yml", tmp / "credentials.yml"
     endpoints.write_text(f"action_endpoint:\n  url: http://127.0.0.1:{action_port}/webhook\n"
                          f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.db'}\n")
     credentials.write_text("rest:\n")
-    env, processes = child_env(tmp, "serve"), []
-    commands = {
-        "actions": [str(BIN / "rasa"), "run", "actions", "--port", str(action_port), "--actions", "actions"],
-        "rasa": [str(BIN / "rasa"), "run", "--enable-api", "--port", str(rasa_port), "--model", model,
-                 "--endpoints", str(endpoints), "--credentials", str(credentials)],
+    rasa = str(BIN / "rasa")
+    servers = {
+        "actions": ([rasa, "run", "actions", "--port", str(action_port), "--actions", "actions"],
+                    f"http://127.0.0.1:{action_port}/health"),
+        "rasa": ([rasa, "run", "--enable-api", "--port", str(rasa_port), "--model", model,
+                  "--endpoints", str(endpoints), "--credentials", str(credentials)],
+                 f"http://127.0.0.1:{rasa_port}/status"),
     }
+    for name, (cmd, ready_url) in servers.items():
+        log = tmp / f"server-{name}.log"
+        with log.open("w") as out:
+            processes[name] = subprocess.Popen(cmd, cwd=ROOT, env=child_env(tmp, "serve"),
+                                               start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        wait_ready(ready_url, processes[name], log)
+    return f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook"
+
+
+def measure_serving(model: str, tmp: Path, messages: int) -> Dict:
+    """Starts the servers, measures latency, throughput and memory, always stops them."""
+    processes: Dict[str, subprocess.Popen] = {}
     try:
-        for name, cmd in commands.items():
-            log = tmp / f"server-{name}.log"
-            with log.open("w") as out:
-                processes.append(subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                                                  stdout=out, stderr=subprocess.STDOUT))
-            port = action_port if name == "actions" else rasa_port
-            wait_ready(f"http://127.0.0.1:{port}/{'health' if name == 'actions' else 'status'}",
-                       processes[-1], log)
-        url, texts = f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook", holdout_texts()
+        url, texts = start_servers(model, tmp, processes), holdout_texts()
         send_messages(url, pick(texts, 10), "bench-warmup")
         started = time.perf_counter()
-        latencies = send_messages(url, pick(texts, messages, 10), "bench-seq")
+        sequential = send_messages(url, pick(texts, messages, 10), "bench-seq")
         sequential_s = time.perf_counter() - started
         concurrent = measure_concurrent(url, texts, threads=4, per_thread=max(messages // 4, 10))
-        memory = {name: tree_rss_gb(proc.pid) for name, proc in zip(commands, processes)}
+        memory = {name: tree_rss_gb(proc.pid) for name, proc in processes.items()}
     finally:
-        stop_servers(processes)
+        stop_servers(list(processes.values()))
+    latencies, empty = sequential["latencies"], sequential["empty"]
     return {"messages": messages, "p50_ms": percentile(latencies, 0.50), "p95_ms": percentile(latencies, 0.95),
             "p99_ms": percentile(latencies, 0.99), "sequential_msg_per_s": round(messages / sequential_s, 1),
-            **concurrent, "rss_rasa_gb": memory["rasa"], "rss_actions_gb": memory["actions"],
+            "empty_replies": len(empty), "empty_reply_texts": sorted(set(empty)), **concurrent,
+            "rss_rasa_gb": memory["rasa"], "rss_actions_gb": memory["actions"],
             "rss_total_gb": round(memory["rasa"] + memory["actions"], 3)}
 
 
@@ -252,7 +265,7 @@ def measure_concurrent(url: str, texts: List[str], threads: int, per_thread: int
     def worker(index: int) -> None:
         try:
             send_messages(url, pick(texts, per_thread, index * per_thread), f"bench-par{index}")
-        except BaseException as exc:  # noqa: BLE001 - reported after join
+        except Exception as exc:  # noqa: BLE001 - reported after join
             errors.append(exc)
 
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
@@ -288,14 +301,15 @@ def print_table(result: Dict) -> None:
     for name, label in (("ours", "NLU train s / peak GB"), ("stock", "stock NLU train s / GB")):
         if name in result["nlu_training"]:
             t = result["nlu_training"][name]
-            print(row(label, f"{t['seconds']} / {t['peak_gb']}"))
+            print(row(label, f"{t['seconds']} / {t['peak_gb']}", target=f"CPU {t['cpu_seconds']} s"))
     full, serve = result["full_training"], result["serving"]
     print(row("full train (s)", full["seconds"], target="<= 300 s", ok=full["seconds"] <= TARGETS["train_s"]))
-    print(row("full train peak (GB)", full["peak_gb"]))
+    print(row("full train CPU (s) / peak GB", f"{full['cpu_seconds']} / {full['peak_gb']}"))
     print(row("latency p50 (ms)", serve["p50_ms"], target="<= 60 ms", ok=serve["p50_ms"] <= TARGETS["p50_ms"]))
     print(row("latency p95 (ms)", serve["p95_ms"], target="<= 150 ms", ok=serve["p95_ms"] <= TARGETS["p95_ms"]))
     print(row("latency p99 (ms)", serve["p99_ms"]))
-    print(row("msg/s sequential", serve["sequential_msg_per_s"], target=f"{serve['messages']} msgs"))
+    print(row("msg/s sequential", serve["sequential_msg_per_s"],
+              target=f"{serve['messages']} msgs, {serve['empty_replies']} empty"))
     print(row("msg/s concurrent", serve["concurrent_msg_per_s"], target=serve["concurrent"]))
     print(row("RSS rasa + actions (GB)", serve["rss_total_gb"], target="<= 1.5 GB",
               ok=serve["rss_total_gb"] <= TARGETS["memory_gb"]))
@@ -309,32 +323,45 @@ def machine_info() -> Dict:
             "commit": commit, "started": datetime.now().isoformat(timespec="seconds")}
 
 
+def run_stages(result: Dict, skip_stock: bool, messages: int) -> None:
+    """Runs NLU comparison, full training and serving; fills result as it goes."""
+    with tempfile.TemporaryDirectory(prefix="appcare-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        configs = write_configs(tmp)
+        result["pipeline_ours"] = YAML(typ="safe").load(configs["ours"].read_text(encoding="utf-8"))["pipeline"]
+        for name in ("ours",) if skip_stock else ("ours", "stock"):
+            print(f"[bench] training NLU ({name}) and evaluating on {HOLDOUT.name} ...", flush=True)
+            training = train(configs[name], tmp, f"nlu-{name}", nlu_only=True)
+            result["nlu"][name] = evaluate_nlu(training.pop("model"), tmp, name)
+            result["nlu_training"][name] = training
+        print("[bench] full training (ours) ...", flush=True)
+        training = train(configs["ours"], tmp, "full", nlu_only=False)
+        result["full_training"] = {key: value for key, value in training.items() if key != "model"}
+        print(f"[bench] serving: warm-up 10, {messages} sequential, concurrent ...", flush=True)
+        result["serving"] = measure_serving(training["model"], tmp, messages)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-stock", action="store_true", help="do not train/evaluate the stock pipeline")
     parser.add_argument("--messages", type=int, default=200, help="messages in the latency run")
     parser.add_argument("--quick", action="store_true", help="--skip-stock and 50 messages")
     args = parser.parse_args(argv)
-    skip_stock, messages = args.skip_stock or args.quick, 50 if args.quick else args.messages
+    messages = 50 if args.quick else args.messages
     result: Dict = {"machine": machine_info(), "targets": TARGETS, "nlu": {}, "nlu_training": {}}
-    with tempfile.TemporaryDirectory(prefix="appcare-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        configs = write_configs(tmp)
-        for name in ("ours",) if skip_stock else ("ours", "stock"):
-            print(f"[bench] training NLU ({name}) and evaluating on {HOLDOUT.name} ...", flush=True)
-            result["nlu_training"][name] = train(configs[name], tmp, f"nlu-{name}", nlu_only=True)
-            result["nlu"][name] = evaluate_nlu(result["nlu_training"][name].pop("model"), tmp, name)
-        print("[bench] full training (ours) ...", flush=True)
-        result["full_training"] = train(configs["ours"], tmp, "full", nlu_only=False)
-        print(f"[bench] serving: warm-up 10, {messages} sequential, concurrent ...", flush=True)
-        result["serving"] = measure_serving(result["full_training"].pop("model"), tmp, messages)
+    status = 0
+    try:
+        run_stages(result, args.skip_stock or args.quick, messages)
+        print_table(result)
+    except (RuntimeError, OSError, requests.RequestException, subprocess.CalledProcessError) as exc:
+        result["error"], status = str(exc), 1
+        print(f"[bench] FAILED: {exc}\n[bench] partial results are saved", file=sys.stderr)
     result["machine"]["loadavg_end"] = os.getloadavg()
-    print_table(result)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"\n[bench] results: {path.relative_to(ROOT)}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
