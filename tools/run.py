@@ -35,7 +35,7 @@ def latest_model() -> Optional[Path]:
 def model_spacy_pipeline(model: Path) -> str:
     """Which Dutch spaCy pipeline a trained model was trained with (from its metadata)."""
     with tarfile.open(model) as archive:
-        member = next((m for m in archive.getmembers() if m.name.endswith("metadata.json")), None)
+        member = next((m for m in archive.getmembers() if m.name.lstrip("./") == "metadata.json"), None)
         if member is None:
             return "unknown"
         metadata = json.load(archive.extractfile(member))
