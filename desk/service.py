@@ -391,6 +391,18 @@ class DeskService:
         return ids
 
     # ------------------------------------------------------------------ coordinator
+    def key_figures(self, days: int = 30) -> Optional[Dict[str, Any]]:
+        """The performance report's key figures of the last ``days`` days (report.metrics);
+        None when the tracker store cannot be read."""
+        try:
+            from report import metrics
+
+            today = local(utcnow()).date()
+            return metrics.key_figures(today - dt.timedelta(days=days - 1), today, tickets_url=self.settings.db_url)
+        except Exception as exc:  # noqa: BLE001 - the overview must still open
+            logger.warning("key figures unavailable (%s)", type(exc).__name__)
+            return None
+
     def overview(self) -> Dict[str, Any]:
         now = utcnow()
         today_start_local = local(now).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -420,6 +432,7 @@ class DeskService:
             "avg_pickup_today": duration_label(sum(pickup) / len(pickup)) if pickup else None,
             "claimed_per_staff": [{"user": k, "count": v} for k, v in sorted(per_staff.items())],
             "pickup_minutes": self.settings.pickup_minutes,
+            "key_figures": self.key_figures(),
             "webhook": {
                 "configured": bool(self.settings.webhook_url),
                 "failed": sum(1 for e in self.store.outbox(200) if e["status"] == "failed"),

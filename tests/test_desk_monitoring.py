@@ -25,3 +25,19 @@ def test_health_and_metrics_without_login(sqlite_url):
         assert requests.get(f"{server.url}/api/queue", timeout=10).status_code == 401
     finally:
         server.stop()
+
+
+def test_coordinator_overview_shows_report_key_figures(sqlite_url):
+    from test_desk_helpers import DeskClient, make_user
+
+    make_user(sqlite_url, "carla", "coordinator")
+    server = start_desk(sqlite_url)
+    try:
+        coordinator = DeskClient(server.url)
+        coordinator.login("carla")
+        page = coordinator.get("/overview")
+        assert page.status_code == 200 and "Kerncijfers laatste 30 dagen" in page.text
+        figures = coordinator.get("/api/overview").json()["key_figures"]
+        assert figures is None or {"conversations", "containment_rate", "handoff_rate"} <= set(figures)
+    finally:
+        server.stop()
