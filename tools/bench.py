@@ -60,11 +60,16 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 
 def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, float]:
-    """Runs a command to completion; returns wall-clock and CPU seconds and its peak RSS (ru_maxrss)."""
+    """Runs a command to completion; returns wall and CPU seconds and peak RSS (ru_maxrss)."""
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: do not leave a training process behind
+            proc.kill()
+            proc.wait()
+            raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - started
     if proc.returncode != 0:
@@ -342,7 +347,7 @@ def run_stages(result: Dict, skip_stock: bool, messages: int) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-stock", action="store_true", help="do not train/evaluate the stock pipeline")
     parser.add_argument("--messages", type=int, default=200, help="messages in the latency run")
     parser.add_argument("--quick", action="store_true", help="--skip-stock and 50 messages")
