@@ -1,5 +1,6 @@
 """Masks personal data in citizen text (AVG): BSN, phone numbers, e-mail, IBAN,
-postcode with house number and names where they are recognisable.
+postcode with house number, street and number, dates of birth and names where
+they are recognisable (after an introduction, a title or in a signature).
 
 Used for ticket transcripts, the editors' "not understood" inbox and reports.
 Logs never contain message text at all (see appcare.logging_setup).
@@ -30,9 +31,36 @@ _POSTCODE_NR = re.compile(
 _STREET_NR = re.compile(
     r"\b([A-Z][a-z]+(?:straat|laan|weg|dreef|plein|kade|dijk|gracht|hof|singel|pad|steeg))\s+\d{1,5}(?:[a-zA-Z]\b)?"
 )
+_PARTICLES = r"(?:van der|van den|van de|van|de|der|den|ter|ten|te|la|le|el|al|bin|op de|in 't|'t)"
+# Capitalised names after the usual introductions ("ik ben Fatima", "met Jan de Vries").
 _NAME_INTRO = re.compile(
-    r"\b((?:mijn naam is|ik ben|ik heet|naam:|met)\s+)((?:[A-Z][a-zé'-]+)(?:\s+(?:van|de|der|den|ter|ten|te|van der|van den|la))*(?:\s+[A-Z][a-zé'-]+){0,2})"
+    rf"\b((?:mijn naam is|ik ben|ik heet|heet|naam:|met)\s+)"
+    rf"((?:[A-Z][a-zé'-]+)(?:\s+{_PARTICLES}\b)*(?:\s+[A-Z][a-zé'-]+){{0,2}})"
 )
+# Chat forms: lower-case names after "mijn naam is", titles (dhr., mevrouw),
+# signatures ("mvg Kees") and phone numbers with the area code in brackets.
+_STOP = {
+    "en", "ik", "wil", "graag", "heb", "is", "uit", "woon", "wat", "hoe", "kan", "mijn", "maar", "want",
+    "dus", "of", "in", "op", "bij", "hier", "hoi", "hallo", "dag", "met", "voor", "over", "een",
+}
+_NAME_TOKEN = r"[A-Za-zÀ-ÿ][a-zà-ÿ'’-]+"
+_CAP_TOKEN = r"[A-ZÀ-Þ][a-zà-ÿ'’-]+"
+_LOWER_INTRO = re.compile(
+    rf"\b((?:mijn naam is|ik heet|naam\s*:)\s+)((?:{_NAME_TOKEN})(?:\s+(?:{_PARTICLES}\s+)?{_NAME_TOKEN}){{0,2}})",
+    re.IGNORECASE,
+)
+_TITLE = re.compile(
+    rf"\b((?i:dhr|mevr|mw|mr|drs|ir|dr)\.?\s+|(?i:de heer|meneer|mevrouw|juffrouw)\s+)"
+    rf"((?:[A-Z]\.\s?)*(?:{_PARTICLES}\s+)?{_CAP_TOKEN}(?:\s+(?:{_PARTICLES}\s+)?{_CAP_TOKEN})?)"
+)
+_SIGNATURE = re.compile(
+    rf"\b((?i:(?:met\s+)?(?:vriendelijke\s+)?(?:groet(?:en|jes)?|gr\.?|mvg|m\.v\.g\.?))\s*[,:.]?\s+)"
+    rf"((?:(?i:dhr|mevr|mw|mevrouw|meneer)\.?\s+)?(?:[A-Z]\.\s?)*(?:{_PARTICLES}\s+)?{_CAP_TOKEN}"
+    rf"(?:\s+(?:{_PARTICLES}\s+)?{_CAP_TOKEN}){{0,2}})"
+)
+_PHONE_PARENS = re.compile(r"\(0\d{1,3}\)\s?\d{2,4}[\s-]?\d{2}[\s-]?\d{2,3}\b")
+_HOUSE_NUMBER = re.compile(r"\b(huisnummer|huisnr\.?|huis nr\.?)\s*:?\s*\d{1,5}\s?[a-zA-Z]?\b", re.IGNORECASE)
+_ADDRESS_RUN = re.compile(r"\[adres\](?:,?\s*\[adres\])+")
 _DATE_OF_BIRTH = re.compile(r"\b(geboren(?: op)?|geboortedatum:?)\s+\d{1,2}[-/ ]\d{1,2}[-/ ]\d{2,4}\b", re.IGNORECASE)
 
 PLACEHOLDERS = {
@@ -46,18 +74,39 @@ PLACEHOLDERS = {
 }
 
 
+def _lower_name_sub(match: "re.Match[str]") -> str:
+    """Masks a (possibly lower-case) name after "mijn naam is"; stops at ordinary words
+    so that "mijn naam is jan en ik wil ..." keeps "en ik wil"."""
+    kept: List[str] = []
+    for token in match.group(2).split():
+        if token.lower() in _STOP:
+            break
+        kept.append(token)
+    if not kept:
+        return match.group(0)
+    rest = match.group(2)[len(" ".join(kept)):]
+    return f"{match.group(1)}{PLACEHOLDERS['name']}{rest}"
+
+
 def mask(text: str) -> str:
     """Returns the text with personal data replaced by placeholders."""
     if not text:
         return text
+    name = PLACEHOLDERS["name"]
     out = _EMAIL.sub(PLACEHOLDERS["email"], text)
     out = _IBAN.sub(PLACEHOLDERS["iban"], out)
     out = _DATE_OF_BIRTH.sub(lambda m: f"{m.group(1)} {PLACEHOLDERS['dob']}", out)
+    out = _PHONE_PARENS.sub(PLACEHOLDERS["phone"], out)
     out = _PHONE.sub(PLACEHOLDERS["phone"], out)
     out = _BSN_LIKE.sub(PLACEHOLDERS["bsn"], out)
     out = _POSTCODE_NR.sub(PLACEHOLDERS["address"], out)
     out = _STREET_NR.sub(PLACEHOLDERS["address"], out)
-    out = _NAME_INTRO.sub(lambda m: f"{m.group(1)}{PLACEHOLDERS['name']}", out)
+    out = _HOUSE_NUMBER.sub(PLACEHOLDERS["address"], out)
+    out = _ADDRESS_RUN.sub(PLACEHOLDERS["address"], out)
+    out = _LOWER_INTRO.sub(_lower_name_sub, out)
+    out = _TITLE.sub(lambda m: f"{m.group(1)}{name}", out)
+    out = _SIGNATURE.sub(lambda m: f"{m.group(1)}{name}", out)
+    out = _NAME_INTRO.sub(lambda m: f"{m.group(1)}{name}", out)
     return out
 
 
@@ -75,6 +124,15 @@ def is_valid_bsn(digits: str) -> bool:
 def conversation_hash(sender_id: str) -> str:
     """Short, stable pseudonym of a sender for logs (never log the number itself)."""
     return hashlib.sha256((sender_id or "").encode("utf-8")).hexdigest()[:12]
+
+
+def number_spans(text: str) -> List[Tuple[int, int]]:
+    """Character spans of phone numbers, BSNs, IBANs and postcodes with house number in
+    a text: digits inside them are no age, date or amount (``06-12345678`` is not "6")."""
+    spans: List[Tuple[int, int]] = []
+    for pattern in (_IBAN, _PHONE_PARENS, _PHONE, _BSN_LIKE, _POSTCODE_NR):
+        spans.extend(match.span() for match in pattern.finditer(text or ""))
+    return spans
 
 
 def findings(text: str) -> List[Tuple[str, str]]:

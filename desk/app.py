@@ -30,7 +30,9 @@ from sanic.request import Request
 from appcare.handoff_store import HandoffStore
 from appcare.metrics import mount_desk
 
+from desk import editor_routes
 from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, tokens_equal
+from desk.editor_service import EditorService
 from desk.rasa_client import RasaClient
 from desk.service import OUTCOME_LABELS, DeskError, DeskService
 from desk.settings import Settings
@@ -89,6 +91,11 @@ NOTICES = {
     "saved": ("ok", "Standaardantwoord opgeslagen."),
     "deleted": ("ok", "Standaardantwoord verwijderd."),
     "logged_out": ("ok", "Je bent uitgelogd."),
+    "publish_started": ("ok", "Publiceren is gestart: controleren, trainen en testen duurt een paar minuten."),
+    "rollback_started": ("ok", "Terugdraaien is gestart."),
+    "inbox_assigned": ("ok", "Toegevoegd als voorbeeldvraag. Publiceer om de assistent het te leren."),
+    "inbox_wish": ("ok", "Gemarkeerd als wens voor een nieuw onderwerp."),
+    "inbox_dismissed": ("ok", "Genegeerd."),
     "expired": ("warn", "Je sessie is verlopen. Log opnieuw in."),
 }
 
@@ -116,6 +123,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     app.ctx.service = service
     app.ctx.dispatcher = dispatcher
     app.ctx.worker = None
+    editor = EditorService(settings, store)
+    app.ctx.editor = editor
 
     templates = Environment(
         loader=FileSystemLoader(str(HERE / "templates")),
@@ -337,6 +346,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             return resp
         token, _csrf = await run(auth.start_session, user)
         await run(store.audit, user["username"], "login", None, {"role": user["role"]})
+        if next_url == "/" and not can(user, "desk") and can(user, "edit"):
+            next_url = "/editor"  # content editors start at their own pages
         resp = response.redirect(next_url)
         auth.set_session_cookie(resp, token)
         return resp
@@ -354,7 +365,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     async def queue_page(request: Request):
         if not can(user_of(request), "desk"):
             return render(request, "error.html", status=403, title="Geen toegang",
-                          message="Je account heeft geen toegang tot de KCC-desk.")
+                          message="Je account heeft geen toegang tot de KCC-desk.",
+                          link=("/editor", "Naar de redactie") if can(user_of(request), "edit") else None)
         queue = await run(service.queue)
         return render(request, "queue.html", queue=queue, settings=settings)
 
@@ -551,6 +563,9 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     async def api_overview(request: Request):
         return jsonr(await run(service.overview))
 
+    editor_routes.register(app, editor, render=render, run=run, needs=needs, user_of=user_of, body_of=body_of,
+                           jsonr=jsonr)
+
     # ------------------------------------------------------------------ webcare integration
     async def integration(request: Request, action: str):
         body = request.body or b""
@@ -592,6 +607,10 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             worker = BackgroundWorker(service, dispatcher, auth, settings.background_interval)
             worker.start()
             app_.ctx.worker = worker
+
+    @app.listener("before_server_stop")
+    async def stop_editor_jobs(app_: Sanic, _loop):
+        editor.shutdown()
 
     @app.listener("before_server_stop")
     async def stop_worker(app_: Sanic, _loop):

@@ -10,8 +10,9 @@
   ``csrf_token`` or header ``X-CSRF-Token``. The login form itself uses a
   double-submit token (cookie + field) since there is no session yet.
 * Roles: ``staff`` (queue and tickets), ``coordinator`` (also overview, standard
-  answers, force-close and release of others' tickets); ``editor`` is reserved
-  for the content editors' tools and has no access to tickets.
+  answers, force-close and release of others' tickets, and the editors' pages);
+  ``editor`` has the content editors' pages (``/editor``: facts, example
+  questions, not-understood inbox, publish) and no access to tickets.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ FAILED_LOGIN_WINDOW = dt.timedelta(minutes=15)
 
 PERMISSIONS: Dict[str, frozenset] = {
     "staff": frozenset({"desk"}),
-    "coordinator": frozenset({"desk", "overview", "answers", "force_close", "release_any"}),
-    "editor": frozenset(),  # reserved: content editors get their own pages later
+    "coordinator": frozenset({"desk", "overview", "answers", "force_close", "release_any", "edit"}),
+    "editor": frozenset({"edit"}),  # content editors: facts, examples, inbox, publish (desk/editor_routes.py)
 }
 assert set(PERMISSIONS) == set(ROLES)
 

@@ -13,6 +13,13 @@ def _int(name: str, default: int) -> int:
         return default
 
 
+def _float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
 def _bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -40,6 +47,25 @@ class Settings:
     webhook_timeout: float = 5.0
     background_interval: float = 2.0  # overdue flagging and webhook outbox
     outcomes: tuple = field(default=("beantwoord", "doorverwezen", "geen reactie", "dubbel"))
+    # Content editors (docs/editor.md). None: derived from the project directory.
+    project_dir: Optional[str] = None  # APPCARE_PROJECT_DIR (default: the repository)
+    content_dir: Optional[str] = None  # APPCARE_CONTENT_DIR (default: <project>/content)
+    endpoints: Optional[str] = None  # APPCARE_ENDPOINTS (default: <project>/endpoints.yml)
+    train_config: Optional[str] = None  # APPCARE_TRAIN_CONFIG (default: the effective config.yml)
+    f1_tolerance: float = 0.01  # APPCARE_EDITOR_F1_TOLERANCE: allowed drop of intent macro-F1
+    low_confidence: float = 0.6  # APPCARE_EDITOR_LOW_CONFIDENCE: inbox threshold
+    similarity: float = 0.85  # APPCARE_EDITOR_SIMILARITY: "too close to another intent"
+    git_commit: bool = False  # APPCARE_EDITOR_GIT_COMMIT=1 (only with APPCARE_PROJECT_DIR)
+    job_timeout: float = 3600.0  # APPCARE_EDITOR_JOB_TIMEOUT seconds for one training job
+    model_load_timeout: float = 900.0  # seconds Rasa may take to load a published model
+    # Every Rasa instance a published model must be loaded into (several instances
+    # behind the front, docs/production.md); empty: only RASA_URL.
+    rasa_instances: tuple = ()  # APPCARE_RASA_INSTANCES=http://rasa-1:5005,http://rasa-2:5005
+
+    @property
+    def model_urls(self) -> tuple:
+        """The Rasa servers a model is loaded into, in order (first = where status is read)."""
+        return self.rasa_instances or (self.rasa_url,)
 
     @classmethod
     def from_env(cls, db_url: Optional[str] = None, rasa_url: Optional[str] = None, **overrides) -> "Settings":
@@ -58,6 +84,17 @@ class Settings:
             webhook_url=os.environ.get("DESK_WEBHOOK_URL") or None,
             webhook_secret=os.environ.get("DESK_WEBHOOK_SECRET") or None,
             webhook_attempts=_int("DESK_WEBHOOK_ATTEMPTS", 5),
+            project_dir=os.environ.get("APPCARE_PROJECT_DIR") or None,
+            content_dir=os.environ.get("APPCARE_CONTENT_DIR") or None,
+            endpoints=os.environ.get("APPCARE_ENDPOINTS") or None,
+            train_config=os.environ.get("APPCARE_TRAIN_CONFIG") or None,
+            f1_tolerance=_float("APPCARE_EDITOR_F1_TOLERANCE", 0.01),
+            low_confidence=_float("APPCARE_EDITOR_LOW_CONFIDENCE", 0.6),
+            similarity=_float("APPCARE_EDITOR_SIMILARITY", 0.85),
+            git_commit=_bool("APPCARE_EDITOR_GIT_COMMIT", False) and bool(os.environ.get("APPCARE_PROJECT_DIR")),
+            job_timeout=_float("APPCARE_EDITOR_JOB_TIMEOUT", 3600.0),
+            rasa_instances=tuple(u.strip().rstrip("/") for u in os.environ.get("APPCARE_RASA_INSTANCES", "").split(",")
+                                 if u.strip()),
         )
         for key, value in overrides.items():
             if not hasattr(settings, key):

@@ -51,12 +51,10 @@ Definitions (docs/report.md explains them for readers of the report):
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import os
 import re
-import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +62,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+
+from appcare import tracker_store
+from appcare.tracker_store import EventRow  # noqa: F401  (re-exported: rows of load_events)
 
 logger = logging.getLogger(__name__)
 
@@ -292,128 +293,25 @@ def month_key(ts: float) -> str:
 # --------------------------------------------------------------------------- sources
 
 
-_ENV = re.compile(r"\$\{([^}]+)\}")
-
-
-def read_endpoints(path: Union[str, Path], section: Optional[str] = None) -> Dict[str, Any]:
-    """endpoints.yml as a dict (or only ``section``), with ``${VAR}`` in values replaced
-    from the environment as Rasa does; comments are left alone and an unset variable is
-    an error. With ``section`` only that section's variables need to be set."""
-    import yaml
-
-    def _substitute(value: Any) -> Any:
-        if isinstance(value, str):
-            def _replace(match: "re.Match[str]") -> str:
-                name = match.group(1)
-                if name not in os.environ:
-                    raise ValueError(f"{path}: environment variable ${{{name}}} is not set")
-                return os.environ[name]
-
-            return _ENV.sub(_replace, value)
-        if isinstance(value, dict):
-            return {key: _substitute(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [_substitute(item) for item in value]
-        return value
-
-    document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if section is not None:
-        return {section: _substitute(document.get(section))}
-    return _substitute(document)
-
-
 def tracker_store_url(endpoints: Union[str, Path, Dict[str, Any], None] = None) -> sa.engine.URL:
     """The SQLAlchemy URL of the SQL tracker store configured in endpoints.yml."""
-    config = endpoints if isinstance(endpoints, dict) else read_endpoints(endpoints or DEFAULT_ENDPOINTS, "tracker_store")
-    store = (config or {}).get("tracker_store") or {}
-    kind = str(store.get("type") or "").lower()
-    if kind not in ("sql", "rasa.core.tracker_store.sqltrackerstore"):
-        raise ValueError(
-            f"the report reads an SQL tracker store; endpoints.yml has tracker_store type '{store.get('type')}'"
-        )
-    dialect = store.get("dialect") or "sqlite"
-    host = store.get("url") or store.get("host")  # Rasa passes `url:` as the host
-    port = store.get("port")
-    if host and "://" in str(host):
-        return sa.engine.make_url(str(host))
-    if host:
-        parsed = re.match(r"^(?P<host>[^:/]+)(?::(?P<port>\d+))?", str(host))
-        if parsed:
-            host = parsed.group("host")
-            port = parsed.group("port") or port
-    return sa.engine.URL.create(
-        dialect,
-        username=store.get("username") or None,
-        password=store.get("password") or None,
-        host=host,
-        port=int(port) if port else None,
-        database=str(store.get("db") or "rasa.db"),
-        query=store.get("query") or {},
-    )
+    return tracker_store.tracker_store_url(endpoints or DEFAULT_ENDPOINTS)
 
 
-_engines: Dict[str, sa.engine.Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _engine(url: Union[str, sa.engine.URL]) -> sa.engine.Engine:
-    key = str(url) if isinstance(url, str) else url.render_as_string(hide_password=False)
-    key += "|" + os.environ.get("POSTGRESQL_SCHEMA", "")
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            kwargs: Dict[str, Any] = {"future": True}
-            if sa.engine.make_url(url).get_backend_name() == "postgresql":
-                kwargs["pool_pre_ping"] = True
-                schema = os.environ.get("POSTGRESQL_SCHEMA")
-                if schema:  # same as Rasa's create_engine_kwargs
-                    kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
-            engine = sa.create_engine(url, **kwargs)
-            _engines[key] = engine
-        return engine
-
-
-def dispose_engines() -> None:
-    with _engines_lock:
-        for engine in _engines.values():
-            engine.dispose()
-        _engines.clear()
-
-
-def _sqlite_missing(url: sa.engine.URL) -> bool:
-    if url.get_backend_name() != "sqlite":
-        return False
-    database = url.database or ""
-    return bool(database) and database != ":memory:" and not Path(database).exists()
-
-
-@dataclass
-class EventRow:
-    id: int
-    sender_id: str
-    type_name: str
-    timestamp: float
-    intent_name: Optional[str]
-    action_name: Optional[str]
-    data: Dict[str, Any]
+dispose_engines = tracker_store.dispose_engines
 
 
 def load_events(url: Union[str, sa.engine.URL], period: Period, margin: float = MARGIN_SECONDS) -> List[EventRow]:
     """Events of every sender with a citizen message in the period (plus ``margin``)."""
     url = sa.engine.make_url(url) if isinstance(url, str) else url
-    if _sqlite_missing(url):
+    if tracker_store.sqlite_missing(url):
         logger.warning("tracker store %s does not exist: no conversations", url.database)
         return []
-    engine = _engine(url)
+    engine = tracker_store.engine(url)
     if not sa.inspect(engine).has_table("events"):
         logger.warning("tracker store has no events table: no conversations")
         return []
-    events = sa.table(
-        "events",
-        sa.column("id", sa.Integer), sa.column("sender_id", sa.String), sa.column("type_name", sa.String),
-        sa.column("timestamp", sa.Float), sa.column("intent_name", sa.String),
-        sa.column("action_name", sa.String), sa.column("data", sa.Text),
-    )
+    events = tracker_store.events_table()
     senders = (
         sa.select(events.c.sender_id)
         .where(events.c.type_name == "user", events.c.timestamp >= period.start_ts, events.c.timestamp < period.end_ts)
@@ -428,16 +326,8 @@ def load_events(url: Union[str, sa.engine.URL], period: Period, margin: float = 
         )
         .order_by(events.c.sender_id, events.c.id)
     )
-    rows: List[EventRow] = []
     with engine.connect() as connection:
-        for row in connection.execute(query):
-            try:
-                data = json.loads(row.data) if row.data else {}
-            except ValueError:
-                data = {}
-            rows.append(EventRow(row.id, row.sender_id, row.type_name, float(row.timestamp or 0.0),
-                                 row.intent_name, row.action_name, data))
-    return rows
+        return [tracker_store.event_row(row) for row in connection.execute(query)]
 
 
 @dataclass
@@ -479,7 +369,7 @@ def load_tickets(url: Optional[str], period: Period) -> List[TicketInfo]:
 
     url = url or db.db_url()
     parsed = sa.engine.make_url(url)
-    if _sqlite_missing(parsed):
+    if tracker_store.sqlite_missing(parsed):
         logger.warning("ticket store %s does not exist: no tickets", parsed.database)
         return []
     engine = db.get_engine(url)

@@ -50,7 +50,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import secrets
 import sys
 import time
@@ -58,7 +57,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
-import yaml
+
+from appcare import tracker_store
 
 logger = logging.getLogger("appcare.retention")
 
@@ -80,82 +80,24 @@ FINAL_OUTBOX = ("sent", "failed", "deferred")
 
 
 # --------------------------------------------------------------------- tracker store
-_ENV = re.compile(r"\$\{([^}]+)\}")
-
-
-def _expand(value: Any) -> Any:
-    if isinstance(value, str):
-        def sub(match: "re.Match[str]") -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                raise SystemExit(f"environment variable {name} is not set (used in the endpoints file)")
-            return os.environ[name]
-
-        return _ENV.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    return value
-
-
 def tracker_store_url(endpoints: str) -> sa.engine.URL:
     """SQLAlchemy URL of the SQL tracker store in an endpoints file (``${VAR}`` is
-    replaced from the environment like Rasa does)."""
+    replaced from the environment like Rasa does); a relative SQLite path is relative to
+    the project, where `make run` starts Rasa."""
     path = Path(endpoints)
     if not path.is_absolute() and not path.exists():
         path = ROOT / endpoints
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    store = _expand(config.get("tracker_store") or {})
-    if str(store.get("type", "")).lower() not in ("sql", "rasa.core.tracker_store.sqltrackerstore"):
-        raise SystemExit(f"{endpoints}: the tracker store is not Rasa's SQL tracker store")
-    dialect = str(store.get("dialect") or "sqlite")
-    host = store.get("url") or store.get("host")
-    if host and "://" in str(host):
-        return sa.engine.make_url(str(host))
-    port = store.get("port")
-    if host:
-        from urllib.parse import urlsplit
-
-        parsed = urlsplit(f"scheme://{host}")
-        port = parsed.port or port
-        host = parsed.hostname or host
-    database = str(store.get("db") or "rasa.db")
-    if dialect == "sqlite" and database != ":memory:" and not Path(database).is_absolute():
-        database = str(ROOT / database) if not Path(database).exists() else database
-    return sa.engine.URL.create(
-        dialect,
-        username=store.get("username") or None,
-        password=store.get("password") or None,
-        host=host or None,
-        port=int(port) if port not in (None, "") else None,
-        database=database,
-        query=store.get("query") or {},
-    )
+    try:
+        return tracker_store.tracker_store_url(path, base_dir=ROOT)
+    except tracker_store.TrackerStoreConfigError as exc:
+        raise SystemExit(f"{endpoints}: {exc}") from exc
 
 
 def tracker_engine(endpoints: str) -> sa.engine.Engine:
-    url = tracker_store_url(endpoints)
-    kwargs: Dict[str, Any] = {"future": True}
-    if url.get_backend_name() == "postgresql":
-        kwargs["pool_pre_ping"] = True
-        schema = os.environ.get("POSTGRESQL_SCHEMA")
-        if schema:  # like Rasa's create_engine_kwargs
-            kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
-    return sa.create_engine(url, **kwargs)
+    return tracker_store.engine(tracker_store_url(endpoints))
 
 
-def events_table() -> sa.Table:
-    return sa.Table(
-        "events", sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("sender_id", sa.String(255)),
-        sa.Column("type_name", sa.String(255)),
-        sa.Column("timestamp", sa.Float),
-        sa.Column("intent_name", sa.String(255)),
-        sa.Column("action_name", sa.String(255)),
-        sa.Column("data", sa.Text),
-    )
+events_table = tracker_store.events_table
 
 
 def appcare_engine(url: Optional[str] = None) -> sa.engine.Engine:

@@ -1,0 +1,268 @@
+"""The editors' pages and JSON API of the desk over real HTTP, on a temporary copy
+of the project (content/, data/) with a fake Rasa HTTP API and an SQLite tracker
+store. Training itself is covered by tests/e2e/test_editor_e2e.py."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (str(ROOT), str(ROOT / "tests")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from test_desk_helpers import DeskClient, make_user, start_desk  # noqa: E402
+from test_editor_helpers import FakeRasaApi, TrackerDB, make_project  # noqa: E402
+
+
+@pytest.fixture
+def env(tmp_path):
+    project = make_project(tmp_path / "project")
+    db_url = f"sqlite:///{tmp_path}/desk.db"
+    tracker = TrackerDB(tmp_path / "tracker.db")
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text(f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp_path}/tracker.db\n", encoding="utf-8")
+    (project / "models" / "baseline.tar.gz").write_bytes(b"not a real model")
+    (project / "models" / "previous.tar.gz").write_bytes(b"not a real model either")
+    rasa = FakeRasaApi("baseline.tar.gz")
+    for name, role in (("eddy", "editor"), ("anna", "staff"), ("carla", "coordinator")):
+        make_user(db_url, name, role)
+    desk = start_desk(db_url, rasa.url, project_dir=str(project), endpoints=str(endpoints))
+    yield type("Env", (), {"project": project, "db_url": db_url, "tracker": tracker, "rasa": rasa, "desk": desk,
+                           "app": desk.app})
+    desk.stop()
+    rasa.stop()
+    tracker.close()
+
+
+def login(env, name: str) -> DeskClient:
+    client = DeskClient(env.desk.url)
+    response = client.login(name)
+    assert response.status_code == 302
+    return client
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_roles_and_landing_page(env):
+    editor = DeskClient(env.desk.url)
+    assert editor.login("eddy").headers["Location"] == "/editor"
+    assert editor.get("/editor").status_code == 200
+    assert "Redactie" in editor.get("/editor").text
+    assert editor.get("/").status_code == 403 and "/editor" in editor.get("/").text
+    staff = login(env, "anna")
+    for path in ("/editor", "/editor/facts", "/editor/intents", "/editor/inbox", "/editor/publish", "/api/editor/intents"):
+        assert staff.get(path).status_code == 403, path
+    assert staff.post("/api/editor/publish", {}).status_code == 403
+    coordinator = login(env, "carla")
+    assert coordinator.get("/editor/facts?scope=lelystad").status_code == 200
+    assert DeskClient(env.desk.url).get("/api/editor/intents").status_code == 401
+
+
+def test_fact_form_saves_validates_and_audits(env):
+    editor = login(env, "eddy")
+    national = env.project / "content" / "national.yml"
+    facts = editor.get("/editor/facts?scope=terneuzen").text
+    assert facts.index("niet geverifieerd") < facts.index("Leges paspoort 18 jaar en ouder")
+    page = editor.get("/editor/facts/national/passport.fees.paspoort_18_plus?page=terneuzen")
+    assert page.status_code == 200 and 'value="77,87"' in page.text
+    version = re.search(r'name="version" value="([^"]+)"', page.text).group(1)
+    form = {"csrf_token": csrf_of(page.text), "version": version, "page": "terneuzen", "value": "84,50", "year": "2025",
+            "source": "https://www.rvig.nl/reisdocumenten/tarieven-reisdocumenten", "checked": "2026-11-25",
+            "verified": "1", "note": "", "action": "preview"}
+    preview = editor.http.post(editor.url("/editor/facts/national/passport.fees.paspoort_18_plus"), data=form)
+    assert preview.status_code == 200 and "Controle geslaagd" in preview.text and "value: 84.50" in preview.text
+    assert "77.87" in national.read_text()
+    saved = editor.http.post(editor.url("/editor/facts/national/passport.fees.paspoort_18_plus"), data=dict(form, action="save"))
+    assert saved.status_code == 200 and "Opgeslagen in content/national.yml" in saved.text
+    assert "value: 84.50\n      year: 2025" in national.read_text()
+    from desk.store import DeskStore
+
+    entry = DeskStore(env.db_url).audit_log(action="fact_changed")[0]
+    assert entry["actor"] == "eddy" and entry["detail"]["fact"] == "passport.fees.paspoort_18_plus"
+    assert entry["detail"]["old"]["value"] == 77.87 and entry["detail"]["new"]["value"] == 84.5
+
+    # The same (now stale) form again: refused, someone else changed the file meanwhile.
+    stale = editor.http.post(editor.url("/editor/facts/national/passport.fees.paspoort_18_plus"),
+                             data=dict(form, action="save", value="90"))
+    assert stale.status_code == 409 and "intussen" in stale.text
+
+
+def test_invalid_fact_is_refused_and_file_untouched(env):
+    editor = login(env, "eddy")
+    path = env.project / "content" / "terneuzen.yml"
+    before = path.read_bytes()
+    page = editor.get("/editor/facts/terneuzen/desks.balie.hours").text
+    form = {"csrf_token": csrf_of(page), "version": re.search(r'name="version" value="([^"]+)"', page).group(1),
+            "day_maandag": "9-17", "day_dinsdag": "08:30-16:30", "day_woensdag": "", "day_donderdag": "",
+            "day_vrijdag": "", "day_zaterdag": "", "day_zondag": "", "source": "https://www.terneuzen.nl",
+            "checked": "2026-11-25", "action": "save"}
+    refused = editor.http.post(editor.url("/editor/facts/terneuzen/desks.balie.hours"), data=form)
+    assert refused.status_code == 422
+    assert "Niet opgeslagen" in refused.text
+    assert "content/terneuzen.yml:44: desks.balie.hours.value: maandag: &#39;9-17&#39; is not a time range" in refused.text
+    assert 'value="9-17"' in refused.text  # the editor's input is kept for correcting
+    assert path.read_bytes() == before
+    missing_csrf = editor.http.post(editor.url("/editor/facts/terneuzen/desks.balie.hours"),
+                                    data=dict(form, csrf_token="wrong", day_maandag="08:00-12:00"))
+    assert missing_csrf.status_code == 403 and path.read_bytes() == before
+    api = editor.post("/api/editor/facts/terneuzen/contact.phone",
+                      {"value": "14 0115", "source": "geen-url", "checked": "2026-11-25", "verified": True})
+    assert api.status_code == 422 and "source must be a web address" in api.json()["problems"][0]
+
+
+def test_closure_days(env):
+    editor = login(env, "eddy")
+    page = editor.get("/editor/facts?scope=terneuzen").text
+    form = {"csrf_token": csrf_of(page), "date": "2026-12-24", "desk": "balie", "hours": "08:30-12:00",
+            "reason": "Kerstavond", "source": "https://www.terneuzen.nl", "checked": "2026-11-25", "verified": "1"}
+    added = editor.http.post(editor.url("/editor/closures/terneuzen"), data=form)
+    assert added.status_code == 200 and "Opgeslagen in content/terneuzen.yml" in added.text
+    assert "    - date: 2026-12-24\n      desk: balie" in (env.project / "content" / "terneuzen.yml").read_text()
+    bad = editor.http.post(editor.url("/editor/closures/terneuzen"), data=dict(form, desk="zolder", date="2026-12-31"))
+    assert bad.status_code == 422 and "unknown desk" in bad.text
+    deleted = editor.http.post(editor.url("/editor/closures/terneuzen/0"), data=dict(form, action="delete"))
+    assert deleted.status_code == 200 and "exceptions: []" in (env.project / "content" / "terneuzen.yml").read_text()
+
+
+def test_examples_pages_and_api(env):
+    editor = login(env, "eddy")
+    assert "passport_fees" in editor.get("/editor/intents").text
+    page = editor.get("/editor/intents/passport_fees").text
+    added = editor.http.post(editor.url("/editor/intents/passport_fees/add"),
+                             data={"csrf_token": csrf_of(page), "text": "wat moet ik neertellen voor zo'n reisboekje"})
+    assert added.status_code == 200 and "Voorbeeld toegevoegd" in added.text
+    nlu = (env.project / "data" / "nlu" / "passport_id.yml").read_text()
+    assert "    - wat moet ik neertellen voor zo'n reisboekje\n" in nlu
+    again = editor.http.post(editor.url("/editor/intents/passport_apply/add"),
+                             data={"csrf_token": csrf_of(page), "text": "Wat moet ik neertellen voor zo'n reisboekje?"})
+    assert again.status_code == 409 and "staat al bij een ander onderwerp (passport_fees)" in again.text
+    moved = editor.post("/api/editor/intents/passport_fees/move",
+                        {"examples": ["wat moet ik neertellen voor zo'n reisboekje"], "target": "passport_apply"})
+    assert moved.status_code == 200 and moved.json()["files"] == ["data/nlu/passport_id.yml"]
+    detail = editor.get("/api/editor/intents/passport_apply").json()
+    assert "wat moet ik neertellen voor zo'n reisboekje" in detail["examples"]
+    deleted = editor.post("/api/editor/intents/passport_apply/delete", {"examples": ["wat moet ik neertellen voor zo'n reisboekje"]})
+    assert deleted.status_code == 200
+    from desk.store import DeskStore
+
+    actions = [e["action"] for e in DeskStore(env.db_url).audit_log(actor="eddy")]
+    assert {"example_add", "example_move", "example_delete"} <= set(actions)
+
+
+def test_inbox_masks_assigns_and_counts(env):
+    db = env.tracker
+    db.turn("31612345678", "Hoi, ik ben Jan de Vries, 06-12345678, wat moet ik neertellen voor zo'n reisboekje?",
+            "nlu_fallback", 0.31, ["action_clarify"])
+    db.turn("31612345678", "mijn bsn is 123456782, kan ik mijn hond aanmelden", "nlu_fallback", 0.2, ["action_clarify"])
+    db.turn("31699999999", "wat kost een paspoort", "passport_fees", 0.97, ["action_passport_id"])
+    editor = login(env, "eddy")
+    page = editor.get("/editor/inbox")
+    assert page.status_code == 200
+    assert "Hoi, ik ben [naam], [telefoon], wat moet ik neertellen voor zo&#39;n reisboekje?" in page.text
+    for secret in ("Vries", "12345678", "123456782", "31612345678"):
+        assert secret not in page.text
+    assert "wat kost een paspoort" not in page.text
+    api = editor.get("/api/editor/inbox").json()
+    assert len(api["items"]) == 2 and api["weeks"][0]["total"] == 2 and api["weeks"][0]["new"] == 2
+    item = next(i for i in api["items"] if "reisboekje" in i["text"])
+    hond = next(i for i in api["items"] if "hond" in i["text"])
+    assigned = editor.http.post(editor.url(f"/editor/inbox/{item['id']}/assign"),
+                                data={"csrf_token": csrf_of(page.text), "intent": "passport_fees",
+                                      "text": "Hoi, ik ben, wat moet ik neertellen voor zo'n reisboekje?"},
+                                allow_redirects=False)
+    assert assigned.status_code == 302
+    nlu = (env.project / "data" / "nlu" / "passport_id.yml").read_text()
+    assert "    - Hoi, ik ben, wat moet ik neertellen voor zo'n reisboekje?\n" in nlu
+    assert editor.post(f"/api/editor/inbox/{hond['id']}/wish", {}).status_code == 200
+    assert editor.post(f"/api/editor/inbox/{hond['id']}/dismiss", {}).status_code == 409  # already handled
+    weeks = editor.get("/api/editor/inbox").json()["weeks"][0]
+    assert (weeks["assigned"], weeks["wish"], weeks["new"]) == (1, 1, 0)
+    assert "kan ik mijn hond aanmelden" in editor.get("/editor/inbox?status=wish").text
+    # Nothing new: syncing again adds nothing.
+    assert editor.get("/api/editor/inbox").json()["sync"] == {"ok": True, "added": 0}
+
+
+def test_publish_refused_while_another_runs_and_rollback(env):
+    editor = login(env, "eddy")
+    store = env.app.ctx.editor.editor
+    store.acquire_lock("carla", owner="another-desk")
+    busy = editor.post("/api/editor/publish", {})
+    assert busy.status_code == 409 and "Er loopt al een training" in busy.json()["error"]
+    page = editor.get("/editor/publish").text
+    form = editor.http.post(editor.url("/editor/publish"), data={"csrf_token": csrf_of(page)})
+    assert form.status_code == 409 and "gestart door carla" in form.text
+    store.release_lock(owner="another-desk")
+
+    # Rollback: the live model came from a publish that replaced previous.tar.gz.
+    models = env.project / "models"
+    store.save_model(str(models / "previous.tar.gz"), status="retired")
+    store.set_live(str(models / "baseline.tar.gz"), "eddy", previous=str(models / "previous.tar.gz"))
+    assert "Terugdraaien naar previous.tar.gz" in editor.get("/editor/publish").text
+    started = editor.post("/api/editor/rollback", {})
+    assert started.status_code == 202
+    env.app.ctx.editor.wait(30)
+    job = editor.get("/api/editor/publish").json()["job"]
+    assert job["status"] == "rolled_back", job
+    assert env.rasa.loads == [str(models / "previous.tar.gz")]
+    assert not (models / "baseline.tar.gz").exists() and (models / "retired" / "baseline.tar.gz").exists()
+    assert store.lock() is None
+    assert editor.get("/api/editor/publish").json()["live_name"] == "previous.tar.gz"
+
+
+def test_rollback_loads_every_instance_or_none(env):
+    """With several Rasa instances (APPCARE_RASA_INSTANCES) a model goes to each in turn;
+    when one cannot load it, the others get the live model back: all answer alike."""
+    second = FakeRasaApi("baseline.tar.gz")
+    try:
+        service = env.app.ctx.editor
+        service.settings.rasa_instances = (env.rasa.url, second.url)
+        store = service.editor
+        models = env.project / "models"
+        store.save_model(str(models / "previous.tar.gz"), status="retired")
+        store.set_live(str(models / "baseline.tar.gz"), "eddy", previous=str(models / "previous.tar.gz"))
+        editor = login(env, "eddy")
+
+        second.put_status = 500
+        assert editor.post("/api/editor/rollback", {}).status_code == 202
+        service.wait(30)
+        job = editor.get("/api/editor/publish").json()["job"]
+        assert job["status"] == "failed" and "instantie 2 van 2" in job["message"], job
+        assert env.rasa.loads == [str(models / "previous.tar.gz"), str(models / "baseline.tar.gz")]
+        assert env.rasa.model_file == second.model_file == "baseline.tar.gz"
+        assert (models / "baseline.tar.gz").exists() and store.lock() is None
+
+        second.put_status = 204
+        assert editor.post("/api/editor/rollback", {}).status_code == 202
+        service.wait(30)
+        assert editor.get("/api/editor/publish").json()["job"]["status"] == "rolled_back"
+        assert env.rasa.model_file == second.model_file == "previous.tar.gz"
+    finally:
+        second.stop()
+
+
+def test_publish_fails_fast_when_rasa_is_down(env):
+    env.app.ctx.editor.settings.rasa_url = "http://127.0.0.1:9"
+    editor = login(env, "eddy")
+    assert editor.post("/api/editor/publish", {}).status_code == 202
+    env.app.ctx.editor.wait(30)
+    job = editor.get("/api/editor/publish").json()["job"]
+    assert job["status"] == "failed" and "niet bereikbaar" in job["message"]
+    assert env.app.ctx.editor.editor.lock() is None
+    assert not (env.project / "models" / "candidates").exists()
+
+
+def test_unknown_things_answer_404(env):
+    editor = login(env, "eddy")
+    assert editor.get("/editor/facts/terneuzen/no.such.fact").status_code == 404
+    assert editor.get("/editor/facts/nowhere/contact.phone").status_code == 404
+    assert editor.get("/editor/intents/no_such_intent").status_code == 404
+    page = editor.get("/editor/facts?scope=terneuzen").text
+    post = editor.http.post(editor.url("/editor/facts/terneuzen/no.such.fact"), data={"csrf_token": csrf_of(page)})
+    assert post.status_code == 404 and "bestaat niet" in post.text
+    assert editor.post("/api/editor/inbox/999/assign", {"intent": "passport_fees", "text": "x y"}).status_code == 404

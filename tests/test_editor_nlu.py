@@ -1,0 +1,116 @@
+"""Example questions: add, edit, move and delete keep Rasa's ``examples: |`` format
+and everything else in the files; duplicates and near-duplicates are flagged."""
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (str(ROOT), str(ROOT / "tests")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from appcare.editor_content import EditorRefused  # noqa: E402
+from appcare.editor_nlu import NluRepo, normalise, plain_text, similarity, strip_placeholders  # noqa: E402
+from test_editor_helpers import make_project  # noqa: E402
+
+
+@pytest.fixture
+def nlu(tmp_path):
+    project = make_project(tmp_path / "project")
+    return NluRepo(project / "data" / "nlu", project / "domain", 0.85, project)
+
+
+def changes(before: str, after: str):
+    return [d for d in difflib.ndiff(before.splitlines(), after.splitlines()) if d[:1] in "+-"]
+
+
+def test_add_appends_a_line_to_the_literal_block(nlu):
+    path = nlu.dir / "passport_id.yml"
+    before = path.read_text(encoding="utf-8")
+    result = nlu.add("passport_fees", ["wat moet ik neertellen voor zo'n reisboekje"])
+    after = path.read_text(encoding="utf-8")
+    assert result.changed_files == ["data/nlu/passport_id.yml"]
+    assert changes(before, after) == ["+     - wat moet ik neertellen voor zo'n reisboekje"]
+    assert after.count("  examples: |\n") == before.count("  examples: |\n")
+    position = after.index("- wat moet ik neertellen")
+    assert after.rindex("- intent: passport_fees", 0, position) > after.rindex("- intent: passport_apply", 0, position)
+    assert "wat moet ik neertellen voor zo'n reisboekje" in nlu.intents()["passport_fees"].examples
+
+
+def test_rasa_reads_the_changed_file(nlu):
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    nlu.add("opening_hours", ["hoe laat gaat het [stadhuis](desk) [morgen](date_expr) open"])
+    data = load_data(str(nlu.dir / "opening_hours.yml"))
+    texts = {e.get("text"): e for e in data.intent_examples}
+    example = texts["hoe laat gaat het stadhuis morgen open"]
+    assert example.get("intent") == "opening_hours"
+    assert {e["entity"] for e in example.get("entities")} == {"desk", "date_expr"}
+
+
+def test_edit_move_delete_keep_comments_and_other_blocks(nlu):
+    files = {p: p.read_text(encoding="utf-8") for p in nlu.files()}
+    old = nlu.intents()["marriage_costs"].examples[0]
+    nlu.edit("marriage_costs", old, "wat kost trouwen op een dinsdag")
+    nlu.move("marriage_costs", ["wat kost trouwen op een dinsdag"], "passport_fees")
+    assert "wat kost trouwen op een dinsdag" in nlu.intents()["passport_fees"].examples
+    nlu.delete("passport_fees", ["wat kost trouwen op een dinsdag"])
+    nlu.add("marriage_costs", [old])
+    after = {p: p.read_text(encoding="utf-8") for p in nlu.files()}
+    for path, text in files.items():
+        if path.name != "marriage.yml":
+            assert after[path] == text, path.name
+    # marriage.yml: the first example moved to the end of its block, nothing else changed
+    assert sorted(changes(files[nlu.dir / "marriage.yml"], after[nlu.dir / "marriage.yml"])) == sorted(
+        [f"-     - {old}", f"+     - {old}"])
+    synonyms = (nlu.dir / "synonyms.yml").read_text(encoding="utf-8")
+    assert synonyms.startswith('version: "3.1"\n\n# Entity synonyms.')
+
+
+def test_duplicates_are_refused_and_near_duplicates_warned(nlu):
+    existing = nlu.intents()["passport_fees"].examples[3]
+    with pytest.raises(EditorRefused) as same:
+        nlu.add("passport_fees", [plain_text(existing).capitalize() + "?"])
+    assert same.value.code == "duplicate"
+    with pytest.raises(EditorRefused) as other:
+        nlu.add("passport_apply", [existing])
+    assert other.value.code == "conflict" and "passport_fees" in other.value.problems[0]
+    plain = "wat kost een paspoort voor een volwassene"
+    nlu.add("passport_fees", [plain])
+    result = nlu.add("passport_apply", ["wat kost een paspoort voor volwassenen"])
+    assert any("passport_fees" in w and "Lijkt op" in w for w in result.warnings), result.warnings
+    warnings = nlu.intent_warnings("passport_apply")
+    assert any("passport_fees" in w for w in warnings["wat kost een paspoort voor volwassenen"])
+
+
+def test_similarity_measures():
+    assert normalise("Wat kost een [paspoort](document_type)?!") == "wat kost een paspoort"
+    assert normalise("Openingstijden café") == "openingstijden cafe"
+    assert similarity("wat kost een paspoort", "Wat kost een paspoort?") == 1.0
+    assert similarity("wat kost een paspoort", "wat kost een paspoort voor mijn zoon") > 0.7
+    assert similarity("wat kost een paspoort", "hoe laat gaat het stadhuis open") < 0.3
+    assert similarity("openingstijden", "openingstyden") > 0.6  # typo: character n-grams still match
+
+
+def test_invalid_examples_are_refused(nlu):
+    for text, code in [("", "empty"), ("x" * 301, "too_long"), ("mijn bsn is [BSN]", "placeholder"),
+                       ("open op [morgen]", "brackets"), ("open op [morgen](datum)", "entity")]:
+        with pytest.raises(EditorRefused) as refused:
+            nlu.add("opening_hours", [text])
+        assert refused.value.code == code, text
+    with pytest.raises(EditorRefused):
+        nlu.add("no_such_intent", ["hallo daar"])
+    only = nlu.intents()["inform"].examples
+    with pytest.raises(EditorRefused) as last:
+        nlu.delete("inform", only)
+    assert last.value.code == "last"
+
+
+def test_strip_placeholders():
+    assert strip_placeholders("Hoi, ik ben [naam], [telefoon], wat kost een paspoort?") == "Hoi, ik ben, wat kost een paspoort?"
+    assert strip_placeholders("[naam] hier. Mijn postcode is [adres].") == "hier. Mijn postcode is."
+    assert strip_placeholders("wat kost een paspoort") == "wat kost een paspoort"
