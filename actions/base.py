@@ -19,7 +19,7 @@ from rasa_sdk.types import DomainDict
 
 from appcare import clock, content as content_module
 from appcare.content import ContentError, Fact, MunicipalContent
-from appcare.pii import conversation_hash
+from appcare.pii import conversation_hash, number_spans
 
 logger = logging.getLogger(__name__)
 LATE_AFTER_SECONDS = 3600
@@ -39,15 +39,30 @@ class Turn:
     intent: Optional[str]
     events: List[EventType] = field(default_factory=list)
     late: bool = False
+    cleared: set = field(default_factory=set)  # slots filled from a phone number or BSN
 
     def entity(self, name: str) -> Optional[str]:
-        values = list(self.tracker.get_latest_entity_values(name))
-        return str(values[0]) if values else None
+        """The first value of entity ``name`` in this message. Digits that are part of a
+        phone number, BSN, IBAN or postcode ("bel 06-12345678") are never an age or date:
+        such an entity is skipped, and a slot Rasa filled from it is cleared."""
+        message = self.tracker.latest_message or {}
+        spans = number_spans(message.get("text") or "")
+        for item in message.get("entities") or []:
+            if item.get("entity") != name:
+                continue
+            start, end = item.get("start"), item.get("end")
+            if start is not None and end is not None and any(a <= start and end <= b for a, b in spans):
+                if str(self.tracker.get_slot(name)) == str(item.get("value")) and name not in self.cleared:
+                    self.cleared.add(name)
+                    self.set(name, None)
+                continue
+            return str(item.get("value"))
+        return None
 
     def remembered(self, name: str) -> Optional[str]:
         """Entity of this message, else the slot from earlier in the conversation."""
         value = self.entity(name)
-        if value is None:
+        if value is None and name not in self.cleared:
             slot = self.tracker.get_slot(name)
             value = str(slot) if slot not in (None, "") else None
         return value

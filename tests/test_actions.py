@@ -72,6 +72,22 @@ def test_fee_asks_age_then_answers_follow_up(frozen_now):
     assert "€ 77,87" in second.text
 
 
+def test_phone_number_is_not_taken_for_an_age(frozen_now):
+    """DIET may tag the "06" of a phone number as an age; the bot must ask instead."""
+    frozen_now(2026, 11, 25, 10, 0)
+    text = "wat kost een paspoort? bel me op 06-12345678"
+    start = text.index("06")
+    result = run_action(ActionPassportId(), text, "passport_fees",
+                        [("document_type", "paspoort"), {"entity": "age", "value": "06", "start": start, "end": start + 2}],
+                        slots={**TERNEUZEN, "age": "06"})
+    assert result.responses == ["utter_passport_ask_age"], result.text
+    assert "age" in [e.get("name") for e in result.events if e.get("event") == "slot"] and result.slot("age") is None
+    real = run_action(ActionPassportId(), "wat kost een paspoort, ik ben 6", "passport_fees",
+                      [("document_type", "paspoort"), {"entity": "age", "value": "6", "start": 30, "end": 31}],
+                      slots={**TERNEUZEN, "age": "6"})
+    assert "jonger dan 18" in real.text
+
+
 def test_correction_to_id_card(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
     result = run_action(ActionHandleInform(), "nee ik bedoel een id-kaart", "inform",
