@@ -7,7 +7,10 @@ JSON: ``/api/editor/...`` (same session and CSRF rules as the rest of the desk).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+
+import yaml
 
 from sanic import Sanic, response
 from sanic.request import Request
@@ -29,6 +32,18 @@ JOB_STATUS = {
 }
 
 
+INTENT_LABELS_FILE = Path(__file__).with_name("intent_labels.yml")
+
+
+def intent_labels() -> Dict[str, str]:
+    """Dutch names of the intents for the editors (desk/intent_labels.yml)."""
+    try:
+        labels = yaml.safe_load(INTENT_LABELS_FILE.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
 def _texts(request: Request, data: Dict[str, Any]) -> List[str]:
     if request.form:
         return [t for t in request.form.getlist("example") or [] if t]
@@ -42,6 +57,8 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
     templates.globals.update(kind_labels=KIND_LABELS, weekdays=WEEKDAYS, reason_labels=REASON_LABELS,
                              job_status=JOB_STATUS, national=NATIONAL,
                              strip_placeholders=strip_placeholders)
+    labels = intent_labels()
+    templates.globals["intent_label"] = lambda name: labels.get(name or "", name or "–")
 
     @app.exception(EditorRefused)
     async def editor_refused(request: Request, exc: EditorRefused):

@@ -132,8 +132,10 @@ def test_closure_days(env):
 
 def test_examples_pages_and_api(env):
     editor = login(env, "eddy")
-    assert "passport_fees" in editor.get("/editor/intents").text
+    listing = editor.get("/editor/intents").text
+    assert "passport_fees" in listing and "Paspoort/ID-kaart: wat kost het" in listing  # Dutch name for editors
     page = editor.get("/editor/intents/passport_fees").text
+    assert '<option value="passport_apply">Paspoort/ID-kaart: aanvragen en afspraak</option>' in page
     added = editor.http.post(editor.url("/editor/intents/passport_fees/add"),
                              data={"csrf_token": csrf_of(page), "text": "wat moet ik neertellen voor zo'n reisboekje"})
     assert added.status_code == 200 and "Voorbeeld toegevoegd" in added.text
@@ -153,6 +155,15 @@ def test_examples_pages_and_api(env):
 
     actions = [e["action"] for e in DeskStore(env.db_url).audit_log(actor="eddy")]
     assert {"example_add", "example_move", "example_delete"} <= set(actions)
+
+
+def test_every_intent_with_examples_has_a_dutch_name():
+    from appcare.editor_nlu import NluRepo
+    from desk.editor_routes import intent_labels
+
+    repo = NluRepo(ROOT / "data" / "nlu", ROOT / "domain", 0.85, ROOT)
+    missing = sorted(set(repo.intents()) - set(intent_labels()))
+    assert not missing, f"add these intents to desk/intent_labels.yml: {missing}"
 
 
 def test_inbox_masks_assigns_and_counts(env):
