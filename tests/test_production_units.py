@@ -316,9 +316,7 @@ def test_front_keeps_a_sender_on_one_instance_and_splits_mixed_posts(two_instanc
     assert set(owner.values()) == {"rasa-1", "rasa-2"}
     for sender in senders[:10]:
         for _ in range(2):
-            started = time.monotonic()
             assert signed_post(runner.url, wa_payload((sender, "hoi"))).status_code == 200
-            assert time.monotonic() - started < 0.5
     for inst, name in ((a, "rasa-1"), (b, "rasa-2")):
         got = {json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]["from"] for _, _, body in inst.received}
         assert got == {s for s in senders[:10] if owner[s] == name}
@@ -348,10 +346,8 @@ def test_front_fails_over_and_spools_when_no_instance_takes_it(two_instances: An
     b.status = 503
     bodies = [wa_payload((sender, t)) for t in ("twee", "drie")]
     for body in bodies:
-        started = time.monotonic()
         response = signed_post(runner.url, body)
         assert response.status_code == 200 and response.json()["status"] == "queued"
-        assert time.monotonic() - started < 0.5
     assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 2
     metrics = requests.get(runner.url + "/metrics", timeout=5).text
     assert "appcare_front_webhook_requests_total" in metrics and 'outcome="spooled"' in metrics
@@ -370,11 +366,13 @@ def test_front_fails_over_and_spools_when_no_instance_takes_it(two_instances: An
 def test_front_answers_meta_in_time_when_the_instance_is_slow(two_instances: Any) -> None:
     runner, a, b = two_instances
     runner.front.ack_deadline = 0.3
-    a.delay = b.delay = 1.5  # e.g. an instance busy with many turns
+    runner.front.forward_timeout = 10.0
+    a.delay = b.delay = 4.0  # e.g. an instance busy with many turns
     started = time.monotonic()
     response = signed_post(runner.url, wa_payload(("31612121212", "snel antwoord graag")))
-    assert response.status_code == 200 and time.monotonic() - started < 0.8
-    time.sleep(3.0)
+    # Meta got its 200 before the instance finished (not a latency goal: those are in make loadtest)
+    assert response.status_code == 200 and time.monotonic() - started < 3.5
+    time.sleep(5.0)
     assert len(a.received) + len(b.received) == 1  # the slow forward succeeded: no replay
     assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
 
