@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::PendingDeprecationWarning
 
-.PHONY: help install train run shell chat test validate validate-content test-stories test-nlu bench desk demo-report report loadtest retention front test-production clean
+.PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu bench desk demo-report report loadtest retention front test-production clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,11 +25,17 @@ $(CONFIG): config.yml install
 train: install  ## Train the model (skipped by Rasa when data and config are unchanged)
 	@$(PY) -m appcare.nlp_pipeline config >/dev/null
 	$(RASA) train --config $(CONFIG) --data data --domain domain --out models --quiet
+	@$(PY) -m appcare.live_model after-train
 
-run: train  ## Start action server, Rasa server (REST + WhatsApp + HTTP API) and the KCC desk
+# `make run` trains when needed, except when the content editors published a model:
+# a restart keeps their model (appcare/live_model.py).
+model: install
+	@$(PY) -m appcare.live_model check || $(MAKE) --no-print-directory train
+
+run: model  ## Start action server, Rasa server (REST + WhatsApp + HTTP API) and the KCC desk
 	$(PY) -m tools.run
 
-shell: train  ## Chat in the terminal (starts the action server and `rasa shell`)
+shell: model  ## Chat in the terminal (starts the action server and `rasa shell`)
 	$(PY) -m tools.run --shell
 
 chat: install  ## Chat in the terminal with the already running assistant (`make run`)

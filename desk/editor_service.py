@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import requests
 
-from appcare import editor_inbox
+from appcare import editor_inbox, live_model
 from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
 from appcare.editor_job import PROGRESS_MARKER
 from appcare.editor_nlu import NluRepo, strip_placeholders
@@ -488,6 +488,7 @@ class EditorService:
                            "De assistent gebruikt nog het oude model.")
             return
         self.editor.set_live(str(final), user["username"], previous=str(live_path))
+        live_model.write(self.models_dir, final)  # a restart (make run) keeps this model
         note = self._git_commit(user, f"Redactie: nieuw model {final.name} gepubliceerd")
         update(status="published", stage="done", progress=100, finished_at=utcnow(),
                message="Gepubliceerd: de assistent gebruikt nu het nieuwe model." + (f" {note}" if note else ""))
@@ -620,6 +621,8 @@ class EditorService:
         os.utime(previous, (now, now))
         previous_row = self.editor.model(str(previous)) or {}
         self.editor.set_live(str(previous), user["username"], previous=previous_row.get("previous_path"))
+        if previous.parent.resolve() == self.models_dir.resolve():
+            live_model.write(self.models_dir, previous)
         if previous_row.get("figures"):
             self.editor.save_model(str(previous), eval_key=self.eval_key(previous))
         update(status="rolled_back", stage="done", progress=100, finished_at=utcnow(),

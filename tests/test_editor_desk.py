@@ -222,6 +222,7 @@ def test_publish_refused_while_another_runs_and_rollback(env):
     assert job["status"] == "rolled_back", job
     assert env.rasa.loads == [str(models / "previous.tar.gz")]
     assert not (models / "baseline.tar.gz").exists() and (models / "retired" / "baseline.tar.gz").exists()
+    assert (models / "live-model.txt").read_text().strip() == "previous.tar.gz"  # make run keeps it
     assert store.lock() is None
     assert editor.get("/api/editor/publish").json()["live_name"] == "previous.tar.gz"
 

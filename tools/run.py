@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import requests
 
-from appcare import content
+from appcare import content, live_model
 from appcare.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,8 @@ BIN = Path(sys.executable).parent
 
 
 def latest_model() -> Optional[Path]:
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None
+    """The model the content editors put live (models/live-model.txt), else the newest."""
+    return live_model.read(ROOT / "models") or live_model.newest(ROOT / "models")
 
 
 def model_spacy_pipeline(model: Path) -> str:
