@@ -646,6 +646,14 @@ def test_retention_anonymises_old_conversations_and_keeps_the_counts(
     items = [NewInbound(f"wamid.R{i}", "1000000001", "31611111111", "text", "hoi", {}, old, True, True) for i in range(2)]
     inbox.record_inbound(items, old)
     inbox.finish_inbound("wamid.R0")
+    from desk.editor_store import EditorStore
+
+    editor = EditorStore(pg_url)
+    editor.add_inbox([
+        {"source": "t", "event_id": i, "sender_hash": "abc123def456", "ts": ts, "week": f"2026-W{i:02d}", "text": text,
+         "intent": "nlu_fallback", "confidence": 0.2, "reason": "fallback"}
+        for i, ts, text in ((1, old, "mijn naam is [naam], hondenbelasting?"), (2, recent, "grofvuil ophalen"))
+    ])
     endpoints = _write_endpoints(tmp_path, db_name)
 
     def report_totals() -> Optional[Dict[str, Any]]:
@@ -693,6 +701,11 @@ def test_retention_anonymises_old_conversations_and_keeps_the_counts(
     assert anonymised.summary == "" and anonymised.transcript == "[]" and anonymised.reason == "personal_case"
     assert all(m.text == "" for m in messages if m.ticket_id == old_ticket.id)
     assert tickets[open_ticket.id].conversation_id == "31633333333"
+    assert counts["editor_inbox"] == 1
+    kept = {item["text"]: item for item in editor.inbox(status=None)}
+    assert set(kept) == {retention.EXPIRED_TEXT, "grofvuil ophalen"}
+    assert kept[retention.EXPIRED_TEXT]["status"] == "dismissed"
+    assert sum(week["total"] for week in editor.inbox_counts()) == 2  # the editors' counts per week stay
     assert retention.run(30, str(endpoints), pg_url)["conversations"] == 0  # idempotent
 
     after = report_totals()
@@ -726,6 +739,15 @@ def test_subject_access_export_and_erase(pg_url: str, tmp_path: Path, monkeypatc
     inbox.record_inbound([NewInbound("wamid.SA1", "1000000001", "31612345678", "text", "hoi", {}, now, True, True),
                           NewInbound("wamid.SA2", "1000000001", "31699999999", "text", "hoi", {}, now, True, True)], now)
     inbox.add_outgoing("1000000001", "31612345678", [{"to": "31612345678", "text": {"body": "x"}}], ["text"])
+    from appcare.pii import conversation_hash
+    from desk.editor_store import EditorStore
+
+    editor = EditorStore(pg_url)
+    editor.add_inbox([
+        {"source": "t", "event_id": i, "sender_hash": conversation_hash(sender), "ts": now, "week": "2026-W48",
+         "text": text, "intent": "nlu_fallback", "confidence": 0.2, "reason": "fallback"}
+        for i, sender, text in ((1, "31612345678@1000000002", "hondenpoep"), (2, "31699999999", "grofvuil"))
+    ])
     endpoints = _write_endpoints(tmp_path, db_name)
     out = tmp_path / "export.json"
     assert subject_access.normalise_phone("06-12345678") == "31612345678"
@@ -740,6 +762,7 @@ def test_subject_access_export_and_erase(pg_url: str, tmp_path: Path, monkeypatc
     assert data["handoff_tickets"][0]["id"] == mine.id and data["handoff_messages"][0]["text"] == "hallo"
     assert [r["wamid"] for r in data["whatsapp_inbox"]] == ["wamid.SA1"]
     assert len(data["whatsapp_outbox"]) == 1 and data["whatsapp_contacts"][0]["wa_id"] == "31612345678"
+    assert [r["text"] for r in data["desk_editor_inbox"]] == ["hondenpoep"]  # the other municipality's too
     assert "31699999999" not in out.read_text()
 
     assert subject_access.main(["erase", "--phone", "+31612345678", "--endpoints", str(endpoints),
@@ -753,3 +776,4 @@ def test_subject_access_export_and_erase(pg_url: str, tmp_path: Path, monkeypatc
     engine.dispose()
     assert left == {"31699999999"} and not (left & senders)
     assert tickets == ["31699999999"] and inbox_rows == ["wamid.SA2"] and outbox_rows == 0
+    assert [item["text"] for item in editor.inbox(status=None)] == ["grofvuil"]

@@ -77,6 +77,7 @@ KEEP_SLOTS = {
 }
 FINISHED_INBOX = ("done", "ignored", "failed")
 FINAL_OUTBOX = ("sent", "failed", "deferred")
+EXPIRED_TEXT = "[verwijderd: bewaartermijn verstreken]"
 
 
 # --------------------------------------------------------------------- tracker store
@@ -376,6 +377,26 @@ def purge_desk_outbox(engine: sa.engine.Engine, cutoff: float, dry_run: bool) ->
     return {"desk_webhook_outbox": n}
 
 
+def anonymise_editor_inbox(engine: sa.engine.Engine, cutoff: float, dry_run: bool) -> Dict[str, int]:
+    """The editors' not-understood inbox keeps its masked citizen texts only for the
+    retention period: older items lose text and sender pseudonym; week, reason, intent
+    and status stay, so the editors' counts per week are unchanged. Items nobody handled
+    are closed as dismissed."""
+    if not sa.inspect(engine).has_table("desk_editor_inbox"):
+        return {}
+    table = sa.Table("desk_editor_inbox", sa.MetaData(), autoload_with=engine)
+    condition = sa.and_(table.c.ts < cutoff, table.c.sender_hash != "")
+    with engine.begin() as conn:
+        if dry_run:
+            n = conn.execute(sa.select(sa.func.count()).select_from(table).where(condition)).scalar() or 0
+            return {"editor_inbox": n}
+        conn.execute(table.update().where(condition, table.c.status == "new").values(
+            status="dismissed", handled_by="bewaartermijn"))
+        n = conn.execute(table.update().where(condition).values(
+            text=EXPIRED_TEXT, sender_hash="")).rowcount
+    return {"editor_inbox": n}
+
+
 def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool = False,
         now: Optional[float] = None, key: Optional[bytes] = None) -> Dict[str, int]:
     if days < 1:
@@ -391,6 +412,7 @@ def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool
     counts.update(anonymise_tickets(app_engine, cutoff, sessions, anonymiser, dry_run))
     counts.update(purge_whatsapp(app_engine, cutoff, dry_run))
     counts.update(purge_desk_outbox(app_engine, cutoff, dry_run))
+    counts.update(anonymise_editor_inbox(app_engine, cutoff, dry_run))
     return counts
 
 

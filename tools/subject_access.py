@@ -16,7 +16,8 @@ no +): ``+31 6 12345678``, ``0031612345678`` and ``0612345678`` (Dutch) all beco
 * handoff tickets of those conversation ids and their messages;
 * WhatsApp inbox (by number, and finished rows by the number's hash), outbox
   (recipient), contacts, delivery status events (recipient hash), sender leases;
-* the desk's webhook outbox rows that mention the number or its tickets.
+* the desk's webhook outbox rows that mention the number or its tickets;
+* the content editors' not-understood inbox (masked texts, by conversation pseudonym).
 
 Not covered, by design: conversations already anonymised by tools/retention.py
 (no longer linkable to the number), logs (never contain the number: they carry
@@ -69,6 +70,7 @@ class Subject:
             raise SystemExit("no phone number / sender id given")
         self.wa_id = wa_id
         self.hash = conversation_hash(wa_id)
+        self.sender_ids = {wa_id}  # plus "<wa_id>@<number id>" conversations found in the tracker
         self.endpoints = endpoints
         self.app = appcare_engine(db_url)
 
@@ -84,6 +86,7 @@ class Subject:
             where = sa.or_(events.c.sender_id == self.wa_id, events.c.sender_id.like(f"{self.wa_id}@%"))
             with engine.begin() as conn:
                 rows = conn.execute(sa.select(events).where(where).order_by(events.c.id)).all()
+                self.sender_ids.update(row.sender_id for row in rows)
                 found = []
                 for row in rows:
                     try:
@@ -137,6 +140,13 @@ class Subject:
                                 pass
                 result[name] = rows
                 if erase and not dry_run and rows:
+                    conn.execute(table.delete().where(condition))
+            if inspector.has_table("desk_editor_inbox"):
+                # the editors' not-understood inbox: masked texts under the conversation's pseudonym
+                table = sa.Table("desk_editor_inbox", sa.MetaData(), autoload_with=conn)
+                condition = table.c.sender_hash.in_(sorted(conversation_hash(s) for s in self.sender_ids))
+                result["desk_editor_inbox"] = _rows(conn.execute(sa.select(table).where(condition)))
+                if erase and not dry_run and result["desk_editor_inbox"]:
                     conn.execute(table.delete().where(condition))
             if inspector.has_table("desk_webhook_outbox"):
                 table = sa.Table("desk_webhook_outbox", sa.MetaData(), autoload_with=conn)
