@@ -25,6 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarfloat import ScalarFloat
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString, SingleQuotedScalarString
 
+from appcare import clock
 from appcare import content as content_module
 from appcare import editor_yaml
 from appcare.content import (
@@ -119,6 +120,9 @@ class EditorRefused(Exception):
         self.code = code
 
 
+STALE_AFTER_DAYS = 365
+
+
 @dataclass
 class FactView:
     path: str
@@ -135,6 +139,15 @@ class FactView:
     @property
     def key(self) -> str:
         return f"{self.scope}:{self.path}"
+
+    @property
+    def stale(self) -> bool:
+        """Checked at its source more than STALE_AFTER_DAYS ago: worth checking again."""
+        try:
+            checked = dt.date.fromisoformat(str(self.form.get("checked") or ""))
+        except ValueError:
+            return False
+        return (clock.now().date() - checked).days > STALE_AFTER_DAYS
 
 
 @dataclass

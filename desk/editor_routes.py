@@ -80,7 +80,9 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
         await run(service.sync_inbox)
         counts = await run(service.editor.inbox_counts, 1)
         open_items = len(await run(service.editor.inbox, "new", 1000))
-        return render(request, "editor_home.html", overview=overview, open_items=open_items, counts=counts)
+        changes = await run(service.recent_changes)
+        return render(request, "editor_home.html", overview=overview, open_items=open_items, counts=counts,
+                      changes=changes)
 
     # ------------------------------------------------------------------ facts
     async def facts_context(scope: str) -> Dict[str, Any]:

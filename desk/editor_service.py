@@ -109,6 +109,33 @@ class EditorService:
     def audit(self, user: Dict[str, Any], action: str, detail: Dict[str, Any]) -> None:
         self.store.audit(user["username"], action, None, detail)
 
+    CHANGE_LABELS = {
+        "fact_changed": "feit gewijzigd", "closure_added": "sluitingsdag toegevoegd",
+        "closure_changed": "sluitingsdag gewijzigd", "closure_deleted": "sluitingsdag verwijderd",
+        "example_add": "voorbeeldvraag toegevoegd", "example_edit": "voorbeeldvraag gewijzigd",
+        "example_move": "voorbeeldvragen verplaatst", "example_delete": "voorbeeldvragen verwijderd",
+        "inbox_assigned": "niet-begrepen vraag toegewezen", "published": "nieuw model gepubliceerd",
+        "publish_refused": "publiceren geweigerd", "rolled_back": "teruggedraaid",
+    }
+
+    def recent_changes(self, limit: int = 15) -> List[Dict[str, Any]]:
+        """Who changed what, newest first (from the desk's audit log)."""
+        rows = self.store.audit_log(limit=400)
+        changes = []
+        for row in rows:
+            label = self.CHANGE_LABELS.get(row["action"])
+            if not label:
+                continue
+            detail = row.get("detail") or {}
+            what = detail.get("fact") or detail.get("intent") or detail.get("model") or detail.get("file") or ""
+            if row["action"] == "example_move" and detail.get("target"):
+                what = f"{what} → {detail['target']}"
+            changes.append({"at": row["at"], "who": row["actor"], "label": label, "what": what,
+                            "file": detail.get("file") or ", ".join(detail.get("files") or [])})
+            if len(changes) >= limit:
+                break
+        return changes
+
     # ------------------------------------------------------------------ facts
     def scopes(self) -> List[Dict[str, str]]:
         names = {m: m.capitalize() for m in self.content.municipalities()}

@@ -86,6 +86,9 @@ def test_fact_form_saves_validates_and_audits(env):
     entry = DeskStore(env.db_url).audit_log(action="fact_changed")[0]
     assert entry["actor"] == "eddy" and entry["detail"]["fact"] == "passport.fees.paspoort_18_plus"
     assert entry["detail"]["old"]["value"] == 77.87 and entry["detail"]["new"]["value"] == 84.5
+    home = editor.get("/editor").text  # who changed what, for the other editors
+    recent = home[home.index('id="recent-changes"'):]
+    assert "eddy" in recent and "feit gewijzigd: <code>passport.fees.paspoort_18_plus</code>" in recent
 
     # The same (now stale) form again: refused, someone else changed the file meanwhile.
     stale = editor.http.post(editor.url("/editor/facts/national/passport.fees.paspoort_18_plus"),

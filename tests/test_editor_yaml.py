@@ -167,6 +167,13 @@ def test_unverified_facts_are_listed_first(repo):
     assert inherited and all(v.scope == NATIONAL for v in inherited)
 
 
+def test_facts_checked_long_ago_are_marked_for_a_new_check(repo, frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    assert not any(v.stale for v in repo.facts("terneuzen"))  # all checked in 2026
+    frozen_now(2028, 1, 5, 10, 0)
+    assert all(v.stale for v in repo.facts("terneuzen") if not v.missing)
+
+
 def test_saved_fact_reaches_the_cached_loader_at_once(repo, monkeypatch):
     monkeypatch.setattr(content_module, "CONTENT_DIR", repo.dir)
     content_module.clear_cache()
