@@ -367,17 +367,8 @@ def _walk(document: Any, path: str, create: bool = False) -> Optional[Any]:
 
 
 def _line(document: Any, path: str) -> int:
-    node, line = document, 10**6
-    for part in path.split("."):
-        if isinstance(node, CommentedMap) and part in node:
-            try:
-                line = node.lc.key(part)[0] + 1
-            except Exception:  # noqa: BLE001
-                pass
-            node = node[part]
-        else:
-            break
-    return line
+    """Line of a dotted fact path in a ruamel document (for sorting; unknown: last)."""
+    return content_module._line_of(document, tuple(path.split("."))) or 10**6
 
 
 def _fact_types(model: Any, path: str = "") -> Iterator[Tuple[str, Type[Fact], bool]]:
