@@ -6,6 +6,7 @@ URL in production (``postgresql://user@host/db``).
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from pathlib import Path
@@ -17,6 +18,11 @@ from sqlalchemy.engine import Engine
 DEFAULT_DB_URL = "sqlite:///var/appcare.db"
 _engines: Dict[str, Engine] = {}
 _lock = threading.Lock()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC 'now', as stored in appcare's DateTime columns."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def db_url() -> str:

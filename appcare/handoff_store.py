@@ -27,14 +27,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import declarative_base, relationship, sessionmaker
 
 from appcare import db, pii
+from appcare.db import utcnow  # noqa: F401  (also used by the desk)
 
 Base = declarative_base()
 
 OPEN_STATES = ("open", "claimed")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class TicketRow(Base):

@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import secrets
+import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -37,7 +38,7 @@ from desk.rasa_client import RasaClient
 from desk.service import OUTCOME_LABELS, DeskError, DeskService
 from desk.settings import Settings
 from desk.store import DeskStore
-from desk.webhooks import SIGNATURE_HEADER, BackgroundWorker, WebhookDispatcher, verify
+from desk.webhooks import REQUEST_MAX_AGE, SIGNATURE_HEADER, BackgroundWorker, WebhookDispatcher, verify
 
 logger = logging.getLogger(__name__)
 
@@ -573,14 +574,45 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             await run(store.audit, "integration", "integration_rejected", None, {"path": request.path})
             return jsonr({"error": "ongeldige of ontbrekende handtekening"}, status=401)
         data = body_of(request)
+        # Replay and retry protection (both optional, recommended): a "timestamp" (Unix
+        # seconds) older than five minutes is refused; a "request_id" seen before gets the
+        # first answer again instead of a second reply to the citizen.
+        if data.get("timestamp") is not None:
+            try:
+                age = abs(time.time() - float(data["timestamp"]))
+            except (TypeError, ValueError):
+                age = float("inf")
+            if age > REQUEST_MAX_AGE:
+                await run(store.audit, "integration", "integration_rejected", None,
+                          {"path": request.path, "reason": "timestamp"})
+                return jsonr({"error": "verzoek verlopen of ongeldige timestamp (Unix-seconden, max. 5 minuten oud)",
+                              "code": "expired"}, status=401)
+        request_id = str(data.get("request_id") or "").strip()[:128]
+        if request_id:
+            earlier = await run(store.claim_request, request_id, action)
+            if earlier is not None:
+                if earlier["status"] is None:
+                    return jsonr({"error": "dit verzoek wordt al verwerkt", "code": "in_progress"}, status=409)
+                return jsonr(dict(earlier["response"] or {}, duplicate=True), status=earlier["status"])
+        try:
+            status, answer = await integration_action(action, data)
+        except DeskError:
+            if request_id:
+                await run(store.finish_request, request_id, 500, {})  # not done: the same id may be tried again
+            raise
+        if request_id:
+            await run(store.finish_request, request_id, status, answer)
+        return jsonr(answer, status=status)
+
+    async def integration_action(action: str, data: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
         agent = str(data.get("agent") or "").strip()[:64]
         actor = f"integration:{agent}" if agent else "integration"
         ticket_id = await run(resolve_ticket, data)
         if action == "reply":
             result = await run(service.reply, ticket_id, str(data.get("text") or ""), None, actor=actor)
-            return jsonr(dict(result, ticket_id=ticket_id), status=200 if result["ok"] else 502)
+            return (200 if result["ok"] else 502), dict(result, ticket_id=ticket_id)
         result = await run(service.close, ticket_id, str(data.get("outcome") or ""), None, actor=actor)
-        return jsonr(dict(result, ticket_id=ticket_id))
+        return 200, dict(result, ticket_id=ticket_id)
 
     def resolve_ticket(data: Dict[str, Any]) -> int:
         if str(data.get("ticket_id") or "").isdigit():

@@ -25,14 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import declarative_base, sessionmaker
 
 from appcare import db
+from appcare.db import utcnow  # noqa: F401  (also used by the desk's other modules)
 
 Base = declarative_base()
 
 ROLES = ("staff", "coordinator", "editor")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class UserRow(Base):
@@ -96,6 +93,19 @@ class OutboxRow(Base):
     last_error = Column(String(255), nullable=True)
     created_at = Column(DateTime, nullable=False, default=utcnow)
     sent_at = Column(DateTime, nullable=True)
+
+
+class IntegrationRequestRow(Base):
+    """Inbound integration requests by their ``request_id``: a retried or replayed
+    request gets the first answer again instead of sending a second reply."""
+
+    __tablename__ = "desk_integration_requests"
+
+    request_id = Column(String(128), primary_key=True)
+    action = Column(String(16), nullable=False)
+    status = Column(Integer, nullable=True)  # HTTP status of the first answer; None while it runs
+    response = Column(Text, nullable=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
 
 
 class KeyValueRow(Base):
@@ -334,6 +344,39 @@ class DeskStore:
                 session.add(KeyValueRow(key=key, value=value))
             else:
                 row.value = value
+
+    # ------------------------------------------------------------------ inbound integration requests
+    def claim_request(self, request_id: str, action: str) -> Optional[Dict[str, Any]]:
+        """Claims ``request_id`` for this request: None when it is new (go ahead), else
+        the earlier request (``status`` None while that one is still running)."""
+        try:
+            with self._session.begin() as session:
+                row = session.get(IntegrationRequestRow, request_id)
+                if row is None:
+                    session.add(IntegrationRequestRow(request_id=request_id, action=action))
+                    return None
+                return {"action": row.action, "status": row.status,
+                        "response": json.loads(row.response) if row.response else None}
+        except IntegrityError:  # claimed by a concurrent request a moment ago
+            return {"action": action, "status": None, "response": None}
+
+    def finish_request(self, request_id: str, status: int, response: Dict[str, Any]) -> None:
+        """Stores a successful answer; after a failure the claim is dropped so that the
+        caller may try again with the same ``request_id``."""
+        with self._session.begin() as session:
+            row = session.get(IntegrationRequestRow, request_id)
+            if row is None:
+                return
+            if 200 <= status < 300:
+                row.status = status
+                row.response = json.dumps(response, default=str)
+            else:
+                session.delete(row)
+
+    def purge_requests(self, before: dt.datetime) -> int:
+        with self._session.begin() as session:
+            result = session.execute(delete(IntegrationRequestRow).where(IntegrationRequestRow.created_at < before))
+            return result.rowcount or 0
 
     # ------------------------------------------------------------------ webhook outbox
     def enqueue_event(self, event_key: str, event: str, payload: Dict[str, Any]) -> bool:

@@ -35,6 +35,8 @@ from desk.store import DeskStore
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Appcare-Signature"
+REQUEST_ID_KEPT = dt.timedelta(days=7)  # an inbound request_id is recognised this long
+REQUEST_MAX_AGE = 300.0  # seconds: an inbound request with an older "timestamp" is refused
 CURSOR_TICKET = "webhook.cursor.ticket"
 CURSOR_MESSAGE = "webhook.cursor.message"
 RESCAN_WINDOW = 20
@@ -220,5 +222,6 @@ class BackgroundWorker(threading.Thread):
         if self._rounds % 150 == 1:
             try:
                 self.auth.purge_expired()
+                self.service.store.purge_requests(utcnow() - REQUEST_ID_KEPT)
             except Exception:  # noqa: BLE001
                 logger.exception("purging sessions failed")

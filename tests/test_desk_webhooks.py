@@ -198,6 +198,32 @@ def test_inbound_reply_and_close_with_signature(integration, sqlite_url):
     assert DeskStore(sqlite_url).audit_log(action="integration_rejected")
 
 
+def test_inbound_retry_and_replay_do_not_reach_the_citizen_twice(integration, sqlite_url):
+    server, handoff, rasa = integration
+    ticket = open_ticket(handoff, conversation_id="31656565656")
+    body = {"ticket_id": ticket.id, "text": "Uw aanvraag is binnen.", "request_id": "chatwoot-msg-991",
+            "timestamp": time.time()}
+    first = _post(server, "/api/integrations/reply", body)
+    assert first.status_code == 200 and first.json()["delivery"] == "sent"
+    again = _post(server, "/api/integrations/reply", body)  # the tool retried after a timeout, or a replay
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert again.json()["message_id"] == first.json()["message_id"]
+    assert len([c for c in rasa.calls if c["json"]["name"] == "EXTERNAL_kcc_reply"]) == 1
+    assert len([m for m in handoff.get(ticket.id).messages if m["author"] == "staff"]) == 1
+
+    old = _post(server, "/api/integrations/reply", dict(body, request_id="chatwoot-msg-992", timestamp=time.time() - 3600))
+    assert old.status_code == 401 and old.json()["code"] == "expired"
+
+    rasa.status = 500  # a failed delivery may be tried again with the same id
+    failed = _post(server, "/api/integrations/reply", dict(body, request_id="chatwoot-msg-993"))
+    assert failed.status_code == 502
+    rasa.status = 200
+    retried = _post(server, "/api/integrations/reply", dict(body, request_id="chatwoot-msg-993"))
+    assert retried.status_code == 200 and "duplicate" not in retried.json()
+    assert len([c for c in rasa.calls if c["json"]["name"] == "EXTERNAL_kcc_reply"]) == 3
+    assert DeskStore(sqlite_url).audit_log(action="integration_rejected")
+
+
 def test_inbound_disabled_without_secret(sqlite_url):
     handoff = HandoffStore(sqlite_url)
     server = start_desk(sqlite_url)  # no DESK_WEBHOOK_SECRET
