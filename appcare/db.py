@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine
 
 DEFAULT_DB_URL = "sqlite:///var/appcare.db"
@@ -55,6 +55,24 @@ def _create(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, future=True)
+
+
+# Any constant: the key of the PostgreSQL advisory lock that serialises table creation.
+_SCHEMA_LOCK_KEY = 0x61707063  # "appc"
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """``metadata.create_all`` that is safe when several processes start at once on an
+    empty database (two Rasa instances, the desk, ``docker compose up``): on
+    PostgreSQL concurrent ``CREATE TABLE`` races fail with a unique violation, so the
+    creation runs under a transaction-level advisory lock; the second process then
+    finds the tables and creates nothing."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            metadata.create_all(connection, checkfirst=True)
+        return
+    metadata.create_all(engine, checkfirst=True)
 
 
 def dispose_all() -> None:

@@ -237,7 +237,7 @@ def _insert_ignore(conn: Connection, table: Table, values: Dict[str, Any]) -> bo
 class InboxStore:
     def __init__(self, db_url: Optional[str] = None, engine: Optional[Engine] = None) -> None:
         self.engine = engine or appcare_db.get_engine(db_url)
-        metadata.create_all(self.engine, checkfirst=True)
+        appcare_db.create_tables(metadata, self.engine)
 
     # ---------------------------------------------------------------- inbound
     def record_inbound(self, messages: Sequence[NewInbound], received_ts: float) -> List[bool]:

@@ -75,6 +75,7 @@ CHANNEL_NAME = "whatsapp"
 REF_KWARG = "whatsapp_ref"  # utter_message(..., whatsapp_ref="kcc:42") -> outbox.ref
 NO_WINDOW_KINDS = {"reaction", "system"}  # do not (re)open the 24h window
 HOUSEKEEPING_INTERVAL = 3600.0
+DB_RETRY_SECONDS = 5.0  # inbox database down at start-up: try again this often
 _MAX_CHALLENGE = 512
 ROUTE_HEADER = "x-appcare-route"  # sender hashes a front assigns to this instance
 DEFAULT_ERROR_TEXT = (
@@ -847,6 +848,7 @@ class WhatsAppInput(InputChannel):
         self.scale = scale or ScaleSettings.load()
         self.service: Optional[WhatsAppService] = None
         self.unavailable_reason: Optional[str] = None
+        self._retry_task: Optional[asyncio.Task] = None
         if not self.config.configured:
             self.unavailable_reason = "not configured"
             logger.warning("WhatsApp channel not configured (set %s)", ", ".join(self.config.missing))
@@ -855,7 +857,23 @@ class WhatsAppInput(InputChannel):
             self.service = WhatsAppService(self.config, self.scale)
         except Exception as exc:  # noqa: BLE001 - never keep Rasa from starting
             self.unavailable_reason = "database unavailable"
-            logger.error("WhatsApp channel disabled: inbox database unavailable (%s)", _where(exc))
+            logger.error("WhatsApp channel waiting: inbox database unavailable (%s); retrying every %.0f s",
+                         _where(exc), DB_RETRY_SECONDS)
+
+    async def _connect_later(self, app: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
+        """The inbox database was unavailable when Rasa started: keep trying, then start
+        the channel (Meta, or the front, retries webhooks that got a 503 meanwhile)."""
+        loop = asyncio.get_running_loop()
+        while self.service is None:
+            await asyncio.sleep(DB_RETRY_SECONDS)
+            try:
+                service = await loop.run_in_executor(None, WhatsAppService, self.config, self.scale)
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("WhatsApp: inbox database still unavailable (%s)", _where(exc))
+                continue
+            self.service, self.unavailable_reason = service, None
+            logger.warning("WhatsApp: inbox database reachable; channel started")
+            await service.start(app, on_new_message)
 
     def get_output_channel(self) -> Optional[OutputChannel]:
         return WhatsAppOutput(self.service) if self.service else None
@@ -867,7 +885,6 @@ class WhatsAppInput(InputChannel):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint("whatsapp_webhook", __name__)
-        service = self.service
         config = self.config
         logging_setup.adopt_sanic_loggers()  # no-op unless appcare logging is configured
 
@@ -875,6 +892,7 @@ class WhatsAppInput(InputChannel):
         async def health_check(request: Request) -> HTTPResponse:
             """200 only when this instance can take messages: channel configured,
             inbox database reachable and a model loaded (for the front and probes)."""
+            service = self.service
             if service is None:
                 return response.json({"status": "unavailable", "reason": self.unavailable_reason}, status=503)
             body: Dict[str, Any] = {
@@ -898,6 +916,7 @@ class WhatsAppInput(InputChannel):
 
         @bp.route("/metrics", methods=["GET"])
         async def metrics(_: Request) -> HTTPResponse:
+            service = self.service
             if service is not None:
                 try:
                     appcare_metrics.WA_OPEN.set(await asyncio.wait_for(service.store.open_count(), 3.0))
@@ -908,6 +927,7 @@ class WhatsAppInput(InputChannel):
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
+            service = self.service
             if service is None:
                 return response.json({"status": "unavailable", "reason": self.unavailable_reason})
             try:
@@ -918,7 +938,7 @@ class WhatsAppInput(InputChannel):
 
         @bp.route("/webhook", methods=["GET"])
         async def verify(request: Request) -> HTTPResponse:
-            if service is None:
+            if self.service is None:
                 return response.text("WhatsApp channel not configured", status=503)
             mode = request.args.get("hub.mode")
             token = request.args.get("hub.verify_token") or ""
@@ -935,8 +955,9 @@ class WhatsAppInput(InputChannel):
 
         @bp.route("/webhook", methods=["POST"], stream=True)
         async def receive(request: Request) -> HTTPResponse:
+            service = self.service
             if service is None:
-                return response.text("WhatsApp channel not configured", status=503)
+                return response.text(f"WhatsApp channel unavailable ({self.unavailable_reason})", status=503)
             try:
                 return await self._receive(request, service)
             except Exception as exc:  # noqa: BLE001 - never a 500 with a trace
@@ -944,16 +965,22 @@ class WhatsAppInput(InputChannel):
                 logger.error("WhatsApp: webhook failed (%s); not stored, Meta (or the front) will retry", _where(exc))
                 return response.text("temporarily unavailable", status=503)
 
-        if service is not None:
+        if self.config.configured:
 
             @bp.listener("after_server_start")
             async def start(app: Any, _loop: Any) -> None:
                 logging_setup.adopt_sanic_loggers()
-                await service.start(app, on_new_message)
+                if self.service is not None:
+                    await self.service.start(app, on_new_message)
+                else:
+                    self._retry_task = asyncio.get_running_loop().create_task(self._connect_later(app, on_new_message))
 
             @bp.listener("before_server_stop")
             async def stop(_app: Any, _loop: Any) -> None:
-                await service.stop()
+                if self._retry_task is not None:
+                    self._retry_task.cancel()
+                if self.service is not None:
+                    await self.service.stop()
 
         return bp
 

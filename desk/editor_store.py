@@ -137,7 +137,7 @@ class LockBusy(Exception):
 class EditorStore:
     def __init__(self, url: Optional[str] = None):
         self.engine = db.get_engine(url)
-        Base.metadata.create_all(self.engine)
+        db.create_tables(Base.metadata, self.engine)
         self._session = sessionmaker(bind=self.engine, expire_on_commit=False, future=True)
 
     # ------------------------------------------------------------------ lock

@@ -460,6 +460,63 @@ def test_two_instances_on_one_database_answer_each_message_once_in_order(pg_url:
 
 
 @needs_pg
+def test_components_starting_together_on_an_empty_database(pg_url: str) -> None:
+    """docker compose up starts both Rasa instances and the desk at once on an empty
+    database: every one of them must come up (no CREATE TABLE race)."""
+    from appcare.handoff_store import HandoffStore
+    from channels.inbox import InboxStore
+    from desk.editor_store import EditorStore
+    from desk.store import DeskStore
+
+    barrier = threading.Barrier(8)
+    errors: List[BaseException] = []
+
+    def start(kind: type) -> None:
+        try:
+            barrier.wait(10)
+            kind(pg_url)  # each on its own connection of the pool, like separate processes
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    kinds = [InboxStore, InboxStore, HandoffStore, HandoffStore, DeskStore, DeskStore, EditorStore, EditorStore]
+    threads = [threading.Thread(target=start, args=(kind,)) for kind in kinds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+
+
+@needs_pg
+def test_channel_waits_for_a_database_that_is_down_at_start(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from channels import whatsapp
+    from tests.fake_graph_api import FakeGraphAPI
+    from tests.support.tcp_proxy import TcpProxy
+    from tests.test_whatsapp_channel import EchoBot, new_sender, text_payload
+
+    monkeypatch.setattr(whatsapp, "DB_RETRY_SECONDS", 0.3)
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    proxy.cut()  # PostgreSQL "down" while Rasa starts
+    with FakeGraphAPI() as graph:
+        server = _channel_server(graph, pg_url.replace(":5432/", f":{proxy.port}/"), EchoBot(), "late-db")
+        try:
+            health = requests.get(server.base + "/health", timeout=5)
+            assert health.status_code == 503 and health.json()["reason"] == "database unavailable"
+            sender = new_sender()
+            assert server.post(text_payload(sender, ["eerste"])).status_code == 503  # Meta retries it later
+            proxy.restore()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and requests.get(server.base + "/health", timeout=5).status_code != 200:
+                time.sleep(0.2)
+            assert requests.get(server.base + "/health", timeout=5).status_code == 200
+            assert server.post(text_payload(sender, ["eerste"])).status_code == 200  # Meta's retry
+            assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=20)
+        finally:
+            server.stop()
+            proxy.stop()
+
+
+@needs_pg
 def test_messages_of_a_crashed_instance_are_taken_over_after_its_lease(pg_url: str) -> None:
     from channels.inbox import InboxStore
     from tests.fake_graph_api import FakeGraphAPI
