@@ -51,6 +51,13 @@ CLARIFY = "Sorry, dat begreep ik niet helemaal"
 FEE_QUESTION = "wat kost een paspoort voor iemand van 40"
 MISSED_QUESTION = "Hoi, ik ben Jan de Vries, 06-12345678, hoeveel pegels moet ik dokken voor een paspoort?"
 FAST_EPOCHS = 40
+AGE_QUESTION = "De prijs hangt af van de leeftijd"
+
+
+def answers_fee_question(answer: str) -> bool:
+    """The bot took the question for passport_fees: it quotes a fee, or (the question
+    names no age; the 06 of the phone number is no age) asks for the age first."""
+    return "kost €" in answer or AGE_QUESTION in answer
 
 
 def write_fast_config(target: Path) -> Path:
@@ -291,7 +298,7 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     published = stack.live_model()
     assert published != baseline and published == text_of(browser, "live-model")
     answer = stack.ask(MISSED_QUESTION, ongoing)
-    assert CLARIFY not in answer and "kost €" in answer, answer
+    assert CLARIFY not in answer and answers_fee_question(answer), answer
     tracker = requests.get(f"{stack.assistant.url}/conversations/{ongoing}/tracker", timeout=30).json()
     said = [e.get("text") for e in tracker["events"] if e.get("event") == "user"]
     assert said == ["hallo", MISSED_QUESTION]  # the conversation went on with the new model
@@ -311,7 +318,7 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     reasons = text_of(browser, "job-reasons")
     assert "macro-F1" in reasons and "daalt" in reasons, reasons
     assert stack.live_model() == published
-    assert "kost €" in stack.ask(MISSED_QUESTION)  # still the published model
+    assert answers_fee_question(stack.ask(MISSED_QUESTION))  # still the published model
 
     # Rollback: one click, the earlier model and its answers are back.
     WebDriverWait(browser, 15).until(EC.element_to_be_clickable((By.ID, "rollback-button"))).click()
