@@ -225,7 +225,7 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
             return await intent_render(request, name, status=409 if exc.code == "conflict" else 422,
                                        problems=exc.problems, add_text=data.get("text") if action == "add" else "")
         done = {"add": "Voorbeeld toegevoegd.", "edit": "Voorbeeld gewijzigd.", "delete": "Verwijderd.",
-                "move": f"Verplaatst naar {data.get('target')}."}[action]
+                "move": f"Verplaatst naar {labels.get(str(data.get('target')), data.get('target'))}."}[action]
         if result.skipped:
             done += f" Al aanwezig en overgeslagen: {len(result.skipped)}."
         return await intent_render(request, name, done=done, warnings=result.warnings, diff=result.diff)
