@@ -124,6 +124,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         configure_logging_and_warnings(logging.WARNING)
         configure_structlog(logging.WARNING)
+        # configure_logging_and_warnings sets LOG_LEVEL=WARNING, which also switches off
+        # DIET's "Epochs" progress bar: the desk reads that bar for its progress display.
+        os.environ["LOG_LEVEL"] = "INFO"
         problem = run_validate(args.data, args.domain, args.config)
         if problem:
             result.update(stage="validate", error=problem)

@@ -294,6 +294,9 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     WebDriverWait(browser, 15).until(EC.element_to_be_clickable((By.ID, "publish-button"))).click()
     WebDriverWait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "notice"), "Publiceren is gestart"))
     assert wait_for_job(browser, stack) == "gepubliceerd", text_of(browser, "job-card")
+    from desk.editor_store import EditorStore
+
+    assert "Epochs: 100%" in EditorStore(stack.db_url).jobs(1)[0]["log_tail"]  # the progress bar had its source
     assert text_of(browser, "old-f1") not in ("", "–") and text_of(browser, "new-f1") not in ("", "–")
     published = stack.live_model()
     assert published != baseline and published == text_of(browser, "live-model")
