@@ -37,7 +37,7 @@ FAILED_LOGIN_WINDOW = dt.timedelta(minutes=15)
 
 PERMISSIONS: Dict[str, frozenset] = {
     "staff": frozenset({"desk"}),
-    "coordinator": frozenset({"desk", "overview", "answers", "force_close", "release_any", "edit"}),
+    "coordinator": frozenset({"desk", "overview", "answers", "force_close", "release_any", "edit", "users"}),
     "editor": frozenset({"edit"}),  # content editors: facts, examples, inbox, publish (desk/editor_routes.py)
 }
 assert set(PERMISSIONS) == set(ROLES)

@@ -169,6 +169,17 @@ class DeskStore:
             session.execute(delete(SessionRow).where(SessionRow.user_id == row.id))
             return True
 
+    def set_active(self, username: str, active: bool) -> bool:
+        """Switches an account on or off; switching off ends its open sessions."""
+        with self._session.begin() as session:
+            row = session.execute(select(UserRow).where(UserRow.username == username)).scalar_one_or_none()
+            if row is None:
+                return False
+            row.active = active
+            if not active:
+                session.execute(delete(SessionRow).where(SessionRow.user_id == row.id))
+            return True
+
     def user_with_hash(self, username: str) -> Optional[Dict[str, Any]]:
         with self._session() as session:
             row = session.execute(select(UserRow).where(UserRow.username == username)).scalar_one_or_none()

@@ -24,7 +24,7 @@ from test_desk_helpers import (  # noqa: E402
 )
 
 from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.store import SessionRow  # noqa: E402
+from desk.store import DeskStore, SessionRow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_SUMMARY = "GEHEIM-ONDERWERP-4711"
@@ -320,3 +320,44 @@ def test_bad_input_gets_clean_errors(desk):
     too_big = client.post(f"/api/tickets/{tid}/note", {"text": "x" * 1_100_000})
     assert too_big.status_code == 413
     assert client.post(f"/api/tickets/{tid}/note", {"text": "x" * 5000}).status_code == 400
+
+
+def test_coordinators_manage_accounts_in_the_desk(desk):
+    """A coordinator adds a content editor, sets a new password and switches an account
+    off, without a shell on the server; staff and editors cannot."""
+    coordinator = DeskClient(desk.url)
+    coordinator.login("carla")
+    assert coordinator.get("/users").status_code == 200 and 'id="nav-users"' in coordinator.get("/users").text
+    for name in ("anna", "eddy"):
+        other = DeskClient(desk.url)
+        other.login(name)
+        assert other.get("/users").status_code == 403
+        assert other.form("/users", {"username": "x", "role": "coordinator", "password": "lang-genoeg-1"}).status_code == 403
+
+    short = coordinator.form("/users", {"username": "sanne", "role": "editor", "password": "kort"})
+    assert short.status_code == 422 and "te kort" in short.text
+    created = coordinator.form("/users", {"username": "sanne", "role": "editor", "password": "redactie-2026!"})
+    assert created.status_code == 200 and "Account sanne (redacteur) aangemaakt" in created.text
+    again = coordinator.form("/users", {"username": "sanne", "role": "staff", "password": "redactie-2026!"})
+    assert again.status_code == 422 and "bestaat al" in again.text
+    sanne = DeskClient(desk.url)
+    assert sanne.login("sanne", "redactie-2026!").headers["Location"] == "/editor"
+
+    reset = coordinator.form("/users/sanne/password", {"password": "nieuw-wachtwoord-7"})
+    assert reset.status_code == 200 and "open sessies zijn beëindigd" in reset.text
+    assert sanne.get("/editor").status_code in (302, 303)  # logged out by the reset
+    assert DeskClient(desk.url).login("sanne", "redactie-2026!").status_code != 302
+    sanne = DeskClient(desk.url)
+    assert sanne.login("sanne", "nieuw-wachtwoord-7").status_code == 302
+
+    assert coordinator.form("/users/sanne/off", {}).status_code == 302
+    assert sanne.get("/editor").status_code in (302, 303)  # switched off: the session ended
+    assert DeskClient(desk.url).login("sanne", "nieuw-wachtwoord-7").status_code != 302
+    assert coordinator.form("/users/carla/off", {}).status_code == 422  # not yourself
+    assert coordinator.form("/users/sanne/on", {}).status_code == 302
+    assert DeskClient(desk.url).login("sanne", "nieuw-wachtwoord-7").status_code == 302
+    assert coordinator.form("/users/nobody/off", {}).status_code == 404
+
+    actions = [(e["actor"], e["action"]) for e in DeskStore(desk.db_url).audit_log(actor="carla")]
+    assert {("carla", "user_created"), ("carla", "password_set"), ("carla", "user_deactivated"),
+            ("carla", "user_activated")} <= set(actions)
