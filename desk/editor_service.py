@@ -45,6 +45,13 @@ logger = logging.getLogger(__name__)
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 _EPOCHS = re.compile(r"Epochs:\s+(\d+)%")
+_BAR = re.compile(r"^(.*?)\s*\d+%\|")  # tqdm: "Epochs:  40%|####      | 60/150 [...]"
+
+
+def _bar_label(line: str) -> Optional[str]:
+    """The label of a progress-bar line ("Epochs:", "" for unlabelled bars), else None."""
+    match = _BAR.match(line)
+    return match.group(1) if match else None
 _CURSOR_KEY = "editor_inbox_cursor"
 
 
@@ -554,9 +561,10 @@ class EditorService:
                     last_percent, last_write = percent, time.monotonic()
                     self.editor.update_job(job_id, progress=percent,
                                            message=f"Model trainen (DIET, {match.group(1)}% van de rondes)")
-                if tail and _EPOCHS.search(tail[-1]):
-                    tail[-1] = segment[:300]
-                    return
+            bar = _bar_label(segment)
+            if bar is not None and tail and _bar_label(tail[-1]) == bar:
+                tail[-1] = segment[:300]  # a progress bar: keep only its latest state
+                return
             tail.append(segment[:300])
             del tail[:-80]
 
