@@ -179,6 +179,47 @@ def strip_placeholders(text: str) -> str:
     return re.sub(r"^[,;:.\s]+", "", out)
 
 
+def entity_vocabulary(examples: Iterable[str], min_share: float = 0.8, min_count: int = 2) -> Dict[str, str]:
+    """Words and phrases the training data marks as an entity nearly every time it
+    contains them ("paspoort" -> document_type): lower-cased text -> entity name. A text
+    marked as two different entities, marked fewer than ``min_count`` times or left
+    unmarked in more than ``1 - min_share`` of the examples that contain it is skipped,
+    and so are bare numbers."""
+    marked: Dict[str, Counter] = {}
+    for example in examples:
+        for match in _ANNOTATION.finditer(example):
+            if match.group("entity"):
+                marked.setdefault(match.group("text").lower(), Counter())[match.group("entity")] += 1
+    plain = [" " + normalise(example) + " " for example in examples]
+    vocabulary: Dict[str, str] = {}
+    for text, entities in marked.items():
+        total = sum(entities.values())
+        if len(entities) != 1 or total < min_count or not normalise(text) or normalise(text).isdigit():
+            continue  # numbers ("8" as an age) depend on the sentence: never suggested
+        needle = " " + normalise(text) + " "
+        occurrences = sum(1 for example in plain if needle in example)
+        if occurrences and total / occurrences >= min_share:
+            vocabulary[text] = next(iter(entities))
+    return vocabulary
+
+
+def annotate(text: str, vocabulary: Dict[str, str]) -> str:
+    """Marks the known entity values of ``vocabulary`` in an unannotated example
+    ("wat kost een paspoort" -> "wat kost een [paspoort](document_type)"); longest
+    phrases first, whole words only, each stretch of text at most once."""
+    if not text or not vocabulary or _ANNOTATION.search(text):
+        return text
+    taken: List[Tuple[int, int, str]] = []
+    for value in sorted(vocabulary, key=len, reverse=True):
+        for match in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text, flags=re.IGNORECASE):
+            start, end = match.span()
+            if not any(start < b and a < end for a, b, _ in taken):
+                taken.append((start, end, vocabulary[value]))
+    for start, end, entity in sorted(taken, reverse=True):
+        text = f"{text[:start]}[{text[start:end]}]({entity}){text[end:]}"
+    return text
+
+
 class NluRepo:
     """The example questions in ``<data>/nlu/*.yml`` of one project directory."""
 
@@ -229,6 +270,15 @@ class NluRepo:
             for entity in document.get("entities") or []:
                 names.add(next(iter(entity)) if isinstance(entity, dict) else str(entity))
         return names
+
+    def vocabulary(self) -> Dict[str, str]:
+        """Entity values the training data (nearly) always marks (see entity_vocabulary)."""
+        return entity_vocabulary([example for block in self.intents().values() for example in block.examples])
+
+    def suggest_example(self, text: str, vocabulary: Optional[Dict[str, str]] = None) -> str:
+        """An inbox message as a training example: placeholders of masked personal data
+        removed and the entity values the training data always marks, marked."""
+        return annotate(strip_placeholders(text), self.vocabulary() if vocabulary is None else vocabulary)
 
     def index(self, intents: Optional[Dict[str, IntentBlock]] = None) -> _Index:
         intents = intents if intents is not None else self.intents()

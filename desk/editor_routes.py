@@ -264,6 +264,8 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
             status = "new"
         sync = await run(service.sync_inbox)
         items = await run(service.editor.inbox, status, 300)
+        if status == "new":
+            items = await run(service.with_suggestions, items)
         return render(request, "editor_inbox.html", items=items, tab=status, sync=sync,
                       counts=await run(service.editor.inbox_counts, 12),
                       intents=[i["name"] for i in await run(service.intents)])
@@ -282,7 +284,7 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
                 raise DeskError(404, "not_found", "Deze pagina bestaat niet.")
         except EditorRefused as exc:
             sync = {"ok": True}
-            items = await run(service.editor.inbox, "new", 300)
+            items = await run(service.with_suggestions, await run(service.editor.inbox, "new", 300))
             return render(request, "editor_inbox.html", status=422, tab="new", items=items, sync=sync,
                           counts=await run(service.editor.inbox_counts, 12), problems=exc.problems,
                           problem_item=item_id, intents=[i["name"] for i in await run(service.intents)])
@@ -294,8 +296,10 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
     async def api_inbox(request: Request):
         sync = await run(service.sync_inbox)
         status = request.args.get("status") or "new"
-        return jsonr({"sync": sync, "items": await run(service.editor.inbox, status, 500),
-                      "weeks": await run(service.editor.inbox_counts, 12)})
+        items = await run(service.editor.inbox, status, 500)
+        if status == "new":
+            items = await run(service.with_suggestions, items)
+        return jsonr({"sync": sync, "items": items, "weeks": await run(service.editor.inbox_counts, 12)})
 
     @app.post("/api/editor/inbox/<item_id:int>/<action>")
     @needs(PERMISSION)

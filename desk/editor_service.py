@@ -35,7 +35,7 @@ import requests
 from appcare import editor_inbox, live_model
 from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
 from appcare.editor_job import PROGRESS_MARKER
-from appcare.editor_nlu import NluRepo, strip_placeholders
+from appcare.editor_nlu import NluRepo, annotate, strip_placeholders
 from desk.editor_store import EditorStore, LockBusy, process_owner
 from desk.service import DeskError
 from desk.settings import Settings
@@ -272,13 +272,19 @@ class EditorService:
             raise DeskError(404, "not_found", "Dit bericht staat niet (meer) in de inbox.")
         if item["status"] != "new":
             raise DeskError(409, "handled", "Dit bericht is al afgehandeld.")
-        example = strip_placeholders(text if text.strip() else item["text"])
+        # the editor's (possibly corrected) text from the form, else the suggestion shown there
+        example = strip_placeholders(text) if text.strip() else self.nlu.suggest_example(item["text"])
         result = self.nlu.add(intent, [example])
         if not self.editor.handle_inbox(item_id, "assigned", user["username"], intent=intent, example=example):
             raise DeskError(409, "handled", "Dit bericht is al afgehandeld.")
         # The example itself stays out of the audit log (it started as a citizen message).
         self.audit(user, "inbox_assigned", {"item": item_id, "intent": intent, "files": result.changed_files})
         return {"example": example, "warnings": result.warnings, "files": result.changed_files}
+
+    def with_suggestions(self, items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Inbox items with the training example each would become (entities marked)."""
+        vocabulary = self.nlu.vocabulary()
+        return [dict(item, suggestion=annotate(strip_placeholders(item["text"]), vocabulary)) for item in items]
 
     def mark(self, item_id: int, status: str, user: Dict[str, Any]) -> None:
         if status not in ("wish", "dismissed"):

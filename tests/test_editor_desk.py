@@ -174,6 +174,8 @@ def test_inbox_masks_assigns_and_counts(env):
     db.turn("31612345678", "Hoi, ik ben Jan de Vries, 06-12345678, wat moet ik neertellen voor zo'n reisboekje?",
             "nlu_fallback", 0.31, ["action_clarify"])
     db.turn("31612345678", "mijn bsn is 123456782, kan ik mijn hond aanmelden", "nlu_fallback", 0.2, ["action_clarify"])
+    db.turn("31655555555", "moet mijn dochter mee als ik voor haar een id kaart aanvraag", "passport_child", 0.41,
+            ["action_passport_id"])
     db.turn("31699999999", "wat kost een paspoort", "passport_fees", 0.97, ["action_passport_id"])
     editor = login(env, "eddy")
     page = editor.get("/editor/inbox")
@@ -183,7 +185,11 @@ def test_inbox_masks_assigns_and_counts(env):
         assert secret not in page.text
     assert "wat kost een paspoort" not in page.text
     api = editor.get("/api/editor/inbox").json()
-    assert len(api["items"]) == 2 and api["weeks"][0]["total"] == 2 and api["weeks"][0]["new"] == 2
+    assert len(api["items"]) == 3 and api["weeks"][0]["total"] == 3 and api["weeks"][0]["new"] == 3
+    child = next(i for i in api["items"] if "dochter" in i["text"])
+    # the suggested example marks what the training data always marks
+    assert child["suggestion"] == "moet mijn [dochter](relation) mee als ik voor haar een [id kaart](document_type) aanvraag"
+    assert 'value="moet mijn [dochter](relation) mee' in page.text
     item = next(i for i in api["items"] if "reisboekje" in i["text"])
     hond = next(i for i in api["items"] if "hond" in i["text"])
     assigned = editor.http.post(editor.url(f"/editor/inbox/{item['id']}/assign"),
@@ -196,7 +202,7 @@ def test_inbox_masks_assigns_and_counts(env):
     assert editor.post(f"/api/editor/inbox/{hond['id']}/wish", {}).status_code == 200
     assert editor.post(f"/api/editor/inbox/{hond['id']}/dismiss", {}).status_code == 409  # already handled
     weeks = editor.get("/api/editor/inbox").json()["weeks"][0]
-    assert (weeks["assigned"], weeks["wish"], weeks["new"]) == (1, 1, 0)
+    assert (weeks["assigned"], weeks["wish"], weeks["new"]) == (1, 1, 1)
     assert "kan ik mijn hond aanmelden" in editor.get("/editor/inbox?status=wish").text
     # Nothing new: syncing again adds nothing.
     assert editor.get("/api/editor/inbox").json()["sync"] == {"ok": True, "added": 0}

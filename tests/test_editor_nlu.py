@@ -114,3 +114,21 @@ def test_strip_placeholders():
     assert strip_placeholders("Hoi, ik ben [naam], [telefoon], wat kost een paspoort?") == "Hoi, ik ben, wat kost een paspoort?"
     assert strip_placeholders("[naam] hier. Mijn postcode is [adres].") == "hier. Mijn postcode is."
     assert strip_placeholders("wat kost een paspoort") == "wat kost een paspoort"
+
+
+def test_inbox_examples_get_the_entities_the_training_data_always_marks():
+    from appcare.editor_nlu import annotate, entity_vocabulary
+
+    examples = [
+        "wat kost een [paspoort](document_type)", "[paspoort](document_type) kwijt", "hoe lang is een [paspoort](document_type) geldig",
+        "mijn [zoon](relation) is [8](age)", "een [id kaart](document_type) voor mijn [zoon](relation)",
+        "[id kaart](document_type) verlopen", "[eenmalig](document_type)",  # marked once only: too little evidence
+        "op de [hoek](area) van de straat", "ik sta op de hoek", "om de hoek", "[8](age) jaar", "bel om 8 uur",
+        "[morgen](date_expr) open?", "[morgen](desk) open?",  # marked as two entities: never suggested
+    ]
+    vocabulary = entity_vocabulary(examples)
+    assert vocabulary == {"paspoort": "document_type", "zoon": "relation", "id kaart": "document_type"}
+    assert annotate("Wat kost een ID kaart voor mijn zoon, ik ben 8", vocabulary) == (
+        "Wat kost een [ID kaart](document_type) voor mijn [zoon](relation), ik ben 8")
+    assert annotate("paspoorten en zoontje", vocabulary) == "paspoorten en zoontje"  # whole words only
+    assert annotate("al [gemarkeerd](x) paspoort", vocabulary) == "al [gemarkeerd](x) paspoort"  # editor's own marks win
