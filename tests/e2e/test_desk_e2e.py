@@ -293,8 +293,9 @@ def latest_model() -> Optional[Path]:
     override = os.environ.get("DESK_E2E_MODEL")
     if override:
         return Path(override) if Path(override).exists() else None
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None
+    from tools.run import latest_model as model_of_make_run
+
+    return model_of_make_run()
 
 
 def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,20 @@ from typing import Dict, List, Optional
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tools import run as run_tool  # noqa: E402
+from tools.loadtest import free_port  # noqa: E402,F401  (also used by the e2e tests)
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def latest_model() -> Path:
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    if not models:
+    """The model `make run` would start (tools.run.latest_model); tests may replace this."""
+    model = run_tool.latest_model()
+    if model is None:
         raise RuntimeError("no trained model in models/: run `make train` first")
-    return models[-1]
+    return model
 
 
 class Assistant:
