@@ -108,9 +108,12 @@ class ActionRelayToKcc(AppcareAction):
     NAME = "action_relay_to_kcc"
 
     def answer(self, turn: Turn) -> None:
-        text = (turn.tracker.latest_message or {}).get("text") or ""
+        latest = turn.tracker.latest_message or {}
+        text = latest.get("text") or ""
         try:
-            ticket_id = default_store().append_citizen_message(turn.tracker.sender_id, text)
+            # message_id: a turn repeated after a crash does not add the text twice
+            ticket_id = default_store().append_citizen_message(
+                turn.tracker.sender_id, text, message_id=latest.get("message_id"))
         except Exception as exc:  # noqa: BLE001
             logger.error("could not append to ticket (%s); conversation %s",
                          type(exc).__name__, conversation_hash(turn.tracker.sender_id))

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     select,
     update,
 )
@@ -72,6 +73,27 @@ class TicketMessageRow(Base):
     error = Column(String(255), nullable=True)
 
     ticket = relationship("TicketRow", back_populates="messages")
+
+
+class RelayedMessageRow(Base):
+    """Inbound messages already added to a ticket, by a hash of their channel
+    message id: a turn that is repeated after a crash never relays the same
+    citizen message twice. Kept ``RELAYED_KEEP_DAYS``."""
+
+    __tablename__ = "handoff_relayed"
+
+    key = Column(String(64), primary_key=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+
+
+RELAYED_KEEP_DAYS = 14
+
+
+def relay_key(message_id: str) -> str:
+    """Pseudonymous key of a channel message id (a WhatsApp wamid encodes the number)."""
+    import hashlib
+
+    return hashlib.sha256(("relay:" + message_id).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -211,13 +233,35 @@ class HandoffStore:
             session.flush()
             return row.id
 
-    def append_citizen_message(self, conversation_id: str, text: str) -> Optional[int]:
-        """Adds a citizen message to the open ticket; returns the ticket id or None."""
+    def append_citizen_message(self, conversation_id: str, text: str, message_id: Optional[str] = None) -> Optional[int]:
+        """Adds a citizen message to the open ticket; returns the ticket id or None.
+        ``message_id`` (the channel's id of the message) makes it idempotent: the same
+        message is added once, however often the turn runs."""
         ticket = self.open_ticket_for(conversation_id)
         if not ticket:
             return None
-        self.append_message(ticket.id, "citizen", text)
+        if not message_id:
+            self.append_message(ticket.id, "citizen", text)
+            return ticket.id
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            self._append_once(ticket.id, relay_key(message_id), text)
+        except IntegrityError:  # the same message relayed at the same moment elsewhere
+            pass
         return ticket.id
+
+    def _append_once(self, ticket_id: int, key: str, text: str) -> None:
+        with self._session.begin() as session:
+            if session.get(RelayedMessageRow, key) is not None:
+                return
+            session.add(RelayedMessageRow(key=key))
+            session.add(TicketMessageRow(ticket_id=ticket_id, author="citizen", text=pii.mask(text or "")[:8000]))
+            session.execute(
+                update(TicketRow).where(TicketRow.id == ticket_id).values(version=TicketRow.version + 1)
+            )
+            horizon = utcnow() - dt.timedelta(days=RELAYED_KEEP_DAYS)
+            session.execute(delete(RelayedMessageRow).where(RelayedMessageRow.created_at < horizon))
 
     def close(self, ticket_id: int, outcome: str, by: Optional[str] = None) -> bool:
         """Closes a ticket; returns False when it was not open."""

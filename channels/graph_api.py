@@ -2,10 +2,17 @@
 
 * ``POST {graph_url}/{version}/{phone_number_id}/messages`` for messages and
   read receipts (with typing indicator).
-* Retries with exponential backoff (and ``Retry-After``) on HTTP 429, 5xx,
-  Meta's throttling/transient error codes, timeouts and network errors; gives up
-  at once on other 4xx. Logs carry the HTTP status and Meta's error code, never
-  message content, recipient numbers or the access token.
+* A message send is retried (exponential backoff, ``Retry-After``) only where it
+  surely did not reach Meta: the connection could not be made (refused, DNS), a
+  timeout before any connection existed, HTTP 429, or a 4xx answer with one of
+  Meta's throttling/transient codes. Where the request may have reached Meta (a
+  timeout or a broken connection after it was sent, HTTP 5xx) it is never posted
+  again here: :class:`GraphAPIError` has ``in_doubt`` set and the channel resolves
+  it from Meta's status webhooks (``biz_opaque_callback_data``) or resends it once
+  after a bounded wait (channels.whatsapp). Read receipts are idempotent and
+  retried on every transient error. Other 4xx give up at once. Logs carry the HTTP
+  status and Meta's error code, never message content, recipient numbers or the
+  access token.
 * Paces messages per recipient (default at most one per second).
 """
 from __future__ import annotations
@@ -37,6 +44,14 @@ RETRYABLE_CODES = {
 REENGAGEMENT_CODE = 131047  # more than 24 hours since the citizen's last message
 
 
+async def _mark_connected(_session: Any, context: Any, _params: Any) -> None:
+    """aiohttp trace hook: a connection to the Graph API exists for this request, so
+    from here on the request may reach Meta."""
+    ctx = getattr(context, "trace_request_ctx", None)
+    if isinstance(ctx, dict):
+        ctx["connected"] = True
+
+
 class GraphAPIError(Exception):
     """A failed Graph API call. ``code`` is Meta's error code (if any)."""
 
@@ -48,10 +63,14 @@ class GraphAPIError(Exception):
         error_type: Optional[str] = None,
         fbtrace_id: Optional[str] = None,
         reason: Optional[str] = None,
+        in_doubt: bool = False,
     ) -> None:
         self.status = status
         self.code = code
         self.retryable = retryable
+        # The request may have reached Meta (timeout after sending, broken
+        # connection, 5xx): whether the citizen got the message is not known.
+        self.in_doubt = in_doubt
         self.error_type = error_type
         self.fbtrace_id = fbtrace_id
         self.reason = reason  # short, content-free ("timeout", "ClientConnectorError", ...)
@@ -67,6 +86,8 @@ class GraphAPIError(Exception):
             parts.append(f"reason={self.reason}")
         if self.fbtrace_id:
             parts.append(f"fbtrace_id={self.fbtrace_id}")
+        if self.in_doubt:
+            parts.append("result=unknown")
         return "Graph API error " + " ".join(parts)
 
     @property
@@ -111,9 +132,13 @@ class GraphAPIClient:
     async def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not loop:
+            tracing = aiohttp.TraceConfig()
+            tracing.on_connection_create_end.append(_mark_connected)
+            tracing.on_connection_reuseconn.append(_mark_connected)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"Authorization": f"Bearer {self._token}"},
+                trace_configs=[tracing],
             )
             self._session_loop = loop
         return self._session
@@ -152,9 +177,10 @@ class GraphAPIClient:
                 self._pace_locks.pop(recipient, None)
 
     async def send_message(self, phone_number_id: str, payload: Dict[str, Any]) -> Optional[str]:
-        """Sends one message; returns its wamid. Raises :class:`GraphAPIError`."""
+        """Sends one message; returns its wamid. Raises :class:`GraphAPIError`
+        (``in_doubt`` when the request may have reached Meta: never re-posted here)."""
         async with self._paced(str(payload.get("to") or "")):
-            data = await self._post(self.messages_url(phone_number_id), payload, self.max_attempts)
+            data = await self._post(self.messages_url(phone_number_id), payload, self.max_attempts, idempotent=False)
         messages = data.get("messages") if isinstance(data, dict) else None
         if isinstance(messages, list) and messages and isinstance(messages[0], dict):
             return messages[0].get("id")
@@ -166,7 +192,7 @@ class GraphAPIClient:
         if typing_indicator:
             body["typing_indicator"] = {"type": "text"}
         try:
-            await self._post(self.messages_url(phone_number_id), body, min(2, self.max_attempts))
+            await self._post(self.messages_url(phone_number_id), body, min(2, self.max_attempts), idempotent=True)
             return True
         except GraphAPIError as error:
             logger.info("WhatsApp mark-as-read failed: %s", error)
@@ -182,12 +208,16 @@ class GraphAPIClient:
                 pass
         return delay
 
-    async def _post(self, url: str, body: Dict[str, Any], attempts: int) -> Dict[str, Any]:
+    async def _post(self, url: str, body: Dict[str, Any], attempts: int, idempotent: bool) -> Dict[str, Any]:
+        """POSTs ``body``. ``idempotent`` (read receipts): every transient error is
+        retried. Otherwise (messages) only errors where the request surely did not
+        reach Meta are retried; the others raise at once with ``in_doubt``."""
         for attempt in range(1, attempts + 1):
             retry_after: Optional[str] = None
+            ctx: Dict[str, Any] = {"connected": False}
             try:
                 session = await self._get_session()
-                async with session.post(url, json=body) as response:
+                async with session.post(url, json=body, trace_request_ctx=ctx) as response:
                     raw = await response.read()
                     data = _json_or_empty(raw)
                     if 200 <= response.status < 300:
@@ -195,9 +225,18 @@ class GraphAPIClient:
                     retry_after = response.headers.get("Retry-After")
                     error = _error_from_response(response.status, data)
             except asyncio.TimeoutError:
-                error = GraphAPIError(None, None, True, reason="timeout")
-            except aiohttp.ClientError as exc:
+                error = GraphAPIError(None, None, True, reason="timeout", in_doubt=bool(ctx["connected"]))
+            except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
                 error = GraphAPIError(None, None, True, reason=type(exc).__name__)
+            except aiohttp.ClientError as exc:  # e.g. disconnected after sending
+                error = GraphAPIError(None, None, True, reason=type(exc).__name__, in_doubt=bool(ctx["connected"]))
+            if idempotent:
+                error.in_doubt = False
+            elif error.status is not None and error.status >= 500:
+                error.in_doubt = True  # Meta may have accepted it before failing
+            if error.in_doubt:
+                logger.warning("WhatsApp Graph API: result of a send unknown (%s); not posted again", error)
+                raise error
             if not error.retryable or attempt >= attempts:
                 if error.retryable:
                     logger.error("WhatsApp Graph API gave up after %d tries: %s", attempt, error)
@@ -206,7 +245,8 @@ class GraphAPIClient:
                 raise error
             delay = self._backoff(attempt, retry_after)
             logger.warning(
-                "WhatsApp Graph API try %d/%d failed (%s), retrying in %.2fs", attempt, attempts, error, delay
+                "WhatsApp Graph API %s try %d/%d failed (%s), retrying in %.2fs",
+                "read receipt" if idempotent else "send", attempt, attempts, error, delay,
             )
             await asyncio.sleep(delay)
         raise GraphAPIError(None, None, False, reason="no attempts")  # pragma: no cover

@@ -13,7 +13,9 @@ Tables (in the appcare database, ``APPCARE_DB_URL``):
                      half-sent reply instead of asking the bot again. ``status``:
                      pending -> sending -> sent | failed | deferred (outside the 24h
                      window, template sent instead, delivered when the citizen
-                     writes again). ``error_code`` is Meta's error code;
+                     writes again) | unknown (the request may have reached Meta,
+                     result not known: resolved by a status webhook carrying the
+                     row id in ``biz_opaque_callback_data``, else resent once). ``error_code`` is Meta's error code;
                      ``delivery_status`` follows the status webhooks; ``ref`` is an
                      optional reference given by the sender (e.g. a KCC ticket message).
 ``whatsapp_contacts`` per (business number, citizen): last inbound message time
@@ -68,6 +70,8 @@ WINDOW_SECONDS = 24 * 3600
 WINDOW_MARGIN_SECONDS = 60  # treat the window as closed a minute early
 
 OPEN_INBOX = ("pending", "processing", "replying")
+IN_DOUBT = ("sending", "unknown")  # outbox rows that may or may not have reached Meta
+CALLBACK_PREFIX = "appcare:"  # biz_opaque_callback_data = CALLBACK_PREFIX + outbox row id
 FINISHED_INBOX = ("done", "ignored", "failed")
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
@@ -194,6 +198,21 @@ class OutboxItem:
     error: Optional[str]
     delivery_status: Optional[str]
     created_ts: float
+    attempts: int = 0
+    updated_ts: float = 0.0
+
+
+def callback_data(outbox_id: int) -> str:
+    """What goes into ``biz_opaque_callback_data`` of an outbound message."""
+    return f"{CALLBACK_PREFIX}{outbox_id}"
+
+
+def outbox_id_of(data: Optional[str]) -> Optional[int]:
+    """The outbox row id of an echoed ``biz_opaque_callback_data`` (None if not ours)."""
+    if not data or not data.startswith(CALLBACK_PREFIX):
+        return None
+    rest = data[len(CALLBACK_PREFIX):]
+    return int(rest) if rest.isdigit() and len(rest) < 19 else None
 
 
 def _outbox_item(row: Any) -> OutboxItem:
@@ -213,6 +232,8 @@ def _outbox_item(row: Any) -> OutboxItem:
         error=m["error"],
         delivery_status=m["delivery_status"],
         created_ts=m["created_ts"],
+        attempts=m["attempts"] or 0,
+        updated_ts=m["updated_ts"] or 0.0,
     )
 
 
@@ -404,7 +425,7 @@ class InboxStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(outbox)
-                .where(outbox.c.inbound_wamid == inbound_wamid, outbox.c.status.in_(("pending", "sending")))
+                .where(outbox.c.inbound_wamid == inbound_wamid, outbox.c.status.in_(("pending",) + IN_DOUBT))
                 .order_by(outbox.c.seq)
             )
             return [_outbox_item(r) for r in rows]
@@ -436,14 +457,54 @@ class InboxStore:
             )
             return [_outbox_item(r) for r in rows]
 
-    def mark_sending(self, outbox_id: int) -> None:
-        self._update_outgoing(outbox_id, status="sending", attempts=outbox.c.attempts + 1)
+    def mark_sending(self, outbox_id: int, from_status: Sequence[str] = ("pending", "deferred")) -> bool:
+        """Claims a row for one POST to Meta: True when it was in ``from_status``.
+        Conditional, so two instances can never both post the same row."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id, outbox.c.status.in_(tuple(from_status)))
+                .values(status="sending", attempts=outbox.c.attempts + 1, updated_ts=time.time())
+            ).rowcount == 1
 
     def mark_sent(self, outbox_id: int, wamid: Optional[str]) -> None:
-        self._update_outgoing(outbox_id, status="sent", wamid=wamid, payload_json=None, error=None, error_code=None)
+        """Meta accepted the row. A ``failed`` delivery report that overtook the
+        HTTP answer keeps the row failed."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id, outbox.c.status != "failed")
+                .values(status="sent", wamid=wamid, payload_json=None, error=None, error_code=None,
+                        updated_ts=time.time())
+            )
+            conn.execute(
+                update(outbox).where(outbox.c.id == outbox_id, outbox.c.wamid.is_(None)).values(wamid=wamid)
+            )
 
     def mark_failed(self, outbox_id: int, error_code: Optional[int], error: str) -> None:
         self._update_outgoing(outbox_id, status="failed", error_code=error_code, error=error[:64], payload_json=None)
+
+    def mark_unknown(self, outbox_id: int, error: str, keep_time: bool = False) -> bool:
+        """The POST may have reached Meta but its result is not known (timeout after
+        sending, 5xx, crash in flight). The payload stays for one resend; a status
+        webhook resolves the row. ``keep_time``: keep ``updated_ts`` (the moment of
+        the send), so the bounded wait counts from the send."""
+        values: Dict[str, Any] = {"status": "unknown", "error": error[:64]}
+        if not keep_time:
+            values["updated_ts"] = time.time()
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(outbox).where(outbox.c.id == outbox_id, outbox.c.status == "sending").values(**values)
+            ).rowcount == 1
+
+    def fail_unconfirmed(self, outbox_id: int, error: str) -> bool:
+        """An in-doubt row that was already resent once and is still not confirmed."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(outbox)
+                .where(outbox.c.id == outbox_id, outbox.c.status.in_(IN_DOUBT))
+                .values(status="failed", error=error[:64], payload_json=None, updated_ts=time.time())
+            ).rowcount == 1
 
     def mark_deferred(self, outbox_id: int, error_code: Optional[int], error: str) -> None:
         self._update_outgoing(outbox_id, status="deferred", error_code=error_code, error=error[:64])
@@ -452,16 +513,38 @@ class InboxStore:
         with self.engine.begin() as conn:
             conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(updated_ts=time.time(), **values))
 
-    def fail_interrupted_direct_sends(self) -> int:
-        """At start-up: direct sends (no inbound message) still pending/sending
-        were cut off by a restart. Their caller saw an error or a timeout and may
-        retry, so they are marked failed rather than sent late (never twice)."""
+    def outgoing_status(self, outbox_id: int) -> Optional[str]:
+        with self.engine.connect() as conn:
+            return conn.execute(select(outbox.c.status).where(outbox.c.id == outbox_id)).scalar()
+
+    def fail_interrupted_direct_sends(self, older_than: float = 120.0, now: Optional[float] = None) -> int:
+        """Direct sends (no inbound message) still ``pending`` long after they were
+        stored were cut off by a crash before their POST: nothing reached Meta. Their
+        caller saw an error or a timeout and may retry, so they are marked failed
+        rather than sent late (never twice). Rows in flight (``sending``) are not
+        touched here: :meth:`in_doubt_direct_sends` resolves them."""
+        now = now or time.time()
         with self.engine.begin() as conn:
             return conn.execute(
                 update(outbox)
-                .where(outbox.c.inbound_wamid.is_(None), outbox.c.status.in_(("pending", "sending")))
-                .values(status="failed", error="interrupted_by_restart", payload_json=None, updated_ts=time.time())
+                .where(outbox.c.inbound_wamid.is_(None), outbox.c.status == "pending")
+                .where(outbox.c.updated_ts < now - older_than)
+                .values(status="failed", error="interrupted_by_restart", payload_json=None, updated_ts=now)
             ).rowcount
+
+    def in_doubt_direct_sends(self, sending_before: float) -> List[OutboxItem]:
+        """Direct sends whose result is unknown, and those left ``sending`` by a dead
+        instance (in flight since before ``sending_before``: longer than any POST)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(outbox)
+                .where(outbox.c.inbound_wamid.is_(None))
+                .where(or_(outbox.c.status == "unknown",
+                           and_(outbox.c.status == "sending", outbox.c.updated_ts < sending_before)))
+                .order_by(outbox.c.id)
+                .limit(200)
+            )
+            return [_outbox_item(r) for r in rows]
 
     def deferred_for(self, phone_number_id: str, recipient: str, since_ts: float) -> List[OutboxItem]:
         with self.engine.connect() as conn:
@@ -541,7 +624,11 @@ class InboxStore:
                         recorded_ts=now,
                     )
                 )
-                row = conn.execute(select(outbox.c.id, outbox.c.delivery_status).where(outbox.c.wamid == status.wamid)).first()
+                row = conn.execute(
+                    select(outbox.c.id, outbox.c.delivery_status, outbox.c.status).where(outbox.c.wamid == status.wamid)
+                ).first()
+                if row is None:
+                    row = self._row_of_callback(conn, status)
                 if row is None:
                     continue
                 if status.status == "failed":
@@ -553,14 +640,43 @@ class InboxStore:
                             delivery_status="failed",
                             error_code=status.error_code,
                             error="delivery_failed",
+                            payload_json=None,
                             updated_ts=now,
                         )
                     )
-                elif DELIVERY_RANK.get(status.status, 0) > DELIVERY_RANK.get(row[1] or "", 0):
+                    continue
+                if row[2] in IN_DOUBT:
+                    # Meta reports on it, so it reached Meta: resolved, never resent.
+                    conn.execute(
+                        update(outbox)
+                        .where(outbox.c.id == row[0], outbox.c.status.in_(IN_DOUBT))
+                        .values(status="sent", payload_json=None, error=None, error_code=None, updated_ts=now)
+                    )
+                if DELIVERY_RANK.get(status.status, 0) > DELIVERY_RANK.get(row[1] or "", 0):
                     conn.execute(
                         update(outbox).where(outbox.c.id == row[0]).values(delivery_status=status.status, updated_ts=now)
                     )
         return count
+
+    @staticmethod
+    def _row_of_callback(conn: Connection, status: Any) -> Any:
+        """The outbox row named by the status's ``biz_opaque_callback_data`` (our row
+        id), when its recipient matches; its wamid is filled in (the HTTP answer that
+        carried it may have been lost in a crash)."""
+        outbox_id = outbox_id_of(getattr(status, "callback_data", None))
+        if outbox_id is None:
+            return None
+        row = conn.execute(
+            select(outbox.c.id, outbox.c.delivery_status, outbox.c.status, outbox.c.recipient_hash, outbox.c.wamid)
+            .where(outbox.c.id == outbox_id)
+        ).first()
+        if row is None:
+            return None
+        if status.recipient_id and row[3] != conversation_hash(status.recipient_id):
+            return None
+        if row[4] is None:
+            conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(wamid=status.wamid))
+        return row
 
     def status_events_for(self, wamid: str) -> List[Dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -60,6 +60,9 @@ class StatusUpdate:
     timestamp: Optional[int]
     error_code: Optional[int] = None
     error_title: Optional[str] = None
+    # Meta echoes the ``biz_opaque_callback_data`` we sent with the message; the
+    # channel puts its outbox row id there (``appcare:<id>``).
+    callback_data: Optional[str] = None
 
 
 @dataclass
@@ -173,6 +176,7 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
                 timestamp=_int(raw.get("timestamp")),
                 error_code=_int(first.get("code")),
                 error_title=_str(first.get("title")),
+                callback_data=(_str(raw.get("biz_opaque_callback_data")) or "")[:512] or None,
             )
         )
 

@@ -43,7 +43,7 @@ import time
 import uuid
 from dataclasses import dataclass
 import traceback
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Text
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Text
 
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -60,13 +60,17 @@ from channels.config import WhatsAppConfig
 from channels.formatting import BotMessage
 from channels.graph_api import REENGAGEMENT_CODE, GraphAPIClient, GraphAPIError
 from channels.inbox import (
+    IN_DOUBT,
     WINDOW_MARGIN_SECONDS,
     WINDOW_SECONDS,
     AsyncInbox,
     InboxItem,
     InboxStore,
     NewInbound,
+    OutboxItem,
+    callback_data,
 )
+from channels import turn_recovery
 from channels.webhook_parser import InboundMessage, WebhookPayloadError, parse_webhook
 
 logger = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ CHANNEL_NAME = "whatsapp"
 REF_KWARG = "whatsapp_ref"  # utter_message(..., whatsapp_ref="kcc:42") -> outbox.ref
 NO_WINDOW_KINDS = {"reaction", "system"}  # do not (re)open the 24h window
 HOUSEKEEPING_INTERVAL = 3600.0
+DIRECT_PENDING_ORPHANED = 120.0  # a direct send still unsent after this long was cut off by a crash
 DB_RETRY_SECONDS = 5.0  # inbox database down at start-up: try again this often
 _MAX_CHALLENGE = 512
 ROUTE_HEADER = "x-appcare-route"  # sender hashes a front assigns to this instance
@@ -105,6 +110,9 @@ class ScaleSettings:
     ``bot_retry_seconds`` / ``WHATSAPP_BOT_RETRY_SECONDS`` (120): how long a message
     is retried while Rasa fails (tracker store, lock store down) before the citizen
     gets ``error_text`` / ``WHATSAPP_ERROR_TEXT``.
+    ``confirm_seconds`` / ``WHATSAPP_CONFIRM_SECONDS`` (30): how long a send whose
+    result is unknown (timeout after sending, 5xx, crash in flight) waits for Meta's
+    status webhook before it is resent, once.
     ``APPCARE_INSTANCE_ID``: stable name of this instance (e.g. ``rasa-1``); a
     restarted instance then frees its own leases at once."""
 
@@ -112,6 +120,7 @@ class ScaleSettings:
     sweep_interval: float = 3.0
     stale_after: float = 10.0
     bot_retry_seconds: float = 120.0
+    confirm_seconds: float = 30.0
     error_text: str = DEFAULT_ERROR_TEXT
     instance_id: str = ""
 
@@ -124,7 +133,7 @@ class ScaleSettings:
         creds = dict(credentials or {})
         values: Dict[str, Any] = {}
         for key, default in (("lease_seconds", 10.0), ("sweep_interval", 3.0), ("stale_after", 10.0),
-                             ("bot_retry_seconds", 120.0)):
+                             ("bot_retry_seconds", 120.0), ("confirm_seconds", 30.0)):
             raw = creds.get(key)
             try:
                 values[key] = float(raw) if raw is not None else _env_float(f"WHATSAPP_{key.upper()}", default)
@@ -135,6 +144,7 @@ class ScaleSettings:
         settings = cls(**values)
         settings.lease_seconds = max(2.0, settings.lease_seconds)
         settings.sweep_interval = max(0.2, min(settings.sweep_interval, settings.lease_seconds / 3))
+        settings.confirm_seconds = max(1.0, settings.confirm_seconds)
         return settings
 
 
@@ -361,6 +371,8 @@ class WhatsAppService:
         self._housekeeping: Optional[asyncio.Task] = None
         self._maintenance: Optional[asyncio.Task] = None
         self._db_ok = True
+        self._started_at = time.time()
+        self._resolving: Dict[int, asyncio.Task] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, app: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
@@ -369,10 +381,11 @@ class WhatsAppService:
         self._stopping = False
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeeping_loop())
         self._maintenance = asyncio.get_running_loop().create_task(self._maintenance_loop())
+        self._started_at = time.time()
         try:
-            interrupted = await self.store.fail_interrupted_direct_sends()
+            interrupted = await self.store.fail_interrupted_direct_sends(DIRECT_PENDING_ORPHANED)
             if interrupted:
-                logger.warning("WhatsApp: %d direct send(s) interrupted by the last shutdown marked failed", interrupted)
+                logger.warning("WhatsApp: %d direct send(s) interrupted before sending marked failed", interrupted)
             stale = await self.store.drop_leases_of(self.scale.instance_id)
             if stale:
                 logger.info("WhatsApp: released %d lease(s) left by the previous run of this instance", stale)
@@ -452,6 +465,30 @@ class WhatsAppService:
                 logger.info("WhatsApp: picking up open messages of %d sender(s) nobody is working on", len(taken))
             for wa_id in taken:
                 self.notify(wa_id)
+            try:
+                await self._resolve_direct_sends()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                appcare_metrics.WA_ERRORS.labels("maintenance").inc()
+                logger.error("WhatsApp: checking sends with an unknown result failed (%s)", _where(exc))
+
+    async def _resolve_direct_sends(self) -> None:
+        """Direct sends (staff replies) whose result is unknown, or left in flight by
+        a dead instance, are settled in the background: by Meta's status webhook, or
+        resent once after ``confirm_seconds``. Pending ones cut off before their POST
+        are marked failed (their caller may retry; nothing reached Meta)."""
+        interrupted = await self.store.fail_interrupted_direct_sends(DIRECT_PENDING_ORPHANED)
+        if interrupted:
+            logger.warning("WhatsApp: %d direct send(s) cut off before sending marked failed", interrupted)
+        in_flight_limit = self.graph.timeout + 5.0
+        rows = await self.store.in_doubt_direct_sends(time.time() - in_flight_limit)
+        for row in rows:
+            task = self._resolving.get(row.id)
+            if task is None or task.done():
+                self._resolving[row.id] = asyncio.get_running_loop().create_task(self._resolve_in_doubt(row))
+        for outbox_id in [i for i, t in self._resolving.items() if t.done()]:
+            self._resolving.pop(outbox_id, None)
 
     # ------------------------------------------------------------- receiving
     async def accept(self, messages: List[InboundMessage], statuses: List[Any], received_ts: float) -> Dict[str, int]:
@@ -613,9 +650,20 @@ class WhatsAppService:
             await self.store.finish_inbound(item.wamid, "done")
             return
         attempts = await self.store.start_processing(item.wamid)
-        if attempts > self.config.max_processing_attempts:
-            logger.error("WhatsApp: message dropped after %d processing attempts sender=%s", attempts - 1, sender)
-            await self.store.finish_inbound(item.wamid, "failed", "too_many_attempts")
+        sender_id = conversation_id(item.wa_id, item.phone_number_id, self.config.phone_number_id)
+        municipality = str(item.metadata.get("municipality") or "") or None
+        replayed: Optional[List[Dict[str, Any]]] = None
+        if attempts > 1:
+            # An earlier attempt was cut off (crash, kill). If Rasa finished that turn,
+            # its tracker holds it: send those replies instead of a second turn.
+            replayed = await turn_recovery.replies_of_completed_turn(self._agent(), sender_id, item.wamid)
+            if replayed is not None:
+                logger.warning(
+                    "WhatsApp: turn completed by an interrupted attempt; sending its %d stored reply message(s) sender=%s",
+                    len(replayed), sender,
+                )
+        if replayed is None and attempts > self.config.max_processing_attempts:
+            await self._give_up(item, sender_id, municipality, "too_many_attempts", attempts - 1)
             return
         await self._deliver_deferred(item.phone_number_id, item.wa_id)
         await self.graph.mark_as_read(item.phone_number_id, item.wamid, typing_indicator=True)
@@ -629,11 +677,15 @@ class WhatsAppService:
             message = UserMessage(
                 item.text,
                 collector,
-                conversation_id(item.wa_id, item.phone_number_id, self.config.phone_number_id),
+                sender_id,
                 input_channel=CHANNEL_NAME,
                 message_id=item.wamid,
                 metadata=item.metadata,
             )
+            if replayed is not None:
+                for bot_message in replayed:
+                    await collector.send_response(sender_id, dict(bot_message))
+                break
             try:
                 assert self.on_new_message is not None
                 await self.on_new_message(message)
@@ -659,11 +711,14 @@ class WhatsAppService:
                 if time.monotonic() >= deadline:
                     error = "bot_unavailable"
                     logger.error(
-                        "WhatsApp: bot kept failing for %.0fs sender=%s (%s); citizen asked to try again",
+                        "WhatsApp: bot kept failing for %.0fs sender=%s (%s); citizen told, KCC ticket opened",
                         time.monotonic() - started, sender, _where(exc),
                     )
                     collector = WhatsAppTurnCollector()
-                    collector.messages.append(BotMessage("text", text=self.scale.error_text))
+                    collector.messages.append(
+                        BotMessage("text", text=turn_recovery.failure_text(self._agent(), municipality))
+                    )
+                    await turn_recovery.open_failure_ticket(sender_id, item.text, municipality, error)
                     break
                 delay = min(10.0, 0.5 * 2 ** min(tries, 5))
                 logger.warning(
@@ -696,25 +751,49 @@ class WhatsAppService:
             f" ({error})" if error else "",
         )
 
+    def _agent(self) -> Any:
+        ctx = getattr(self.app, "ctx", None)
+        return getattr(ctx, "agent", None) if ctx is not None else None
+
+    async def _give_up(self, item: InboxItem, sender_id: str, municipality: Optional[str], why: str,
+                       tries: int) -> None:
+        """A message that could not be handled after all its attempts (it kept
+        crashing the process): never dropped silently. The citizen gets the failure
+        text with the phone number, the desk a ticket, the log the reason."""
+        sender = conversation_hash(item.wa_id)
+        logger.error("WhatsApp: message not handled after %d attempts sender=%s; failure text sent, KCC ticket opened",
+                     tries, sender)
+        await turn_recovery.open_failure_ticket(sender_id, item.text, municipality, why)
+        text = turn_recovery.failure_text(self._agent(), municipality)
+        payloads = formatting.plan_turn(item.wa_id, [BotMessage("text", text=text)])
+        await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads,
+                                     [formatting.describe(p) for p in payloads])
+        await self._send_reply_rows(item.wamid, item.sort_ts)
+        await self.store.finish_inbound(item.wamid, "failed", why)
+
     async def _send_reply_rows(
         self, inbound_wamid: str, sent_ts: Optional[float] = None, received_ts: Optional[str] = None
     ) -> None:
+        """Sends a stored reply's rows in order. A row whose result is unknown (left
+        in flight by a crash, or a timeout after sending) is settled before the next
+        one goes out, so the citizen gets every part once and in order."""
         window_open = sent_ts is not None and time.time() - sent_ts < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS - 600
         first = True
         for row in await self.store.unsent_reply_rows(inbound_wamid):
-            if row.status == "sending":
-                # We crashed while this request was in flight: Meta may or may not
-                # have delivered it. Not resending keeps "never answered twice".
+            if row.status in IN_DOUBT:
                 logger.warning(
-                    "WhatsApp: message interrupted in flight, not resent (at-most-once) recipient=%s",
-                    conversation_hash(row.recipient),
+                    "WhatsApp: resuming a send with unknown result recipient=%s", conversation_hash(row.recipient)
                 )
-                await self.store.mark_failed(row.id, None, "interrupted_in_flight")
-                continue
-            sent = await self._send_row(
-                row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref, window_open
-            )
-            if sent and first and received_ts:
+                outcome = await self._resolve_in_doubt(row)
+            else:
+                outcome = await self._send_row(
+                    row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref, window_open
+                )
+                if outcome == "unknown":
+                    fresh = await self.store.get_outgoing(row.id)
+                    if fresh is not None and fresh.status in IN_DOUBT:
+                        outcome = await self._resolve_in_doubt(fresh)
+            if outcome == "sent" and first and received_ts:
                 first = False
                 try:
                     received = dt.datetime.fromisoformat(str(received_ts)).timestamp()
@@ -761,18 +840,33 @@ class WhatsAppService:
         kind: str,
         ref: Optional[str],
         window_open: bool = False,
-    ) -> bool:
-        """Sends one outbox row. ``window_open``: the caller knows the citizen
-        wrote less than 24h ago (a reply to a fresh message): skip the lookup."""
+        from_status: Sequence[str] = ("pending", "deferred"),
+    ) -> str:
+        """Sends one outbox row; returns ``sent``, ``failed``, ``deferred``,
+        ``unknown`` (may have reached Meta: see :meth:`_resolve_in_doubt`) or
+        ``skipped`` (another worker has the row). ``window_open``: the caller knows
+        the citizen wrote less than 24h ago (a reply to a fresh message)."""
         if kind != "template" and not window_open and not await self.store.in_window(phone_number_id, recipient):
             return await self._outside_window(outbox_id, phone_number_id, recipient, ref)
         # Wait for the per-citizen pace *before* the row is marked in flight: a crash
         # while waiting must not look like a send Meta may have received.
         await self._wait_for_pace(recipient)
-        await self.store.mark_sending(outbox_id)
+        if not await self.store.mark_sending(outbox_id, from_status):
+            return "skipped"
+        # Meta echoes this in every status webhook of the message: after a crash the
+        # row is found again even when the HTTP answer with the wamid was lost.
+        tagged = dict(payload, biz_opaque_callback_data=callback_data(outbox_id))
         try:
-            wamid = await self.graph.send_message(phone_number_id, payload)
+            wamid = await self.graph.send_message(phone_number_id, tagged)
         except GraphAPIError as error:
+            if error.in_doubt:
+                await self.store.mark_unknown(outbox_id, error.short)
+                appcare_metrics.WA_SEND_FAILURES.labels("unknown").inc()
+                logger.warning(
+                    "WhatsApp: %s result unknown recipient=%s (%s); waiting for Meta's status report",
+                    kind, conversation_hash(recipient), error,
+                )
+                return "unknown"
             if error.code == REENGAGEMENT_CODE and kind != "template":
                 return await self._outside_window(outbox_id, phone_number_id, recipient, ref)
             await self.store.mark_failed(outbox_id, error.code, error.short)
@@ -780,17 +874,60 @@ class WhatsAppService:
             logger.error(
                 "WhatsApp: %s not sent recipient=%s (%s)", kind, conversation_hash(recipient), error
             )
-            return False
+            return "failed"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001
             await self.store.mark_failed(outbox_id, None, "client_error")
             appcare_metrics.WA_SEND_FAILURES.labels("client_error").inc()
             logger.error("WhatsApp: %s not sent recipient=%s (%s)", kind, conversation_hash(recipient), _where(exc))
-            return False
+            return "failed"
         await self.store.mark_sent(outbox_id, wamid)
         appcare_metrics.WA_REPLIES.labels(kind[:32]).inc()
-        return True
+        return "sent"
+
+    async def _resolve_in_doubt(self, row: OutboxItem) -> str:
+        """A row that may have reached Meta (left ``sending`` by a crash, or
+        ``unknown`` after a timeout/5xx). Meta's status webhook (matched on
+        ``biz_opaque_callback_data``) settles it; when none arrives within
+        ``confirm_seconds`` of the send (or of this instance's start, whichever is
+        later) it is resent once. Still unknown after that: failed (``unconfirmed``)."""
+        who = conversation_hash(row.recipient)
+        if row.status == "sending":
+            await self.store.mark_unknown(row.id, "interrupted_in_flight", keep_time=True)
+        deadline = max(row.updated_ts, self._started_at) + self.scale.confirm_seconds
+        status = await self._wait_for_confirmation(row.id, deadline)
+        if status not in IN_DOUBT:
+            logger.info("WhatsApp: send with unknown result confirmed by Meta (%s) recipient=%s", status, who)
+            return status or "failed"
+        if row.attempts >= 2 or not row.payload:
+            await self.store.fail_unconfirmed(row.id, "unconfirmed")
+            logger.error("WhatsApp: send still unconfirmed after a resend; given up recipient=%s", who)
+            return "failed"
+        logger.warning(
+            "WhatsApp: no status report within %.0fs for a send with unknown result; resending once recipient=%s",
+            self.scale.confirm_seconds, who,
+        )
+        outcome = await self._send_row(
+            row.id, row.phone_number_id, row.recipient, row.payload, row.kind, row.ref,
+            window_open=row.kind == "template", from_status=("unknown",),
+        )
+        if outcome == "unknown":
+            status = await self._wait_for_confirmation(row.id, time.time() + self.scale.confirm_seconds)
+            if status in IN_DOUBT:
+                await self.store.fail_unconfirmed(row.id, "unconfirmed")
+                logger.error("WhatsApp: resend still unconfirmed; given up recipient=%s", who)
+                return "failed"
+            return status or "failed"
+        return outcome
+
+    async def _wait_for_confirmation(self, outbox_id: int, deadline: float) -> Optional[str]:
+        """Polls the row until it leaves the in-doubt states or ``deadline`` passes."""
+        while True:
+            status = await self.store.outgoing_status(outbox_id)
+            if status not in IN_DOUBT or time.time() >= deadline or self._stopping:
+                return status
+            await asyncio.sleep(min(0.5, max(0.05, deadline - time.time())))
 
     async def _wait_for_pace(self, recipient: str) -> None:
         interval = float(getattr(self.graph, "send_interval", 0) or 0)
@@ -800,7 +937,7 @@ class WhatsAppService:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    async def _outside_window(self, outbox_id: int, phone_number_id: str, recipient: str, ref: Optional[str]) -> bool:
+    async def _outside_window(self, outbox_id: int, phone_number_id: str, recipient: str, ref: Optional[str]) -> str:
         """Free-form messages need a citizen message in the last 24 hours. Outside
         it the configured template goes out instead (once until the citizen
         replies) and the message waits (``deferred``) until the citizen writes."""
@@ -811,17 +948,21 @@ class WhatsAppService:
                 who,
             )
             await self.store.mark_failed(outbox_id, REENGAGEMENT_CODE, "outside_24h_window_no_template")
-            return False
+            return "failed"
         if await self.store.template_pending(phone_number_id, recipient):
             logger.info("WhatsApp: outside the 24h window, template already sent; message deferred recipient=%s", who)
             await self.store.mark_deferred(outbox_id, REENGAGEMENT_CODE, "outside_24h_window_deferred")
-            return False
+            return "deferred"
         template = formatting.template_payload(recipient, self.config.template_name, self.config.template_language)
         (template_id,) = await self.store.add_outgoing(phone_number_id, recipient, [template], ["template"], ref)
         sent = await self._send_row(template_id, phone_number_id, recipient, template, "template", ref)
-        if not sent:
+        if sent == "unknown":
+            # The template may have gone out; the maintenance loop settles it. The
+            # message itself waits for the citizen, like after a sent template.
+            sent = "sent"
+        if sent != "sent":
             await self.store.mark_failed(outbox_id, REENGAGEMENT_CODE, "outside_24h_window_template_failed")
-            return False
+            return "failed"
         await self.store.mark_template_sent(phone_number_id, recipient)
         await self.store.mark_deferred(outbox_id, REENGAGEMENT_CODE, "outside_24h_window_template_sent")
         logger.info(
@@ -829,7 +970,7 @@ class WhatsAppService:
             self.config.template_name,
             who,
         )
-        return False
+        return "deferred"
 
 
 class WhatsAppInput(InputChannel):

@@ -10,7 +10,14 @@ scripted per test.
 Script items for message sends (read receipts always succeed unless
 ``script_reads`` is used): ``"ok"`` (200 with a new wamid), ``429``, ``500``,
 ``400`` (code 100), ``131047`` (re-engagement, HTTP 400), ``"hang"`` (answers
-only when the test ends), or a tuple ``(http_status, meta_error_code)``.
+only when the test ends), ``"accept_then_timeout"`` (Meta takes the message - it
+counts as delivered and its status webhooks go out - but the HTTP answer never
+comes in time), ``"swallow"`` (the request is read but never reaches "Meta": no
+delivery, no status, no answer in time), or a tuple ``(http_status, meta_error_code)``.
+
+Like Meta, it can report on every message it took with a signed status webhook
+(``sent``, then ``delivered``) that echoes ``biz_opaque_callback_data``:
+``graph.report_statuses_to(webhook_url, app_secret)``.
 """
 from __future__ import annotations
 
@@ -39,6 +46,9 @@ class FakeGraphAPI:
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._ids = itertools.count(1)
+        self._status_url: Optional[str] = None
+        self._status_secret = ""
+        self.status_posts: List[int] = []  # HTTP status of each status webhook we posted
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +77,7 @@ class FakeGraphAPI:
                         "answer": action,
                     }
                     fake.requests.append(record)
-                fake._answer(self, action, body, is_read)
+                fake._answer(self, action, body, is_read, self.path)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -105,6 +115,36 @@ class FakeGraphAPI:
     def release_hanging(self) -> None:
         self._release.set()
 
+    def report_statuses_to(self, webhook_url: Optional[str], app_secret: str = "") -> None:
+        """Send Meta-style status webhooks for every message taken (None: stop)."""
+        self._status_url, self._status_secret = webhook_url, app_secret
+
+    def _report(self, wamid: str, body: Any, path: str) -> None:
+        url = self._status_url
+        if not url or not isinstance(body, dict):
+            return
+        import hashlib
+        import hmac
+
+        import requests
+
+        from tools.loadtest import pnid_of_path, status_payload
+
+        def post() -> None:
+            for status in ("sent", "delivered"):
+                data = status_payload(wamid, str(body.get("to") or ""), pnid_of_path(path), status,
+                                      body.get("biz_opaque_callback_data"))
+                sig = "sha256=" + hmac.new(self._status_secret.encode(), data, hashlib.sha256).hexdigest()
+                try:
+                    answer = requests.post(url, data=data, timeout=10, headers={
+                        "Content-Type": "application/json", "X-Hub-Signature-256": sig}).status_code
+                except requests.RequestException:
+                    answer = 0
+                with self._lock:
+                    self.status_posts.append(answer)
+
+        threading.Thread(target=post, name="fake-graph-status", daemon=True).start()
+
     # ------------------------------------------------------------ queries
     def messages(self, to: Optional[str] = None) -> List[Dict[str, Any]]:
         with self._lock:
@@ -112,8 +152,8 @@ class FakeGraphAPI:
         return [r for r in found if to is None or (r["json"] or {}).get("to") == to]
 
     def delivered(self, to: Optional[str] = None) -> List[Dict[str, Any]]:
-        """Message sends that were answered with 200."""
-        return [r for r in self.messages(to) if r["answer"] == "ok"]
+        """Message sends that Meta took (answered with 200, or taken and then timed out)."""
+        return [r for r in self.messages(to) if r["answer"] in ("ok", "accept_then_timeout")]
 
     def read_receipts(self) -> List[Dict[str, Any]]:
         with self._lock:
@@ -128,16 +168,23 @@ class FakeGraphAPI:
         return predicate(self)
 
     # ------------------------------------------------------------ answers
-    def _answer(self, handler: BaseHTTPRequestHandler, action: Any, body: Any, is_read: bool) -> None:
+    def _answer(self, handler: BaseHTTPRequestHandler, action: Any, body: Any, is_read: bool, path: str = "") -> None:
         if action == "hang":
             self._release.wait(timeout=60)
             action = "ok"
+        if action in ("accept_then_timeout", "swallow"):
+            if action == "accept_then_timeout" and not is_read:
+                self._report(f"wamid.FAKE{next(self._ids):06d}", body, path)
+            self._release.wait(timeout=5)  # longer than the client's timeout in tests
+            handler.close_connection = True
+            return
         if action == "ok":
             if is_read:
                 self._send(handler, 200, {"success": True})
             else:
                 to = (body or {}).get("to") if isinstance(body, dict) else None
                 wamid = f"wamid.FAKE{next(self._ids):06d}"
+                self._report(wamid, body, path)
                 self._send(
                     handler,
                     200,

@@ -234,6 +234,33 @@ def text_payload(wa_id: str, text: str, wamid: str, pnid: str = PNID_TERNEUZEN, 
     return json.dumps(payload).encode("utf-8")
 
 
+def status_payload(wamid: str, recipient: str, pnid: str, status: str = "sent",
+                   callback_data: Optional[str] = None, ts: Optional[int] = None) -> bytes:
+    """A status webhook as Meta sends it for one of our messages; ``callback_data``
+    is the ``biz_opaque_callback_data`` of the send, echoed."""
+    item: Dict[str, Any] = {
+        "id": wamid, "status": status, "timestamp": str(int(ts or time.time())), "recipient_id": recipient,
+        "pricing": {"billable": True, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"},
+    }
+    if callback_data:
+        item["biz_opaque_callback_data"] = callback_data
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "31850000000", "phone_number_id": pnid},
+            "statuses": [item],
+        }}]}],
+    }
+    return json.dumps(payload).encode("utf-8")
+
+
+def pnid_of_path(path: str) -> str:
+    """The business number id of a Graph API path ``.../{phone_number_id}/messages``."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    return parts[-2] if len(parts) >= 2 else ""
+
+
 def signature(body: bytes, secret: str = APP_SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 

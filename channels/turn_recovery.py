@@ -1,0 +1,140 @@
+"""Finishing a turn that a crashed instance left behind, without doing it twice.
+
+Rasa saves a conversation's tracker once, at the end of a turn, with every event
+of that turn. So when an instance dies while it works on a citizen's message, the
+tracker either holds the whole turn (the message as a ``user`` event with the
+WhatsApp message id, followed by the bot's utterances) or none of it:
+
+* :func:`replies_of_completed_turn` reads the tracker (under Rasa's lock for the
+  conversation) and returns the bot utterances of that turn, so the instance that
+  takes over sends them instead of handing the message to Rasa a second time
+  (no second ``user`` event, no second relay of the text to a KCC ticket);
+* otherwise the message goes to Rasa as usual.
+
+:func:`open_failure_ticket` and :func:`failure_text` serve a message that could not
+be handled at all: the desk gets a ticket, the citizen a text with the phone number.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Dict, List, Optional
+
+from appcare.pii import conversation_hash
+
+logger = logging.getLogger(__name__)
+
+FAILURE_REASON = "technical_failure"  # desk label: "kon niet automatisch beantwoord worden"
+FAILURE_RESPONSE = "utter_channel_failure"
+FALLBACK_FAILURE_TEXT = (
+    "Sorry, door een storing kan ik je bericht nu niet beantwoorden. Een collega van het "
+    "klantcontactcentrum kijkt ernaar. Heb je haast? Bel {phone}."
+)
+LOCK_WAIT_SECONDS = 30.0
+
+
+async def replies_of_completed_turn(agent: Any, sender_id: str, message_id: str) -> Optional[List[Dict[str, Any]]]:
+    """The bot messages Rasa produced for ``message_id`` when the tracker holds that
+    turn (a list, possibly empty: the bot stayed silent, e.g. during a handoff);
+    None when Rasa never finished it or the tracker cannot be read."""
+    tracker_store = getattr(agent, "tracker_store", None)
+    if tracker_store is None or not message_id:
+        return None
+    lock_store = getattr(agent, "lock_store", None)
+    try:
+        if lock_store is not None:
+            async with lock_store.lock(sender_id, wait_time_in_seconds=0.2):
+                tracker = await tracker_store.retrieve(sender_id)
+        else:
+            tracker = await tracker_store.retrieve(sender_id)
+    except Exception as exc:  # noqa: BLE001 - fall back to asking Rasa
+        logger.warning("WhatsApp: could not read the conversation to resume a turn (%s)", type(exc).__name__)
+        return None
+    if tracker is None:
+        return None
+    return bot_messages_after(list(tracker.events), message_id)
+
+
+def bot_messages_after(events: List[Any], message_id: str) -> Optional[List[Dict[str, Any]]]:
+    """Bot utterances between the user event ``message_id`` and the next user event."""
+    from rasa.shared.core.events import BotUttered, UserUttered
+
+    start = None
+    for index, event in enumerate(events):
+        if isinstance(event, UserUttered) and getattr(event, "message_id", None) == message_id:
+            start = index
+    if start is None:
+        return None
+    replies: List[Dict[str, Any]] = []
+    for event in events[start + 1:]:
+        if isinstance(event, UserUttered):
+            break
+        if isinstance(event, BotUttered):
+            message = event.message()
+            message.pop("timestamp", None)
+            replies.append(message)
+    return replies
+
+
+def failure_text(agent: Any, municipality: Optional[str]) -> str:
+    """The domain's ``utter_channel_failure`` with the municipality's phone number."""
+    text = FALLBACK_FAILURE_TEXT
+    domain = getattr(agent, "domain", None)
+    responses = getattr(domain, "responses", None) or {}
+    for variant in responses.get(FAILURE_RESPONSE) or []:
+        if isinstance(variant, dict) and variant.get("text"):
+            text = str(variant["text"])
+            break
+    return text.replace("{phone}", _phone(municipality))
+
+
+def _phone(municipality: Optional[str]) -> str:
+    try:
+        from appcare import content
+
+        return str(content.load(municipality or None).contact.phone.value)
+    except Exception as exc:  # noqa: BLE001 - a broken content file must not hide the failure
+        logger.error("WhatsApp: no phone number for the failure text (%s)", type(exc).__name__)
+        return "het algemene nummer van je gemeente"
+
+
+async def open_failure_ticket(conversation_id: str, text: Optional[str], municipality: Optional[str],
+                              why: str) -> Optional[int]:
+    """A KCC ticket for a message the assistant could not answer (masked by the store)."""
+    def _open() -> int:
+        import datetime as dt
+
+        from appcare import clock, content
+        from appcare import opening_hours as oh
+        from appcare.handoff_store import default_store
+
+        name = municipality or content.default_municipality()
+        in_hours, expected = True, None
+        try:  # the same promise as a handoff by the bot (KCC hours)
+            facts = content.load(name)
+            now = clock.now()
+            in_hours = oh.is_open(facts, "kcc", now)
+            expected = oh.closes_at(facts, "kcc", now) if in_hours else oh.next_opening(facts, "kcc", now)
+        except Exception:  # noqa: BLE001 - a ticket without a promise is better than none
+            pass
+        ticket = default_store().open_ticket(
+            conversation_id=conversation_id,
+            reason=FAILURE_REASON,
+            summary=f"Reden: kon niet automatisch beantwoord worden ({why}). Laatste bericht: {(text or '')[:300]}",
+            transcript=[{"sender": "citizen", "text": text or ""}],
+            municipality=name,
+            channel="whatsapp",
+            in_kcc_hours=in_hours,
+            expected_reply_at=expected.astimezone(dt.timezone.utc).replace(tzinfo=None) if expected else None,
+        )
+        return ticket.id
+
+    try:
+        ticket_id = await asyncio.get_running_loop().run_in_executor(None, _open)
+    except Exception as exc:  # noqa: BLE001
+        logger.error("WhatsApp: could not open a KCC ticket for an unanswered message conversation=%s (%s)",
+                     conversation_hash(conversation_id), type(exc).__name__)
+        return None
+    logger.error("WhatsApp: message could not be answered automatically (%s); KCC ticket %s opened conversation=%s",
+                 why, ticket_id, conversation_hash(conversation_id))
+    return ticket_id
