@@ -33,6 +33,7 @@ REASON_LABELS = {
     "complaint": "klacht",
     "out_of_scope": "onderwerp buiten de assistent",
     "not_understood": "assistent begreep de vraag niet",
+    "technical_failure": "kon niet automatisch beantwoord worden",
 }
 
 

@@ -481,7 +481,10 @@ class WhatsAppService:
         interrupted = await self.store.fail_interrupted_direct_sends(DIRECT_PENDING_ORPHANED)
         if interrupted:
             logger.warning("WhatsApp: %d direct send(s) cut off before sending marked failed", interrupted)
-        in_flight_limit = self.graph.timeout + 5.0
+        # Longer than any live POST including its retries: a row ``sending`` for longer
+        # belongs to a dead instance.
+        graph = self.graph
+        in_flight_limit = graph.max_attempts * graph.timeout + (graph.max_attempts - 1) * graph.backoff_max + 5.0
         rows = await self.store.in_doubt_direct_sends(time.time() - in_flight_limit)
         for row in rows:
             task = self._resolving.get(row.id)

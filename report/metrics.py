@@ -93,6 +93,7 @@ REASON_LABELS = {
     "complaint": "Klacht",
     "out_of_scope": "Onderwerp buiten de assistent",
     "not_understood": "Assistent begreep de vraag niet",
+    "technical_failure": "Kon niet automatisch beantwoord worden (storing)",
 }
 REPHRASE_RESPONSES = frozenset({
     "utter_ask_rephrase_text",

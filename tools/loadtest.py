@@ -36,6 +36,7 @@ import hmac
 import json
 import math
 import os
+import queue
 import random
 import signal
 import socket
@@ -97,7 +98,17 @@ def percentile(values: List[float], p: float) -> float:
 # ------------------------------------------------------------------ fake Graph API
 class RecordingGraph:
     """Fake Graph API: answers every send with a wamid and attributes replies to the
-    message whose read receipt came last for that citizen."""
+    message whose read receipt came last for that citizen.
+
+    Like Meta it reports on every message it took with signed status webhooks
+    (``sent``, ``delivered``) to ``status_url``, echoing ``biz_opaque_callback_data``
+    and retrying a webhook that is not answered 200. Each instance reaches it under
+    its own path prefix (``/i/<instance>/...``), so a *trap* can stop one instance at
+    an exact moment for a kill: at a read receipt (before Rasa), some time after one
+    (during the turn), or at a reply send that Meta took (``send_accepted``) or that
+    never reached Meta (``send_lost``)."""
+
+    TRAPS = ("before_rasa", "during_turn", "send_accepted", "send_lost")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -110,10 +121,19 @@ class RecordingGraph:
         self.texts: Dict[str, List[str]] = {}  # wa_id -> reply texts, in order
         self.paths: Dict[str, List[str]] = {}  # wa_id -> request paths (which business number sent it)
         self.reply_bodies: Dict[str, List[str]] = {}  # inbound wamid -> reply bodies
+        self.callbacks: Dict[str, int] = {}  # biz_opaque_callback_data -> times taken (>1: citizen got it twice)
+        self.callback_owner: Dict[str, str] = {}  # biz_opaque_callback_data -> inbound wamid
         self.unattributed = 0
         self.requests = 0
+        self.status_url: Optional[str] = None
+        self.app_secret = APP_SECRET
+        self.status_failures = 0
+        self._status_queue: "queue.Queue[Tuple[bytes, float]]" = queue.Queue()
         self._since_receipt: Dict[str, bool] = {}
         self._ids = 0
+        self._trap: Optional[Dict[str, Any]] = None
+        self.trap_hit = threading.Event()
+        self._held = threading.Event()  # released when the run ends
         graph = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,7 +149,17 @@ class RecordingGraph:
                     body = json.loads(raw.decode("utf-8")) if raw else {}
                 except ValueError:
                     body = {}
-                answer = graph.record(body if isinstance(body, dict) else {}, self.path)
+                body = body if isinstance(body, dict) else {}
+                trap = graph._spring(body, self.path)
+                if trap == "send_lost" or trap == "before_rasa":
+                    graph._held.wait(120)  # the instance is killed meanwhile; nothing recorded
+                    self.close_connection = True
+                    return
+                answer = graph.record(body, self.path)
+                if trap == "send_accepted":
+                    graph._held.wait(120)  # Meta took it; the answer never reaches the instance
+                    self.close_connection = True
+                    return
                 data = json.dumps(answer).encode("utf-8")
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -146,16 +176,23 @@ class RecordingGraph:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-graph", daemon=True)
+        self._status_thread = threading.Thread(target=self._post_statuses, name="fake-graph-status", daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def url_for(self, instance: str) -> str:
+        return f"{self.url}/i/{instance}"
+
     def start(self) -> "RecordingGraph":
         self.thread.start()
+        self._status_thread.start()
         return self
 
     def stop(self) -> None:
+        self._held.set()
+        self._status_queue.put((b"", 0.0))
         self.server.shutdown()
         self.server.server_close()
 
@@ -163,6 +200,37 @@ class RecordingGraph:
         with self.lock:
             self.sender_of[wamid] = wa_id
 
+    # ----------------------------------------------------------------- traps
+    def arm(self, kind: str, instance: str, turn_delay: float = 0.4) -> None:
+        """The next matching request of ``instance`` sets :attr:`trap_hit` (and is
+        held, see the class docstring): the driver then kills that instance."""
+        if kind not in self.TRAPS:
+            raise ValueError(f"unknown trap {kind!r}; one of {', '.join(self.TRAPS)}")
+        with self.lock:
+            self.trap_hit.clear()
+            self._trap = {"kind": kind, "instance": instance, "delay": turn_delay}
+
+    def _spring(self, body: Dict[str, Any], path: str) -> Optional[str]:
+        with self.lock:
+            trap = self._trap
+            if trap is None or not path.startswith(f"/i/{trap['instance']}/"):
+                return None
+            is_read = body.get("status") == "read"
+            kind = trap["kind"]
+            if is_read and kind not in ("before_rasa", "during_turn"):
+                return None
+            if not is_read and kind in ("before_rasa", "during_turn"):
+                return None
+            if is_read and self.sender_of.get(str(body.get("message_id") or "")) is None:
+                return None
+            self._trap = None
+        if kind == "during_turn":
+            threading.Timer(trap["delay"], self.trap_hit.set).start()
+            return None
+        self.trap_hit.set()
+        return kind
+
+    # ------------------------------------------------------------- recording
     def record(self, body: Dict[str, Any], path: str = "") -> Dict[str, Any]:
         now = time.time()
         with self.lock:
@@ -180,6 +248,11 @@ class RecordingGraph:
             self.texts.setdefault(to, []).append(text)
             self.paths.setdefault(to, []).append(path)
             wamid = self.current.get(to)
+            callback = str(body.get("biz_opaque_callback_data") or "")
+            if callback:
+                self.callbacks[callback] = self.callbacks.get(callback, 0) + 1
+                if wamid is not None:
+                    self.callback_owner.setdefault(callback, wamid)
             if wamid is None:
                 self.unattributed += 1
             else:
@@ -190,8 +263,38 @@ class RecordingGraph:
                 self.first_reply.setdefault(wamid, now)
                 self.reply_bodies.setdefault(wamid, []).append(text)
             self._ids += 1
-            return {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
-                    "messages": [{"id": f"wamid.OUT{self._ids:08d}"}]}
+            out_id = f"wamid.OUT{self._ids:08d}"
+        if self.status_url:
+            pnid = pnid_of_path(path)
+            for status in ("sent", "delivered"):
+                self._status_queue.put((status_payload(out_id, to, pnid, status, callback or None), time.monotonic()))
+        return {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": out_id}]}
+
+    def _post_statuses(self) -> None:
+        """Delivers status webhooks in order, retrying each until answered 200 (as
+        Meta does, with a shorter horizon)."""
+        import requests
+
+        session = requests.Session()
+        while True:
+            body, _queued = self._status_queue.get()
+            if not body:
+                return
+            for attempt in range(20):
+                try:
+                    answer = session.post(self.status_url or "", data=body, timeout=10, headers={
+                        "Content-Type": "application/json", "X-Hub-Signature-256": signature(body, self.app_secret),
+                    })
+                    if answer.status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                with self.lock:
+                    self.status_failures += 1
+                if self._held.is_set():
+                    break
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
 
     def replies_for(self, wa_id: str) -> List[str]:
         with self.lock:
@@ -200,6 +303,16 @@ class RecordingGraph:
     def answered(self, wamid: str) -> bool:
         with self.lock:
             return wamid in self.first_reply
+
+    def delivered_twice(self) -> Dict[str, int]:
+        """Inbound wamid -> how many of its reply messages Meta took more than once."""
+        with self.lock:
+            doubled: Dict[str, int] = {}
+            for callback, count in self.callbacks.items():
+                if count > 1:
+                    owner = self.callback_owner.get(callback, "?")
+                    doubled[owner] = doubled.get(owner, 0) + 1
+            return doubled
 
 
 def _text_of(body: Dict[str, Any]) -> str:
@@ -377,7 +490,9 @@ class Cluster:
             "TICKET_LOCK_LIFETIME": "10",
             "WHATSAPP_ACCESS_TOKEN": "loadtest-token", "WHATSAPP_PHONE_NUMBER_ID": PNID_TERNEUZEN,
             "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-            "WHATSAPP_GRAPH_URL": self.graph.url, "WHATSAPP_TENANTS": TENANTS,
+            # each instance under its own path, so a trap can stop one of them (RecordingGraph)
+            "WHATSAPP_GRAPH_URL": self.graph.url_for(component) if component.startswith("rasa-") else self.graph.url,
+            "WHATSAPP_TENANTS": TENANTS,
             "WHATSAPP_LEASE_SECONDS": "10", "WHATSAPP_SWEEP_INTERVAL": "3", "WHATSAPP_STALE_AFTER": "10",
         })
         env.update(self.extra_env)
@@ -475,6 +590,7 @@ class Cluster:
             return self._start_processes()
 
     def _start_processes(self) -> "Cluster":
+        self.graph.status_url = self.front_url + "/webhooks/whatsapp/webhook"  # Meta's status webhooks
         self._define()
         self.spawn("actions")
         for name in self.procs:
@@ -575,6 +691,7 @@ async def drive(
     kill_fraction: float = 0.4,
     actions_fraction: float = 0.6,
     kill_instance: str = "rasa-2",
+    kill_mode: str = "count",
     seed: int = 7,
     deadline_s: float = 1500.0,
     settle_s: float = 180.0,
@@ -623,8 +740,15 @@ async def drive(
             result.duplicates += 1
 
     def kill_and_restart() -> None:
+        moment = "now"
+        if kill_mode != "count":
+            # Kill at an exact moment of a turn of this instance (RecordingGraph traps).
+            cluster.graph.arm(kill_mode, kill_instance, turn_delay=rnd.uniform(0.1, 0.8))
+            moment = kill_mode if cluster.graph.trap_hit.wait(90) else f"{kill_mode} (trap not hit in 90 s)"
+            result.notes.append(f"kill moment: {moment}")
         result.kill_at = time.time()
-        progress(f"[loadtest] killing {kill_instance} (SIGKILL) after {counter['sent']} messages; starting it again")
+        progress(f"[loadtest] killing {kill_instance} (SIGKILL, {moment}) after {counter['sent']} messages; "
+                 "starting it again")
         cluster.kill(kill_instance, signal.SIGKILL)
         started = time.monotonic()
         cluster.spawn(kill_instance)
@@ -727,7 +851,8 @@ def analyse(cluster: Cluster, result: RunResult, senders: int, messages: int) ->
     received = [s for s in result.sent if s.status == 200]
     answered = [s for s in received if s.wamid in first]
     lost = [s for s in received if s.wamid not in first]
-    doubled = [s for s in received if turns.get(s.wamid, 0) > 1]
+    twice = graph.delivered_twice()  # a reply message Meta took twice (same outbox row)
+    doubled = [s for s in received if turns.get(s.wamid, 0) > 1 or s.wamid in twice]
     reordered = 0
     by_sender: Dict[str, List[Sent]] = {}
     for s in received:
@@ -755,7 +880,7 @@ def analyse(cluster: Cluster, result: RunResult, senders: int, messages: int) ->
         f"{result.webhook_retries} webhook retries); front ack p50 {percentile(result.ack_ms, 50):.0f} ms, "
         f"p99 {percentile(result.ack_ms, 99):.0f} ms, max {max(result.ack_ms or [0]):.0f} ms",
         f"answered: {len(answered)}, lost: {len(lost)}, answered twice: {len(doubled)}, out of order: {reordered}, "
-        f"unattributed replies: {unattributed}",
+        f"unattributed replies: {unattributed}, reply messages taken twice by Meta: {sum(twice.values())}",
         f"reply latency: p50 {percentile(latencies, 50):.0f} ms, p95 {percentile(latencies, 95):.0f} ms, "
         f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies or [0]):.0f} ms; "
         f"throughput {throughput:.1f} answered msgs/s over {span:.0f} s",
@@ -794,6 +919,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of messages Meta delivers twice")
     parser.add_argument("--kill-at", type=float, default=0.4, help="kill rasa-2 after this share of messages (0: never)")
     parser.add_argument("--restart-actions-at", type=float, default=0.6, help="restart the action server (0: never)")
+    parser.add_argument("--kill-mode", default="count", choices=("count",) + RecordingGraph.TRAPS,
+                        help="when exactly rasa-2 dies: at the message count (count), at a read receipt "
+                             "(before_rasa), during a turn, or at a reply send Meta took / that never reached it")
     parser.add_argument("--database", default="appcare_load")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "loadtest"))
     parser.add_argument("--seed", type=int, default=7)
@@ -814,7 +942,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"[loadtest] cluster up in {time.monotonic() - started:.0f} s", flush=True)
         result = asyncio.run(drive(
             cluster, args.senders, args.messages, args.duplicates, args.kill_at, args.restart_actions_at,
-            seed=args.seed, deadline_s=args.timeout, progress=lambda m: print(m, flush=True),
+            kill_mode=args.kill_mode, seed=args.seed, deadline_s=args.timeout, progress=lambda m: print(m, flush=True),
         ))
         result.notes.extend(database_notes(cluster))
         report = analyse(cluster, result, args.senders, args.messages)
