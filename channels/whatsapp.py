@@ -407,6 +407,8 @@ class WhatsAppService:
             self._housekeeping.cancel()
         if self._maintenance:
             self._maintenance.cancel()
+        for task in self._resolving.values():
+            task.cancel()
         workers = [t for t in self._workers.values() if not t.done()]
         if workers:
             _, pending = await asyncio.wait(workers, timeout=self.config.shutdown_grace)
@@ -649,8 +651,8 @@ class WhatsAppService:
         sender = conversation_hash(item.wa_id)
         if item.status == "replying":
             logger.info("WhatsApp: resuming a half-sent reply sender=%s", sender)
-            await self._send_reply_rows(item.wamid, item.sort_ts)
-            await self.store.finish_inbound(item.wamid, "done")
+            if await self._send_reply_rows(item.wamid, item.sort_ts):
+                await self.store.finish_inbound(item.wamid, "done")
             return
         attempts = await self.store.start_processing(item.wamid)
         sender_id = conversation_id(item.wa_id, item.phone_number_id, self.config.phone_number_id)
@@ -743,7 +745,8 @@ class WhatsAppService:
         if payloads:
             kinds = [formatting.describe(p) for p in payloads]
             await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads, kinds)
-            await self._send_reply_rows(item.wamid, item.sort_ts, received_ts=item.metadata.get("received_at"))
+            if not await self._send_reply_rows(item.wamid, item.sort_ts, received_ts=item.metadata.get("received_at")):
+                return  # shutting down with a part still unsettled: resumed as ``replying``
         failed = error in ("bot_unavailable",)
         await self.store.finish_inbound(item.wamid, "failed" if failed else "done", error)
         logger.info(
@@ -771,15 +774,17 @@ class WhatsAppService:
         payloads = formatting.plan_turn(item.wa_id, [BotMessage("text", text=text)])
         await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads,
                                      [formatting.describe(p) for p in payloads])
-        await self._send_reply_rows(item.wamid, item.sort_ts)
-        await self.store.finish_inbound(item.wamid, "failed", why)
+        if await self._send_reply_rows(item.wamid, item.sort_ts):
+            await self.store.finish_inbound(item.wamid, "failed", why)
 
     async def _send_reply_rows(
         self, inbound_wamid: str, sent_ts: Optional[float] = None, received_ts: Optional[str] = None
-    ) -> None:
+    ) -> bool:
         """Sends a stored reply's rows in order. A row whose result is unknown (left
         in flight by a crash, or a timeout after sending) is settled before the next
-        one goes out, so the citizen gets every part once and in order."""
+        one goes out, so the citizen gets every part once and in order. False when
+        the instance stops while a part is still unsettled (the message stays
+        ``replying`` and is resumed)."""
         window_open = sent_ts is not None and time.time() - sent_ts < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS - 600
         first = True
         for row in await self.store.unsent_reply_rows(inbound_wamid):
@@ -796,6 +801,8 @@ class WhatsAppService:
                     fresh = await self.store.get_outgoing(row.id)
                     if fresh is not None and fresh.status in IN_DOUBT:
                         outcome = await self._resolve_in_doubt(fresh)
+            if outcome == "unknown" and self._stopping:
+                return False
             if outcome == "sent" and first and received_ts:
                 first = False
                 try:
@@ -803,6 +810,7 @@ class WhatsAppService:
                     appcare_metrics.WA_REPLY_LATENCY.observe(max(0.0, time.time() - received))
                 except ValueError:
                     pass
+        return True
 
     async def _deliver_deferred(self, phone_number_id: str, wa_id: str) -> None:
         since = time.time() - max(7.0, self.config.retention_days) * 86400
@@ -903,6 +911,8 @@ class WhatsAppService:
         if status not in IN_DOUBT:
             logger.info("WhatsApp: send with unknown result confirmed by Meta (%s) recipient=%s", status, who)
             return status or "failed"
+        if self._stopping:
+            return "unknown"  # stays unknown; the next start (or another instance) settles it
         if row.attempts >= 2 or not row.payload:
             await self.store.fail_unconfirmed(row.id, "unconfirmed")
             logger.error("WhatsApp: send still unconfirmed after a resend; given up recipient=%s", who)

@@ -79,6 +79,10 @@ NOTICES = {
     "failed": ("error", "Je antwoord is niet afgeleverd. Probeer het opnieuw met de knop bij het bericht."),
     "deferred": ("warn", "WhatsApp stelt je antwoord uit: de inwoner schreef meer dan 24 uur geleden. "
                  "Die kreeg een sjabloonbericht; je antwoord volgt zodra die reageert."),
+    "unknown": ("warn", "Nog niet bekend of je antwoord is aangekomen. Dat wordt vanzelf bijgewerkt bij het bericht; "
+                "stuur het niet opnieuw, anders krijgt de inwoner het misschien twee keer."),
+    "retry_unknown": ("warn", "We weten nog niet of dit bericht is aangekomen. "
+                      "Opnieuw versturen kan pas als zeker is dat het niet is afgeleverd."),
     "noted": ("ok", "Notitie opgeslagen."),
     "closed": ("ok", "Het gesprek is gesloten; de inwoner praat weer met de assistent."),
     "forced": ("warn", "Het gesprek is gesloten zonder bericht aan de inwoner (assistent niet bereikbaar)."),
@@ -116,6 +120,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     app.config.REQUEST_MAX_SIZE = 1_000_000
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.MOTD = False
+    # A staff reply waits for Rasa up to rasa_timeout (+ 5 s connect): answer it, don't cut it off.
+    app.config.RESPONSE_TIMEOUT = max(60.0, settings.rasa_timeout + 30.0)
     app.ctx.settings = settings
     mount_desk(app, lambda: handoff)
     app.ctx.handoff = handoff
@@ -385,11 +391,11 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
         try:
             result = await run(fn, *args, **kwargs)
         except DeskError as exc:
-            code = {"closed": "closed_already"}.get(exc.code, exc.code)
+            code = {"closed": "closed_already", "unknown": "retry_unknown"}.get(exc.code, exc.code)
             if code not in NOTICES or exc.status == 404:
                 raise
             return back_to_ticket(ticket_id, code)
-        if isinstance(result, dict) and result.get("delivery") in ("failed", "deferred"):
+        if isinstance(result, dict) and result.get("delivery") in ("failed", "deferred", "unknown"):
             return back_to_ticket(ticket_id, result["delivery"])
         if isinstance(result, dict) and result.get("forced"):
             return back_to_ticket(ticket_id, "forced")

@@ -7,7 +7,16 @@ channel the citizen used last (``output_channel=latest``) with that channel's ru
 * ``EXTERNAL_kcc_reply`` with entity ``kcc_text``  -> ``action_deliver_staff_reply``
 * ``EXTERNAL_kcc_close`` with entity ``kcc_outcome`` -> ``action_close_handoff``
 
-A non-2xx answer or a network error means "not delivered".
+Outcomes of one call (``RasaResult``):
+
+* 2xx: Rasa ran the action; the WhatsApp channel's outbox tells what it did (desk.service).
+* non-2xx: Rasa answered with an error (the outbox is still checked: an action that got
+  as far as the channel may have sent the reply).
+* no answer although the request may have reached Rasa (read timeout, connection
+  broken after sending): ``unanswered`` -- the reply may still go out, so it is *not*
+  "not delivered".
+* the request surely did not reach Rasa (connect timeout, connection refused, name
+  not resolved, invalid URL): "not delivered".
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 REPLY_INTENT = "EXTERNAL_kcc_reply"
 CLOSE_INTENT = "EXTERNAL_kcc_close"
@@ -27,10 +37,37 @@ class RasaResult:
     status: Optional[int] = None
     error: Optional[str] = None
     bot_messages: List[Dict[str, Any]] = field(default_factory=list)
+    # No answer, but the request may have reached Rasa (and the reply the citizen).
+    unanswered: bool = False
+
+
+# Raised before anything is sent: the request surely did not reach Rasa.
+_NOT_SENT = (
+    requests.exceptions.ConnectTimeout,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+
+
+def surely_not_sent(exc: requests.RequestException) -> bool:
+    """True when ``exc`` happened before the request was sent (connect timeout, a
+    refused connection, an unknown host, a bad URL). Anything else (read timeout,
+    connection reset or closed after sending, TLS or protocol errors) may have come
+    after Rasa received the request."""
+    if isinstance(exc, _NOT_SENT):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3 MaxRetryError wraps the cause
+        return isinstance(reason, NewConnectionError)  # refused, unreachable, name not resolved
+    return False
 
 
 class RasaClient:
-    def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 15.0):
+    def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 120.0):
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -48,7 +85,11 @@ class RasaClient:
                 timeout=(min(5.0, self.timeout), self.timeout),
             )
         except requests.RequestException as exc:
-            return RasaResult(ok=False, error=f"assistent niet bereikbaar ({type(exc).__name__})")
+            if surely_not_sent(exc):
+                return RasaResult(ok=False, error=f"assistent niet bereikbaar ({type(exc).__name__})")
+            return RasaResult(
+                ok=False, unanswered=True, error=f"assistent gaf geen antwoord ({type(exc).__name__})"
+            )
         if not 200 <= response.status_code < 300:
             detail = ""
             try:

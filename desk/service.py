@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Collection, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 from appcare.handoff_store import OPEN_STATES, HandoffStore, Ticket, utcnow
@@ -27,6 +27,7 @@ REASON_LABELS = {
     "complaint": "klacht",
     "out_of_scope": "buiten de assistent",
     "not_understood": "niet begrepen",
+    "technical_failure": "kon niet automatisch beantwoord worden",
 }
 CHANNEL_LABELS = {"whatsapp": "WhatsApp", "rest": "Web (REST)", "cmdline": "Test", "socketio": "Webchat"}
 STATUS_LABELS = {"open": "Wacht", "claimed": "Opgepakt", "closed": "Gesloten"}
@@ -49,6 +50,7 @@ ACTION_LABELS = {
     "reply_delivered": "antwoord verstuurd",
     "reply_deferred": "antwoord uitgesteld",
     "reply_failed": "antwoord niet afgeleverd",
+    "reply_unknown": "antwoord: aflevering nog onbekend",
     "reply_retry": "opnieuw versturen",
     "note": "notitie",
     "close": "gesloten",
@@ -65,6 +67,23 @@ ACTION_LABELS = {
 }
 MAX_TEXT = 4000
 logger = logging.getLogger(__name__)
+
+# Delivery of a staff reply (handoff_messages.delivery): pending (being sent) | sent |
+# deferred (WhatsApp 24-hour window) | failed (surely not delivered: may be sent again)
+# | unknown (may have reached the citizen, result not known yet: never sent again until
+# it is known; refreshed from the WhatsApp outbox whenever the ticket is read).
+UNKNOWN_TEXT = "Nog niet bekend of WhatsApp het bericht heeft afgeleverd; dit wordt vanzelf bijgewerkt."
+UNANSWERED_TEXT = "De assistent gaf geen antwoord; niet bekend of het bericht is aangekomen."
+NEVER_TRIED_TEXT = "WhatsApp heeft nooit geprobeerd dit bericht te versturen: het is niet afgeleverd."
+RETRY_UNKNOWN_TEXT = (
+    "We weten nog niet of dit bericht is aangekomen. "
+    "Opnieuw versturen kan pas als zeker is dat het niet is afgeleverd."
+)
+FINAL_OUTBOX = ("sent", "failed", "deferred")  # any other outbox status: not known yet
+CALL_MARGIN = 10.0  # seconds beyond rasa_timeout after which a pending reply's call has ended
+
+
+DELIVERY_ACTIONS = {"sent": "reply_delivered", "deferred": "reply_deferred", "unknown": "reply_unknown"}
 
 
 class DeskError(Exception):
@@ -118,35 +137,46 @@ class ChannelDelivery:
     def __init__(self, db_url: Optional[str]):
         self.db_url = db_url
         self._store = None
-        self._available = True
+        self.available = True  # False: no WhatsApp channel code here (never any records)
 
-    def _records(self, ref: str) -> Optional[list]:
-        if not self._available:
+    def records(self, ref: str, earlier: Collection[int] = frozenset()) -> Optional[list]:
+        """The outbox records of ``ref`` not in ``earlier``; None when the outbox cannot be read."""
+        if not self.available:
             return None
         try:
             if self._store is None:
                 from channels.inbox import InboxStore
 
                 self._store = InboxStore(self.db_url)
-            return self._store.outgoing_by_ref(ref)
+            return [i for i in self._store.outgoing_by_ref(ref) if i.id not in earlier]
         except ImportError:
-            self._available = False
+            self.available = False
         except Exception:  # noqa: BLE001 - the channel's tables are not ours: never fail a reply on them
             logger.exception("could not read the WhatsApp outbox")
         return None
 
-    def known(self, ref: str) -> set:
-        """Outbox ids of earlier attempts with this ref (a retry looks only at its own)."""
-        return {i.id for i in self._records(ref) or []}
+    def known(self, ref: str) -> Optional[set]:
+        """Outbox ids of earlier attempts with this ref (a retry looks only at its own);
+        None when the outbox cannot be read."""
+        items = self.records(ref)
+        if items is None:
+            return None if self.available else set()
+        return {i.id for i in items}
 
-    def outcome(self, ref: str, earlier: set = frozenset()) -> Optional[Tuple[str, Optional[str]]]:
-        items = [i for i in self._records(ref) or [] if i.id not in earlier]
+    def outcome(self, ref: str, earlier: Collection[int] = frozenset()) -> Optional[Tuple[str, Optional[str]]]:
+        return self.judge(self.records(ref, earlier))
+
+    @staticmethod
+    def judge(items: Optional[list]) -> Optional[Tuple[str, Optional[str]]]:
+        """failed > unknown > deferred > sent; None without records."""
         if not items:
             return None
         failed = [i for i in items if i.status == "failed"]
         if failed:
             code = f" {failed[0].error_code}" if failed[0].error_code else ""
             return "failed", f"WhatsApp{code}: {failed[0].error or 'niet verstuurd'}"[:255]
+        if any(i.status not in FINAL_OUTBOX for i in items):  # unknown, pending, sending
+            return "unknown", UNKNOWN_TEXT
         if any(i.status == "deferred" for i in items):
             return "deferred", "Buiten het 24-uursvenster van WhatsApp: de inwoner kreeg een sjabloonbericht; dit antwoord volgt zodra die reageert."
         return "sent", None
@@ -228,6 +258,10 @@ class DeskService:
 
     def ticket_detail(self, ticket_id: int) -> Dict[str, Any]:
         ticket = self.require_ticket(ticket_id)
+        # Replies whose result was not known are looked up again, so they turn into
+        # "verzonden" / "niet afgeleverd" by themselves while staff look at the ticket.
+        if [m for m in ticket.messages if self._refresh(ticket, m) is not None]:
+            ticket = self.require_ticket(ticket_id)
         data = self.ticket_summary(ticket)
         data["transcript"] = [
             {
@@ -311,36 +345,117 @@ class DeskService:
         return self._deliver(ticket, message_id, text, actor)
 
     def retry(self, ticket_id: int, message_id: int, user: Dict[str, Any]) -> Dict[str, Any]:
+        """Sends a reply again that surely did not reach the citizen (``failed``).
+        Never while it may have arrived (``unknown``, or ``pending`` with its call still
+        running): that could give the citizen the same reply twice."""
         ticket = self._ensure_mine(self.require_ticket(ticket_id), user, "retry")
         message = self.handoff.get_message(message_id)
         if not message or message["ticket_id"] != ticket_id or message["author"] != "staff":
             raise DeskError(404, "not_found", "Dit bericht bestaat niet.")
+        refreshed = self._refresh(ticket, message)
+        if refreshed is not None:
+            message = dict(message, delivery=refreshed[0], error=refreshed[1])
         if message["delivery"] in ("sent", "deferred"):
             return {"ok": True, "message_id": message_id, "delivery": message["delivery"]}
-        self.handoff.set_delivery(message_id, "pending")
-        self.store.audit(user["username"], "reply_retry", ticket_id, {"message_id": message_id})
-        return self._deliver(ticket, message_id, message["text"], user["username"])
-
-    def _deliver(self, ticket: Ticket, message_id: int, text: str, actor: str) -> Dict[str, Any]:
+        if message["delivery"] != "failed":
+            raise DeskError(409, "unknown", RETRY_UNKNOWN_TEXT)
         ref = f"kcc:{message_id}"
-        earlier = self.channel.known(ref)
+        _, earlier = self._attempt(message)
+        current = self.channel.records(ref, earlier)
+        if current and any(i.status not in FINAL_OUTBOX for i in current):
+            # One part failed, another may still arrive: sending all again could double it.
+            raise DeskError(409, "unknown", RETRY_UNKNOWN_TEXT)
+        seen = self.channel.known(ref)
+        if seen is None:
+            raise DeskError(
+                503, "outbox_unreadable",
+                "Het is nu niet na te gaan wat WhatsApp met dit bericht deed. Probeer het zo opnieuw.",
+            )
+        if not self.store.start_retry(message_id, seen):  # a colleague or a second click was first
+            latest = self.handoff.get_message(message_id) or message
+            if latest["delivery"] in ("sent", "deferred"):
+                return {"ok": True, "message_id": message_id, "delivery": latest["delivery"]}
+            raise DeskError(409, "unknown", RETRY_UNKNOWN_TEXT)
+        self.store.audit(user["username"], "reply_retry", ticket_id, {"message_id": message_id})
+        return self._deliver(ticket, message_id, message["text"], user["username"], earlier=seen)
+
+    def _deliver(
+        self, ticket: Ticket, message_id: int, text: str, actor: str, earlier: Optional[set] = None
+    ) -> Dict[str, Any]:
+        ref = f"kcc:{message_id}"
+        if earlier is None:
+            earlier = self.channel.known(ref) or set()
         result = self.rasa.send_reply(ticket.conversation_id, text, ref=ref)
-        delivery, error = ("sent", None) if result.ok else ("failed", result.error)
-        if result.ok:
-            # Rasa took it; the WhatsApp channel records (but never raises) send failures.
-            channel = self.channel.outcome(ref, earlier)
-            if channel is not None:
-                delivery, error = channel
+        # The WhatsApp channel records (but never raises) what it did, also when Rasa's
+        # answer was an error or never came: its records of this attempt come first.
+        channel = self.channel.outcome(ref, earlier)
+        if channel is not None:
+            delivery, error = channel
+        elif result.ok:
+            delivery, error = "sent", None
+        elif result.unanswered:  # the request may have reached Rasa: not known yet
+            delivery, error = "unknown", self._unknown_text(ticket)
+        else:
+            delivery, error = "failed", result.error
         self.handoff.set_delivery(message_id, delivery, error)
-        action = {"sent": "reply_delivered", "deferred": "reply_deferred"}.get(delivery, "reply_failed")
         detail = {"message_id": message_id}
         if error:
             detail["error"] = error
-        self.store.audit(actor, action, ticket.id, detail)
+        if result.error and result.error != error:
+            detail["rasa"] = result.error
+        self.store.audit(actor, DELIVERY_ACTIONS.get(delivery, "reply_failed"), ticket.id, detail)
         answer = {"ok": delivery != "failed", "message_id": message_id, "delivery": delivery}
         if error:
             answer["error"] = error
         return answer
+
+    # ------------------------------------------------------------------ delivery not known yet
+    def _unknown_text(self, ticket: Ticket) -> str:
+        return UNKNOWN_TEXT if ticket.channel == "whatsapp" and self.channel.available else UNANSWERED_TEXT
+
+    def _attempt(self, message: Dict[str, Any]) -> Tuple[dt.datetime, set]:
+        """When the latest send attempt of a staff reply started, and the outbox ids of
+        the attempts before it."""
+        attempt = self.store.reply_attempt(message["id"])
+        if attempt is None:
+            return message["created_at"], set()
+        return attempt["started_at"], attempt["earlier_outbox"]
+
+    def _refresh(self, ticket: Ticket, message: Dict[str, Any]) -> Optional[Tuple[str, Optional[str]]]:
+        """Looks up again a staff reply whose result was not known: ``unknown``, or
+        ``pending`` although its call to Rasa must have ended (the desk stopped during
+        the call). Stores and returns the new (delivery, error); None when unchanged."""
+        delivery = message.get("delivery")
+        if message.get("author") != "staff" or delivery not in ("unknown", "pending"):
+            return None
+        now = utcnow()
+        call_ended = self.settings.rasa_timeout + CALL_MARGIN
+        if delivery == "pending" and (now - message["created_at"]).total_seconds() < call_ended:
+            return None  # written moments ago: its call is still running
+        started, earlier = self._attempt(message)
+        age = (now - started).total_seconds()
+        if delivery == "pending" and age < call_ended:
+            return None  # a retry whose call is still running
+        records = self.channel.records(f"kcc:{message['id']}", earlier)
+        outcome = self.channel.judge(records)
+        if outcome is None:
+            settle = max(self.settings.reply_settle_seconds, call_ended)
+            if records is not None and ticket.channel == "whatsapp" and age >= settle:
+                # The channel writes its outbox row before it posts to Meta: no row long
+                # after the attempt means WhatsApp was never asked to send this reply.
+                outcome = ("failed", NEVER_TRIED_TEXT)
+            else:
+                outcome = ("unknown", self._unknown_text(ticket))
+        if outcome == (delivery, message.get("error")):
+            return None
+        if not self.store.set_delivery_if(message["id"], delivery, *outcome):
+            return None  # changed meanwhile (the call ended, another reader refreshed it)
+        if outcome[0] != delivery:
+            detail = {"message_id": message["id"], "via": "outbox"}
+            if outcome[1]:
+                detail["error"] = outcome[1]
+            self.store.audit("system", DELIVERY_ACTIONS.get(outcome[0], "reply_failed"), ticket.id, detail)
+        return outcome
 
     def note(self, ticket_id: int, text: str, user: Dict[str, Any]) -> Dict[str, Any]:
         text = (text or "").strip()

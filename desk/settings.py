@@ -32,7 +32,18 @@ class Settings:
     db_url: Optional[str] = None  # None: appcare.db.db_url() (APPCARE_DB_URL)
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_token: Optional[str] = None
-    rasa_timeout: float = 15.0
+    # DESK_RASA_TIMEOUT: seconds the desk waits for Rasa's answer to a staff reply (the
+    # connect timeout stays 5 s). Rasa answers only after the WhatsApp channel finished
+    # its direct send, so this must exceed the channel's worst case: max_attempts x
+    # graph_timeout + backoff, and once more for a template outside the 24-hour window
+    # (2 x (4 x 10 s + 0.5 + 1 + 2 s) = ~90 s with the defaults of channels/config.py).
+    # Shorter, and the desk would give up on replies that still go out.
+    rasa_timeout: float = 120.0
+    # A staff reply whose delivery is "unknown" (no answer from Rasa) on a WhatsApp
+    # ticket for which the channel's outbox shows no send attempt at all this long
+    # after the attempt started was never handed to WhatsApp: it becomes "failed"
+    # (retry allowed). At least rasa_timeout + 10 s is used.
+    reply_settle_seconds: float = 600.0
     host: str = "127.0.0.1"
     port: int = 5080
     session_hours: float = 8.0
@@ -73,7 +84,7 @@ class Settings:
             db_url=db_url or os.environ.get("APPCARE_DB_URL") or None,
             rasa_url=(rasa_url or os.environ.get("RASA_URL") or "http://127.0.0.1:5005").rstrip("/"),
             rasa_token=os.environ.get("RASA_TOKEN") or None,
-            rasa_timeout=float(os.environ.get("DESK_RASA_TIMEOUT", "") or 15.0),
+            rasa_timeout=_float("DESK_RASA_TIMEOUT", 120.0),
             host=os.environ.get("DESK_HOST", "127.0.0.1"),
             port=_int("DESK_PORT", 5080),
             session_hours=float(os.environ.get("DESK_SESSION_HOURS", "") or 8.0),

@@ -1,12 +1,13 @@
-"""Desk-side tables: staff accounts, sessions, audit log, standard answers and the
-webcare webhook outbox. They live in the same database as the ticket queue
-(``APPCARE_DB_URL``), each table prefixed ``desk_``.
+"""Desk-side tables: staff accounts, sessions, audit log, standard answers, the
+webcare webhook outbox and the send attempts of retried staff replies. They live in
+the same database as the ticket queue (``APPCARE_DB_URL``), each table prefixed
+``desk_``.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from sqlalchemy import (
     Boolean,
@@ -26,6 +27,7 @@ from sqlalchemy.orm import declarative_base, sessionmaker
 
 from appcare import db
 from appcare.db import utcnow  # noqa: F401  (also used by the desk's other modules)
+from appcare.handoff_store import TicketMessageRow, TicketRow
 
 Base = declarative_base()
 
@@ -113,6 +115,20 @@ class KeyValueRow(Base):
 
     key = Column(String(64), primary_key=True)
     value = Column(String(255), nullable=False)
+
+
+class ReplyAttemptRow(Base):
+    """The latest send attempt of a retried staff reply: when it started and the
+    WhatsApp outbox rows of the attempts before it, so that an attempt is judged by its
+    own outbox rows only (the ref ``kcc:<message id>`` is the same for every attempt).
+    No row: the reply was sent once, starting when it was written."""
+
+    __tablename__ = "desk_reply_attempts"
+
+    message_id = Column(Integer, primary_key=True)  # handoff_messages.id
+    attempt = Column(Integer, nullable=False, default=2)
+    started_at = Column(DateTime, nullable=False, default=utcnow)
+    earlier_outbox = Column(Text, nullable=False, default="[]")  # JSON list of whatsapp_outbox ids
 
 
 def _user_dict(row: UserRow) -> Dict[str, Any]:
@@ -355,6 +371,82 @@ class DeskStore:
                 session.add(KeyValueRow(key=key, value=value))
             else:
                 row.value = value
+
+    # ------------------------------------------------------------------ staff reply delivery
+    # Conditional updates of handoff_messages.delivery (appcare.handoff_store only has
+    # the unconditional set_delivery): a retry and a refresh from the WhatsApp outbox
+    # must never act on a state that changed under them, or a reply could go out twice.
+    def start_retry(self, message_id: int, earlier_outbox: Iterable[int]) -> bool:
+        """A ``failed`` staff reply becomes ``pending`` and its new attempt is recorded,
+        in one transaction. False when it was not ``failed`` any more (a colleague or a
+        second click started the retry already)."""
+        with self._session.begin() as session:
+            result = session.execute(
+                update(TicketMessageRow)
+                .where(
+                    TicketMessageRow.id == message_id,
+                    TicketMessageRow.author == "staff",
+                    TicketMessageRow.delivery == "failed",
+                )
+                .values(delivery="pending", error=None)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                return False
+            earlier = json.dumps(sorted(int(i) for i in earlier_outbox))
+            row = session.get(ReplyAttemptRow, message_id)
+            if row is None:
+                session.add(ReplyAttemptRow(message_id=message_id, attempt=2, started_at=utcnow(), earlier_outbox=earlier))
+            else:
+                row.attempt = (row.attempt or 1) + 1
+                row.started_at = utcnow()
+                row.earlier_outbox = earlier
+            self._bump_ticket(session, message_id)
+            return True
+
+    def reply_attempt(self, message_id: int) -> Optional[Dict[str, Any]]:
+        with self._session() as session:
+            row = session.get(ReplyAttemptRow, message_id)
+            if row is None:
+                return None
+            return {
+                "attempt": row.attempt,
+                "started_at": row.started_at,
+                "earlier_outbox": set(json.loads(row.earlier_outbox or "[]")),
+            }
+
+    def set_delivery_if(self, message_id: int, expected: str, delivery: str, error: Optional[str] = None) -> bool:
+        """Like HandoffStore.set_delivery, but only while the delivery is still ``expected``."""
+        with self._session.begin() as session:
+            result = session.execute(
+                update(TicketMessageRow)
+                .where(TicketMessageRow.id == message_id, TicketMessageRow.delivery == expected)
+                .values(delivery=delivery, error=error[:255] if error else None)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                return False
+            self._bump_ticket(session, message_id, first_reply=delivery == "sent")
+            return True
+
+    @staticmethod
+    def _bump_ticket(session, message_id: int, first_reply: bool = False) -> None:
+        ticket_id = session.execute(
+            select(TicketMessageRow.ticket_id).where(TicketMessageRow.id == message_id)
+        ).scalar()
+        if first_reply:
+            session.execute(
+                update(TicketRow)
+                .where(TicketRow.id == ticket_id, TicketRow.first_staff_reply_at.is_(None))
+                .values(first_staff_reply_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+        session.execute(
+            update(TicketRow)
+            .where(TicketRow.id == ticket_id)
+            .values(version=TicketRow.version + 1)
+            .execution_options(synchronize_session=False)
+        )
 
     # ------------------------------------------------------------------ inbound integration requests
     def claim_request(self, request_id: str, action: str) -> Optional[Dict[str, Any]]:
