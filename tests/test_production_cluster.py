@@ -61,7 +61,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip("no trained model in models/ (run `make train`)")
     pg = TcpProxy("127.0.0.1", 5432).start()
     redis = TcpProxy("127.0.0.1", 6379).start()
-    instance = Cluster(tmp_path_factory.mktemp("cluster"), database="appcare_ptest", pg_port=pg.port,
+    # A database of this run's own: two test runs on one machine never share (or drop) tables.
+    database = f"appcare_ptest_{uuid.uuid4().hex[:8]}"
+    instance = Cluster(tmp_path_factory.mktemp("cluster"), database=database, pg_port=pg.port,
                        redis_port=redis.port)
     instance.pg_proxy, instance.redis_proxy = pg, redis  # type: ignore[attr-defined]
     try:
@@ -71,6 +73,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         instance.stop()
         pg.stop()
         redis.stop()
+        loadtest.drop_database(database)
 
 
 def joined(replies: List[str]) -> str:
@@ -136,9 +139,15 @@ async def _consume(queue: str, seconds: float) -> List[Dict[str, Any]]:
 def test_conversation_events_are_published_to_rabbitmq(cluster: Cluster) -> None:
     citizen = new_wa_id()
     cluster.say(citizen, "hoe lang is mijn paspoort geldig?")
-    time.sleep(1.0)
-    events = asyncio.run(_consume(cluster.queue, 30))
-    mine = [e for e in events if e.get("sender_id") == citizen]
+    assert cluster.wait_settled([citizen], 60)
+    events: List[Dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    mine: List[Dict[str, Any]] = []
+    while time.monotonic() < deadline:  # until this conversation's events are in (bounded)
+        events += asyncio.run(_consume(cluster.queue, 5))
+        mine = [e for e in events if e.get("sender_id") == citizen]
+        if {"user", "bot", "action"} <= {e.get("event") for e in mine}:
+            break
     kinds = {e.get("event") for e in mine}
     assert {"user", "bot", "action"} <= kinds, kinds
     user = next(e for e in mine if e["event"] == "user")
@@ -235,7 +244,8 @@ def test_no_personal_data_in_any_log(cluster: Cluster) -> None:
                 while time.monotonic() < deadline and len(cluster.graph.replies_for(citizen)) == before:
                     time.sleep(0.2)
                 assert len(cluster.graph.replies_for(citizen)) > before, "staff reply did not reach WhatsApp"
-        time.sleep(1.0)
+        # every message of this citizen finished (the last log lines of its turns written)
+        assert cluster.wait_settled([citizen], 60), "the channel did not finish"
     finally:
         if desk is not None:
             os.killpg(desk["proc"].pid, signal.SIGTERM)
@@ -274,8 +284,9 @@ def _send(cluster: Cluster, wa_id: str, text: str) -> Dict[str, Any]:
 def _all_answered_once_in_order(cluster: Cluster, sent: List[Dict[str, Any]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(cluster.graph.answered(s["wamid"]) for s in sent):
-        time.sleep(0.25)
-    time.sleep(1.5)
+        time.sleep(0.25)  # poll interval
+    # Finished in the channel's own tables: no second answer can still come.
+    assert cluster.wait_settled(sorted({s["wa_id"] for s in sent}), 60), "the channel did not finish"
     with cluster.graph.lock:
         first = dict(cluster.graph.first_reply)
         turns = dict(cluster.graph.turns)

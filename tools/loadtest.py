@@ -404,6 +404,22 @@ def ensure_database(name: str, host: str = "127.0.0.1", port: int = 5432, user: 
             conn.close()
 
 
+def drop_database(name: str, host: str = "127.0.0.1", port: int = 5432, user: str = "postgres") -> None:
+    """Drops a test database (its processes must have stopped)."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(host=host, port=port, user=user, dbname="test")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            conn.close()
+    except Exception as exc:  # noqa: BLE001
+        print(f"[loadtest] could not drop database {name} ({type(exc).__name__})", file=sys.stderr)
+
+
 async def _rabbit(queue: str, delete: bool, host: str = "127.0.0.1", port: int = 5672) -> None:
     import aio_pika
 
@@ -632,6 +648,36 @@ class Cluster:
         return time.monotonic() - started
 
     # ------------------------------------------------------------ messaging
+    def unsettled(self, recipients: List[str]) -> int:
+        """Open inbox messages of these citizens plus their outbox rows that may still
+        be (re)sent: 0 means the channel is finished with them, so a missing or a
+        second answer can no longer come."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.db_url, future=True)
+        try:
+            with engine.connect() as conn:
+                open_in = conn.execute(sa.text(
+                    "SELECT count(*) FROM whatsapp_inbox WHERE wa_id = ANY(:r) "
+                    "AND status IN ('pending', 'processing', 'replying')"), {"r": list(recipients)}).scalar()
+                open_out = conn.execute(sa.text(
+                    "SELECT count(*) FROM whatsapp_outbox WHERE recipient = ANY(:r) "
+                    "AND status IN ('pending', 'sending', 'unknown')"), {"r": list(recipients)}).scalar()
+            return int(open_in or 0) + int(open_out or 0)
+        finally:
+            engine.dispose()
+
+    def wait_settled(self, recipients: List[str], timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.unsettled(recipients) == 0:
+                    return True
+            except Exception:  # noqa: BLE001 - e.g. the database proxy is cut; keep waiting
+                pass
+            time.sleep(0.25)  # poll interval of a bounded wait
+        return False
+
     def post(self, body: bytes, timeout: float = 10.0) -> int:
         import requests
 
