@@ -130,10 +130,11 @@ def test_refused_connection_is_retried_at_once(tmp_path: Path, graph: FakeGraphA
 
 
 # ------------------------------------------------------------------- crashes
-def test_crash_during_send_is_settled_by_the_status_webhook(tmp_path: Path, graph: FakeGraphAPI) -> None:
-    db = tmp_path / "d.db"
+def die_during_second_part(graph: FakeGraphAPI, db: Path, second_part: str) -> Any:
+    """An instance answers with two parts: part 1 is sent, part 2 (scripted
+    ``second_part``) is in flight when the instance goes down. Returns (sender, payload)."""
     sender = new_sender()
-    graph.script("ok", "hang")  # reply part 1 is sent, part 2 is in flight when the instance dies
+    graph.script("ok", second_part)
     first = ChannelServer(channel(graph, db, graph_timeout=5.0), EchoBot()).start()
     payload = text_payload(sender, ["two"])
     try:
@@ -141,6 +142,12 @@ def test_crash_during_send_is_settled_by_the_status_webhook(tmp_path: Path, grap
         assert graph.wait_for(lambda g: len(g.messages(sender)) == 2)
     finally:
         first.stop()
+    return sender, payload
+
+
+def test_crash_during_send_is_settled_by_the_status_webhook(tmp_path: Path, graph: FakeGraphAPI) -> None:
+    db = tmp_path / "d.db"
+    sender, payload = die_during_second_part(graph, db, "hang")  # Meta takes part 2 later
     second_bot = EchoBot()
     second = ChannelServer(channel(graph, db), second_bot).start()
     try:
@@ -157,15 +164,7 @@ def test_crash_during_send_is_settled_by_the_status_webhook(tmp_path: Path, grap
 
 def test_crash_before_the_send_reached_meta_is_resent_once(tmp_path: Path, graph: FakeGraphAPI) -> None:
     db = tmp_path / "e.db"
-    sender = new_sender()
-    graph.script("ok", "swallow")  # part 2 never reaches Meta, the instance dies meanwhile
-    first = ChannelServer(channel(graph, db, graph_timeout=5.0), EchoBot()).start()
-    payload = text_payload(sender, ["two"])
-    try:
-        first.post(payload)
-        assert graph.wait_for(lambda g: len(g.messages(sender)) == 2)
-    finally:
-        first.stop()
+    sender, payload = die_during_second_part(graph, db, "swallow")  # part 2 never reaches Meta
     second = ChannelServer(channel(graph, db, confirm_seconds=1.5), EchoBot()).start()
     graph.report_statuses_to(second.base + "/webhook", APP_SECRET)
     try:
