@@ -272,29 +272,35 @@ class RecordingGraph:
                 "messages": [{"id": out_id}]}
 
     def _post_statuses(self) -> None:
-        """Delivers status webhooks in order, retrying each until answered 200 (as
-        Meta does, with a shorter horizon)."""
+        """Delivers status webhooks, each retried until answered 200 (as Meta does,
+        with a shorter horizon), several at a time: one slow webhook never holds up
+        the reports of other messages."""
+        from concurrent.futures import ThreadPoolExecutor
+
         import requests
 
-        session = requests.Session()
-        while True:
-            body, _queued = self._status_queue.get()
-            if not body:
-                return
+        def deliver(body: bytes) -> None:
             for attempt in range(20):
                 try:
-                    answer = session.post(self.status_url or "", data=body, timeout=10, headers={
+                    answer = requests.post(self.status_url or "", data=body, timeout=10, headers={
                         "Content-Type": "application/json", "X-Hub-Signature-256": signature(body, self.app_secret),
                     })
                     if answer.status_code == 200:
-                        break
+                        return
                 except requests.RequestException:
                     pass
                 with self.lock:
                     self.status_failures += 1
                 if self._held.is_set():
-                    break
+                    return
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
+
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fake-graph-status") as pool:
+            while True:
+                body, _queued = self._status_queue.get()
+                if not body:
+                    return
+                pool.submit(deliver, body)
 
     def replies_for(self, wa_id: str) -> List[str]:
         with self.lock:
