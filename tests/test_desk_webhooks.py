@@ -24,6 +24,7 @@ from test_desk_helpers import (  # noqa: E402,F401
     sqlite_url,
     start_desk,
 )
+from support.waiting import wait_for_state  # noqa: E402
 
 from appcare.handoff_store import HandoffStore  # noqa: E402
 from desk.store import DeskStore  # noqa: E402
@@ -42,8 +43,31 @@ def _wait_for(predicate, timeout=10.0):
         value = predicate()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of a bounded wait, not a guess at how long the work takes
     return False
+
+
+def _wait_dispatcher_settled(server, db_url, timeout=15.0):
+    """Waits until the desk's background worker has run two more full rounds (each
+    one a scan of the ticket store for new events plus a delivery of every due
+    event) and no outbox event is pending. The second round began after this call,
+    when every ticket and message of the test was already stored, so whatever the
+    dispatcher would ever send has been sent: "nothing more was delivered" is then
+    a conclusion, not a race against a sleep."""
+    worker = server.app.ctx.worker
+    assert worker is not None, "the desk runs no background worker (background_interval=0?)"
+    start = worker._rounds
+
+    def state():
+        pending = [e["event_key"] for e in DeskStore(db_url).outbox() if e["status"] == "pending"]
+        return {"rounds": worker._rounds - start, "pending": pending}
+
+    wait_for_state(
+        "the webhook dispatcher to finish two full rounds with no event pending",
+        state,
+        lambda s: s["rounds"] >= 2 and not s["pending"],
+        timeout,
+    )
 
 
 def test_sign_and_verify():
@@ -69,7 +93,7 @@ def test_outbound_webhook_posts_signed_events_with_retry(sqlite_url):
         handoff.append_message(ticket.id, "note", "intern")  # notes are not sent
         # First attempt gets a 500; the retry (after ~2 s) succeeds.
         assert _wait_for(lambda: len(receiver.received) >= 2, timeout=15), receiver.attempts
-        time.sleep(0.3)
+        _wait_dispatcher_settled(server, sqlite_url)
         assert len(receiver.received) == 2
         events = []
         for item in receiver.received:
@@ -103,7 +127,7 @@ def test_outbound_webhook_posts_signed_events_with_retry(sqlite_url):
     try:
         handoff.append_citizen_message("31600000001", "Nog een vraag")
         assert _wait_for(lambda: len(receiver2.received) >= 1)
-        time.sleep(0.3)
+        _wait_dispatcher_settled(server2, sqlite_url)
         assert [json.loads(r["raw"])["message"]["text"] for r in receiver2.received] == ["Nog een vraag"]
     finally:
         server2.stop()

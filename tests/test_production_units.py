@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:
 
 from appcare import logging_setup  # noqa: E402
 from appcare.pii import conversation_hash  # noqa: E402
+from tests.support.waiting import wait_for_state  # noqa: E402
 
 
 def _up(port: int) -> bool:
@@ -219,7 +220,7 @@ class FakeInstance:
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if fake.delay:
-                    time.sleep(fake.delay)
+                    time.sleep(fake.delay)  # a deliberately slow instance (simulated), not a wait
                 status = fake.status
                 if 200 <= status < 300:  # only what the instance accepted
                     fake.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, raw))
@@ -275,6 +276,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _front_health(runner: "FrontRunner") -> Dict[str, Any]:
+    return requests.get(runner.url + "/health", timeout=5).json()
+
+
+def _metric_value(url: str, name: str) -> float:
+    """The value of an unlabelled metric on a Prometheus /metrics page (0 when absent)."""
+    match = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", requests.get(url, timeout=5).text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def wa_payload(*messages: Tuple[str, str]) -> bytes:
     value = {
         "messaging_product": "whatsapp",
@@ -300,7 +311,13 @@ def two_instances(tmp_path: Path) -> Any:
     a, b = FakeInstance(), FakeInstance()
     front = Front([("rasa-1", a.url), ("rasa-2", b.url)], tmp_path / "spool", health_interval=0.2)
     runner = FrontRunner(front)
-    time.sleep(0.3)
+    # The front's first health check of both instances is done (not a guess at how long it takes).
+    wait_for_state(
+        "the front's first health check of both instances",
+        lambda: [(up.name, up.checked, up.healthy) for up in front.instances],
+        lambda ups: all(checked and healthy for _, checked, healthy in ups),
+        timeout=10,
+    )
     yield runner, a, b
     runner.stop()
     a.close()
@@ -355,9 +372,13 @@ def test_front_fails_over_and_spools_when_no_instance_takes_it(two_instances: An
         inst.received.clear()
         inst.accepted_at.clear()
     a.status = b.status = 200
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and len(a.received) + len(b.received) < 2:
-        time.sleep(0.1)
+    # The front holds nothing it could still replay: both spooled requests were taken.
+    wait_for_state(
+        "the instances to take both spooled requests and the front to drain its spool",
+        lambda: (len(a.received) + len(b.received), _front_health(runner)["spooled"]),
+        lambda state: state[0] >= 2 and state[1] == 0,
+        timeout=15,
+    )
     accepted = sorted(zip(a.accepted_at + b.accepted_at, [body for _, _, body in a.received + b.received]))
     assert [body for _, body in accepted] == bodies  # in order, unchanged
     assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
@@ -372,8 +393,15 @@ def test_front_answers_meta_in_time_when_the_instance_is_slow(two_instances: Any
     response = signed_post(runner.url, wa_payload(("31612121212", "snel antwoord graag")))
     # Meta got its 200 before the instance finished (not a latency goal: those are in make loadtest)
     assert response.status_code == 200 and time.monotonic() - started < 3.5
-    time.sleep(5.0)
+    # Meta's answer came after the front had put an "inflight" copy in its spool. The
+    # spool is empty again only once the slow forward ended: the copy is then dropped
+    # (forward succeeded) or replayed and dropped (it failed). Either way the front
+    # holds nothing it could still send, so the count below is a conclusion.
+    wait_for_state("the front to finish the slow forward", lambda: _front_health(runner)["spooled"],
+                   lambda spooled: spooled == 0, timeout=20)
     assert len(a.received) + len(b.received) == 1  # the slow forward succeeded: no replay
+    assert 'appcare_front_webhook_requests_total{outcome="late_forwarded"} 1.0' in requests.get(
+        runner.url + "/metrics", timeout=5).text
     assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
 
 
@@ -400,7 +428,14 @@ def test_action_balancer_holds_calls_while_the_action_server_restarts(tmp_path: 
 
         thread = threading.Thread(target=call)
         thread.start()
-        time.sleep(1.5)  # the action server is "restarting"
+        # The call reached the front and found no action server: it is being held.
+        wait_for_state(
+            "the front to hold the action call (a retry counted)",
+            lambda: _metric_value(f"http://127.0.0.1:{runner.actions_port}/metrics", "appcare_front_action_retries_total"),
+            lambda retries: retries >= 1,
+            timeout=10,
+        )
+        time.sleep(1.5)  # the simulated outage: the action server is "restarting" this long (not a wait for a state)
         server = ThreadingHTTPServer(("127.0.0.1", port), type("H", (BaseHTTPRequestHandler,), {
             "log_message": lambda self, *a: None,
             "do_POST": lambda self: (self.rfile.read(int(self.headers.get("Content-Length") or 0)),
@@ -444,11 +479,18 @@ def test_two_instances_on_one_database_answer_each_message_once_in_order(pg_url:
             sender = new_sender()
             texts = [f"bericht {i}" for i in range(12)]
             base = int(time.time())
+            wamids = []
             for i, text in enumerate(texts):
                 server = first if i % 2 == 0 else second
-                assert server.post(text_payload(sender, [text], ts=base + i)).status_code == 200
+                payload = text_payload(sender, [text], ts=base + i)
+                wamids.append(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+                assert server.post(payload).status_code == 200
             assert graph.wait_for(lambda g: len(g.delivered(sender)) == len(texts), timeout=40)
-            time.sleep(0.5)
+            # Both instances are finished with this sender (final inbox status of every
+            # message, nothing left to send, no worker running on either instance): no
+            # message can still be handled a second time, so "exactly once" is a conclusion.
+            for server in (first, second):
+                server.wait_handled(sender, wamids, timeout=20)
             handled = [(r["text"]) for r in sorted(bot_a.for_sender(sender) + bot_b.for_sender(sender),
                                                    key=lambda r: texts.index(r["text"]))]
             assert sorted(handled) == sorted(texts) and len(handled) == len(texts)  # each exactly once
@@ -507,7 +549,7 @@ def test_channel_waits_for_a_database_that_is_down_at_start(pg_url: str, monkeyp
             proxy.restore()
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and requests.get(server.base + "/health", timeout=5).status_code != 200:
-                time.sleep(0.2)
+                time.sleep(0.2)  # poll interval of a bounded wait (asserted just below), not a guess
             assert requests.get(server.base + "/health", timeout=5).status_code == 200
             assert server.post(text_payload(sender, ["eerste"])).status_code == 200  # Meta's retry
             assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=20)
@@ -522,19 +564,49 @@ def test_messages_of_a_crashed_instance_are_taken_over_after_its_lease(pg_url: s
     from tests.fake_graph_api import FakeGraphAPI
     from tests.test_whatsapp_channel import EchoBot, new_sender, text_payload
 
+    class TimedBot(EchoBot):
+        """Also notes when (wall clock, like the lease times) each message reached the bot."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.handled_at: List[float] = []
+
+        async def handle_message(self, message: Any) -> None:
+            self.handled_at.append(time.time())
+            await super().handle_message(message)
+
     with FakeGraphAPI() as graph:
-        bot = EchoBot()
+        bot = TimedBot()
         server = _channel_server(graph, pg_url, bot, "survivor")
         try:
             sender = new_sender()
+            sender_hash = conversation_hash(sender)
             store = InboxStore(pg_url)
-            # the crashed instance left a lease (2 s to live) while the message waits
-            assert store.acquire_lease(conversation_hash(sender), "crashed", 2.0)
+            # The survivor's attempts to take this sender's lease, with their outcome.
+            attempts: List[Tuple[float, bool]] = []
+            real_acquire = server.store.acquire_lease
+
+            def recording_acquire(key: str, owner: str, ttl: float, now: Optional[float] = None) -> bool:
+                taken = real_acquire(key, owner, ttl, now)
+                if key == sender_hash:
+                    attempts.append((time.time(), taken))
+                return taken
+
+            server.store.acquire_lease = recording_acquire
+            # the crashed instance left a lease (3 s to live) while the message waits
+            taken_at = time.time()
+            lease_expires = taken_at + 3.0
+            assert store.acquire_lease(sender_hash, "crashed", 3.0, now=taken_at)
             assert server.post(text_payload(sender, ["na de crash"])).status_code == 200
-            time.sleep(1.0)
-            assert bot.texts(sender) == []  # not while the other instance may still work on it
+            # The survivor saw the message and was refused the live lease: it waits.
+            wait_for_state("the survivor to be refused the crashed instance's lease",
+                           lambda: [taken for _, taken in attempts], lambda seen: False in seen, timeout=10)
             assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=15)
             assert bot.texts(sender) == ["na de crash"]
+            # not while the other instance may still work on it: the message reached the
+            # bot only after the crashed instance's lease had expired (a conclusion from
+            # the recorded times, not from a look at the bot after a guessed sleep)
+            assert len(bot.handled_at) == 1 and bot.handled_at[0] >= lease_expires, (bot.handled_at, lease_expires)
         finally:
             server.stop()
 

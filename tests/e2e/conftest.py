@@ -63,7 +63,7 @@ class Processes:
                 last = f"HTTP {response.status_code}"
             except requests.RequestException as exc:
                 last = type(exc).__name__
-            time.sleep(0.3)
+            time.sleep(0.3)  # poll interval of a bounded wait (fails below after timeout), not a guess
         pytest.fail(f"{name} not ready at {url} after {timeout:.0f}s ({last}):\n{self.tail(name)}")
 
     def stop_all(self) -> None:

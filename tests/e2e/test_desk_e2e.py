@@ -38,6 +38,7 @@ for _path in (str(Path(__file__).resolve().parent.parent), str(ROOT)):  # tests/
         sys.path.insert(0, _path)
 
 from test_desk_helpers import FakeRasa, free_port, open_ticket  # noqa: E402
+from support.waiting import wait_for_state  # noqa: E402
 
 from appcare.handoff_store import HandoffStore  # noqa: E402
 
@@ -51,7 +52,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = 
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval of a bounded wait, not a guess at how long the work takes
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -280,6 +281,30 @@ class Citizen:
         )
         assert response.status_code == 200, response.text
 
+    def wait_turn_finished(self, timeout: float = 60.0) -> None:
+        """Waits until the assistant is done with everything the citizen wrote, so that
+        "the bot sent nothing" is a conclusion. REST: ``say`` returns only after Rasa
+        finished the turn (its answers are in the tracker), nothing to wait for.
+        WhatsApp: the channel's health says no message is open (every inbox message has
+        a final status; one being answered counts as open) and no sender worker runs
+        (sends are made by the worker)."""
+        if self.graph is None:
+            return
+
+        def health() -> Any:
+            try:
+                response = requests.get(f"{self.rasa_url}/webhooks/whatsapp/health", timeout=5)
+                return response.status_code, response.json()
+            except (requests.RequestException, ValueError) as exc:
+                return None, type(exc).__name__
+
+        wait_for_state(
+            "the WhatsApp channel to finish the citizen's message (no open message, no worker)",
+            health,
+            lambda h: h[0] == 200 and h[1].get("open_messages") == 0 and h[1].get("active_senders") == 0,
+            timeout,
+        )
+
     def received(self) -> List[str]:
         """Everything the citizen got: Graph API sends, or bot texts (REST answers and tracker)."""
         if self.graph is not None:
@@ -352,7 +377,7 @@ def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):
         create_user(desk_env(db_url, rasa_url, desk_port), "anna", "staff")
         processes.wait_http("actions", f"http://127.0.0.1:{action_port}/health", timeout=120,
                             ok=lambda r: r.status_code == 200)
-        processes.wait_http("rasa", f"{rasa_url}/status", timeout=300, ok=lambda r: r.status_code == 200)
+        processes.wait_http("rasa", f"{rasa_url}/status", timeout=600, ok=lambda r: r.status_code == 200)
 
         login(browser, desk_url, "anna")
         handoff = HandoffStore(db_url)
@@ -386,7 +411,7 @@ def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):
         wait_until(lambda: "wanneer mijn paspoort klaar is" in messages_text(browser), timeout=30,
                    what="the citizen's message in the ticket view")
         assert_not_reloaded(browser, marker)
-        time.sleep(1.0)
+        citizen.wait_turn_finished()
         assert citizen.received()[before:] == [], "the bot answered while a human has the conversation"
 
         # Staff close: the citizen gets a short closing message and the bot is back.

@@ -154,7 +154,7 @@ class Stack:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.3)
+            time.sleep(0.3)  # poll interval of a bounded wait for the desk (fails below), not a guess
         pytest.fail(f"the desk did not come up:\n{self.tail('desk')}", pytrace=False)
 
     def stop(self) -> None:
@@ -216,7 +216,7 @@ def wait_for_job(driver, stack: Stack, timeout: float = 600) -> str:
             state = ""
         if state in done:
             return state
-        time.sleep(1.0)
+        time.sleep(1.0)  # poll interval of a bounded wait for a final job state (fails below), not a guess
     pytest.fail(f"the job did not finish in {timeout:.0f}s (state {state!r}): {text_of(driver, 'job-message')}")
 
 

@@ -64,7 +64,7 @@ class Assistant:
         self._spawn("rasa", [str(BIN / "rasa"), "run", "--enable-api", "--port", str(self.rasa_port),
                              "--model", str(latest_model()), "--endpoints", str(endpoints),
                              "--credentials", str(credentials)])
-        self._wait(f"{self.url}/status", 240)
+        self._wait(f"{self.url}/status", 600)  # bounded; a loaded 2-core machine needs minutes
         if self.start_actions:
             self._wait(f"http://127.0.0.1:{self.action_port}/health", 60)
         return self
@@ -84,7 +84,7 @@ class Assistant:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of a bounded wait (raises below after seconds), not a guess
         raise RuntimeError(f"{url} did not come up in {seconds} s:\n{self.log_text()[-3000:]}")
 
     def say(self, sender: str, text: str, metadata: Optional[dict] = None) -> List[dict]:
