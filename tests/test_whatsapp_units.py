@@ -180,3 +180,30 @@ def test_dedupe_ids_are_kept_at_least_seven_days(tmp_path: Path) -> None:
     store.purge(retention_days=1, now=now + 6 * 86400)
     assert store.inbound_status("old") == "pending"  # open messages are never purged
     assert store.record_inbound([item("old")], now) == [False]
+
+
+# ------------------------------------------------- status webhooks settle sends
+def test_status_with_our_callback_data_settles_the_outbox_row(tmp_path: Path) -> None:
+    from channels.inbox import callback_data, outbox_id_of
+    from tools.loadtest import status_payload
+
+    store = InboxStore(f"sqlite:///{tmp_path / 'cb.db'}")
+    (row_id,) = store.add_outgoing("1000000001", "31611111111", [{"type": "text"}], ["text"])
+    (other_id,) = store.add_outgoing("1000000001", "31622222222", [{"type": "text"}], ["text"])
+    for outbox_id in (row_id, other_id):
+        assert store.mark_sending(outbox_id)
+        assert store.mark_unknown(outbox_id, "timeout")  # the HTTP answer with the wamid was lost
+    assert outbox_id_of(callback_data(row_id)) == row_id
+    assert outbox_id_of("someone-else:12") is None and outbox_id_of("appcare:12x") is None
+
+    body = json.loads(status_payload("wamid.META1", "31611111111", "1000000001", "sent", callback_data(row_id)))
+    (status,) = parse_webhook(body).statuses
+    assert status.callback_data == callback_data(row_id)
+    # a report naming another citizen's row does not touch it
+    wrong = json.loads(status_payload("wamid.META2", "31699999999", "1000000001", "sent", callback_data(other_id)))
+    store.record_statuses(parse_webhook(wrong).statuses + [status])
+    settled, untouched = store.get_outgoing(row_id), store.get_outgoing(other_id)
+    assert settled.status == "sent" and settled.wamid == "wamid.META1" and settled.payload is None
+    assert untouched.status == "unknown" and untouched.wamid is None
+    # a claim is conditional: a settled row is never posted again
+    assert not store.mark_sending(row_id, ("unknown",))
