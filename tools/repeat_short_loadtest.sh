@@ -16,12 +16,13 @@ mkdir -p "$OUT"
 load_pid=""
 if [ "$LOAD" = 1 ]; then
   # a training in a loop, into a throw-away directory, as the CPU-heavy neighbour
-  ( while true; do
+  # (its own process group, so that the whole loop and its training end with this script)
+  setsid bash -c 'while true; do
       .venv/bin/rasa train --force --config models/config.effective.yml --data data --domain domain \
-        --out "$OUT/train-load" --quiet >"$OUT/train-load.log" 2>&1
-    done ) &
+        --out "$0/train-load" --quiet >"$0/train-load.log" 2>&1
+    done' "$OUT" &
   load_pid=$!
-  trap 'kill -- -$load_pid 2>/dev/null; pkill -f "$OUT/train-load" 2>/dev/null' EXIT
+  trap 'kill -TERM -- -$load_pid 2>/dev/null' EXIT
   sleep 20
 fi
 passed=0
