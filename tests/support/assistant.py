@@ -64,9 +64,13 @@ class Assistant:
         self._spawn("rasa", [str(BIN / "rasa"), "run", "--enable-api", "--port", str(self.rasa_port),
                              "--model", str(latest_model()), "--endpoints", str(endpoints),
                              "--credentials", str(credentials)])
-        self._wait(f"{self.url}/status", 600)  # bounded; a loaded 2-core machine needs minutes
-        if self.start_actions:
-            self._wait(f"http://127.0.0.1:{self.action_port}/health", 60)
+        try:
+            self._wait(f"{self.url}/status", 600)  # bounded; a loaded 2-core machine needs minutes
+            if self.start_actions:
+                self._wait(f"http://127.0.0.1:{self.action_port}/health", 60)
+        except BaseException:
+            self.stop()  # a failed start leaves no servers behind
+            raise
         return self
 
     def _spawn(self, name: str, cmd: List[str]) -> None:
