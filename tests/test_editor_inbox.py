@@ -31,7 +31,7 @@ def test_not_understood_messages_are_found(tmp_path):
     db.action("a", "action_listen")
     fallback = db.turn("a", "mijn naam is Jan de Vries, kan ik een hond registreren?", "nlu_fallback", 0.3, ["action_clarify"])
     db.turn("a", "/request_human", "request_human", 1.0, ["action_handoff_to_kcc"])  # button after the clarify
-    understood = db.turn("b", "wat kost een paspoort voor een volwassene", "passport_fees", 0.93, ["action_passport_id"])
+    understood = db.turn("b", "hoeveel betaal ik als volwassene voor een paspoort", "passport_fees", 0.93, ["action_passport_id"])
     low = db.turn("b", "reisboekje prijs", "passport_fees", 0.52, ["action_passport_id"])
     first_c = db.turn("c", "hondenbelasting betalen", "nlu_fallback", 0.2, ["action_clarify"])
     second = db.user("c", "bel me op 0612345678 over de hond", "nlu_fallback", 0.2)

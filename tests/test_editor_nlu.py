@@ -79,12 +79,12 @@ def test_duplicates_are_refused_and_near_duplicates_warned(nlu):
     with pytest.raises(EditorRefused) as other:
         nlu.add("passport_apply", [existing])
     assert other.value.code == "conflict" and "passport_fees" in other.value.problems[0]
-    plain = "wat kost een paspoort voor een volwassene"
+    plain = "hoeveel betaal ik als volwassene voor een paspoort"
     nlu.add("passport_fees", [plain])
-    result = nlu.add("passport_apply", ["wat kost een paspoort voor volwassenen"])
+    result = nlu.add("passport_apply", ["hoeveel betaal ik als volwassenen voor een paspoort"])
     assert any("passport_fees" in w and "Lijkt op" in w for w in result.warnings), result.warnings
     warnings = nlu.intent_warnings("passport_apply")
-    assert any("passport_fees" in w for w in warnings["wat kost een paspoort voor volwassenen"])
+    assert any("passport_fees" in w for w in warnings["hoeveel betaal ik als volwassenen voor een paspoort"])
 
 
 def test_similarity_measures():
