@@ -49,14 +49,12 @@ def rows(server: ChannelServer, sender: str) -> List[Any]:
 
 
 def settled(server: ChannelServer, sender: str, wamid: str, timeout: float = 30) -> List[Any]:
-    """Waits until the message is finished and none of its sends is still open or in doubt."""
-    def done() -> bool:
-        found = rows(server, sender)
-        return (server.store.inbound_status(wamid) in ("done", "failed")
-                and bool(found) and all(r.status in ("sent", "failed", "deferred") for r in found)
-                and not server.worker_running(sender))
-    assert wait_until(done, timeout), f"not settled: {[r.status for r in rows(server, sender)]}"
-    return rows(server, sender)
+    """The channel's own "finished with this message" (final inbox status, no send
+    still open or in doubt, worker ended), then the sender's outbox rows."""
+    server.wait_handled(sender, [wamid], timeout)
+    found = rows(server, sender)
+    assert found, "nothing was sent"
+    return found
 
 
 @pytest.fixture
