@@ -152,6 +152,12 @@ class ActionClarify(AppcareAction):
         if len(text) > LONG_MESSAGE:
             turn.say("utter_too_long")
             return
+        # Another language: the language entity (py3langid, appcare.nlu.language; also
+        # Arabic or Cyrillic script) or, without that entity, mostly English words.
+        language = turn.entity("language")
+        if language and language != "nl" and not _URL_ONLY.match(text):
+            turn.say("utter_other_language", phone=turn.content.contact.phone.value)
+            return
         if _URL_ONLY.match(text) or not re.search(r"[a-zA-Z]{2,}", text):
             turn.say("utter_ask_rephrase_text")
             return

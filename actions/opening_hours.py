@@ -1,8 +1,11 @@
-"""Opening hours: today, tomorrow, a weekday, a date or a holiday; 'open now?' and
-the next opening moment, per desk (balie, telefoon)."""
+"""Opening hours: today, tomorrow, a weekday, a date or a holiday, a day part
+("woensdagavond": is there an evening opening?) or a period ("volgende week", "tussen
+kerst en oud en nieuw": one line per day); 'open now?' and the next opening moment,
+per desk (balie, telefoon)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import List, Optional
 
 from appcare import clock, opening_hours as oh
 from appcare.clock import WEEKDAY_NAMES
@@ -42,12 +45,17 @@ def answer_opening_hours(turn: Turn, now_question: bool = False) -> None:
         turn.warn_unverified(hours_fact)
         return
     if day_text:
+        period = clock.parse_period(day_text, now)
+        if period:
+            _answer_period(turn, desk, *period)
+            turn.warn_unverified(hours_fact)
+            return
         parsed = clock.parse_day(day_text, now)
         if not parsed:
             turn.say("utter_day_not_understood")
             return
         day, label = parsed
-        _answer_day(turn, desk, day, label)
+        _answer_day(turn, desk, day, label, part=clock.day_part(day_text), day_text=day_text)
     else:
         week = "\n".join(
             f"{name}: {_ranges_text(oh.hours_fact(content, desk).value[name])}" for name in WEEKDAY_NAMES
@@ -62,10 +70,37 @@ def _ranges_text(ranges) -> str:
     return " en ".join(r.replace("-", " - ") for r in ranges)
 
 
-def _answer_day(turn: Turn, desk: str, day: dt.date, label: str) -> None:
+# Hours of a day part; a desk is open in a part when one of its ranges overlaps it.
+DAY_PART_WINDOWS = {
+    "ochtend": (dt.time(6, 0), dt.time(12, 0)),
+    "middag": (dt.time(12, 0), dt.time(18, 0)),
+    "avond": (dt.time(18, 0), dt.time(23, 59)),
+    "nacht": (dt.time(0, 0), dt.time(6, 0)),
+}
+PART_ADVERB = {"ochtend": "'s ochtends", "middag": "'s middags", "avond": "'s avonds", "nacht": "'s nachts"}
+SHORT_WEEKDAYS = ["ma", "di", "wo", "do", "vr", "za", "zo"]
+SHORT_MONTHS = ["jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec"]
+MAX_PERIOD_LINES = 14
+
+
+def _open_in_part(hours: oh.DayHours, part: str) -> bool:
+    start, end = DAY_PART_WINDOWS[part]
+    return any(a < end and start < b for a, b in hours.ranges)
+
+
+def _answer_day(turn: Turn, desk: str, day: dt.date, label: str, part: Optional[str] = None,
+                day_text: Optional[str] = None) -> None:
     content = turn.content
     desk_name = content.desks[desk].name
     hours = oh.hours_on(content, desk, day)
+    if part and not hours.closed and not _open_in_part(hours, part):
+        # "woensdagavond": say the day's hours and clearly that there is no evening opening
+        plain = clock.parse_day(clock.split_day_part(day_text or "")[0], turn.now) if day_text else None
+        plain_label = plain[1] if plain and plain[0] == day else label
+        plain_label = plain_label[0].upper() + plain_label[1:]
+        turn.say("utter_hours_day", day_label=plain_label, desk_name=desk_name,
+                 hours=f"{hours.text()}, {PART_ADVERB[part]} niet")
+        return
     label = label[0].upper() + label[1:]
     if hours.closed:
         start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=clock.TZ)
@@ -73,6 +108,27 @@ def _answer_day(turn: Turn, desk: str, day: dt.date, label: str) -> None:
         _say_closed(turn, desk, "utter_hours_day_closed", max(start, turn.now), day_label=label, reason=reason)
     else:
         turn.say("utter_hours_day", day_label=label, desk_name=desk_name, hours=hours.text())
+
+
+def _clock(value: dt.time) -> str:
+    return f"{value.hour}:{value.minute:02d}"
+
+
+def _period_line(day: dt.date, hours: oh.DayHours) -> str:
+    head = f"{SHORT_WEEKDAYS[day.weekday()]} {day.day} {SHORT_MONTHS[day.month - 1]}"
+    if hours.closed:
+        return f"{head}: gesloten" + (f" ({hours.reason})" if hours.reason else "")
+    ranges = " en ".join(f"{_clock(a)}-{_clock(b)}" for a, b in hours.ranges)
+    return f"{head}: {ranges}" + (f" ({hours.reason})" if hours.reason else "")
+
+
+def _answer_period(turn: Turn, desk: str, days: List[dt.date], label: str) -> None:
+    """One short line per day of the period ("vr 25 dec: gesloten (Eerste Kerstdag)")."""
+    content = turn.content
+    lines = [_period_line(day, oh.hours_on(content, desk, day)) for day in days[:MAX_PERIOD_LINES]]
+    if len(days) > MAX_PERIOD_LINES:
+        lines.append(f"Verder: {content.contact.website.value}")
+    turn.say("utter_hours_week", desk_name=f"{content.desks[desk].name} {label}", week="\n".join(lines))
 
 
 def _say_closed(turn: Turn, desk: str, response: str, moment: dt.datetime, **kwargs) -> None:

@@ -2,8 +2,9 @@
 express, what to bring, applying, lost or stolen, collecting, children."""
 from __future__ import annotations
 
-import re
 from typing import Optional
+
+from appcare.nlu.ages import age_value
 
 from actions.base import AppcareAction, Turn, money
 
@@ -18,13 +19,17 @@ def document_of(turn: Turn) -> Optional[str]:
 
 
 def age_of(turn: Turn) -> Optional[int]:
-    """Age from this message, else from earlier in the conversation."""
-    raw = turn.remembered("age")
-    if raw:
-        match = re.search(r"\d{1,3}", raw)
-        if match and int(match.group()) <= 120:
-            return int(match.group())
-    return None
+    """Age from this message, else from earlier in the conversation ("17", "18+",
+    "zeventien", "65-plusser", "volwassene")."""
+    return age_value(turn.remembered("age"))
+
+
+def fee_for(fees, document: str, age: int):
+    """The fee fact for a document and age: under 18, 18 and older, and a separate
+    65+ fee only where the content has one (otherwise the adult fee)."""
+    if age >= 65 and getattr(fees, f"{document}_65_plus", None) is not None:
+        return getattr(fees, f"{document}_65_plus")
+    return getattr(fees, f"{document}_{'under_18' if age < 18 else '18_plus'}")
 
 
 def _fee_year_note(turn: Turn, fact) -> str:
@@ -54,7 +59,7 @@ def answer_passport(turn: Turn, intent: str) -> None:
             turn.set("pending_question", "age")
             return
         minor = age < 18
-        fee = getattr(passport.fees, f"{document}_{'under_18' if minor else '18_plus'}")
+        fee = fee_for(passport.fees, document, age)
         validity = passport.validity_years_minor.value if minor else passport.validity_years_adult.value
         turn.say("utter_passport_fee", document=name,
                  age_group="jonger dan 18" if minor else "van 18 jaar of ouder",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List
 
 from appcare import clock
+from appcare.nlu.streets import dutch_capitalisation
 from appcare.roadworks_feed import Roadwork, RoadworksUnavailable, default_client
 
 from actions.base import AppcareAction, Turn
@@ -33,10 +34,12 @@ def answer_roadworks(turn: Turn, intent: str) -> None:
     relevant: List[Roadwork] = [r for r in found if r.active_on(today) or r.upcoming_after(today)]
     day_text = turn.entity("date_expr")
     if day_text:
-        parsed = clock.parse_day(day_text, turn.now)
-        if parsed:
-            relevant = [r for r in relevant if r.active_on(parsed[0])]
-    place = street or area or "die dag"
+        period = clock.parse_period(day_text, turn.now)
+        parsed = clock.parse_day(day_text, turn.now) if not period else None
+        days = period[0] if period else ([parsed[0]] if parsed else [])
+        if days:
+            relevant = [r for r in relevant if any(r.active_on(day) for day in days)]
+    place = dutch_capitalisation(street) if street else (area or "die dag")
     if not relevant:
         turn.say("utter_roadworks_none", place=place, url=page)
     elif not street and not area:

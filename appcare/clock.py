@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -44,23 +44,8 @@ def public_holiday(day: dt.date) -> Optional[str]:
     return holidays.NL(years=day.year, language="nl").get(day)
 
 
-# Holiday expressions as citizens type them -> holidays library name.
-_HOLIDAY_ALIASES = [
-    (r"(2e|tweede)\s*kerst(dag)?", "Tweede Kerstdag"),
-    (r"(1e|eerste)\s*kerst(dag)?|kerstmis|kerst", "Eerste Kerstdag"),
-    (r"nieuwjaar(sdag)?|1\s*januari", "Nieuwjaarsdag"),
-    (r"goede\s*vrijdag", "Goede Vrijdag"),
-    (r"(2e|tweede)\s*paas(dag|maandag)|paasmaandag", "Tweede paasdag"),
-    (r"(1e|eerste)\s*paasdag|pasen|paaszondag", "Eerste paasdag"),
-    (r"koning(s|innen?)dag", "Koningsdag"),
-    (r"bevrijdingsdag", "Bevrijdingsdag"),
-    (r"hemelvaart(sdag)?", "Hemelvaartsdag"),
-    (r"(2e|tweede)\s*pinkster(dag|en)?|pinkstermaandag", "Tweede Pinksterdag"),
-    (r"(1e|eerste)\s*pinksterdag|pinksteren", "Eerste Pinksterdag"),
-]
-
-
 def _holiday_date(name: str, after: dt.date) -> Optional[dt.date]:
+    """First day on or after ``after`` with the holidays library's Dutch ``name``."""
     for year in (after.year, after.year + 1):
         # Bevrijdingsdag is only a "public" holiday every five years in the library.
         table = holidays.NL(years=year, language="nl", categories=("public", "optional"))
@@ -70,44 +55,108 @@ def _holiday_date(name: str, after: dt.date) -> Optional[dt.date]:
     return None
 
 
-def parse_day(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[dt.date, str]]:
-    """Parses a Dutch day expression ("morgen", "zaterdag", "2e kerstdag", "27 april").
+def named_day_date(name: str, after: dt.date) -> Optional[dt.date]:
+    """Date of a named day (holiday library name or kerstavond/oudjaarsdag/pakjesavond)
+    on or after ``after``."""
+    from appcare.nlu.dates import SPECIAL_DAYS
 
-    Returns (date, label) with a label fit for a reply ("morgen", "zaterdag 28 november"),
-    or None when the text is not understood.
+    if name in SPECIAL_DAYS:
+        month, day_of_month = SPECIAL_DAYS[name]
+        day = dt.date(after.year, month, day_of_month)
+        return day if day >= after else dt.date(after.year + 1, month, day_of_month)
+    return _holiday_date(name, after)
+
+
+def _normalise(text: str) -> str:
+    t = re.sub(r"[^\w\s/'&-]", " ", text.lower())
+    return re.sub(r"\s+", " ", t).strip()
+
+
+_PART_LABEL = {"ochtend": "'s ochtends", "middag": "'s middags", "avond": "'s avonds", "nacht": "'s nachts"}
+_TODAY_PART = {"ochtend": "vanochtend", "middag": "vanmiddag", "avond": "vanavond", "nacht": "vannacht"}
+
+
+def split_day_part(text: str) -> Tuple[str, Optional[str]]:
+    """The day without its part and the part: "woensdagavond" -> ("woensdag", "avond"),
+    "vanmiddag" -> ("vandaag", "middag"), "morgenochtend om 9 uur" -> ("morgen", "ochtend")."""
+    from appcare.nlu import dates
+
+    t = dates.strip_time(dates.fix_weekday_typos(_normalise(text or "")))
+    core, part = dates.split_day_part(t)
+    core = re.sub(r"\bvroeg\b", "", core).strip()
+    if part is None and re.search(r"\bmorgen\s*vroeg\b", t):
+        part = "ochtend"
+    return core, part
+
+
+def day_part(text: str) -> Optional[str]:
+    """"ochtend", "middag", "avond" or "nacht" when the expression names a part of a day."""
+    return split_day_part(text)[1] if text else None
+
+
+def parse_day(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[dt.date, str]]:
+    """Parses a Dutch day expression ("morgen", "zaterdag", "2e kerstdag", "27 april",
+    "woensdagavond", "morgenochtend om kwart over negen", "oudjaarsdag", "over twee weken").
+
+    Returns (date, label) with a label fit for a reply ("morgen", "zaterdag 28 november",
+    "woensdagavond 2 december"), or None when the text is not understood.
     """
     if not text:
         return None
     base = base or now()
+    core, part = split_day_part(text)
+    parsed = _parse_plain_day(core, base)
+    if not parsed or not part:
+        return parsed
+    day, label = parsed
+    for name in WEEKDAY_NAMES:
+        if label.startswith(name + " "):
+            return day, f"{name}{part}{label[len(name):]}"
+    if label == "vandaag":
+        return day, _TODAY_PART[part]
+    if label in ("morgen", "overmorgen"):
+        return day, f"{label}{part}"
+    return day, f"{label} {_PART_LABEL[part]}"
+
+
+def _parse_plain_day(t: str, base: dt.datetime) -> Optional[Tuple[dt.date, str]]:
+    from appcare.nlu import dates
+
     today = base.date()
-    t = re.sub(r"[^\w\s/-]", " ", text.lower()).strip()
-    t = re.sub(r"\s+", " ", t)
+    if not t:
+        return None
     simple = {"vandaag": 0, "nu": 0, "morgen": 1, "overmorgen": 2, "gisteren": -1}
     if t in simple:
         day = today + dt.timedelta(days=simple[t])
         return day, t
-    for pattern, name in _HOLIDAY_ALIASES:
-        if re.fullmatch(pattern, t) or re.search(rf"\b(?:{pattern})\b", t):
-            day = _holiday_date(name, today)
-            if day:
-                return day, f"{name.lower()} ({format_date(day)})"
+    name = dates.named_day(t)
+    if name:
+        day = named_day_date(name, today)
+        if day:
+            return day, f"{name.lower()} ({format_date(day)})"
     if re.search(r"\b(dit |het )?weekend\b", t):
         day = today + dt.timedelta(days=(5 - today.weekday()) % 7)
         return day, f"zaterdag {format_date(day, with_weekday=False)}"
-    next_week = "volgende week" in t or "komende week" in t
-    for index, name in enumerate(WEEKDAY_NAMES):
-        if re.search(rf"\b{name[:2]}{name[2:]}s?\b", t) or t in {name[:2], name[:3]}:
+    next_week = re.search(r"\b(volgende|komende|aankomende) week\b|\bover een week\b", t) is not None
+    for index, weekday in enumerate(WEEKDAY_NAMES):
+        if re.search(rf"\b{weekday}s?\b", t) or t in {weekday[:2], weekday[:3]}:
             if re.search(r"\d", t):
                 break  # "vrijdag 4 december": the date decides
             delta = (index - today.weekday()) % 7
             if next_week:
                 delta = delta + 7 if delta <= (6 - today.weekday()) else delta
             day = today + dt.timedelta(days=delta)
-            return day, f"{name} {format_date(day, with_weekday=False)}"
+            return day, f"{weekday} {format_date(day, with_weekday=False)}"
     import dateparser  # local import: slow to import, rarely needed
+    from appcare.nlu.ages import number_value
 
+    # "over twee weken" -> "over 2 weken", "over een week" -> "over 1 week" (text2num)
+    numeric = t
+    if re.match(r"over ", t):
+        numeric = re.sub(r"\bover een\b", "over 1", t)
+        numeric = re.sub(r"\b[a-zë]+\b", lambda m: str(number_value(m.group(0)) or m.group(0)), numeric)
     parsed = dateparser.parse(
-        t,
+        numeric,
         languages=["nl"],
         settings={
             "PREFER_DATES_FROM": "future",
@@ -123,6 +172,101 @@ def parse_day(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[d
             except ValueError:
                 return None
         return day, format_date(day)
+    return None
+
+
+MAX_PERIOD_DAYS = 31
+_RANGE_SEPARATORS = (
+    (r"^(?:tussen)\s+(.+?)\s+en\s+(.+)$", True),
+    (r"^(?:van|vanaf)\s+(.+?)\s+(?:tot en met|t/m|tm|tot)\s+(.+)$", True),
+    (r"^(.+?)\s+(?:tot en met|t/m|tm)\s+(.+)$", True),
+)
+
+
+def _period_label(phrase: str, days: List[dt.date]) -> str:
+    first, last = days[0], days[-1]
+    if first == last:
+        span = format_date(first)
+    elif len(days) == 2:
+        span = (f"{first.day} en {format_date(last, with_weekday=False)}" if first.month == last.month
+                else f"{format_date(first, with_weekday=False)} en {format_date(last, with_weekday=False)}")
+    elif first.month == last.month:
+        span = f"{first.day} t/m {format_date(last, with_weekday=False)}"
+    else:
+        span = f"{format_date(first, with_weekday=False)} t/m {format_date(last, with_weekday=False)}"
+    return f"{phrase} ({span})"
+
+
+def _days(first: dt.date, last: dt.date) -> List[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def parse_period(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[List[dt.date], str]]:
+    """Parses a Dutch period ("deze week", "volgende week", "door de week", "dit weekend",
+    "tussen kerst en oud en nieuw", "van maandag tot vrijdag", "de kerstdagen").
+
+    Returns (days, label), e.g. ([25 Dec .. 31 Dec], "tussen kerst en oud en nieuw
+    (25 t/m 31 december)"), or None when the text names no period (a single day).
+    """
+    if not text:
+        return None
+    base = base or now()
+    today = base.date()
+    t = _normalise(text)
+    from appcare.nlu import dates
+
+    t = dates.fix_weekday_typos(t)
+    for pattern, _ in _RANGE_SEPARATORS:
+        match = re.match(pattern, t)
+        if not match:
+            continue
+        # "tussen kerst en oud en nieuw": try every "en" until both sides are days
+        left_right = [(match.group(1), match.group(2))]
+        if pattern.startswith("^(?:tussen)"):
+            words = t.split()[1:]
+            left_right = [(" ".join(words[:i]), " ".join(words[i + 1:]))
+                          for i, w in enumerate(words) if w == "en" and 0 < i < len(words) - 1]
+        for left, right in left_right:
+            first, last = parse_day(left, base), parse_day(right, base)
+            if not first or not last:
+                continue
+            start, end = first[0], last[0]
+            if end < start:
+                # asked during the period itself: the start lies in the past ("tussen kerst en
+                # oud en nieuw" on 28 December)
+                earlier = parse_day(left, base - dt.timedelta(days=MAX_PERIOD_DAYS))
+                if earlier and earlier[0] <= end:
+                    start = max(earlier[0], today)
+            if start <= end and (end - start).days < MAX_PERIOD_DAYS:
+                return _days(start, end), _period_label(t, _days(start, end))
+    monday = today - dt.timedelta(days=today.weekday())
+    weekday_named = any(re.search(rf"\b{name}", t) for name in WEEKDAY_NAMES)
+    if re.search(r"\b(door de week|doordeweeks|doordeweekse dagen|op werkdagen)\b", t):
+        start = monday if today.weekday() < 5 else monday + dt.timedelta(days=7)
+        days = _days(start, start + dt.timedelta(days=4))
+        return days, _period_label("door de week", days)
+    if re.search(r"\b(deze|dit) week\b", t) and not weekday_named:
+        days = _days(today, monday + dt.timedelta(days=6))
+        return days, _period_label("deze week", days)
+    if re.search(r"\b(volgende|komende|aankomende|de komende) week\b", t) and not weekday_named:
+        start = monday + dt.timedelta(days=7)
+        days = _days(start, start + dt.timedelta(days=6))
+        return days, _period_label("volgende week", days)
+    if re.search(r"\bweekends?\b", t):
+        saturday = monday + dt.timedelta(days=5)
+        if re.search(r"\bvolgende? weekend\b", t) and today.weekday() >= 5:
+            saturday += dt.timedelta(days=7)
+        days = [d for d in _days(saturday, saturday + dt.timedelta(days=1)) if d >= today]
+        phrase = "volgend weekend" if re.search(r"\bvolgende? weekend\b", t) else "dit weekend"
+        return days, _period_label(phrase, days)
+    if re.search(r"\bkerstdagen\b", t):
+        first = named_day_date("Eerste Kerstdag", today)
+        days = _days(first, first + dt.timedelta(days=1))
+        return days, _period_label("de kerstdagen", days)
+    if re.search(r"\bfeestdagen\b", t):
+        eve = named_day_date("Kerstavond", today - dt.timedelta(days=8))
+        days = [d for d in _days(eve, eve + dt.timedelta(days=8)) if d >= today]
+        return days, _period_label("de feestdagen", days)
     return None
 
 

@@ -225,3 +225,144 @@ def test_late_message_gets_apology(frozen_now):
 def test_feedback_yes_no():
     result = run_action(ActionHandleYesNo(), "ja", "affirm", slots={**TERNEUZEN, "pending_question": "feedback"})
     assert result.responses == ["utter_feedback_positive"]
+
+
+# ------------------------------------------------------------ entities from the library extractor
+@pytest.fixture(scope="module")
+def library_extractor():
+    from appcare.nlu.entities import LibraryEntityExtractor
+
+    return LibraryEntityExtractor({})
+
+
+def entities_of(extractor, text):
+    """The entities the NLU pipeline's LibraryEntityExtractor gives this text."""
+    return extractor.extract(text)
+
+
+def test_period_gets_one_line_per_day(frozen_now, library_extractor):
+    frozen_now(2026, 12, 20, 10, 0)  # Sunday before Christmas
+    text = "zijn jullie open tussen kerst en oud en nieuw?"
+    result = run_action(ActionOpeningHours(), text, "opening_hours", entities_of(library_extractor, text),
+                        slots=TERNEUZEN)
+    lines = result.texts[0].splitlines()
+    assert lines[0] == ("De openingstijden van de publieksbalie in het stadhuis tussen kerst en oud en nieuw "
+                        "(25 t/m 31 december):")
+    assert lines[1:] == [
+        "vr 25 dec: gesloten (Eerste Kerstdag)",
+        "za 26 dec: gesloten (Tweede Kerstdag)",
+        "zo 27 dec: gesloten",
+        "ma 28 dec: 8:30-16:30",
+        "di 29 dec: 8:30-16:30",
+        "wo 30 dec: 8:30-16:30",
+        "do 31 dec: 8:30-16:30 en 18:00-20:00",
+    ]
+
+
+def test_next_week_in_lelystad(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionOpeningHours(), "en volgende week?", "opening_hours", [("date_expr", "volgende week")],
+                        slots=LELYSTAD)
+    assert "volgende week (30 november t/m 6 december):" in result.text
+    assert "do 3 dec: 9:00-20:00" in result.text and "zo 6 dec: gesloten" in result.text
+
+
+def test_evening_says_whether_there_is_an_evening_opening(frozen_now, library_extractor):
+    frozen_now(2026, 11, 23, 10, 0)  # Monday
+    text = "zijn jullie woensdagavond open"
+    wednesday = run_action(ActionOpeningHours(), text, "opening_hours", entities_of(library_extractor, text),
+                           slots=TERNEUZEN)
+    assert ("Woensdag 25 november is de publieksbalie in het stadhuis open van 8:30 tot 16:30, 's avonds niet."
+            in wednesday.text)
+    text = "en donderdagavond?"
+    thursday = run_action(ActionOpeningHours(), text, "opening_hours", entities_of(library_extractor, text),
+                          slots=TERNEUZEN)
+    assert ("Donderdagavond 26 november is de publieksbalie in het stadhuis open van 8:30 tot 16:30 "
+            "en 18:00 tot 20:00." in thursday.text)
+    saturday = run_action(ActionOpeningHours(), "zaterdagochtend?", "opening_hours",
+                          [("date_expr", "zaterdagochtend")], slots=TERNEUZEN)
+    assert "Zaterdagochtend 28 november is de publieksbalie in het stadhuis gesloten" in saturday.text
+
+
+def test_oudjaarsdag_with_the_municipalitys_special_hours(frozen_now, monkeypatch, tmp_path):
+    import shutil
+
+    from appcare import content
+
+    shutil.copytree(content.CONTENT_DIR, tmp_path / "content")
+    path = tmp_path / "content" / "terneuzen.yml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "  exceptions: []",
+        "  exceptions:\n"
+        "    - date: 2026-12-31\n"
+        "      hours: [\"08:30-12:00\"]\n"
+        "      reason: oudjaarsdag\n"
+        "      source: https://www.terneuzen.nl\n"
+        "      checked: 2026-11-25\n", 1), encoding="utf-8")
+    monkeypatch.setattr(content, "CONTENT_DIR", tmp_path / "content")
+    content.clear_cache()
+    try:
+        frozen_now(2026, 12, 20, 10, 0)
+        result = run_action(ActionOpeningHours(), "open op oudjaarsdag?", "opening_hours",
+                            [("date_expr", "oudjaarsdag")], slots=TERNEUZEN)
+        period = run_action(ActionOpeningHours(), "en tussen kerst en oud en nieuw", "opening_hours",
+                            [("date_expr", "tussen kerst en oud en nieuw")], slots=TERNEUZEN)
+    finally:
+        content.clear_cache()
+    assert ("Oudjaarsdag (donderdag 31 december) is de publieksbalie in het stadhuis open van 8:30 tot 12:00."
+            in result.text)
+    assert "do 31 dec: 8:30-12:00 (oudjaarsdag)" in period.text
+
+
+def test_age_values_from_the_extractor_give_the_right_fee(frozen_now, library_extractor):
+    frozen_now(2026, 11, 25, 10, 0)
+    for text in ("wat kost een paspoort voor een 65-plusser", "paspoort 65+ prijs",
+                 "wat kost een paspoort voor een volwassene"):
+        result = run_action(ActionPassportId(), text, "passport_fees",
+                            [("document_type", "paspoort")] + entities_of(library_extractor, text), slots=TERNEUZEN)
+        assert "paspoort voor iemand van 18 jaar of ouder kost € 77,87" in result.text, text
+    text = "id kaart voor mn dochter van zeventien"
+    minor = run_action(ActionPassportId(), text, "passport_fees",
+                       [("document_type", "id_kaart")] + entities_of(library_extractor, text), slots=TERNEUZEN)
+    assert "ID-kaart voor iemand jonger dan 18 kost € 37,99" in minor.text
+
+
+def test_age_words_kept_by_diet_still_work(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionHandleInform(), "volwassene", "inform", [("age", "volwassene")],
+                        slots={**TERNEUZEN, "document_type": "paspoort", "pending_question": "age",
+                               "topic": "passport_fees"})
+    assert "van 18 jaar of ouder kost € 77,87" in result.text
+
+
+def test_recognised_street_without_works_is_named(frozen_now, library_extractor):
+    frozen_now(2026, 11, 25, 10, 0)
+    for text, street in (("zijn er werkzaamheden op de vlietstraat 23?", "Vlietstraat"),
+                         ("omleiding Burgemeester Smeetslaan", "Burgemeester Smeetslaan")):
+        result = run_action(ActionRoadworks(), text, "roadworks_status", entities_of(library_extractor, text),
+                            slots=TERNEUZEN)
+        assert result.responses == ["utter_roadworks_none"], result.text
+        assert f"Ik ken geen wegwerkzaamheden op {street}." in result.text
+    # the answer to "which street?" is routed to roadworks and names it as well
+    text = "zonnebloemhof 7"
+    follow_up = run_action(ActionHandleInform(), text, "inform", entities_of(library_extractor, text),
+                           slots={**TERNEUZEN, "pending_question": "street", "topic": "roadworks_status"})
+    assert "geen wegwerkzaamheden op Zonnebloemhof" in follow_up.text
+
+
+def test_roadworks_in_a_period(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionRoadworks(), "werkzaamheden Larserdreef volgende week", "roadworks_status",
+                        [("street", "Larserdreef"), ("date_expr", "volgende week")], slots=LELYSTAD)
+    assert "Larserdreef: Nieuw asfalt" in result.text
+    later = run_action(ActionRoadworks(), "werkzaamheden Larserdreef tussen kerst en oud en nieuw",
+                       "roadworks_status", [("street", "larserdreef"),
+                                            ("date_expr", "tussen kerst en oud en nieuw")], slots=LELYSTAD)
+    assert later.responses == ["utter_roadworks_none"] and "op Larserdreef" in later.text
+
+
+@pytest.mark.parametrize("text", ["Dzień dobry, potrzebuję paszportu", "مرحبا، أحتاج جواز سفر",
+                                  "Merhaba, pasaport için randevu almak istiyorum"])
+def test_other_language_is_answered_in_clarify(text, library_extractor):
+    result = run_action(ActionClarify(), text, "nlu_fallback", entities_of(library_extractor, text), slots=TERNEUZEN)
+    assert result.responses == ["utter_other_language"]

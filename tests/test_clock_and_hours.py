@@ -61,3 +61,52 @@ def test_format_moment():
     ref = dt.datetime(2026, 11, 25, 18, 0, tzinfo=TZ)
     assert clock.format_moment(dt.datetime(2026, 11, 26, 8, 30, tzinfo=TZ), ref) == "morgen om 8:30"
     assert clock.format_moment(dt.datetime(2026, 11, 30, 8, 30, tzinfo=TZ), ref) == "maandag 30 november om 8:30"
+
+
+def test_day_parts_compounds_and_named_days():
+    base = dt.datetime(2026, 12, 7, 10, tzinfo=TZ)  # a Monday
+    assert clock.parse_day("woensdagavond", base) == (dt.date(2026, 12, 9), "woensdagavond 9 december")
+    assert clock.day_part("woensdagavond") == "avond"
+    assert clock.parse_day("zaterdagochtend", base) == (dt.date(2026, 12, 12), "zaterdagochtend 12 december")
+    assert clock.parse_day("donderdag middag", base) == (dt.date(2026, 12, 10), "donderdagmiddag 10 december")
+    assert clock.parse_day("morgenochtend om kwart over negen", base) == (dt.date(2026, 12, 8), "morgenochtend")
+    assert clock.day_part("morgenochtend om kwart over negen") == "ochtend"
+    assert clock.parse_day("morgen", base) == (dt.date(2026, 12, 8), "morgen")
+    assert clock.day_part("morgen") is None  # tomorrow, not the morning
+    assert clock.parse_day("vanavond", base) == (dt.date(2026, 12, 7), "vanavond")
+    assert clock.parse_day("vanmiddag", base)[0] == dt.date(2026, 12, 7)
+    assert clock.parse_day("oudjaarsdag", base) == (dt.date(2026, 12, 31), "oudjaarsdag (donderdag 31 december)")
+    assert clock.public_holiday(dt.date(2026, 12, 31)) is None  # not a public holiday
+    assert clock.parse_day("oud en nieuw", base)[0] == dt.date(2026, 12, 31)
+    assert clock.parse_day("kerstavond", base)[0] == dt.date(2026, 12, 24)
+    assert clock.parse_day("2e paasdag", base)[0] == dt.date(2027, 3, 29)
+    assert clock.parse_day("tweede pinksterdag", base)[0] == dt.date(2027, 5, 17)
+    assert clock.parse_day("bevrijdingsdag", base)[0] == dt.date(2027, 5, 5)
+    assert clock.parse_day("24-12", base)[0] == dt.date(2026, 12, 24)
+    assert clock.parse_day("over twee weken", base)[0] == dt.date(2026, 12, 21)
+    assert clock.parse_day("woensdg", base)[0] == dt.date(2026, 12, 9)  # typo
+    # after this year's oudjaarsdag it is next year's
+    assert clock.parse_day("oudjaarsdag", dt.datetime(2027, 1, 2, tzinfo=TZ))[0] == dt.date(2027, 12, 31)
+
+
+def test_periods():
+    wednesday = dt.datetime(2026, 11, 25, 10, tzinfo=TZ)
+    days, label = clock.parse_period("tussen kerst en oud en nieuw", wednesday)
+    assert days == [dt.date(2026, 12, d) for d in range(25, 32)]
+    assert label == "tussen kerst en oud en nieuw (25 t/m 31 december)"
+    days, label = clock.parse_period("deze week", wednesday)
+    assert days == [dt.date(2026, 11, d) for d in range(25, 30)] and label.startswith("deze week")
+    days, _ = clock.parse_period("door de week", wednesday)
+    assert days == [dt.date(2026, 11, d) for d in range(23, 28)]  # Monday to Friday
+    days, label = clock.parse_period("volgende week", wednesday)
+    assert days[0] == dt.date(2026, 11, 30) and days[-1] == dt.date(2026, 12, 6)
+    assert label == "volgende week (30 november t/m 6 december)"
+    days, label = clock.parse_period("dit weekend", wednesday)
+    assert days == [dt.date(2026, 11, 28), dt.date(2026, 11, 29)] and label == "dit weekend (28 en 29 november)"
+    # asked during the period: only the days still to come
+    days, _ = clock.parse_period("tussen kerst en oud en nieuw", dt.datetime(2026, 12, 28, 9, tzinfo=TZ))
+    assert days == [dt.date(2026, 12, d) for d in range(28, 32)]
+    # a single day is no period
+    assert clock.parse_period("volgende week dinsdag", wednesday) is None
+    assert clock.parse_period("zaterdag", wednesday) is None
+    assert clock.parse_period("", wednesday) is None
