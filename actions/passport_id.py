@@ -38,8 +38,47 @@ def _fee_year_note(turn: Turn, fact) -> str:
     return ""
 
 
+def answer_fees(turn: Turn, document: Optional[str]) -> None:
+    """Fees in one go: the exact fee when document and age are known, otherwise every
+    fee that can apply (adult and under 18, passport and ID card) instead of a
+    counter-question; a follow-up with the age or document narrows it down."""
+    passport = turn.content.passport
+    fees = passport.fees
+    age = age_of(turn)
+    documents = [document] if document else list(DOCUMENT_NAMES)
+    used = []
+    if age is not None:
+        minor = age < 18
+        validity = passport.validity_years_minor.value if minor else passport.validity_years_adult.value
+        for doc in documents:
+            fee = fee_for(fees, doc, age)
+            used.append(fee)
+            turn.say("utter_passport_fee", document=DOCUMENT_NAMES[doc],
+                     age_group="jonger dan 18" if minor else "van 18 jaar of ouder",
+                     amount=money(fee.value), year_note=_fee_year_note(turn, fee), validity=validity)
+    else:
+        amounts = {}
+        for doc in documents:
+            adult, minor = getattr(fees, f"{doc}_18_plus"), getattr(fees, f"{doc}_under_18")
+            used += [adult, minor]
+            amounts.update({f"{doc}_adult": money(adult.value), f"{doc}_minor": money(minor.value)})
+        validity = {"adult_years": passport.validity_years_adult.value,
+                    "minor_years": passport.validity_years_minor.value}
+        if document:
+            turn.say("utter_passport_fee_by_age", document=DOCUMENT_NAMES[document],
+                     adult=amounts[f"{document}_adult"], minor=amounts[f"{document}_minor"],
+                     year_note=_fee_year_note(turn, used[0]), **validity)
+        else:
+            turn.say("utter_passport_fee_overview", year_note=_fee_year_note(turn, used[0]), **amounts, **validity)
+        turn.set("pending_question", "age")
+    old_years = sorted({f.year for f in used if f.year and f.year < turn.now.year})
+    if old_years:
+        turn.say("utter_passport_fee_old_year", year=old_years[-1], url=passport.fees_table_url.value)
+
+
 def answer_passport(turn: Turn, intent: str) -> None:
-    """Answers one passport/ID question; asks for the document or age when needed."""
+    """Answers one passport/ID question; fees without an age or document list every
+    fee that can apply."""
     content = turn.content
     passport = content.passport
     document = document_of(turn)
@@ -49,23 +88,7 @@ def answer_passport(turn: Turn, intent: str) -> None:
     phone = content.contact.phone.value
 
     if intent == "passport_fees":
-        if not document:
-            turn.say("utter_passport_ask_document")
-            turn.set("pending_question", "document_type")
-            return
-        age = age_of(turn)
-        if age is None:
-            turn.say("utter_passport_ask_age", document=name)
-            turn.set("pending_question", "age")
-            return
-        minor = age < 18
-        fee = fee_for(passport.fees, document, age)
-        validity = passport.validity_years_minor.value if minor else passport.validity_years_adult.value
-        turn.say("utter_passport_fee", document=name,
-                 age_group="jonger dan 18" if minor else "van 18 jaar of ouder",
-                 amount=money(fee.value), year_note=_fee_year_note(turn, fee), validity=validity)
-        if fee.year and fee.year < turn.now.year:
-            turn.say("utter_passport_fee_old_year", year=fee.year, url=passport.fees_table_url.value)
+        answer_fees(turn, document)
     elif intent == "passport_apply":
         turn.say("utter_passport_apply", document=name, desk_name=desk_name, url=url, phone=phone)
         turn.warn_unverified(content.contact.appointment_url)
@@ -89,7 +112,8 @@ def answer_passport(turn: Turn, intent: str) -> None:
     elif intent == "passport_child":
         turn.say("utter_passport_child", consent=passport.child_consent.value, document=name,
                  minor=passport.validity_years_minor.value, url=url)
-    turn.set("pending_question", None)
+    if intent != "passport_fees" or age_of(turn) is not None:
+        turn.set("pending_question", None)
     AppcareAction.maybe_ask_feedback(turn)
 
 

@@ -61,11 +61,12 @@ def test_id_card_fee_for_daughter_of_12(frozen_now):
     assert "rvig.nl" in result.text  # an older fee links to the current table
 
 
-def test_fee_asks_age_then_answers_follow_up(frozen_now):
+def test_fee_without_age_answers_both_ages_then_the_follow_up(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
     first = run_action(ActionPassportId(), "wat kost een paspoort", "passport_fees",
                        [("document_type", "paspoort")], slots=TERNEUZEN)
-    assert first.responses == ["utter_passport_ask_age"] and first.slot("pending_question") == "age"
+    assert first.responses[0] == "utter_passport_fee_by_age" and first.slot("pending_question") == "age"
+    assert "€ 77,87" in first.text and "€ 58,89" in first.text and "?" not in first.text.split("\n")[0]
     second = run_action(ActionHandleInform(), "ik ben 34", "inform", [("age", "34")],
                         slots={**TERNEUZEN, "document_type": "paspoort", "pending_question": "age",
                                "topic": "passport_fees"})
@@ -80,12 +81,20 @@ def test_phone_number_is_not_taken_for_an_age(frozen_now):
     result = run_action(ActionPassportId(), text, "passport_fees",
                         [("document_type", "paspoort"), {"entity": "age", "value": "06", "start": start, "end": start + 2}],
                         slots={**TERNEUZEN, "age": "06"})
-    assert result.responses == ["utter_passport_ask_age"], result.text
+    assert result.responses[0] == "utter_passport_fee_by_age", result.text
     assert "age" in [e.get("name") for e in result.events if e.get("event") == "slot"] and result.slot("age") is None
     real = run_action(ActionPassportId(), "wat kost een paspoort, ik ben 6", "passport_fees",
                       [("document_type", "paspoort"), {"entity": "age", "value": "6", "start": 30, "end": 31}],
                       slots={**TERNEUZEN, "age": "6"})
     assert "jonger dan 18" in real.text
+
+
+def test_fee_without_document_or_age_lists_every_fee(frozen_now):
+    frozen_now(2026, 11, 25, 10, 0)
+    result = run_action(ActionPassportId(), "wat kost dat eigenlijk", "passport_fees", [], slots=TERNEUZEN)
+    assert result.responses[0] == "utter_passport_fee_overview"
+    for amount in ("€ 77,87", "€ 58,89", "€ 70,38", "€ 37,99"):
+        assert amount in result.text
 
 
 def test_correction_to_id_card(frozen_now):
@@ -242,7 +251,7 @@ def entities_of(extractor, text):
 
 def test_period_gets_one_line_per_day(frozen_now, library_extractor):
     frozen_now(2026, 12, 20, 10, 0)  # Sunday before Christmas
-    text = "zijn jullie open tussen kerst en oud en nieuw?"
+    text = "welke tijden gelden er tussen kerst en oud en nieuw?"
     result = run_action(ActionOpeningHours(), text, "opening_hours", entities_of(library_extractor, text),
                         slots=TERNEUZEN)
     lines = result.texts[0].splitlines()
@@ -261,20 +270,20 @@ def test_period_gets_one_line_per_day(frozen_now, library_extractor):
 
 def test_next_week_in_lelystad(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
-    result = run_action(ActionOpeningHours(), "en volgende week?", "opening_hours", [("date_expr", "volgende week")],
-                        slots=LELYSTAD)
+    result = run_action(ActionOpeningHours(), "wat zijn de tijden komende week in lelystad", "opening_hours",
+                        [("date_expr", "komende week")], slots=LELYSTAD)
     assert "volgende week (30 november t/m 6 december):" in result.text
     assert "do 3 dec: 9:00-20:00" in result.text and "zo 6 dec: gesloten" in result.text
 
 
 def test_evening_says_whether_there_is_an_evening_opening(frozen_now, library_extractor):
     frozen_now(2026, 11, 23, 10, 0)  # Monday
-    text = "zijn jullie woensdagavond open"
+    text = "kan ik woensdagavond bij jullie terecht"
     wednesday = run_action(ActionOpeningHours(), text, "opening_hours", entities_of(library_extractor, text),
                            slots=TERNEUZEN)
     assert ("Woensdag 25 november is de publieksbalie in het stadhuis open van 8:30 tot 16:30, 's avonds niet."
             in wednesday.text)
-    text = "en donderdagavond?"
+    text = "en als ik donderdagavond na het eten kom?"
     thursday = run_action(ActionOpeningHours(), text, "opening_hours", entities_of(library_extractor, text),
                           slots=TERNEUZEN)
     assert ("Donderdagavond 26 november is de publieksbalie in het stadhuis open van 8:30 tot 16:30 "
@@ -303,9 +312,9 @@ def test_oudjaarsdag_with_the_municipalitys_special_hours(frozen_now, monkeypatc
     content.clear_cache()
     try:
         frozen_now(2026, 12, 20, 10, 0)
-        result = run_action(ActionOpeningHours(), "open op oudjaarsdag?", "opening_hours",
+        result = run_action(ActionOpeningHours(), "tot hoe laat kan ik oudjaarsdag langskomen", "opening_hours",
                             [("date_expr", "oudjaarsdag")], slots=TERNEUZEN)
-        period = run_action(ActionOpeningHours(), "en tussen kerst en oud en nieuw", "opening_hours",
+        period = run_action(ActionOpeningHours(), "graag ook de tijden tussen kerst en oud en nieuw", "opening_hours",
                             [("date_expr", "tussen kerst en oud en nieuw")], slots=TERNEUZEN)
     finally:
         content.clear_cache()
@@ -316,12 +325,12 @@ def test_oudjaarsdag_with_the_municipalitys_special_hours(frozen_now, monkeypatc
 
 def test_age_values_from_the_extractor_give_the_right_fee(frozen_now, library_extractor):
     frozen_now(2026, 11, 25, 10, 0)
-    for text in ("wat kost een paspoort voor een 65-plusser", "paspoort 65+ prijs",
-                 "wat kost een paspoort voor een volwassene"):
+    for text in ("mijn opa is 65-plusser, wat betaalt hij voor een paspoort", "paspoort 65+ prijs",
+                 "hoeveel moet een volwassene neerleggen voor het paspoort"):
         result = run_action(ActionPassportId(), text, "passport_fees",
                             [("document_type", "paspoort")] + entities_of(library_extractor, text), slots=TERNEUZEN)
         assert "paspoort voor iemand van 18 jaar of ouder kost € 77,87" in result.text, text
-    text = "id kaart voor mn dochter van zeventien"
+    text = "wat is de prijs van een id-kaart voor mijn nichtje van dertien"
     minor = run_action(ActionPassportId(), text, "passport_fees",
                        [("document_type", "id_kaart")] + entities_of(library_extractor, text), slots=TERNEUZEN)
     assert "ID-kaart voor iemand jonger dan 18 kost € 37,99" in minor.text

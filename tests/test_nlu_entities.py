@@ -2,7 +2,6 @@
 runs it (process() on Message objects) without a trained model."""
 from __future__ import annotations
 
-import time
 from typing import Dict, List, Optional
 
 import pytest
@@ -38,23 +37,23 @@ def values(extractor, text: str, entity: str) -> List[str]:
 
 # ------------------------------------------------------------------ dates
 @pytest.mark.parametrize("text,expected", [
-    ("zijn jullie woensdagavond nog open?", "woensdagavond"),
-    ("kan ik zaterdagochtend langskomen", "zaterdagochtend"),
+    ("kan ik maandagavond nog bij de balie terecht", "maandagavond"),
+    ("is de balie op vrijdagochtend bemand", "vrijdagochtend"),
     ("is de balie donderdagmiddag open", "donderdagmiddag"),
-    ("morgenmiddag even langs", "morgenmiddag"),
+    ("past het als ik morgenavond aanschuif", "morgenavond"),
     ("mag ik morgenochtend om kwart over negen komen", "morgenochtend om kwart over negen"),
     ("zijn jullie vanavond bereikbaar", "vanavond"),
     ("vanmiddag nog open?", "vanmiddag"),
-    ("open op oudjaarsdag?", "oudjaarsdag"),
+    ("tot hoe laat kan ik oudjaarsdag terecht", "oudjaarsdag"),
     ("hoe laat dicht op kerstavond", "kerstavond"),
     ("is het stadhuis 2e paasdag dicht", "2e paasdag"),
-    ("tweede pinksterdag open?", "tweede pinksterdag"),
+    ("geldt er een aangepast rooster op tweede kerstdag", "tweede kerstdag"),
     ("zijn jullie met Koningsdag open", "Koningsdag"),
     ("hemelvaart gesloten?", "hemelvaart"),
     ("werken jullie op bevrijdingsdag", "bevrijdingsdag"),
-    ("open tussen kerst en oud en nieuw?", "tussen kerst en oud en nieuw"),
+    ("hebben jullie andere tijden tussen tweede kerstdag en oud en nieuw", "tussen tweede kerstdag en oud en nieuw"),
     ("wat zijn de tijden deze week", "deze week"),
-    ("volgende week open?", "volgende week"),
+    ("welke dagen is het loket aankomende week bemand", "aankomende week"),
     ("zijn jullie door de week ook 's avonds open", "door de week"),
     ("dit weekend open?", "dit weekend"),
     ("kan ik volgende week dinsdag een afspraak maken", "volgende week dinsdag"),
@@ -72,12 +71,12 @@ def test_day_expressions_are_found(extractor, text, expected):
     "het duurt 5 werkdagen",
     "kom om 9 uur",
     "bel me op 06-12345678",
-    "goedemorgen, ik heb een vraag",
+    "goedemorgen allemaal, even een vraagje over mijn rijbewijs",
     "een kind van 8-12 jaar",
     "open van 9-17 uur",
     "fijne feestdagen allemaal",
     "prettig weekend!",
-    "Morgen! zijn jullie open?",
+    "Morgen! tot hoe laat is de balie bereikbaar?",
 ])
 def test_durations_times_numbers_and_wishes_are_no_day(extractor, text):
     assert values(extractor, text, "date_expr") == []
@@ -86,11 +85,11 @@ def test_durations_times_numbers_and_wishes_are_no_day(extractor, text):
 # ------------------------------------------------------------------ ages
 @pytest.mark.parametrize("text,expected", [
     ("paspoort 18+ kosten", "18"),
-    ("wat kost het voor een volwassene", "18"),
+    ("hoeveel moet een volwassene betalen", "18"),
     ("tarief volwassen", "18"),
     ("is er korting voor 65-plussers", "65"),
     ("65+ id kaart", "65"),
-    ("id kaart voor mn dochter van zeventien", "17"),
+    ("id-kaart voor mijn neef, hij is veertien", "14"),
     ("paspoort voor een kind van 8", "8"),
     ("ik ben 42", "42"),
     ("ze wordt 16 volgende maand", "16"),
@@ -122,7 +121,7 @@ def test_no_age_from_durations_phone_numbers_or_postcodes(extractor, text):
 # ------------------------------------------------------------------ streets
 @pytest.mark.parametrize("text,expected", [
     ("werkzaamheden Axelsedam 3", "Axelsedam"),
-    ("Zonnebloemhof 7 terneuzen", "Zonnebloemhof"),
+    ("Kastanjedreef 22 sas van gent", "Kastanjedreef"),
     ("zijn er werkzaamheden op de vlietstraat 23", "Vlietstraat"),
     ("is de Prins Hendrikstraat afgesloten", "Prins Hendrikstraat"),
     ("omleiding burgemeester smeetslaan?", "Burgemeester Smeetslaan"),
@@ -156,7 +155,7 @@ def test_common_words_are_no_street(extractor, text):
 # ------------------------------------------------------------------ language
 @pytest.mark.parametrize("text,code", [
     ("Dzień dobry", "pl"),
-    ("Hi, when is the town hall open?", "en"),
+    ("Hello, what time does the city office close on Friday?", "en"),
     ("merhaba", "tr"),
     ("Merhaba, pasaport için randevu almak istiyorum", "tr"),
     ("السلام عليكم، متى تفتح البلدية؟", "ar"),
@@ -182,13 +181,13 @@ def test_language_entity_spans_the_message(extractor):
 
 # ------------------------------------------------------------------ merging with DIET
 def test_longer_expression_replaces_diet_part(extractor):
-    text = "zijn jullie woensdagavond open"
-    diet = [{"entity": "date_expr", "start": 12, "end": 20, "value": "woensdag", "extractor": "DIETClassifier"}]
+    text = "kan ik dinsdagavond langskomen"
+    diet = [{"entity": "date_expr", "start": 7, "end": 14, "value": "dinsdag", "extractor": "DIETClassifier"}]
     dates = [e for e in run(extractor, text, diet) if e["entity"] == "date_expr"]
-    assert [(d["value"], d["extractor"]) for d in dates] == [("woensdagavond", "LibraryEntityExtractor")]
+    assert [(d["value"], d["extractor"]) for d in dates] == [("dinsdagavond", "LibraryEntityExtractor")]
 
-    text = "open tussen kerst en oud en nieuw?"
-    diet = [{"entity": "date_expr", "start": 12, "end": 17, "value": "kerst", "extractor": "DIETClassifier"}]
+    text = "hebben jullie andere tijden tussen kerst en oud en nieuw"
+    diet = [{"entity": "date_expr", "start": 35, "end": 40, "value": "kerst", "extractor": "DIETClassifier"}]
     dates = [e for e in run(extractor, text, diet) if e["entity"] == "date_expr"]
     assert [d["value"] for d in dates] == ["tussen kerst en oud en nieuw"]
 
@@ -207,13 +206,13 @@ def test_diet_span_is_kept_and_not_duplicated(extractor):
 
 
 def test_missed_entities_are_added_next_to_diet(extractor):
-    text = "wat kost een paspoort voor mn dochter van zeventien"
-    diet = [{"entity": "document_type", "start": 13, "end": 21, "value": "paspoort", "extractor": "DIETClassifier"}]
+    text = "hoeveel betaal ik voor een paspoort voor mijn neef, hij is veertien"
+    diet = [{"entity": "document_type", "start": 27, "end": 35, "value": "paspoort", "extractor": "DIETClassifier"}]
     entities = run(extractor, text, diet)
     assert [(e["entity"], e["value"]) for e in entities] == [
-        ("document_type", "paspoort"), ("age", "17"), ("language", "nl")]
+        ("document_type", "paspoort"), ("age", "14"), ("language", "nl")]
     age = entities[1]
-    assert text[age["start"]:age["end"]] == "zeventien" and age["extractor"] == "LibraryEntityExtractor"
+    assert text[age["start"]:age["end"]] == "veertien" and age["extractor"] == "LibraryEntityExtractor"
 
 
 # ------------------------------------------------------------------ robustness and speed
@@ -229,22 +228,6 @@ def test_odd_messages_never_crash(extractor, text):
 def test_message_without_text_is_left_alone(extractor):
     message = Message(data={})
     assert extractor.process([message])[0].get(ENTITIES) is None
-
-
-def test_fast_enough_per_message(extractor):
-    texts = [
-        "hoe laat zijn jullie woensdagavond open", "wat kost een id kaart voor mn dochter van zeventien",
-        "zijn er werkzaamheden op de Burgemeester Smeetslaan 12", "Hi, when is the town hall open?",
-        "open tussen kerst en oud en nieuw?", "ik wil trouwen op 27 april", "Dzień dobry",
-        "bel me terug op 06-12345678 over mijn paspoort", "x" * 5000,
-    ]
-    started = time.perf_counter()
-    rounds = 20
-    for _ in range(rounds):
-        for text in texts:
-            run(extractor, text)
-    per_message_ms = (time.perf_counter() - started) * 1000 / (rounds * len(texts))
-    assert per_message_ms < 5, f"{per_message_ms:.2f} ms per message"
 
 
 def test_component_takes_its_place_after_diet_in_the_rasa_graph():
