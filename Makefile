@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::PendingDeprecationWarning
 
-.PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu bench desk demo-report report loadtest retention front test-production clean
+.PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu test-devset bench desk demo-report report loadtest retention front test-production clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,12 +57,15 @@ test: validate train  ## Run the whole test suite (pytest, browser tests, test s
 test-stories:  ## Run the test stories in tests/test_stories.yml
 	$(RASA) test core --stories tests/test_stories.yml --model models --out results/core --fail-on-prediction-errors
 
+test-devset: model  ## Dev-set gate alone on the current model (../shared/eval or APPCARE_DEVSET_DIR; min. 85 % correct)
+	$(BIN)/pytest -q -m devset tests/test_devset_gate.py
+
 test-nlu:  ## Evaluate NLU on the held-out tests/nlu_holdout.yml (fails below macro-F1 0.90)
 	$(RASA) test nlu --nlu tests/nlu_holdout.yml --model models --out results/nlu
 	$(PY) -m tools.check_nlu results/nlu/intent_report.json --min-macro-f1 0.90
 
-bench: install  ## Measure NLU quality, latency, throughput, training time and memory (JSON in bench/results/)
-	$(PY) -m tools.bench
+bench: install  ## NLU quality, latency, training time, memory, dev set ours vs stock (JSON in bench/results/; BENCH_ARGS=--quick)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 demo-report: train  ## Simulated conversations through the real assistant -> reports/demo/report.html
 	$(PY) -m report.simulate --out reports/demo

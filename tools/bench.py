@@ -1,10 +1,12 @@
 """Benchmark for `make bench`: NLU quality (ours vs. stock), training time and memory,
-reply latency and throughput through the REST channel with the action server.
+reply latency and throughput through the REST channel with the action server, and the
+independent dev set (../shared/eval, tools/devset.py) run against full models of both
+pipelines plus a non-Dutch intent check.
 
 Prints a table and writes bench/results/bench-<timestamp>.json. Options:
-``--skip-stock`` (no stock pipeline), ``--messages N`` (latency run size, default 200),
-``--quick`` (= --skip-stock --messages 50). Configs are never changed by the options.
-See docs/bench.md.
+``--skip-stock`` (no stock pipeline), ``--skip-devset`` (no dev-set stage),
+``--messages N`` (latency run size, default 200), ``--quick`` (= --skip-stock
+--messages 50). Configs are never changed by the options. See docs/bench.md.
 """
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ import argparse
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +26,16 @@ from typing import Dict, List, Optional
 import requests
 from ruamel.yaml import YAML
 
+from tools import devset
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOLDOUT = ROOT / "tests" / "nlu_holdout.yml"
 RESULTS_DIR = ROOT / "bench" / "results"
 GB = 1024 ** 3
 TARGETS = {"macro_f1": 0.92, "gain_points": 10.0, "p50_ms": 60.0, "p95_ms": 150.0,
-           "train_s": 300.0, "memory_gb": 1.5}
+           "train_s": 300.0, "memory_gb": 1.5,
+           "devset_success_pct": devset.MIN_SUCCESS_PCT, "devset_gain_points": 10.0}
 STOCK_PIPELINE = [
     {"name": "WhitespaceTokenizer"}, {"name": "RegexFeaturizer"},
     {"name": "LexicalSyntacticFeaturizer"}, {"name": "CountVectorsFeaturizer"},
@@ -46,17 +49,10 @@ STOCK_PIPELINE = [
 
 def child_env(tmp: Path, cache_name: str) -> Dict[str, str]:
     """Environment of child processes: quiet TF, no telemetry, private caches and DBs."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RASA_TELEMETRY_ENABLED="false",
-               SQLALCHEMY_SILENCE_UBER_WARNING="1")
+    env = devset.server_env(tmp)
     env["RASA_CACHE_DIRECTORY"] = str(tmp / f"cache-{cache_name}")  # cold training, no shared cache
     env["APPCARE_DB_URL"] = f"sqlite:///{tmp / 'appcare-bench.db'}"  # tickets stay out of var/
     return env
-
-
-def log_tail(path: Path, lines: int = 25) -> str:
-    """Last lines of a log file, for error messages."""
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, float]:
@@ -73,7 +69,7 @@ def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, fl
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{log_tail(log)}")
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{devset.log_tail(log)}")
     return {"seconds": round(seconds, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "peak_gb": round(usage.ru_maxrss * 1024 / GB, 3)}
 
@@ -131,42 +127,6 @@ def holdout_texts() -> List[str]:
     return texts
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    """Waits until url answers 200 with a non-empty body; fails if the process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log_tail(log)}")
-        try:
-            reply = requests.get(url, timeout=2)
-            if reply.ok and reply.text.strip() and '"model_file":null' not in reply.text.replace(" ", ""):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout:.0f} s:\n{log_tail(log)}")
-
-
-def stop_servers(processes: List[subprocess.Popen]) -> None:
-    """SIGTERM to each server's process group, SIGKILL after 20 s."""
-    for proc in processes:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in processes:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def tree_rss_gb(pid: int) -> float:
     """VmRSS of a process plus all its descendants, from /proc."""
     parents: Dict[int, int] = {}
@@ -218,43 +178,16 @@ def pick(texts: List[str], count: int, offset: int = 0) -> List[str]:
     return [texts[(offset + i) % len(texts)] for i in range(count)]
 
 
-def start_servers(model: str, tmp: Path, processes: Dict[str, subprocess.Popen]) -> str:
-    """Starts action server and Rasa server (REST only, SQLite tracker); returns the REST URL."""
-    action_port, rasa_port = free_port(), free_port()
-    endpoints, credentials = tmp / "endpoints.yml", tmp / "credentials.yml"
-    endpoints.write_text(f"action_endpoint:\n  url: http://127.0.0.1:{action_port}/webhook\n"
-                         f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp / 'tracker.db'}\n")
-    credentials.write_text("rest:\n")
-    rasa = str(BIN / "rasa")
-    servers = {
-        "actions": ([rasa, "run", "actions", "--port", str(action_port), "--actions", "actions"],
-                    f"http://127.0.0.1:{action_port}/health"),
-        "rasa": ([rasa, "run", "--enable-api", "--port", str(rasa_port), "--model", model,
-                  "--endpoints", str(endpoints), "--credentials", str(credentials)],
-                 f"http://127.0.0.1:{rasa_port}/status"),
-    }
-    for name, (cmd, ready_url) in servers.items():
-        log = tmp / f"server-{name}.log"
-        with log.open("w") as out:
-            processes[name] = subprocess.Popen(cmd, cwd=ROOT, env=child_env(tmp, "serve"),
-                                               start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-        wait_ready(ready_url, processes[name], log)
-    return f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook"
-
-
 def measure_serving(model: str, tmp: Path, messages: int) -> Dict:
     """Starts the servers, measures latency, throughput and memory, always stops them."""
-    processes: Dict[str, subprocess.Popen] = {}
-    try:
-        url, texts = start_servers(model, tmp, processes), holdout_texts()
+    with devset.serving(model, tmp, env=child_env(tmp, "serve"), credentials="rest:\n") as servers:
+        url, texts = servers.webhook, holdout_texts()
         send_messages(url, pick(texts, 10), "bench-warmup")
         started = time.perf_counter()
         sequential = send_messages(url, pick(texts, messages, 10), "bench-seq")
         sequential_s = time.perf_counter() - started
         concurrent = measure_concurrent(url, texts, threads=4, per_thread=max(messages // 4, 10))
-        memory = {name: tree_rss_gb(proc.pid) for name, proc in processes.items()}
-    finally:
-        stop_servers(list(processes.values()))
+        memory = {name: tree_rss_gb(proc.pid) for name, proc in servers.processes.items()}
     latencies, empty = sequential["latencies"], sequential["empty"]
     return {"messages": messages, "p50_ms": percentile(latencies, 0.50), "p95_ms": percentile(latencies, 0.95),
             "p99_ms": percentile(latencies, 0.99), "sequential_msg_per_s": round(messages / sequential_s, 1),
@@ -292,10 +225,10 @@ def row(label: str, ours, stock="", diff="", target: str = "", ok: Optional[bool
 
 
 def print_table(result: Dict) -> None:
-    """Prints the readable summary table."""
-    ours, stock = result["nlu"]["ours"], result["nlu"].get("stock")
+    """Prints the readable summary table of the stages that produced results."""
     print("\n" + row("metric", "ours", "stock", "diff", "target") + "\n" + "-" * 86)
-    for key in ("intent_accuracy", "intent_macro_f1", "entity_micro_f1", "entity_macro_f1"):
+    ours, stock = result["nlu"].get("ours"), result["nlu"].get("stock")
+    for key in ("intent_accuracy", "intent_macro_f1", "entity_micro_f1", "entity_macro_f1") if ours else ():
         mine, base = ours[key], (stock or {}).get(key)
         diff = f"{(mine - base) * 100:+.1f} pt" if mine is not None and base is not None else ""
         target, ok = "", None
@@ -303,13 +236,21 @@ def print_table(result: Dict) -> None:
             target, ok = ">= 0.92, +10 pt", mine >= TARGETS["macro_f1"] and (
                 base is None or (mine - base) * 100 >= TARGETS["gain_points"])
         print(row(key.replace("_", " "), mine, "" if base is None else base, diff, target, ok))
-    for name, label in (("ours", "NLU train s / peak GB"), ("stock", "stock NLU train s / GB")):
-        if name in result["nlu_training"]:
-            t = result["nlu_training"][name]
-            print(row(label, f"{t['seconds']} / {t['peak_gb']}", target=f"CPU {t['cpu_seconds']} s"))
-    full, serve = result["full_training"], result["serving"]
-    print(row("full train (s)", full["seconds"], target="<= 300 s", ok=full["seconds"] <= TARGETS["train_s"]))
-    print(row("full train CPU (s) / peak GB", f"{full['cpu_seconds']} / {full['peak_gb']}"))
+    for name, t in result["nlu_training"].items():
+        label = f"{'' if name == 'ours' else 'stock '}{'full' if t.get('kind') == 'full' else 'NLU'} train s / GB"
+        print(row(label, f"{t['seconds']} / {t['peak_gb']}", target=f"CPU {t['cpu_seconds']} s"))
+    if "full_training" in result:
+        full = result["full_training"]
+        print(row("full train (s)", full["seconds"], target="<= 300 s", ok=full["seconds"] <= TARGETS["train_s"]))
+        print(row("full train CPU (s) / peak GB", f"{full['cpu_seconds']} / {full['peak_gb']}"))
+    if "serving" in result:
+        print_serving(result["serving"])
+    if "ours" in result.get("devset", {}):
+        print_devset(result["devset"])
+
+
+def print_serving(serve: Dict) -> None:
+    """Table lines of the latency stage."""
     print(row("latency p50 (ms)", serve["p50_ms"], target="<= 60 ms", ok=serve["p50_ms"] <= TARGETS["p50_ms"]))
     print(row("latency p95 (ms)", serve["p95_ms"], target="<= 150 ms", ok=serve["p95_ms"] <= TARGETS["p95_ms"]))
     print(row("latency p99 (ms)", serve["p99_ms"]))
@@ -320,6 +261,26 @@ def print_table(result: Dict) -> None:
               ok=serve["rss_total_gb"] <= TARGETS["memory_gb"]))
 
 
+def print_devset(section: Dict) -> None:
+    """Table lines of the dev-set stage (evaluate.py summaries of full models, non-Dutch check)."""
+    ours, stock = section["ours"], section.get("stock")
+    counts = ours["summary"].get("messages", {}).get("n"), ours["summary"].get("conversations", {}).get("n")
+    print(f"dev set {section['folder']} ({counts[0]} messages, {counts[1]} conversations):")
+    for label, part, key in devset.FIGURES:
+        mine = devset.figure(ours["summary"], part, key)
+        base = devset.figure(stock["summary"], part, key) if stock else None
+        unit = "pt" if label.endswith("%") else "ms"
+        diff = f"{mine - base:+.1f} {unit}" if mine is not None and base is not None else ""
+        target, ok = "", None
+        if key == "success_pct":
+            target, ok = f">= {TARGETS['devset_success_pct']:.0f} %, +10 pt", section.get("ok")
+        print(row(label, mine, "" if base is None else base, diff, target, ok))
+    mine, base = ours["non_dutch"], (stock or {}).get("non_dutch")
+    print(row("non-Dutch intent accuracy %", mine["accuracy_pct"], "" if base is None else base["accuracy_pct"],
+              "" if base is None else f"{mine['accuracy_pct'] - base['accuracy_pct']:+.1f} pt",
+              target=f"{mine['correct']}/{mine['n']} ({', '.join(sorted({i['language'] for i in mine['items']}))})"))
+
+
 def machine_info() -> Dict:
     """Context needed to compare runs: cores, load, Python, git commit."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -328,39 +289,62 @@ def machine_info() -> Dict:
             "commit": commit, "started": datetime.now().isoformat(timespec="seconds")}
 
 
-def run_stages(result: Dict, skip_stock: bool, messages: int) -> None:
-    """Runs NLU comparison, full training and serving; fills result as it goes."""
+def run_stages(result: Dict, skip_stock: bool, messages: int, skip_devset: bool) -> None:
+    """Runs NLU comparison, full training, serving and the dev set; fills result as it goes."""
     with tempfile.TemporaryDirectory(prefix="appcare-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        configs = write_configs(tmp)
+        if not skip_devset:  # fail before the long trainings when the dev set is missing
+            result["devset"] = {"folder": str(devset.devset_dir())}
+        configs, models = write_configs(tmp), {}
         result["pipeline_ours"] = YAML(typ="safe").load(configs["ours"].read_text(encoding="utf-8"))["pipeline"]
-        for name in ("ours",) if skip_stock else ("ours", "stock"):
-            print(f"[bench] training NLU ({name}) and evaluating on {HOLDOUT.name} ...", flush=True)
-            training = train(configs[name], tmp, f"nlu-{name}", nlu_only=True)
-            result["nlu"][name] = evaluate_nlu(training.pop("model"), tmp, name)
-            result["nlu_training"][name] = training
+        pipelines = ("ours",) if skip_stock else ("ours", "stock")
+        for name in pipelines:
+            # The dev set needs a full stock model; its NLU part is evaluated too (no second training).
+            kind = "full" if name == "stock" and not skip_devset else "nlu"
+            print(f"[bench] training {kind} ({name}) and evaluating on {HOLDOUT.name} ...", flush=True)
+            training = train(configs[name], tmp, f"{kind}-{name}", nlu_only=kind == "nlu")
+            models[name] = training.pop("model")
+            result["nlu"][name] = evaluate_nlu(models[name], tmp, name)
+            result["nlu_training"][name] = {**training, "kind": kind}
         print("[bench] full training (ours) ...", flush=True)
         training = train(configs["ours"], tmp, "full", nlu_only=False)
-        result["full_training"] = {key: value for key, value in training.items() if key != "model"}
+        models["ours"] = training.pop("model")
+        result["full_training"] = training
         print(f"[bench] serving: warm-up 10, {messages} sequential, concurrent ...", flush=True)
-        result["serving"] = measure_serving(training["model"], tmp, messages)
+        result["serving"] = measure_serving(models["ours"], tmp, messages)
+        if not skip_devset:
+            run_devset(result["devset"], models, tmp)
+
+
+def run_devset(section: Dict, models: Dict[str, str], tmp: Path) -> None:
+    """Dev set and non-Dutch check against each full model; target: ours >= gate and >= +10 pt over stock."""
+    for name, model in models.items():
+        print(f"[bench] dev set ({name}) through the REST channel ...", flush=True)
+        workdir = tmp / f"devset-{name}"
+        workdir.mkdir()
+        section[name] = devset.evaluate_model(model, workdir)
+    success = {name: devset.figure(section[name]["summary"], "messages", "success_pct") for name in models}
+    section["gain_points"] = round(success["ours"] - success["stock"], 1) if "stock" in success else None
+    section["ok"] = success["ours"] >= TARGETS["devset_success_pct"] and (
+        section["gain_points"] is None or section["gain_points"] >= TARGETS["devset_gain_points"])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-stock", action="store_true", help="do not train/evaluate the stock pipeline")
     parser.add_argument("--messages", type=int, default=200, help="messages in the latency run")
+    parser.add_argument("--skip-devset", action="store_true", help="do not run the dev set (../shared/eval)")
     parser.add_argument("--quick", action="store_true", help="--skip-stock and 50 messages")
     args = parser.parse_args(argv)
     messages = 50 if args.quick else args.messages
     result: Dict = {"machine": machine_info(), "targets": TARGETS, "nlu": {}, "nlu_training": {}}
     status = 0
     try:
-        run_stages(result, args.skip_stock or args.quick, messages)
-        print_table(result)
-    except (RuntimeError, OSError, requests.RequestException, subprocess.CalledProcessError) as exc:
+        run_stages(result, args.skip_stock or args.quick, messages, args.skip_devset)
+    except (RuntimeError, OSError, requests.RequestException, subprocess.SubprocessError) as exc:
         result["error"], status = str(exc), 1
         print(f"[bench] FAILED: {exc}\n[bench] partial results are saved", file=sys.stderr)
+    print_table(result)
     result["machine"]["loadavg_end"] = os.getloadavg()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
