@@ -125,7 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         configure_logging_and_warnings(logging.WARNING)
         configure_structlog(logging.WARNING)
         # configure_logging_and_warnings sets LOG_LEVEL=WARNING, which also switches off
-        # DIET's "Epochs" progress bar: the desk reads that bar for its progress display.
+        # the training's progress bars (the policies' "Processed ..." bars, DIET's
+        # "Epochs" bar when a config trains DIET): the desk shows them in the job log.
         os.environ["LOG_LEVEL"] = "INFO"
         problem = run_validate(args.data, args.domain, args.config)
         if problem:

@@ -298,7 +298,9 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     assert wait_for_job(browser, stack) == "gepubliceerd", text_of(browser, "job-card")
     from desk.editor_store import EditorStore
 
-    assert "Epochs: 100%" in EditorStore(stack.db_url).jobs(1)[0]["log_tail"]  # the progress bar had its source
+    # The training's progress bars reach the job log (the policies' "Processed ..." bars;
+    # DIET's "Epochs" bar when a config trains DIET).
+    assert "Processed actions: 100%" in EditorStore(stack.db_url).jobs(1)[0]["log_tail"]
     assert text_of(browser, "old-f1") not in ("", "–") and text_of(browser, "new-f1") not in ("", "–")
     published = stack.live_model()
     assert published != baseline and published == text_of(browser, "live-model")
