@@ -8,6 +8,7 @@ Wire a new action into the domain (``actions:``) and a rule in data/rules/.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Text
@@ -40,11 +41,14 @@ class Turn:
     events: List[EventType] = field(default_factory=list)
     late: bool = False
     cleared: set = field(default_factory=set)  # slots filled from a phone number or BSN
+    assumed: Dict[str, str] = field(default_factory=dict)  # values the action read from the text itself
 
     def entity(self, name: str) -> Optional[str]:
         """The first value of entity ``name`` in this message. Digits that are part of a
         phone number, BSN, IBAN or postcode ("bel 06-12345678") are never an age or date:
         such an entity is skipped, and a slot Rasa filled from it is cleared."""
+        if name in self.assumed:
+            return self.assumed[name]
         message = self.tracker.latest_message or {}
         spans = number_spans(message.get("text") or "")
         for item in message.get("entities") or []:
@@ -67,9 +71,30 @@ class Turn:
             value = str(slot) if slot not in (None, "") else None
         return value
 
+    def assume(self, name: str, value: str) -> None:
+        """Treats ``value`` as entity ``name`` of this message (and fills its slot), e.g. a
+        bare number that answers the age question ("he is 7")."""
+        self.assumed[name] = value
+        self.cleared.discard(name)
+        self.set(name, value)
+
     @property
     def now(self):
         return clock.now()
+
+    def last_day(self) -> Optional[dt.date]:
+        """The day the bot answered last (slot ``last_day``); None when unset or past."""
+        value = self.tracker.get_slot("last_day")
+        try:
+            day = dt.date.fromisoformat(str(value)) if value else None
+        except ValueError:
+            return None
+        # a day before today is left over from an earlier conversation
+        return day if day and day >= self.now.date() else None
+
+    def parse_day(self, text: Optional[str]):
+        """clock.parse_day relative to the day answered last ("de dag erna", "ook 's avonds")."""
+        return clock.parse_day(text or "", self.now, self.last_day())
 
     def fact(self, fact: Optional[Fact]) -> Any:
         """Value of a fact, or None when it is missing or unverified in strict mode."""

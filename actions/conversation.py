@@ -1,16 +1,23 @@
 """Conversation glue: greeting, follow-ups that only give a value ("en zaterdag?",
-"12", "nee ik bedoel een id-kaart"), yes/no answers, feedback, and the fallback
-(a clarifying question with buttons first, a handoff after the second miss)."""
+"12", "nee ik bedoel een id-kaart") or ask a short question in the current topic ("en
+tot wanneer?", "en de dag erna?" - also when the NLU took them for a "no"), yes/no
+answers, feedback, and the fallback (a clarifying question with buttons first, a
+handoff after the second miss)."""
 from __future__ import annotations
 
 import re
+from typing import Optional
+
+from appcare.nlu import dates
+from appcare.nlu.ages import no_age_after
+from appcare.pii import number_spans
 
 from actions.base import AppcareAction, Turn
 from actions.handoff import hand_off
 from actions.marriage import answer_marriage
 from actions.opening_hours import answer_opening_hours
-from actions.passport_id import answer_passport
-from actions.roadworks import answer_roadworks
+from actions.passport_id import answer_lost_followup, answer_passport
+from actions.roadworks import answer_roadworks, followup_intent
 
 # Short button titles (WhatsApp allows 20 characters) for intents offered in a clarifying question.
 INTENT_TITLES = {
@@ -41,6 +48,25 @@ _ENGLISH = re.compile(r"\b(the|what|when|where|how|can|you|please|hello|is|are|d
 _DUTCH = re.compile(r"\b(de|het|een|ik|je|jullie|wat|hoe|wanneer|is|zijn|mijn|kan|van|voor|en)\b", re.IGNORECASE)
 MAX_FAILED_ATTEMPTS = 2
 LONG_MESSAGE = 1500
+# Entities that make a short message a follow-up ("en zaterdag?", "nee, een ID-kaart").
+FOLLOWUP_ENTITIES = ("document_type", "age", "relation", "date_expr", "street", "area", "desk", "ceremony_type")
+# Entities a topic can use; a follow-up with none of them is about another topic.
+TOPIC_ENTITIES = {
+    "passport": ("document_type", "age", "relation"),
+    "roadworks": ("street", "area", "date_expr"),
+    "opening_hours": ("date_expr", "desk"),
+    "marriage": ("ceremony_type", "date_expr"),  # "en op zaterdag?" after the costs
+}
+# Pending questions the bot really asked (a bare "nee" to them is no goodbye).
+OPEN_QUESTIONS = ("street", "document_type")
+# A short question: "en tot wanneer", "hoe lang nog", "and when?", "en ook op zaterdag?".
+_QUESTION_WORD = (r"(?:wat|wie|waar\w*|wanneer|hoe\w*|welke?|waarom|what|when|where|how|which|who|why|"
+                  r"wann|wo|welche\w*|quand|où|comment|quel\w*|kiedy|gdzie|jak|ile)")
+_QUESTION_START = re.compile(
+    rf"^\s*(?:(?:en|and|und|et)\s+)?(?:(?:tot|until|till|bis|do|ook|nog|dan)\s+)?{_QUESTION_WORD}\b", re.IGNORECASE)
+_AND_START = re.compile(r"^\s*(?:en|and)\b", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
+MAX_AGE = 120
 
 
 class ActionGreet(AppcareAction):
@@ -50,21 +76,48 @@ class ActionGreet(AppcareAction):
         turn.say("utter_greet", municipality_name=turn.content.municipality.name)
 
 
-def _route_followup(turn: Turn) -> bool:
-    """Answers a follow-up in the context of the last topic; False when there is none."""
+def _text(turn: Turn) -> str:
+    return ((turn.tracker.latest_message or {}).get("text") or "").strip()
+
+
+def is_short_question(text: str) -> bool:
+    """"en tot wanneer", "hoe lang nog", "en de dag erna?", "and on Saturday?"."""
+    text = (text or "").strip()
+    return bool(_QUESTION_START.match(text)) or (bool(_AND_START.match(text)) and text.endswith("?"))
+
+
+def _topic_family(turn: Turn) -> Optional[str]:
     pending = turn.tracker.get_slot("pending_question") or ""
     topic = turn.tracker.get_slot("topic") or ""
     if pending in ("age", "document_type") or topic.startswith("passport_"):
+        return "passport"
+    if pending == "street" or topic.startswith("roadworks_"):
+        return "roadworks"
+    if topic.startswith("opening_hours"):
+        return "opening_hours"
+    if topic.startswith("marriage_"):
+        return "marriage"
+    return None
+
+
+def _route_followup(turn: Turn) -> bool:
+    """Answers a follow-up in the context of the last topic; False when there is none or
+    the message's values belong to another topic ("en morgen?" after a fee answer)."""
+    family = _topic_family(turn)
+    if family is None or not any(turn.entity(name) for name in TOPIC_ENTITIES[family]):
+        return False
+    topic = turn.tracker.get_slot("topic") or ""
+    if family == "passport":
         answer_passport(turn, topic if topic.startswith("passport_") else "passport_fees")
         turn.set("topic", topic if topic.startswith("passport_") else "passport_fees")
-    elif pending == "street" or topic.startswith("roadworks_"):
-        answer_roadworks(turn, topic if topic.startswith("roadworks_") else "roadworks_status")
-    elif topic.startswith("opening_hours"):
-        answer_opening_hours(turn)
-    elif topic.startswith("marriage_"):
-        answer_marriage(turn, topic)
+    elif family == "roadworks":
+        intent = followup_intent(_text(turn)) or (topic if topic.startswith("roadworks_") else "roadworks_status")
+        answer_roadworks(turn, intent, followup=True)
+        turn.set("topic", intent)
+    elif family == "opening_hours":
+        answer_opening_hours(turn, followup=True)  # "en telefonisch?": the same day
     else:
-        return False
+        answer_marriage(turn, topic)
     return True
 
 
@@ -87,19 +140,76 @@ def _route_by_entity(turn: Turn) -> bool:
     return True
 
 
+def _route_question(turn: Turn) -> bool:
+    """A short question without a value, in the current topic: "en tot wanneer?" or
+    "hoe lang nog" after roadworks (duration of the same street or area), "en tot hoe
+    laat?" after opening hours (the day answered last)."""
+    text = _text(turn)
+    family = _topic_family(turn)
+    if not text or family is None:
+        return False
+    if family == "roadworks":
+        topic = turn.tracker.get_slot("topic") or ""
+        intent = followup_intent(text)
+        if intent is None:
+            if not is_short_question(text):
+                return False
+            intent = topic if topic.startswith("roadworks_") else "roadworks_status"
+        answer_roadworks(turn, intent, followup=True)
+        turn.set("topic", intent)
+        return True
+    if family == "opening_hours" and is_short_question(text):
+        answer_opening_hours(turn, followup=True)
+        return True
+    return False
+
+
+def _age_from_number(turn: Turn) -> None:
+    """After a fee answer, a message without entities whose only number is an age in any
+    language ("ma 5 lat", "he is 7", "er ist 9") gives that age. Digits of a phone number,
+    BSN, postcode or date, amounts and durations are no age."""
+    if turn.tracker.get_slot("topic") != "passport_fees" and turn.tracker.get_slot("pending_question") != "age":
+        return
+    message = turn.tracker.latest_message or {}
+    if any(e.get("entity") != "language" for e in message.get("entities") or []):
+        return
+    text = message.get("text") or ""
+    blocked = number_spans(text)
+    blocked += [(a, b) for a, b, _ in dates.find_dates(text, blocked)]
+    numbers = [m for m in _DIGITS.finditer(text)
+               if not any(a <= m.start() and m.end() <= b for a, b in blocked)]
+    if len(numbers) != 1:
+        return
+    number = numbers[0]
+    if (int(number.group(0)) > MAX_AGE or no_age_after(text, number.end())
+            or re.search(r"[€$£]\s*$", text[:number.start()])):
+        return
+    turn.assume("age", str(int(number.group(0))))
+
+
+def handle_followup(turn: Turn) -> bool:
+    """Answers a short follow-up in the conversation's topic (or the topic its value
+    belongs to); False when nothing fits."""
+    if answer_lost_followup(turn):
+        return True
+    _age_from_number(turn)
+    if any(turn.entity(name) for name in FOLLOWUP_ENTITIES) and (_route_followup(turn) or _route_by_entity(turn)):
+        return True
+    return _route_question(turn)
+
+
 class ActionHandleInform(AppcareAction):
     NAME = "action_handle_inform"
 
     def answer(self, turn: Turn) -> None:
-        has_value = any(
-            turn.entity(name)
-            for name in ("document_type", "age", "relation", "date_expr", "street", "area", "desk", "ceremony_type")
-        )
-        if has_value and _route_followup(turn):
-            return
-        if _route_by_entity(turn):
-            return
-        turn.say("utter_ask_rephrase_text")
+        if not handle_followup(turn):
+            turn.say("utter_ask_rephrase_text")
+
+
+def deny_is_followup(turn: Turn) -> bool:
+    """A "no" from the NLU that is really a follow-up: it carries a value ("nee, een
+    ID-kaart", "en de dag erna?") or is a short question ("en tot wanneer", "hoe lang nog")."""
+    return any(turn.entity(name) for name in FOLLOWUP_ENTITIES) or is_short_question(_text(turn))
 
 
 class ActionHandleYesNo(AppcareAction):
@@ -107,16 +217,29 @@ class ActionHandleYesNo(AppcareAction):
 
     def answer(self, turn: Turn) -> None:
         pending = turn.tracker.get_slot("pending_question")
-        if pending == "feedback":
+        if turn.intent == "deny" and deny_is_followup(turn):
+            if pending == "feedback":
+                turn.set("pending_question", None)  # the citizen moved on
+            if not handle_followup(turn):
+                turn.say("utter_ask_rephrase_text")
+        elif pending == "feedback":
             positive = turn.intent == "affirm"
             turn.say("utter_feedback_positive" if positive else "utter_feedback_negative")
             turn.set("pending_question", None)
-        elif turn.intent == "deny" and _route_by_entity(turn):
-            return  # "nee, ik bedoel een ID-kaart"
+        elif turn.intent == "deny" and pending in OPEN_QUESTIONS:
+            turn.say("utter_anything_else")  # "nee" to "which street?" is no goodbye
+            turn.set("pending_question", None)
         elif turn.intent == "deny":
             turn.say("utter_goodbye")
         else:
             turn.say("utter_anything_else")
+
+
+def give_up(turn: Turn) -> None:
+    """Second miss in a row: a colleague takes over (reason not_understood)."""
+    turn.say("utter_handoff_not_understood")
+    turn.set("failed_attempts", 0)
+    hand_off(turn, "not_understood")
 
 
 class ActionRecordFeedback(AppcareAction):
@@ -125,6 +248,11 @@ class ActionRecordFeedback(AppcareAction):
     NAME = "action_record_feedback"
 
     def answer(self, turn: Turn) -> None:
+        if turn.tracker.get_slot("pending_question") != "feedback" and int(
+                turn.tracker.get_slot("failed_attempts") or 0) > 0:
+            # thumbs down (or up) to a clarifying question, not to an answer: a second miss
+            give_up(turn)
+            return
         positive = turn.intent == "feedback_positive"
         turn.say("utter_feedback_positive" if positive else "utter_feedback_negative")
         turn.set("pending_question", None)
@@ -143,10 +271,12 @@ class ActionClarify(AppcareAction):
         if not text:
             turn.say("utter_empty_message")
             return
+        if answer_lost_followup(turn):
+            if failed > 1:
+                turn.set("failed_attempts", 0)
+            return
         if failed >= MAX_FAILED_ATTEMPTS:
-            turn.say("utter_handoff_not_understood")
-            turn.set("failed_attempts", 0)
-            hand_off(turn, "not_understood")
+            give_up(turn)
             return
         turn.set("failed_attempts", failed)
         if len(text) > LONG_MESSAGE:

@@ -18,6 +18,7 @@ from appcare.handoff_store import default_store
 from appcare.pii import conversation_hash
 
 from actions.base import AppcareAction, Turn
+from actions.passport_id import answer_lost_followup
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class ActionHandoffToKcc(AppcareAction):
     NAME = "action_handoff_to_kcc"
 
     def answer(self, turn: Turn) -> None:
+        if turn.intent in ("personal_case", "out_of_scope_municipal") and answer_lost_followup(turn):
+            return  # "moet ik dan aangifte doen?" right after the lost/stolen answer
         reason, intro = REASONS.get(turn.intent or "", ("request_human", None))
         if intro:
             turn.say(intro)

@@ -1,7 +1,10 @@
 """Opening hours: today, tomorrow, a weekday, a date or a holiday, a day part
 ("woensdagavond": is there an evening opening?) or a period ("volgende week", "tussen
 kerst en oud en nieuw": one line per day); 'open now?' and the next opening moment,
-per desk (balie, telefoon)."""
+per desk (balie, telefoon).
+
+The day of every day answer is kept in the slot ``last_day`` (ISO date): follow-ups
+such as "en de dag erna?", "een dag eerder?" or "ook 's avonds?" are about that day."""
 from __future__ import annotations
 
 import datetime as dt
@@ -25,7 +28,9 @@ def desk_of(turn: Turn) -> str:
     return desk if desk in turn.content.desks else "balie"
 
 
-def answer_opening_hours(turn: Turn, now_question: bool = False) -> None:
+def answer_opening_hours(turn: Turn, now_question: bool = False, followup: bool = False) -> None:
+    """``followup``: a question in an opening-hours conversation without a day of its own
+    ("en tot hoe laat?") is about the day answered last."""
     content = turn.content
     desk = desk_of(turn)
     desk_info = content.desks[desk]
@@ -36,7 +41,10 @@ def answer_opening_hours(turn: Turn, now_question: bool = False) -> None:
         return
     now = turn.now
     day_text = turn.entity("date_expr")
+    if day_text and clock.is_bare_day_part(day_text) and turn.last_day() is None:
+        day_text = None  # "zijn jullie 's avonds open?" without a day: the week shows the evenings
     if now_question or (day_text and day_text.strip().lower() in {"nu", "nou", "op dit moment"}):
+        turn.set("last_day", now.date().isoformat())
         if oh.is_open(content, desk, now):
             closes = oh.closes_at(content, desk, now)
             turn.say("utter_open_now", desk_name=desk_info.name, closes=f"{closes.hour}:{closes.minute:02d}")
@@ -48,15 +56,20 @@ def answer_opening_hours(turn: Turn, now_question: bool = False) -> None:
         period = clock.parse_period(day_text, now)
         if period:
             _answer_period(turn, desk, *period)
+            turn.set("last_day", None)
             turn.warn_unverified(hours_fact)
             return
-        parsed = clock.parse_day(day_text, now)
+        parsed = turn.parse_day(day_text)
         if not parsed:
             turn.say("utter_day_not_understood")
             return
         day, label = parsed
         _answer_day(turn, desk, day, label, part=clock.day_part(day_text), day_text=day_text)
+    elif followup and turn.last_day():
+        day = turn.last_day()
+        _answer_day(turn, desk, day, "vandaag" if day == now.date() else clock.format_date(day))
     else:
+        turn.set("last_day", None)
         week = "\n".join(
             f"{name}: {_ranges_text(oh.hours_fact(content, desk).value[name])}" for name in WEEKDAY_NAMES
         )
@@ -93,9 +106,14 @@ def _answer_day(turn: Turn, desk: str, day: dt.date, label: str, part: Optional[
     content = turn.content
     desk_name = content.desks[desk].name
     hours = oh.hours_on(content, desk, day)
+    turn.set("last_day", day.isoformat())
     if part and not hours.closed and not _open_in_part(hours, part):
         # "woensdagavond": say the day's hours and clearly that there is no evening opening
-        plain = clock.parse_day(clock.split_day_part(day_text or "")[0], turn.now) if day_text else None
+        core = clock.split_day_part(day_text or "")[0]
+        if core:
+            plain = turn.parse_day(core)
+        else:  # "ook 's avonds?": the day answered last
+            plain = (day, "vandaag" if day == turn.now.date() else clock.format_date(day))
         plain_label = plain[1] if plain and plain[0] == day else label
         plain_label = plain_label[0].upper() + plain_label[1:]
         turn.say("utter_hours_day", day_label=plain_label, desk_name=desk_name,

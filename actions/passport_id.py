@@ -2,6 +2,7 @@
 express, what to bring, applying, lost or stolen, collecting, children."""
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from appcare.nlu.ages import age_value
@@ -115,6 +116,27 @@ def answer_passport(turn: Turn, intent: str) -> None:
     if intent != "passport_fees" or age_of(turn) is not None:
         turn.set("pending_question", None)
     AppcareAction.maybe_ask_feedback(turn)
+
+
+# A question about the police report right after the lost/stolen answer ("moet ik dan
+# naar de politie?", "do I need a police report?").
+_POLICE = re.compile(r"\b(?:politie\w*|aangifte|proces[\s-]*verbaal|pv|police|polizei|anzeige|policj\w*)\b",
+                     re.IGNORECASE)
+MAX_FOLLOWUP_WORDS = 15
+
+
+def answer_lost_followup(turn: Turn) -> bool:
+    """After a passport_lost answer, a short question about the police gets the lost and
+    stolen steps again (they say whether a police report is needed) instead of a handoff
+    or a clarifying question. False when the message is no such follow-up."""
+    text = (turn.tracker.latest_message or {}).get("text") or ""
+    if turn.tracker.get_slot("topic") != "passport_lost" or not _POLICE.search(text):
+        return False
+    if len(text.split()) > MAX_FOLLOWUP_WORDS:
+        return False  # a longer story is a personal case for a colleague
+    answer_passport(turn, "passport_lost")
+    turn.set("topic", "passport_lost")
+    return True
 
 
 class ActionPassportId(AppcareAction):

@@ -1,8 +1,13 @@
 """Roadworks: by street or area (asks for the street when missing), detours and
-duration, looked up in the municipality's roadworks source."""
+duration, looked up in the municipality's roadworks source.
+
+A conversation about roadworks remembers the place: "en tot wanneer?" or "is er een
+omleiding?" after an answer about a street or an area (a village, a district) is about
+that same street or area, until the citizen names another one."""
 from __future__ import annotations
 
-from typing import List
+import re
+from typing import List, Optional, Tuple
 
 from appcare import clock
 from appcare.nlu.streets import dutch_capitalisation
@@ -15,13 +20,51 @@ def _date(day) -> str:
     return clock.format_date(day, with_weekday=False) if day else "onbekend"
 
 
-def answer_roadworks(turn: Turn, intent: str) -> None:
+# Follow-up questions in a roadworks conversation without a street or area of their own.
+_DURATION = re.compile(
+    r"\b(?:tot\s+wanneer|hoe\s*lang|wanneer\s+(?:is\s+(?:het|dat|die|hij|ze)\s+|zijn\s+ze\s+)?"
+    r"(?:klaar|af|gereed|voorbij|afgelopen|weer\s+open|open)|einddatum|"
+    r"how\s+long|until\s+when|till\s+when|bis\s+wann|wie\s+lange|jusqu'?\s*(?:à|a)\s+quand|"
+    r"combien\s+de\s+temps|do\s+kiedy|jak\s+d[łl]ugo|ne\s+zaman|ne\s+kadar)", re.IGNORECASE)
+_DETOUR = re.compile(r"\b(?:omleiding|omrijden|omweg|andere\s+route|detour|diversion|umleitung|d[ée]viation|objazd)",
+                     re.IGNORECASE)
+
+
+def followup_intent(text: str) -> Optional[str]:
+    """roadworks_duration for "en tot wanneer?", "hoe lang nog", roadworks_detour for
+    "en de omleiding?"; None for other texts."""
+    if _DURATION.search(text or ""):
+        return "roadworks_duration"
+    if _DETOUR.search(text or ""):
+        return "roadworks_detour"
+    return None
+
+
+def place_of(turn: Turn, remember: bool) -> Tuple[Optional[str], Optional[str]]:
+    """(street, area) of this message; with ``remember`` the ones named earlier in the
+    conversation when the message names neither. A new street forgets the earlier area and
+    a new area the earlier street, so that a later follow-up is about the last place named."""
+    street, area = turn.entity("street"), turn.entity("area")
+    if street and not area and turn.tracker.get_slot("area"):
+        turn.set("area", None)
+    if area and not street and turn.tracker.get_slot("street"):
+        turn.set("street", None)
+    if street or area or not remember:
+        return street, area
+    return turn.remembered("street"), turn.remembered("area")
+
+
+def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
+    """``followup``: the message continues a roadworks conversation (it came in as a bare
+    value or a short question), so the street or area named before still counts."""
     content = turn.content
     page = content.roadworks.page_url.value
-    street = turn.entity("street") or (turn.remembered("street") if intent != "roadworks_status" else None)
-    area = turn.entity("area")
+    street, area = place_of(turn, followup or intent != "roadworks_status")
+    day_text = turn.entity("date_expr")
+    if day_text and clock.is_bare_day_part(day_text):
+        day_text = None  # "wordt er 's nachts gewerkt?" names no day
     if not street and not area:
-        if intent in ("roadworks_detour", "roadworks_duration") or not turn.entity("date_expr"):
+        if intent in ("roadworks_detour", "roadworks_duration") or not day_text:
             turn.say("utter_roadworks_ask_street")
             turn.set("pending_question", "street")
             return
@@ -32,10 +75,9 @@ def answer_roadworks(turn: Turn, intent: str) -> None:
         return
     today = turn.now.date()
     relevant: List[Roadwork] = [r for r in found if r.active_on(today) or r.upcoming_after(today)]
-    day_text = turn.entity("date_expr")
     if day_text:
         period = clock.parse_period(day_text, turn.now)
-        parsed = clock.parse_day(day_text, turn.now) if not period else None
+        parsed = turn.parse_day(day_text) if not period else None
         days = period[0] if period else ([parsed[0]] if parsed else [])
         if days:
             relevant = [r for r in relevant if any(r.active_on(day) for day in days)]

@@ -83,10 +83,19 @@ def split_day_part(text: str) -> Tuple[str, Optional[str]]:
 
     t = dates.strip_time(dates.fix_weekday_typos(_normalise(text or "")))
     core, part = dates.split_day_part(t)
-    core = re.sub(r"\bvroeg\b", "", core).strip()
+    core = re.sub(r"\bvroeg\b", "", core).strip(" '")
+    if part and re.fullmatch(r"(?:ook|en|en ook)?", core):
+        core = ""  # "ook 's avonds": a bare day part
     if part is None and re.search(r"\bmorgen\s*vroeg\b", t):
         part = "ochtend"
     return core, part
+
+
+def is_bare_day_part(text: str) -> bool:
+    """True for a day part without a day ("'s avonds", "en in de middag"): it means the day
+    the bot answered last."""
+    core, part = split_day_part(text or "")
+    return bool(part) and not core
 
 
 def day_part(text: str) -> Optional[str]:
@@ -94,9 +103,14 @@ def day_part(text: str) -> Optional[str]:
     return split_day_part(text)[1] if text else None
 
 
-def parse_day(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[dt.date, str]]:
+def parse_day(text: str, base: Optional[dt.datetime] = None,
+              anchor: Optional[dt.date] = None) -> Optional[Tuple[dt.date, str]]:
     """Parses a Dutch day expression ("morgen", "zaterdag", "2e kerstdag", "27 april",
-    "woensdagavond", "morgenochtend om kwart over negen", "oudjaarsdag", "over twee weken").
+    "woensdagavond", "morgenochtend om kwart over negen", "oudjaarsdag", "over twee weken"),
+    weekday names and today/tomorrow in English, German, French, Polish and Turkish
+    ("Saturday", "am Samstag", "sobotę", "yarın"), and follow-ups relative to ``anchor``,
+    the day the bot answered last (today without one): "de dag erna", "een dag eerder",
+    "the next day", and a bare day part ("'s avonds", "in de middag") on that day.
 
     Returns (date, label) with a label fit for a reply ("morgen", "zaterdag 28 november",
     "woensdagavond 2 december"), or None when the text is not understood.
@@ -105,7 +119,11 @@ def parse_day(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[d
         return None
     base = base or now()
     core, part = split_day_part(text)
-    parsed = _parse_plain_day(core, base)
+    if not core and part:
+        day = anchor or base.date()
+        parsed: Optional[Tuple[dt.date, str]] = (day, "vandaag" if day == base.date() else format_date(day))
+    else:
+        parsed = _parse_plain_day(core, base, anchor)
     if not parsed or not part:
         return parsed
     day, label = parsed
@@ -119,7 +137,7 @@ def parse_day(text: str, base: Optional[dt.datetime] = None) -> Optional[Tuple[d
     return day, f"{label} {_PART_LABEL[part]}"
 
 
-def _parse_plain_day(t: str, base: dt.datetime) -> Optional[Tuple[dt.date, str]]:
+def _parse_plain_day(t: str, base: dt.datetime, anchor: Optional[dt.date] = None) -> Optional[Tuple[dt.date, str]]:
     from appcare.nlu import dates
 
     today = base.date()
@@ -129,6 +147,10 @@ def _parse_plain_day(t: str, base: dt.datetime) -> Optional[Tuple[dt.date, str]]
     if t in simple:
         day = today + dt.timedelta(days=simple[t])
         return day, t
+    offset = dates.relative_offset(t)
+    if offset is not None:  # "de dag erna": from the day answered last
+        day = (anchor or today) + dt.timedelta(days=offset)
+        return day, format_date(day)
     name = dates.named_day(t)
     if name:
         day = named_day_date(name, today)
@@ -147,6 +169,14 @@ def _parse_plain_day(t: str, base: dt.datetime) -> Optional[Tuple[dt.date, str]]
                 delta = delta + 7 if delta <= (6 - today.weekday()) else delta
             day = today + dt.timedelta(days=delta)
             return day, f"{weekday} {format_date(day, with_weekday=False)}"
+    foreign = dates.foreign_day(t)
+    if foreign and not re.search(r"\d", t):
+        kind, value = foreign
+        if kind == "offset":
+            day = today + dt.timedelta(days=value)
+            return day, ("vandaag", "morgen", "overmorgen")[value]
+        day = today + dt.timedelta(days=(value - today.weekday()) % 7)
+        return day, f"{WEEKDAY_NAMES[value]} {format_date(day, with_weekday=False)}"
     import dateparser  # local import: slow to import, rarely needed
     from appcare.nlu.ages import number_value
 
@@ -155,15 +185,15 @@ def _parse_plain_day(t: str, base: dt.datetime) -> Optional[Tuple[dt.date, str]]
     if re.match(r"over ", t):
         numeric = re.sub(r"\bover een\b", "over 1", t)
         numeric = re.sub(r"\b[a-zë]+\b", lambda m: str(number_value(m.group(0)) or m.group(0)), numeric)
-    parsed = dateparser.parse(
-        numeric,
-        languages=["nl"],
-        settings={
-            "PREFER_DATES_FROM": "future",
-            "RELATIVE_BASE": base.replace(tzinfo=None),
-            "DATE_ORDER": "DMY",
-        },
-    )
+    settings = {
+        "PREFER_DATES_FROM": "future",
+        "RELATIVE_BASE": base.replace(tzinfo=None),
+        "DATE_ORDER": "DMY",
+    }
+    parsed = dateparser.parse(numeric, languages=["nl"], settings=settings)
+    if not parsed and re.search(r"[^\W\d_]", t):
+        # "24. Dezember", "December 24th", "24 grudnia": the other languages
+        parsed = dateparser.parse(t, languages=list(dates.FOREIGN_LANGUAGES), settings=settings)
     if parsed:
         day = parsed.date()
         if day < today and not re.search(r"\b\d{4}\b", t):

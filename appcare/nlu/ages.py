@@ -59,6 +59,12 @@ _NOT_AGE_AFTER = (
     r"huisnummer|[.,:/-]\d|van\s+(?:de|het|die|deze|onze|mijn|ons)"
 )
 _NOT_AGE_AFTER_RE = re.compile(rf"\s*(?:{_NOT_AGE_AFTER})\b", re.IGNORECASE)
+
+
+def no_age_after(text: str, end: int) -> bool:
+    """True when the number ending at ``end`` is a date, time, amount or count ("24 dec",
+    "9 uur", "70 euro", "5 dagen", "7,5"), judged by the words after it."""
+    return bool(_NOT_AGE_AFTER_RE.match(text, end))
 # Words before "<n> jaar" that make it a duration.
 _DURATION_BEFORE = re.compile(
     r"\b(?:over|na|sinds|binnen|per|elke|iedere|om\s+de|afgelopen|laatste|voor|duurt|al|ruim|"

@@ -12,6 +12,13 @@ citizens use for named days ("2e kerst", "oud en nieuw", "hemelvaart") and the d
 libraries do not know as holidays (kerstavond, oudjaarsdag, pakjesavond).
 Durations ("10 jaar geldig", "5 werkdagen") and times on their own ("om 9 uur") are no
 day expressions.
+
+Follow-ups: a day relative to the day the bot just answered ("de dag erna", "een dag
+eerder", "the next day"; ``relative_offset``) and, when nothing else in the message is a
+day, a bare day part ("ook 's avonds?", "en in de middag"). Other languages: weekday
+names (also inflected forms such as Polish "sobotę") and today/tomorrow from
+dateparser's English, German, French, Polish and Turkish locales ("and on Saturday?",
+"am Samstag?", "w sobotę?", "yarın").
 """
 from __future__ import annotations
 
@@ -20,13 +27,19 @@ import functools
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from appcare.nlu.ages import NUMBER_WORD
+from appcare.nlu.ages import NUMBER_WORD, number_value
 
 Span = Tuple[int, int, str]
 
 WEEKDAY_KEYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTH_KEYS = ("january", "february", "march", "april", "may", "june", "july", "august",
               "september", "october", "november", "december")
+
+# Languages whose weekday names and today/tomorrow words are recognised next to Dutch.
+FOREIGN_LANGUAGES = ("en", "de", "fr", "pl", "tr")
+# dateparser relative-type keys -> days from today (yesterday is left out: French "hier"
+# is Dutch for "here").
+FOREIGN_DAY_KEYS = {"0 day ago": 0, "in 1 day": 1, "in 2 day": 2}
 
 # Day parts as citizens glue them to a day ("woensdagavond", "zaterdagmorgen") -> canonical.
 DAY_PARTS = {"ochtend": "ochtend", "morgen": "ochtend", "vroeg": "ochtend", "voormiddag": "ochtend",
@@ -94,8 +107,27 @@ def vocabulary() -> Dict[str, object]:
             pattern = re.sub(r"^tweede\\s\+", lambda _: _ORD2, pattern)
             if (pattern, name) not in generated:
                 generated.append((pattern, name))
+    foreign_weekdays: Dict[str, int] = {}
+    foreign_day_words: Dict[str, int] = {}
+    for code in FOREIGN_LANGUAGES:
+        foreign = default_loader.get_locale(code).info
+        for index, key in enumerate(WEEKDAY_KEYS):
+            # full names and inflections; abbreviations ("sat", "mi", "sob") are too ambiguous
+            for form in foreign.get(key) or []:
+                if len(form) >= 4:
+                    foreign_weekdays.setdefault(form.lower(), index)
+        for key, offset in FOREIGN_DAY_KEYS.items():
+            for word in (foreign.get("relative-type") or {}).get(key) or []:
+                if offset == 0 and " " in word:
+                    continue  # "till date"
+                foreign_day_words.setdefault(word.lower(), offset)
+    for word in weekdays + day_words:  # Dutch first ("morgen" is Dutch and German)
+        foreign_weekdays.pop(word.lower(), None)
+        foreign_day_words.pop(word.lower(), None)
     return {
         "weekdays": weekdays,
+        "foreign_weekdays": foreign_weekdays,
+        "foreign_day_words": foreign_day_words,
         "months": months,
         "day_words": day_words,
         "week_words": week_words,
@@ -132,7 +164,9 @@ def _patterns() -> Dict[str, re.Pattern]:
     time = (rf"(?:(?:kwart\s+(?:over|voor)\s+|half\s+)?(?:\d{{1,2}}(?:[:.]\d{{2}})?|{NUMBER_WORD})"
             rf"(?:\s*(?:uur|u)\b)?)")
     time_suffix = rf"(?:\s+(?:om|rond|tegen|vanaf|na|voor)\s+{time}(?!\w)|\s+{_S_DP})?"
-    day = rf"(?:{named}|{weekday}|{date_num}|{numeric}|{relative}|{over_n})"
+    foreign = _alternation(list(v["foreign_weekdays"]) + list(v["foreign_day_words"]))
+    anchored = rf"(?:{_ANCHORED})(?:\s+in\s+de\s+{_DP}\b)?"
+    day = rf"(?:{named}|{weekday}|{date_num}|{numeric}|{relative}|{over_n}|{anchored}|{foreign})"
     bare_day = rf"(?:{named}|{wd}|{date_num}|{numeric}|{relative})"
     week_words = _alternation(v["week_words"])
     period = (
@@ -151,6 +185,7 @@ def _patterns() -> Dict[str, re.Pattern]:
         "period": re.compile(rf"\b{period}(?!\w)", flags),
         "range": re.compile(rf"\b{ranges}(?!\w)", flags),
         "token": re.compile(r"\b[a-z]{5,16}\b", flags),
+        "bare_part": re.compile(rf"(?<![\w'’]){_BARE_PART}(?!\w)", flags),
     }
 
 
@@ -200,6 +235,58 @@ def fix_weekday_typos(text: str) -> str:
 
 
 # ------------------------------------------------------------------ finding
+# Days counted from the day the bot just answered ("de dag erna", "een dag eerder",
+# "twee dagen later", "the next day", "am Tag danach", "le lendemain").
+_COUNT = rf"(?:\d{{1,2}}|een|één|a|one|two|three|einen|zwei|drei|{NUMBER_WORD})"
+_BACKWARD = (r"eerder|ervoor|daarvoor|voordien|vorige|previous|before|earlier|davor|zuvor|vorher|"
+             r"früher|fruher|veille|précédent|precedent|d'avant")
+_ANCHORED = (
+    rf"(?:de\s+|een\s+)?dag\s+(?:erna|daarna|erop|daarop|nadien|ervoor|daarvoor|voordien)"
+    rf"|{_COUNT}\s+dag(?:en)?\s+(?:later|eerder|erna|daarna|ervoor|daarvoor)"
+    rf"|(?:de\s+)?(?:volgende|daaropvolgende|vorige)\s+dag\b"
+    rf"|(?:the\s+)?(?:next|following|previous)\s+day\b"
+    rf"|the\s+day\s+(?:after|before)(?!\s+(?:tomorrow|yesterday))"
+    rf"|{_COUNT}\s+days?\s+(?:later|earlier|after|before)(?!\s+(?:tomorrow|yesterday))"
+    rf"|(?:am\s+)?(?:nächsten|nachsten|folgenden|darauffolgenden)\s+tag\b"
+    rf"|(?:am\s+)?tag\s+(?:danach|darauf|davor|zuvor)"
+    rf"|{_COUNT}\s+tage?\s+(?:später|spater|früher|fruher|danach|davor|vorher)"
+    rf"|(?:le\s+)?lendemain|la\s+veille|le\s+jour\s+(?:d'après|d'apres|suivant|précédent|precedent|d'avant)"
+)
+_ANCHORED_RE = re.compile(rf"\b(?:{_ANCHORED})(?!\w)", re.IGNORECASE)
+_COUNT_RE = re.compile(rf"\b(\d{{1,2}}|{NUMBER_WORD}|two|three|zwei|drei)\s+(?:dag|day|tag)", re.IGNORECASE)
+_WORD_COUNTS = {"two": 2, "three": 3, "zwei": 2, "drei": 3}
+# A day part on its own ("ook 's avonds?", "en in de middag"): the day the bot just answered.
+_BARE_PART = (rf"(?:{_S_DP}|’s\s*(?:ochtends|morgens|middags|avonds|nachts)"
+              rf"|in\s+de\s+(?:ochtend|morgen|voormiddag|middag|namiddag|avond|nacht)\b)")
+
+
+def relative_offset(text: str) -> Optional[int]:
+    """Days from the day answered last for "de dag erna" (+1), "een dag eerder" (-1),
+    "twee dagen later" (+2), "the day before" (-1); None when the text is no such expression."""
+    match = _ANCHORED_RE.search(text or "")
+    if not match:
+        return None
+    phrase = match.group(0).lower()
+    count = 1
+    number = _COUNT_RE.search(phrase)
+    if number:
+        word = number.group(1).lower()
+        count = _WORD_COUNTS.get(word) or number_value(word) or 1
+    return -count if re.search(rf"(?:{_BACKWARD})", phrase) else count
+
+
+def foreign_day(text: str) -> Optional[Tuple[str, int]]:
+    """("weekday", 0..6) for a weekday name, ("offset", days) for today/tomorrow in English,
+    German, French, Polish or Turkish ("Samstag", "sobotę", "tomorrow", "yarın"), else None."""
+    v = vocabulary()
+    lowered = (text or "").lower()
+    for table, kind in ((v["foreign_day_words"], "offset"), (v["foreign_weekdays"], "weekday")):
+        for word in sorted(table, key=len, reverse=True):
+            if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+                return kind, table[word]
+    return None
+
+
 _WISH = re.compile(r"\b(?:fijne?|prettige?|goede?|gezellige?|mooie?|lekkere?|gelukkig|zalig|vrolijke?|happy)\s+$",
                    re.IGNORECASE)
 _GREETING_MORGEN = re.compile(r"\s*morgen\s*[!,]", re.IGNORECASE)
@@ -222,6 +309,11 @@ def find_dates(text: str, blocked: Sequence[Tuple[int, int]] = ()) -> List[Span]
     for match in pats["token"].finditer(text):
         if weekday_typo(match.group(0)) and not _overlaps(match.start(), match.end(), candidates):
             candidates.append(match.span())
+    # "ook 's avonds?", "en in de morgen?": a day part on its own, only when the message
+    # names no other day ("door de week ook 's avonds" is about the week)
+    parts = [m.span() for m in pats["bare_part"].finditer(text)]
+    if parts and all(any(a <= s and e <= b for a, b in parts) for s, e in candidates):
+        candidates += parts
     chosen: List[Tuple[int, int]] = []
     for start, end in sorted(candidates, key=lambda s: (-(s[1] - s[0]), s[0])):
         if _overlaps(start, end, chosen):
