@@ -235,6 +235,21 @@ class ActionHandleYesNo(AppcareAction):
             turn.say("utter_anything_else")
 
 
+class ActionGoodbye(AppcareAction):
+    """Goodbye, unless the "goodbye" is a follow-up question in disguise: "en de dag
+    erna?" and "en tot wanneer" share words with "dag!" and "tot ziens"."""
+
+    NAME = "action_goodbye"
+
+    def answer(self, turn: Turn) -> None:
+        if deny_is_followup(turn) and (turn.tracker.get_slot("topic") or turn.entity("date_expr")):
+            if turn.tracker.get_slot("pending_question") == "feedback":
+                turn.set("pending_question", None)
+            if handle_followup(turn):
+                return
+        turn.say("utter_goodbye")
+
+
 def give_up(turn: Turn) -> None:
     """Second miss in a row: a colleague takes over (reason not_understood)."""
     turn.say("utter_handoff_not_understood")

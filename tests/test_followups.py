@@ -11,6 +11,7 @@ import pytest
 
 from actions.conversation import (
     ActionClarify,
+    ActionGoodbye,
     ActionHandleInform,
     ActionHandleYesNo,
     ActionRecordFeedback,
@@ -189,6 +190,25 @@ def test_deny_correction_stays_in_the_passport_topic(frozen_now):
     result = run_action(ActionHandleYesNo(), "nee een id-kaart", "deny", [("document_type", "id_kaart")],
                         slots={**TERNEUZEN, "topic": "passport_validity", "document_type": "paspoort"})
     assert result.responses[0] == "utter_passport_validity" and "ID-kaart" in result.text
+
+
+def test_goodbye_that_is_a_follow_up_question_is_answered(frozen_now, extractor):
+    """'dag' and 'tot' make the classifier think of a farewell; the context decides."""
+    frozen_now(2026, 12, 20, 10, 0)
+    text = "en de dag erna?"
+    result = run_action(ActionGoodbye(), text, "goodbye", extractor.extract(text), slots=hours_context("2026-12-24"))
+    assert "utter_goodbye" not in result.responses and "Vrijdag 25 december" in result.text
+    frozen_now(2026, 11, 25, 10, 0)
+    works = run_action(ActionGoodbye(), "en tot wanneer", "goodbye",
+                       slots={**LELYSTAD, "topic": "roadworks_status", "street": "Larserdreef"})
+    assert works.responses == ["utter_roadworks_found"] and "tot 11 december" in works.text
+
+
+@pytest.mark.parametrize("text", ["doei", "tot ziens!", "fijne dag nog", "dag hoor"])
+def test_a_real_goodbye_says_goodbye(text):
+    result = run_action(ActionGoodbye(), text, "goodbye", slots={**TERNEUZEN, "topic": "opening_hours",
+                                                                 "last_day": "2026-12-24"})
+    assert result.responses == ["utter_goodbye"]
 
 
 @pytest.mark.parametrize("text", ["nee", "nee dank je", "dat was het", "nee hoor, bedankt"])
