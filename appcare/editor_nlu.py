@@ -190,13 +190,20 @@ def entity_vocabulary(examples: Iterable[str], min_share: float = 0.8, min_count
         for match in _ANNOTATION.finditer(example):
             if match.group("entity"):
                 marked.setdefault(match.group("text").lower(), Counter())[match.group("entity")] += 1
+    # Spellings that normalise alike ("id-kaart", "id kaart") share their marks: each
+    # one's share is counted over the examples that contain any of them.
+    by_form: Dict[str, Counter] = {}
+    for text, entities in marked.items():
+        by_form.setdefault(normalise(text), Counter()).update(entities)
     plain = [" " + normalise(example) + " " for example in examples]
     vocabulary: Dict[str, str] = {}
-    for text, entities in marked.items():
+    for text in marked:
+        form = normalise(text)
+        entities = by_form.get(form, Counter())
         total = sum(entities.values())
-        if len(entities) != 1 or total < min_count or not normalise(text) or normalise(text).isdigit():
+        if len(entities) != 1 or total < min_count or not form or form.isdigit():
             continue  # numbers ("8" as an age) depend on the sentence: never suggested
-        needle = " " + normalise(text) + " "
+        needle = " " + form + " "
         occurrences = sum(1 for example in plain if needle in example)
         if occurrences and total / occurrences >= min_share:
             vocabulary[text] = next(iter(entities))
