@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 
 from tests.support.assistant import Assistant
 
@@ -44,6 +45,22 @@ def test_follow_up_uses_context(assistant):
     assistant.say("c-follow", "wat moet ik meenemen voor een paspoort")
     follow = texts(assistant.say("c-follow", "en wat kost dat?"))
     assert "Hoe oud" in follow or "€" in follow
+
+
+@pytest.mark.parametrize("text,intent,language", [
+    ("At what time does the town hall close on Friday?", "opening_hours", "en"),
+    ("Do której godziny jest czynny urząd w piątek?", "opening_hours", "pl"),
+    ("Belediye ne zaman açık?", "opening_hours", "tr"),
+    ("متى يغلق مكتب البلدية يوم الجمعة؟", "opening_hours", "ar"),
+    ("Was muss ich für einen neuen Reisepass bezahlen?", "passport_fees", "de"),
+])
+def test_other_languages_land_on_the_right_intent_and_set_the_language(assistant, text, intent, language):
+    """No training example is in these languages: the multilingual sentence vector carries them."""
+    sender = f"c-lang-{language}"
+    assistant.say(sender, text)
+    tracker = requests.get(f"{assistant.url}/conversations/{sender}/tracker", timeout=30).json()
+    assert tracker["latest_message"]["intent"]["name"] == intent, tracker["latest_message"]["intent_ranking"][:3]
+    assert tracker["slots"]["language"] == language
 
 
 def test_handoff_silence_and_return(assistant):

@@ -116,6 +116,23 @@ def test_classifier_understands_languages_it_was_not_trained_on(storage, featuri
     ]) == ["opening_hours", "passport_fees", "request_human", "opening_hours"]
 
 
+def test_other_languages_use_the_sentence_vector_alone(storage, featurizer, trained):
+    """A Turkish question shares no n-grams with the Dutch data: its intent comes from
+    the model on the sentence vector; a Dutch question from the full model."""
+    classifier = SentenceIntentClassifier.load(
+        SentenceIntentClassifier.get_default_config(), storage, trained, CONTEXT)
+    word, char, full, other = classifier.pipeline
+    assert other is not None and list(other.classes_) == list(full.classes_)
+    turkish, dutch = featurizer.process([Message(data={TEXT: "Pasaport ne kadar tutuyor?"}),
+                                         Message(data={TEXT: "wat kost een paspoort"})])
+    classifier.process([turkish, dutch])
+    vector = turkish.get_dense_features(TEXT)[1].features.reshape(1, -1) * classifier.config["dense_scale"]
+    expected = dict(zip(other.classes_, other.predict_proba(vector)[0]))
+    assert turkish.get(INTENT)["name"] == "passport_fees"
+    assert turkish.get(INTENT)["confidence"] == pytest.approx(expected["passport_fees"])
+    assert dutch.get(INTENT)["name"] == "passport_fees"
+
+
 def test_ranking_is_sorted_and_sums_to_one(storage, featurizer, trained):
     classifier = SentenceIntentClassifier.load(
         SentenceIntentClassifier.get_default_config(), storage, trained, CONTEXT)

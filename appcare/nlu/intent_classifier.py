@@ -15,6 +15,10 @@ Config:
     (characters within word boundaries, robust to typos such as "paspoord").
   dense_scale: weight of the dense sentence features against the tf-idf features.
   ranking_length: intents kept in ``intent_ranking``.
+  other_languages: also train a model on the sentence vector alone and average it in
+    for messages that are not Dutch (``appcare.nlu.language``): Dutch n-grams say
+    little about a Turkish or Polish message, and the training data is Dutch.
+  other_languages_C: its regularisation strength.
 """
 from __future__ import annotations
 
@@ -60,6 +64,8 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
             "max_iter": 2000,
             "random_state": 42,
             "ranking_length": 10,
+            "other_languages": True,
+            "other_languages_C": 10.0,
         }
 
     @staticmethod
@@ -71,7 +77,10 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
         self.config = {**self.get_default_config(), **config}
         self._model_storage = model_storage
         self._resource = resource
-        self.pipeline = pipeline  # (word vectorizer, char vectorizer, classifier) once trained
+        # (word vectorizer, char vectorizer, classifier, sentence-vector-only classifier or
+        # None) once trained
+        self.pipeline = pipeline
+        self._detector = None
 
     @classmethod
     def create(cls, config: Dict[Text, Any], model_storage: ModelStorage, resource: Resource,
@@ -89,7 +98,7 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
         return csr_matrix(np.vstack(rows) * float(self.config["dense_scale"]))
 
     def _matrix(self, messages: List[Message]) -> csr_matrix:
-        word, char, _ = self.pipeline
+        word, char = self.pipeline[0], self.pipeline[1]
         texts = [normalise(m.get(TEXT)) for m in messages]
         parts = [word.transform(texts), char.transform(texts)]
         dense = self._dense(messages)
@@ -115,8 +124,15 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
         char.fit(texts)
         classifier = LogisticRegression(C=float(self.config["C"]), max_iter=int(self.config["max_iter"]),
                                         class_weight="balanced", random_state=self.config["random_state"])
-        self.pipeline = (word, char, classifier)
-        classifier.fit(self._matrix(examples), [e.get(INTENT) for e in examples])
+        self.pipeline = (word, char, classifier, None)
+        labels = [e.get(INTENT) for e in examples]
+        classifier.fit(self._matrix(examples), labels)
+        dense = self._dense(examples)
+        if self.config["other_languages"] and dense is not None:
+            other = LogisticRegression(C=float(self.config["other_languages_C"]), max_iter=int(self.config["max_iter"]),
+                                       class_weight="balanced", random_state=self.config["random_state"])
+            other.fit(dense, labels)
+            self.pipeline = (word, char, classifier, other)
         self.persist()
         return self._resource
 
@@ -127,8 +143,16 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
         with_text = [m for m in messages if m.get(TEXT)]
         if not with_text:
             return messages
-        probabilities = self.pipeline[2].predict_proba(self._matrix(with_text))
-        names = self.pipeline[2].classes_
+        classifier, other = self.pipeline[2], self.pipeline[3]
+        probabilities = classifier.predict_proba(self._matrix(with_text))
+        names = classifier.classes_
+        foreign = [i for i, m in enumerate(with_text) if other is not None and self._language(m.get(TEXT)) != "nl"]
+        if foreign:
+            dense = self._dense([with_text[i] for i in foreign])
+            if dense is not None:
+                # Both views count: shared names and loanwords ("Terneuzen", "paszport")
+                # still help the n-gram model, the sentence vector carries the meaning.
+                probabilities[foreign] = (probabilities[foreign] + other.predict_proba(dense)) / 2
         for message, row in zip(with_text, probabilities):
             order = np.argsort(-row)
             ranking = [{INTENT_NAME_KEY: str(names[i]), PREDICTED_CONFIDENCE_KEY: float(row[i])}
@@ -136,6 +160,13 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
             message.set(INTENT, ranking[0], add_to_output=True)
             message.set("intent_ranking", ranking, add_to_output=True)
         return messages
+
+    def _language(self, text: Optional[Text]) -> str:
+        if self._detector is None:
+            from appcare.nlu.language import LanguageDetector
+
+            self._detector = LanguageDetector()
+        return self._detector.detect(text)
 
     # ---- persistence ----------------------------------------------------------------
     def persist(self) -> None:
@@ -159,4 +190,7 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
         except ValueError:
             logger.warning("SentenceIntentClassifier: no trained model in resource %s", resource.name)
             pipeline = None
-        return cls(config, model_storage, resource, pipeline)
+        component = cls(config, model_storage, resource, pipeline)
+        if pipeline is not None and pipeline[3] is not None:
+            component._language("warm-up")  # loads the language model now, not in a citizen's turn
+        return component
