@@ -116,9 +116,9 @@ def test_classifier_understands_languages_it_was_not_trained_on(storage, featuri
     ]) == ["opening_hours", "passport_fees", "request_human", "opening_hours"]
 
 
-def test_other_languages_use_the_sentence_vector_alone(storage, featurizer, trained):
-    """A Turkish question shares no n-grams with the Dutch data: its intent comes from
-    the model on the sentence vector; a Dutch question from the full model."""
+def test_other_languages_also_use_the_sentence_vector_alone(storage, featurizer, trained):
+    """A Turkish question shares hardly any n-grams with the Dutch data: the model on the
+    sentence vector alone is averaged in; a Dutch question uses the full model only."""
     classifier = SentenceIntentClassifier.load(
         SentenceIntentClassifier.get_default_config(), storage, trained, CONTEXT)
     word, char, full, other = classifier.pipeline
@@ -127,10 +127,25 @@ def test_other_languages_use_the_sentence_vector_alone(storage, featurizer, trai
                                          Message(data={TEXT: "wat kost een paspoort"})])
     classifier.process([turkish, dutch])
     vector = turkish.get_dense_features(TEXT)[1].features.reshape(1, -1) * classifier.config["dense_scale"]
-    expected = dict(zip(other.classes_, other.predict_proba(vector)[0]))
+    both = (other.predict_proba(vector)[0] + full.predict_proba(classifier._matrix([turkish]))[0]) / 2
     assert turkish.get(INTENT)["name"] == "passport_fees"
-    assert turkish.get(INTENT)["confidence"] == pytest.approx(expected["passport_fees"])
-    assert dutch.get(INTENT)["name"] == "passport_fees"
+    assert turkish.get(INTENT)["confidence"] == pytest.approx(dict(zip(full.classes_, both))["passport_fees"])
+    alone = dict(zip(full.classes_, full.predict_proba(classifier._matrix([dutch]))[0]))
+    assert dutch.get(INTENT) == {"name": "passport_fees", "confidence": pytest.approx(alone["passport_fees"])}
+
+
+def test_a_model_without_the_other_languages_part_still_loads(tmp_path, featurizer):
+    """Models trained before the sentence-vector-only part (a published model kept over
+    an upgrade) load and classify with the full model alone."""
+    storage = LocalModelStorage(tmp_path)
+    config = {**SentenceIntentClassifier.get_default_config(), "other_languages": False}
+    resource = Resource("three_parts")
+    classifier = SentenceIntentClassifier.create(config, storage, resource, CONTEXT)
+    classifier.train(featurizer.process_training_data(_training_data()))
+    classifier.pipeline = classifier.pipeline[:3]
+    classifier.persist()
+    assert classify(storage, featurizer, resource, ["Ile kosztuje paszport?", "wat kost een paspoort"]) == [
+        "passport_fees", "passport_fees"]
 
 
 def test_ranking_is_sorted_and_sums_to_one(storage, featurizer, trained):

@@ -186,7 +186,10 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
                 unknown = set(sio.get_untrusted_types(file=path))
                 if unknown - TRUSTED_TYPES:
                     raise TypeError(f"refusing to load untrusted types {sorted(unknown - TRUSTED_TYPES)}")
-                pipeline = sio.load(path, trusted=sorted(unknown))
+                pipeline = tuple(sio.load(path, trusted=sorted(unknown)))
+                # A model trained before the sentence-vector-only model existed (e.g. one
+                # the editors published) has three parts: it keeps working without it.
+                pipeline = pipeline + (None,) * (4 - len(pipeline))
         except ValueError:
             logger.warning("SentenceIntentClassifier: no trained model in resource %s", resource.name)
             pipeline = None
