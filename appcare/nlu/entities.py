@@ -1,8 +1,9 @@
-"""``LibraryEntityExtractor``: entities from well-kept libraries, after DIET.
+"""``LibraryEntityExtractor``: entities from well-kept libraries, after the trained
+entity model (CRFEntityExtractor in config.yml; DIET works the same way).
 
-Placed after DIETClassifier and before EntitySynonymMapper in config.yml. It adds
-what the model missed and never duplicates a span DIET already found; where DIET's
-span is only part of a longer expression ("woensdag" in "woensdagavond", "kerst" in
+Placed after the entity model and before EntitySynonymMapper in config.yml. It adds
+what the model missed and never duplicates a span the model already found; where the
+model's span is only part of a longer expression ("woensdag" in "woensdagavond", "kerst" in
 "tussen kerst en oud en nieuw") the longer one replaces it.
 
 * ``date_expr`` - days, day parts, named days, periods and dates (appcare.nlu.dates:
@@ -89,7 +90,7 @@ class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
 
     # ------------------------------------------------------------------ extraction
     def extract(self, text: Optional[str]) -> List[Dict[Text, Any]]:
-        """Entities this component finds in ``text`` on its own (no merging with DIET)."""
+        """Entities this component finds in ``text`` on its own (no merging with the model)."""
         if not text or not text.strip() or _INTENT_TRIGGER.match(text):
             return []
         searched = text[:MAX_CHARS]
@@ -123,8 +124,8 @@ class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
 
     @staticmethod
     def merge(existing: List[Dict[Text, Any]], found: List[Dict[Text, Any]]) -> List[Dict[Text, Any]]:
-        """DIET's entities plus ours: ours are added where nothing overlaps, and replace
-        entities that lie inside a longer span of ours; otherwise DIET's span stays."""
+        """The model's entities plus ours: ours are added where nothing overlaps, and replace
+        entities that lie inside a longer span of ours; otherwise the model's span stays."""
         result = list(existing)
         for entity in found:
             if entity[ENTITY_ATTRIBUTE_TYPE] == "language":

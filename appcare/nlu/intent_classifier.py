@@ -7,7 +7,8 @@ clearly more than DIET on the same data, trains in seconds instead of minutes an
 answers in about a millisecond. Rasa's own ``LogisticRegressionClassifier`` takes the
 raw counts of the CountVectorsFeaturizers, whose scale swamps the sentence vector
 (measured: the vector then adds nothing); tf-idf with sublinear term frequency keeps
-both in balance. Entities stay with DIETClassifier (``intent_classification: false``).
+both in balance. Entities come from CRFEntityExtractor and
+:mod:`appcare.nlu.entities`.
 
 Config:
   C: inverse regularisation strength of the logistic regression.

@@ -11,8 +11,8 @@ The encoder puts Dutch, English, Polish, Turkish, Arabic, French, German and mor
 one vector space: an English or Polish opening-hours question lands near the Dutch
 training examples of the same intent without any English training data.
 
-Only a sentence feature is added (no sequence features): the classifiers combine it
-with the sparse n-gram features of the CountVectorsFeaturizers. The encoder is loaded
+Only a sentence feature is added (no sequence features): the intent classifier
+(:mod:`appcare.nlu.intent_classifier`) combines it with its tf-idf n-gram features. The encoder is loaded
 once per process and shared by every model and pipeline in it.
 """
 from __future__ import annotations
