@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Text
 
@@ -24,6 +25,10 @@ from appcare.pii import conversation_hash, number_spans
 
 logger = logging.getLogger(__name__)
 LATE_AFTER_SECONDS = 3600
+# Languages the assistant answers in (Dutch by default; English response variations have
+# `condition: language = en` in domain/). Other languages get one short text in their
+# own language (utter_other_language) and a colleague.
+ANSWER_LANGUAGES = ("nl", "en")
 
 
 def money(amount: float) -> str:
@@ -41,6 +46,7 @@ class Turn:
     events: List[EventType] = field(default_factory=list)
     late: bool = False
     cleared: set = field(default_factory=set)  # slots filled from a phone number or BSN
+    municipality_switched: bool = False  # the message named another municipality
     assumed: Dict[str, str] = field(default_factory=dict)  # values the action read from the text itself
 
     def entity(self, name: str) -> Optional[str]:
@@ -82,6 +88,16 @@ class Turn:
     def now(self):
         return clock.now()
 
+    @property
+    def lang(self) -> str:
+        """The conversation's language (slot ``language``, ISO 639-1); "nl" when unknown."""
+        return str(self.tracker.get_slot("language") or "nl")
+
+    @property
+    def foreign(self) -> bool:
+        """True when the citizen writes in a language the assistant does not answer in."""
+        return self.lang not in ANSWER_LANGUAGES
+
     def last_day(self) -> Optional[dt.date]:
         """The day the bot answered last (slot ``last_day``); None when unset or past."""
         value = self.tracker.get_slot("last_day")
@@ -116,10 +132,22 @@ class Turn:
         self.events.append(SlotSet(slot, value))
 
 
+def named_municipality(text: str) -> Optional[str]:
+    """A municipality the assistant has content for, named in the message ("sorry, ik
+    bedoel Lelystad"); None when none or more than one is named."""
+    named = [m for m in content_module.available_municipalities()
+             if re.search(rf"(?<![\w-]){re.escape(m)}(?![\w-])", text or "", re.IGNORECASE)]
+    return named[0] if len(named) == 1 else None
+
+
 def municipality_of(tracker: Tracker) -> str:
+    """The message's municipality: one it names, else the conversation's, else the
+    channel's (metadata), else the default."""
     slot = tracker.get_slot("municipality")
-    metadata = (tracker.latest_message or {}).get("metadata") or {}
-    name = slot or metadata.get("municipality") or content_module.default_municipality()
+    message = tracker.latest_message or {}
+    metadata = message.get("metadata") or {}
+    named = named_municipality(message.get("text") or "") if not str(message.get("text") or "").startswith("/") else None
+    name = named or slot or metadata.get("municipality") or content_module.default_municipality()
     return str(name).lower()
 
 
@@ -129,6 +157,9 @@ class AppcareAction(Action):
     NAME = ""
     TOPIC: Optional[str] = None
     understood = True  # running this action means the bot understood the citizen
+    # False: in a conversation in another language than Dutch or English, the citizen
+    # gets the short text in their language with the offer of a colleague instead.
+    answers_other_languages = False
 
     def name(self) -> Text:
         return self.NAME
@@ -150,7 +181,10 @@ class AppcareAction(Action):
         turn = Turn(dispatcher, tracker, content, intent)
         self._preamble(turn, municipality)
         try:
-            self.answer(turn)
+            if turn.foreign and not self.answers_other_languages:
+                offer_colleague_in_language(turn)
+            else:
+                self.answer(turn)
         except Exception:  # noqa: BLE001 - the citizen gets a reply, the log the cause
             logger.exception(
                 "action %s failed for conversation %s", self.NAME, conversation_hash(tracker.sender_id)
@@ -165,6 +199,7 @@ class AppcareAction(Action):
     def _preamble(self, turn: Turn, municipality: str) -> None:
         tracker = turn.tracker
         if tracker.get_slot("municipality") != municipality:
+            turn.municipality_switched = bool(tracker.get_slot("municipality"))
             turn.set("municipality", municipality)
         if not tracker.get_slot("privacy_notice_shown"):
             turn.say(
@@ -192,3 +227,10 @@ class AppcareAction(Action):
             turn.say("utter_ask_feedback")
             turn.set("feedback_asked", True)
             turn.set("pending_question", "feedback")
+
+
+def offer_colleague_in_language(turn: Turn) -> None:
+    """One short text in the citizen's language: the assistant answers in Dutch and
+    English, and a colleague can take over (a "yes" to that hands off)."""
+    turn.say("utter_other_language", buttons=[{"title": "Medewerker", "payload": "/request_human"}])
+    turn.set("pending_question", "colleague")

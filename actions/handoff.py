@@ -12,10 +12,9 @@ import datetime as dt
 import logging
 from typing import Any, Dict, List
 
-from appcare import opening_hours as oh
-from appcare.clock import format_moment
+from appcare import clock, opening_hours as oh
 from appcare.handoff_store import default_store
-from appcare.pii import conversation_hash
+from appcare.pii import conversation_hash, phone_numbers
 
 from actions.base import AppcareAction, Turn
 from actions.passport_id import answer_lost_followup
@@ -24,12 +23,15 @@ logger = logging.getLogger(__name__)
 
 REASONS = {
     "request_human": ("request_human", None),
+    "request_callback": ("request_human", None),
+    "urgent": ("urgent", "utter_handoff_urgent"),
     "personal_case": ("personal_case", "utter_handoff_personal"),
     "complaint": ("complaint", "utter_handoff_complaint"),
     "out_of_scope_municipal": ("out_of_scope", "utter_handoff_scope"),
 }
 REASON_LABELS = {
     "request_human": "vraagt om een medewerker",
+    "urgent": "dringend (mogelijk gevaar of nood)",
     "personal_case": "persoonlijke zaak",
     "complaint": "klacht",
     "out_of_scope": "onderwerp buiten de assistent",
@@ -60,12 +62,24 @@ def summary_of(turn: Turn, reason: str) -> str:
     return " ".join(parts)
 
 
-def hand_off(turn: Turn, reason: str) -> None:
-    """Opens a ticket and tells the citizen what happens next."""
+def _clock_text(moment: dt.datetime) -> str:
+    return f"{moment.hour}:{moment.minute:02d}"
+
+
+def hand_off(turn: Turn, reason: str, callback: bool = False) -> None:
+    """Opens a ticket and tells the citizen what happens next. ``reason`` "urgent"
+    flags the ticket (first in the desk's queue) and gives the crisis numbers at once;
+    ``callback`` records the wish to be phoned back (and the number the citizen wrote)."""
     content = turn.content
     now = turn.now
+    urgent = reason == "urgent"
     in_hours = oh.is_open(content, "kcc", now)
     expected = oh.closes_at(content, "kcc", now) if in_hours else oh.next_opening(content, "kcc", now)
+    text = (turn.tracker.latest_message or {}).get("text") or ""
+    numbers = phone_numbers(text) if callback else []
+    language = turn.lang if turn.lang != "nl" else None
+    if urgent:
+        _say_crisis_numbers(turn)  # before anything that can fail
     try:
         ticket = default_store().open_ticket(
             conversation_id=turn.tracker.sender_id,
@@ -76,40 +90,75 @@ def hand_off(turn: Turn, reason: str) -> None:
             channel=turn.tracker.get_latest_input_channel() or "rest",
             in_kcc_hours=in_hours,
             expected_reply_at=expected.astimezone(dt.timezone.utc).replace(tzinfo=None) if expected else None,
+            urgent=urgent,
+            language=language,
+            callback_requested=callback,
+            callback_number=numbers[0] if numbers else None,
         )
     except Exception as exc:  # noqa: BLE001 - store down: honest reply, nothing hidden
         logger.error("handoff store unavailable (%s); conversation %s",
                      type(exc).__name__, conversation_hash(turn.tracker.sender_id))
         turn.say("utter_handoff_failed", phone=content.contact.phone.value)
         return
-    logger.info("handoff ticket %s opened, reason %s, conversation %s",
-                ticket.id, reason, conversation_hash(turn.tracker.sender_id))
-    if in_hours and expected:
-        turn.say("utter_handoff_in_hours", until=f"{expected.hour}:{expected.minute:02d}")
-    elif expected:
-        turn.say("utter_handoff_out_of_hours", moment=format_moment(expected, now))
+    logger.info("handoff ticket %s opened, reason %s%s%s, conversation %s",
+                ticket.id, reason, ", callback wish" if callback else "",
+                f", language {language}" if language else "", conversation_hash(turn.tracker.sender_id))
+    moment = clock.format_moment(expected, now, turn.lang) if expected else None
+    if turn.foreign:
+        if not urgent:
+            turn.say("utter_handoff_other_language")
+    elif urgent:
+        if in_hours and expected:
+            turn.say("utter_handoff_urgent_in_hours", until=_clock_text(expected))
+        else:
+            turn.say("utter_handoff_urgent_out_of_hours", moment=moment or clock.next_working_day_text(turn.lang))
+    elif callback:
+        on_number = (" op het nummer dat je noemde" if turn.lang == "nl" else " on the number you gave") if numbers else ""
+        if in_hours and expected:
+            turn.say("utter_handoff_callback_in_hours", on_number=on_number, until=_clock_text(expected))
+        else:
+            turn.say("utter_handoff_callback_out_of_hours", on_number=on_number,
+                     moment=moment or clock.next_working_day_text(turn.lang))
+    elif in_hours and expected:
+        turn.say("utter_handoff_in_hours", until=_clock_text(expected))
     else:
-        turn.say("utter_handoff_out_of_hours", moment="de eerstvolgende werkdag")
+        turn.say("utter_handoff_out_of_hours", moment=moment or clock.next_working_day_text(turn.lang))
     turn.set("handoff_active", True)
     turn.set("pending_question", None)
+    turn.set("failed_attempts", 0)
+
+
+def _say_crisis_numbers(turn: Turn) -> None:
+    crisis = turn.content.crisis
+    turn.say("utter_urgent_numbers", emergency=crisis.emergency.value,
+             suicide_line=crisis.suicide_line.value, domestic_violence_line=crisis.domestic_violence_line.value)
+    line = turn.fact(crisis.municipal_line)
+    if line:
+        turn.say("utter_urgent_municipal_line", phone=line)
 
 
 class ActionHandoffToKcc(AppcareAction):
+    """Every explicit wish for a person, a callback, a personal or urgent matter, a
+    complaint and municipal topics the bot does not cover: a colleague takes over."""
+
     NAME = "action_handoff_to_kcc"
+    answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
-        if turn.intent in ("personal_case", "out_of_scope_municipal") and answer_lost_followup(turn):
+        if (turn.intent in ("personal_case", "out_of_scope_municipal") and not turn.foreign
+                and answer_lost_followup(turn)):
             return  # "moet ik dan aangifte doen?" right after the lost/stolen answer
         reason, intro = REASONS.get(turn.intent or "", ("request_human", None))
-        if intro:
+        if intro and not (turn.foreign and reason != "urgent"):
             turn.say(intro)
-        hand_off(turn, reason)
+        hand_off(turn, reason, callback=turn.intent == "request_callback")
 
 
 class ActionRelayToKcc(AppcareAction):
     """Appends a citizen message to the open ticket; the bot itself stays silent."""
 
     NAME = "action_relay_to_kcc"
+    answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
         latest = turn.tracker.latest_message or {}
@@ -131,6 +180,7 @@ class ActionRelayToKcc(AppcareAction):
 
 class ActionReturnToBot(AppcareAction):
     NAME = "action_return_to_bot"
+    answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
         if not turn.tracker.get_slot("handoff_active"):
@@ -148,6 +198,7 @@ class ActionDeliverStaffReply(AppcareAction):
     """Sends a KCC staff reply (external intent EXTERNAL_kcc_reply) on the citizen's channel."""
 
     NAME = "action_deliver_staff_reply"
+    answers_other_languages = True
 
     def _preamble(self, turn: Turn, municipality: str) -> None:
         pass  # staff messages get no privacy notice or late apology
@@ -162,6 +213,7 @@ class ActionDeliverStaffReply(AppcareAction):
 
 class ActionCloseHandoff(AppcareAction):
     NAME = "action_close_handoff"
+    answers_other_languages = True
 
     def _preamble(self, turn: Turn, municipality: str) -> None:
         pass

@@ -300,19 +300,31 @@ def parse_period(text: str, base: Optional[dt.datetime] = None) -> Optional[Tupl
     return None
 
 
-def format_date(day: dt.date, with_weekday: bool = True) -> str:
+def format_date(day: dt.date, with_weekday: bool = True, lang: str = "nl") -> str:
+    """'maandag 30 november' (Dutch) or 'Monday 30 November' (``lang`` "en", Babel's CLDR names)."""
+    if lang == "en":
+        from babel.dates import format_date as babel_date
+
+        return babel_date(day, "EEEE d MMMM" if with_weekday else "d MMMM", locale="en_GB")
     text = f"{day.day} {MONTH_NAMES[day.month - 1]}"
     return f"{WEEKDAY_NAMES[day.weekday()]} {text}" if with_weekday else text
 
 
-def format_moment(moment: dt.datetime, reference: Optional[dt.datetime] = None) -> str:
-    """'vandaag om 13:00', 'morgen om 8:30', 'maandag 30 november om 8:30'."""
+def format_moment(moment: dt.datetime, reference: Optional[dt.datetime] = None, lang: str = "nl") -> str:
+    """'vandaag om 13:00', 'morgen om 8:30', 'maandag 30 november om 8:30'; in English
+    'today at 13:00', 'tomorrow at 8:30', 'Monday 30 November at 8:30'."""
     reference = reference or now()
     moment = moment.astimezone(TZ)
     delta = (moment.date() - reference.date()).days
     clock_time = f"{moment.hour}:{moment.minute:02d}"
+    english = lang == "en"
     if delta == 0:
-        return f"vandaag om {clock_time}"
+        return f"today at {clock_time}" if english else f"vandaag om {clock_time}"
     if delta == 1:
-        return f"morgen om {clock_time}"
-    return f"{format_date(moment.date())} om {clock_time}"
+        return f"tomorrow at {clock_time}" if english else f"morgen om {clock_time}"
+    return f"{format_date(moment.date(), lang=lang)} {'at' if english else 'om'} {clock_time}"
+
+
+def next_working_day_text(lang: str = "nl") -> str:
+    """The promise when no opening moment is known."""
+    return "the next working day" if lang == "en" else "de eerstvolgende werkdag"

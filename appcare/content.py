@@ -231,6 +231,15 @@ class Roadworks(_Strict):
     feed_file: Optional[str] = None
 
 
+class Crisis(_Strict):
+    """Numbers a citizen in danger or acute need gets at once (with the urgent handoff)."""
+
+    emergency: TextFact  # 112
+    suicide_line: TextFact  # 113 Zelfmoordpreventie
+    domestic_violence_line: TextFact  # Veilig Thuis
+    municipal_line: Optional[TextFact] = None  # the municipality's own out-of-hours number
+
+
 class MunicipalContent(_Strict):
     municipality: MunicipalityInfo
     contact: Contact
@@ -240,6 +249,7 @@ class MunicipalContent(_Strict):
     passport: Passport
     marriage: Marriage
     roadworks: Roadworks
+    crisis: Crisis
 
     @validator("desks")
     def _balie_present(cls, v: Dict[str, Desk]) -> Dict[str, Desk]:

@@ -135,6 +135,14 @@ def number_spans(text: str) -> List[Tuple[int, int]]:
     return spans
 
 
+def phone_numbers(text: str) -> List[str]:
+    """Phone numbers written in a text, in order ("bel me op 06-12345678")."""
+    found = []
+    for pattern in (_PHONE_PARENS, _PHONE):
+        found.extend((match.start(), match.group(0).strip()) for match in pattern.finditer(text or ""))
+    return [number for _, number in sorted(found)]
+
+
 def findings(text: str) -> List[Tuple[str, str]]:
     """Kinds of personal data found in a text (for tests and the log audit)."""
     found = []

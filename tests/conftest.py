@@ -50,26 +50,33 @@ def domain():
     return _domain_cache["domain"]
 
 
-def render(message: Dict[str, Any]) -> str:
-    """Renders a dispatched message to the text the citizen sees (Rasa's own interpolator)."""
-    from rasa.core.nlg.interpolator import interpolate_text
+def render(message: Dict[str, Any], slots: Optional[Dict[str, Any]] = None) -> str:
+    """Renders a dispatched message to the text the citizen sees, with Rasa's own response
+    generator (the variation whose condition matches the slots, e.g. ``language``)."""
+    from rasa.core.nlg import TemplatedNaturalLanguageGenerator
 
     if message.get("text"):
         return message["text"]
     name = message.get("response")
-    templates = domain().responses.get(name)
-    assert templates, f"response {name} is not in the domain"
+    assert domain().responses.get(name), f"response {name} is not in the domain"
     values = {k: v for k, v in message.items() if k not in ("response", "buttons")}
     values.update(message.get("kwargs") or {})
-    return interpolate_text(templates[0]["text"], values)
+    generated = TemplatedNaturalLanguageGenerator(domain().responses).generate_from_slots(
+        name, dict(slots or {}), "rest", **values)
+    return generated["text"]
 
 
 class ActionResult:
-    def __init__(self, messages: List[Dict[str, Any]], events: List[Dict[str, Any]]):
+    def __init__(self, messages: List[Dict[str, Any]], events: List[Dict[str, Any]],
+                 slots: Optional[Dict[str, Any]] = None):
         self.messages = messages
         self.events = events
-        self.texts = [render(m) for m in messages]
+        self.texts = [render(m, slots) for m in messages]
         self.responses = [m.get("response") for m in messages]
+
+    @property
+    def buttons(self) -> List[str]:
+        return [b.get("title") for m in self.messages for b in (m.get("buttons") or [])]
 
     @property
     def text(self) -> str:
@@ -110,4 +117,4 @@ def run_action(
     tracker = Tracker(sender, base_slots, latest, all_events, False, None, {}, "action_listen")
     dispatcher = CollectingDispatcher()
     result = asyncio.run(action.run(dispatcher, tracker, {}))
-    return ActionResult(dispatcher.messages, result)
+    return ActionResult(dispatcher.messages, result, base_slots)

@@ -167,11 +167,16 @@ def test_common_words_are_no_street(extractor, text):
     ("wat kost een paspoord voor mn dochter", "nl"),
     ("dank je wel", "nl"),
     ("ik wil trouwen", "nl"),
-    ("ok", "nl"),
-    ("👍", "nl"),
 ])
 def test_language_of_every_message(extractor, text, code):
     assert values(extractor, text, "language") == [code]
+
+
+@pytest.mark.parametrize("text", ["ok", "👍", "12", "ja"])
+def test_no_language_when_the_message_cannot_tell(extractor, text):
+    """The slot ``language`` then keeps the conversation's language (an English
+    conversation stays English after "ok")."""
+    assert values(extractor, text, "language") == []
 
 
 def test_language_entity_spans_the_message(extractor):

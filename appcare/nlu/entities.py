@@ -95,7 +95,9 @@ class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
             return []
         searched = text[:MAX_CHARS]
         blocked = number_spans(searched)
-        language = self._language.detect(text) if self._language is not None else None
+        # No language entity when the message cannot tell ("ok", "👍", "12"): the slot
+        # ``language`` then keeps the conversation's language.
+        language = self._language.detect(text, default=None) if self._language is not None else None
         spans: List[Tuple[int, int, str, str]] = []
         if self._config["dates"]:
             spans += [(a, b, v, "date_expr") for a, b, v in dates.find_dates(searched, blocked)]

@@ -74,17 +74,18 @@ class LanguageDetector:
         for sample in ("Hoe laat is het stadhuis open?", "مرحبا", "Добрий день"):
             self._identifier.classify(sample)  # warm up the first call
 
-    def detect(self, text: Optional[str]) -> str:
-        """ISO 639-1 code of the message's language; "nl" when it cannot be told."""
+    def detect(self, text: Optional[str], default: Optional[str] = DEFAULT) -> Optional[str]:
+        """ISO 639-1 code of the message's language; ``default`` ("nl") when it cannot be
+        told (emoji, "ok", a very short or ambiguous text)."""
         cleaned = (text or "")[:600]  # the start of a message tells its language
         if "@" in cleaned or "http" in cleaned or "www." in cleaned:
             cleaned = _URL.sub(" ", cleaned)
         letters = sum(1 for c in cleaned if c.isalpha())
         if letters < 2 or len({c.lower() for c in cleaned if c.isalpha()}) < 3:
-            return DEFAULT  # emoji, "ok", "xxxxxxx"
+            return default  # emoji, "ok", "xxxxxxx"
         if len(_ETHIOPIC.findall(cleaned)) * 2 >= letters:
             code = "ti" if _TIGRINYA.search(cleaned) else "am"
-            return code if code in self.languages else DEFAULT
+            return code if code in self.languages else default
         words = [w.lower() for w in _WORD.findall(cleaned)]
         phrase = " ".join(words)
         non_latin = len(_ARABIC.findall(cleaned)) + len(_CYRILLIC.findall(cleaned)) + len(_CJK.findall(cleaned))
@@ -106,7 +107,7 @@ class LanguageDetector:
         if dutch >= 2 or (dutch + municipal >= 1 and (len(words) <= 4 or probability < 0.99)):
             return DEFAULT
         if letters < 6 or (len(words) <= 2 and probability < 0.99) or probability < 0.6:
-            return DEFAULT
+            return default
         return code
 
     def _greeting(self, phrase: str, words: Sequence[str]) -> Optional[str]:
