@@ -100,7 +100,7 @@ class Turn:
 
     def last_day(self) -> Optional[dt.date]:
         """The day the bot answered last (slot ``last_day``); None when unset or past."""
-        value = self.tracker.get_slot("last_day")
+        value = self.tracker.get_slot("last_day") if "last_day" not in self.cleared else None
         try:
             day = dt.date.fromisoformat(str(value)) if value else None
         except ValueError:

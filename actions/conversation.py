@@ -13,6 +13,7 @@ from appcare.nlu.ages import no_age_after
 from appcare.pii import number_spans
 
 from actions.base import AppcareAction, Turn, offer_colleague_in_language
+from actions.context import MAX_CONTEXT_WORDS, answer_intent, current_family, family_of, intent_in_context
 from actions.handoff import hand_off
 from actions.marriage import answer_marriage
 from actions.opening_hours import answer_opening_hours
@@ -371,6 +372,24 @@ def triage_handoff(turn: Turn, ranking) -> bool:
     return False
 
 
+def answer_close_in_context(turn: Turn, ranking, text: str) -> bool:
+    """A short question the NLU was unsure of, whose likely meaning fits the conversation's
+    topic ("hoe lang van tevoren moet dat?" after the marriage notice): answered in that
+    topic instead of a clarifying question."""
+    family = current_family(turn)
+    if family is None or len(text.split()) > MAX_CONTEXT_WORDS:
+        return False
+    for item in ranking[:3]:
+        name, confidence = item.get("name"), float(item.get("confidence") or 0)
+        if confidence < CLARIFY_MIN_CONFIDENCE:
+            break
+        meant = name if family_of(name) == family else intent_in_context(turn, name)
+        if meant and meant in INTENT_TITLES:
+            answer_intent(turn, meant)
+            return True
+    return False
+
+
 class ActionClarify(AppcareAction):
     """Fallback: a personal or urgent matter goes to a colleague at once; otherwise one
     clarifying question (buttons only for topics that are really close), and a handoff
@@ -396,6 +415,9 @@ class ActionClarify(AppcareAction):
             return
         ranking = [item for item in message.get("intent_ranking") or [] if item.get("name") != "nlu_fallback"]
         if turn.intent != "wrong_answer" and triage_handoff(turn, ranking):
+            return
+        if turn.intent != "wrong_answer" and answer_close_in_context(turn, ranking, text):
+            turn.set("failed_attempts", 0)
             return
         if failed >= MAX_FAILED_ATTEMPTS:
             give_up(turn)

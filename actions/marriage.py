@@ -5,6 +5,7 @@ from __future__ import annotations
 from actions.base import AppcareAction, Turn, money
 
 CEREMONY_NAMES = {"huwelijk": "huwelijk", "partnerschap": "partnerschap"}
+CEREMONY_NAMES_EN = {"huwelijk": "marriage", "partnerschap": "registered partnership"}
 
 
 def answer_marriage(turn: Turn, intent: str) -> None:
@@ -12,7 +13,10 @@ def answer_marriage(turn: Turn, intent: str) -> None:
     marriage = content.marriage
     info_url = (marriage.info_url.value if marriage.info_url else content.contact.website.value)
     phone = content.contact.phone.value
-    ceremony = CEREMONY_NAMES.get((turn.remembered("ceremony_type") or "").lower(), "huwelijk of partnerschap")
+    english = turn.lang == "en"
+    ceremony = (CEREMONY_NAMES_EN if english else CEREMONY_NAMES).get(
+        (turn.remembered("ceremony_type") or "").lower(),
+        "marriage or registered partnership" if english else "huwelijk of partnerschap")
     min_days = marriage.notice_min_days.value
     max_months = marriage.notice_max_months.value
 
@@ -32,7 +36,8 @@ def answer_marriage(turn: Turn, intent: str) -> None:
             year = marriage.cost_weekday.year
             free = turn.fact(marriage.free_option)
             turn.say("utter_marriage_costs", weekday=money(weekday), saturday=money(saturday),
-                     year_note=f" (tarief {year})" if year else "", free=f" {free}" if free else "")
+                     year_note=(f" ({'rate' if english else 'tarief'} {year})" if year else ""),
+                     free=f" {free}" if free else "")
             turn.warn_unverified(marriage.cost_weekday, marriage.cost_saturday)
     elif intent == "marriage_free":
         free = turn.fact(marriage.free_option)
@@ -48,7 +53,8 @@ def answer_marriage(turn: Turn, intent: str) -> None:
         own = turn.fact(marriage.own_location) or ""
         if locations:
             lines = "\n".join(
-                f"- {loc.name}" + (f" ({loc.seats} plaatsen)" if loc.seats else "") for loc in locations
+                f"- {loc.name}" + (f" ({loc.seats} {'seats' if english else 'plaatsen'})" if loc.seats else "")
+                for loc in locations
             )
             turn.say("utter_marriage_location", locations=lines, own=own)
         else:
@@ -63,6 +69,11 @@ class ActionMarriage(AppcareAction):
     NAME = "action_marriage"
 
     def answer(self, turn: Turn) -> None:
+        from actions.context import answer_in_context, start_topic
+
+        if answer_in_context(turn):  # "wat kost dat?" after a marriage answer
+            return
+        start_topic(turn, "marriage")
         intent = turn.intent if (turn.intent or "").startswith("marriage_") else "marriage_how"
         answer_marriage(turn, intent)
         turn.set("topic", intent)

@@ -67,20 +67,21 @@ def answer_opening_hours(turn: Turn, now_question: bool = False, followup: bool 
         _answer_day(turn, desk, day, label, part=clock.day_part(day_text), day_text=day_text)
     elif followup and turn.last_day():
         day = turn.last_day()
-        _answer_day(turn, desk, day, "vandaag" if day == now.date() else clock.format_date(day))
+        _answer_day(turn, desk, day, clock.day_label(day, now.date()) if day == now.date() else clock.format_date(day))
     else:
         turn.set("last_day", None)
         week = "\n".join(
-            f"{name}: {_ranges_text(oh.hours_fact(content, desk).value[name])}" for name in WEEKDAY_NAMES
+            f"{clock.weekday_name(i, turn.lang)}: {_ranges_text(oh.hours_fact(content, desk).value[name], turn.lang)}"
+            for i, name in enumerate(WEEKDAY_NAMES)
         )
         turn.say("utter_hours_week", desk_name=desk_info.name, week=week)
     turn.warn_unverified(hours_fact)
 
 
-def _ranges_text(ranges) -> str:
+def _ranges_text(ranges, lang: str = "nl") -> str:
     if not ranges:
-        return "gesloten"
-    return " en ".join(r.replace("-", " - ") for r in ranges)
+        return "closed" if lang == "en" else "gesloten"
+    return (" and " if lang == "en" else " en ").join(r.replace("-", " - ") for r in ranges)
 
 
 # Hours of a day part; a desk is open in a part when one of its ranges overlaps it.
@@ -91,6 +92,8 @@ DAY_PART_WINDOWS = {
     "nacht": (dt.time(0, 0), dt.time(6, 0)),
 }
 PART_ADVERB = {"ochtend": "'s ochtends", "middag": "'s middags", "avond": "'s avonds", "nacht": "'s nachts"}
+PART_ADVERB_EN = {"ochtend": "in the morning", "middag": "in the afternoon", "avond": "in the evening",
+                  "nacht": "at night"}
 SHORT_WEEKDAYS = ["ma", "di", "wo", "do", "vr", "za", "zo"]
 SHORT_MONTHS = ["jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec"]
 MAX_PERIOD_LINES = 14
@@ -107,6 +110,8 @@ def _answer_day(turn: Turn, desk: str, day: dt.date, label: str, part: Optional[
     desk_name = content.desks[desk].name
     hours = oh.hours_on(content, desk, day)
     turn.set("last_day", day.isoformat())
+    if turn.lang == "en":
+        label = clock.day_label(day, turn.now.date(), "en")
     if part and not hours.closed and not _open_in_part(hours, part):
         # "woensdagavond": say the day's hours and clearly that there is no evening opening
         core = clock.split_day_part(day_text or "")[0]
@@ -115,9 +120,12 @@ def _answer_day(turn: Turn, desk: str, day: dt.date, label: str, part: Optional[
         else:  # "ook 's avonds?": the day answered last
             plain = (day, "vandaag" if day == turn.now.date() else clock.format_date(day))
         plain_label = plain[1] if plain and plain[0] == day else label
+        if turn.lang == "en":
+            plain_label = clock.day_label(day, turn.now.date(), "en")
         plain_label = plain_label[0].upper() + plain_label[1:]
+        not_then = f"not {PART_ADVERB_EN[part]}" if turn.lang == "en" else f"{PART_ADVERB[part]} niet"
         turn.say("utter_hours_day", day_label=plain_label, desk_name=desk_name,
-                 hours=f"{hours.text()}, {PART_ADVERB[part]} niet")
+                 hours=f"{hours.text(turn.lang)}, {not_then}")
         return
     label = label[0].upper() + label[1:]
     if hours.closed:
@@ -125,27 +133,34 @@ def _answer_day(turn: Turn, desk: str, day: dt.date, label: str, part: Optional[
         reason = f" ({hours.reason})" if hours.reason and hours.reason.lower() not in label.lower() else ""
         _say_closed(turn, desk, "utter_hours_day_closed", max(start, turn.now), day_label=label, reason=reason)
     else:
-        turn.say("utter_hours_day", day_label=label, desk_name=desk_name, hours=hours.text())
+        turn.say("utter_hours_day", day_label=label, desk_name=desk_name, hours=hours.text(turn.lang))
 
 
 def _clock(value: dt.time) -> str:
     return f"{value.hour}:{value.minute:02d}"
 
 
-def _period_line(day: dt.date, hours: oh.DayHours) -> str:
-    head = f"{SHORT_WEEKDAYS[day.weekday()]} {day.day} {SHORT_MONTHS[day.month - 1]}"
+def _period_line(day: dt.date, hours: oh.DayHours, lang: str = "nl") -> str:
+    if lang == "en":
+        from babel.dates import format_date as babel_date
+
+        head = babel_date(day, "EEE d MMM", locale="en_GB")
+    else:
+        head = f"{SHORT_WEEKDAYS[day.weekday()]} {day.day} {SHORT_MONTHS[day.month - 1]}"
     if hours.closed:
-        return f"{head}: gesloten" + (f" ({hours.reason})" if hours.reason else "")
-    ranges = " en ".join(f"{_clock(a)}-{_clock(b)}" for a, b in hours.ranges)
+        return f"{head}: {'closed' if lang == 'en' else 'gesloten'}" + (f" ({hours.reason})" if hours.reason else "")
+    ranges = (" and " if lang == "en" else " en ").join(f"{_clock(a)}-{_clock(b)}" for a, b in hours.ranges)
     return f"{head}: {ranges}" + (f" ({hours.reason})" if hours.reason else "")
 
 
 def _answer_period(turn: Turn, desk: str, days: List[dt.date], label: str) -> None:
     """One short line per day of the period ("vr 25 dec: gesloten (Eerste Kerstdag)")."""
     content = turn.content
-    lines = [_period_line(day, oh.hours_on(content, desk, day)) for day in days[:MAX_PERIOD_LINES]]
+    lines = [_period_line(day, oh.hours_on(content, desk, day), turn.lang) for day in days[:MAX_PERIOD_LINES]]
     if len(days) > MAX_PERIOD_LINES:
-        lines.append(f"Verder: {content.contact.website.value}")
+        lines.append(f"{'More' if turn.lang == 'en' else 'Verder'}: {content.contact.website.value}")
+    if turn.lang == "en" and days:
+        label = f"{clock.format_date(days[0], False, 'en')} - {clock.format_date(days[-1], False, 'en')}"
     turn.say("utter_hours_week", desk_name=f"{content.desks[desk].name} {label}", week="\n".join(lines))
 
 
@@ -157,7 +172,7 @@ def _say_closed(turn: Turn, desk: str, response: str, moment: dt.datetime, **kwa
                  url=content.contact.website.value, phone=content.contact.phone.value)
         return
     turn.say(response, desk_name=content.desks[desk].name,
-             moment=clock.format_moment(nxt, turn.now), **kwargs)
+             moment=clock.format_moment(nxt, turn.now, turn.lang), **kwargs)
 
 
 class ActionOpeningHours(AppcareAction):
@@ -165,4 +180,7 @@ class ActionOpeningHours(AppcareAction):
     TOPIC = "opening_hours"
 
     def answer(self, turn: Turn) -> None:
+        from actions.context import start_topic
+
+        start_topic(turn, "opening_hours")
         answer_opening_hours(turn, now_question=turn.intent == "opening_hours_now")

@@ -10,6 +10,14 @@ from appcare.nlu.ages import age_value
 from actions.base import AppcareAction, Turn, money
 
 DOCUMENT_NAMES = {"paspoort": "paspoort", "id_kaart": "ID-kaart"}
+DOCUMENT_NAMES_EN = {"paspoort": "passport", "id_kaart": "ID card"}
+
+
+def document_name(turn: Turn, document: Optional[str]) -> str:
+    """The document's name in the conversation's language ("paspoort of ID-kaart" when none)."""
+    if turn.lang == "en":
+        return DOCUMENT_NAMES_EN.get(document or "", "passport or ID card")
+    return DOCUMENT_NAMES.get(document or "", "paspoort of ID-kaart")
 
 
 def document_of(turn: Turn) -> Optional[str]:
@@ -35,7 +43,7 @@ def fee_for(fees, document: str, age: int):
 
 def _fee_year_note(turn: Turn, fact) -> str:
     if fact.year and fact.year < turn.now.year:
-        return f" (maximumbedrag {fact.year})"
+        return f" (maximum fee {fact.year})" if turn.lang == "en" else f" (maximumbedrag {fact.year})"
     return ""
 
 
@@ -54,8 +62,11 @@ def answer_fees(turn: Turn, document: Optional[str]) -> None:
         for doc in documents:
             fee = fee_for(fees, doc, age)
             used.append(fee)
-            turn.say("utter_passport_fee", document=DOCUMENT_NAMES[doc],
-                     age_group="jonger dan 18" if minor else "van 18 jaar of ouder",
+            if turn.lang == "en":
+                age_group = "under 18" if minor else "aged 18 or over"
+            else:
+                age_group = "jonger dan 18" if minor else "van 18 jaar of ouder"
+            turn.say("utter_passport_fee", document=document_name(turn, doc), age_group=age_group,
                      amount=money(fee.value), year_note=_fee_year_note(turn, fee), validity=validity)
     else:
         amounts = {}
@@ -66,7 +77,7 @@ def answer_fees(turn: Turn, document: Optional[str]) -> None:
         validity = {"adult_years": passport.validity_years_adult.value,
                     "minor_years": passport.validity_years_minor.value}
         if document:
-            turn.say("utter_passport_fee_by_age", document=DOCUMENT_NAMES[document],
+            turn.say("utter_passport_fee_by_age", document=document_name(turn, document),
                      adult=amounts[f"{document}_adult"], minor=amounts[f"{document}_minor"],
                      year_note=_fee_year_note(turn, used[0]), **validity)
         else:
@@ -83,7 +94,7 @@ def answer_passport(turn: Turn, intent: str) -> None:
     content = turn.content
     passport = content.passport
     document = document_of(turn)
-    name = DOCUMENT_NAMES.get(document or "", "paspoort of ID-kaart")
+    name = document_name(turn, document)
     desk_name = content.desks["balie"].name
     url = content.contact.appointment_url.value
     phone = content.contact.phone.value
@@ -143,6 +154,11 @@ class ActionPassportId(AppcareAction):
     NAME = "action_passport_id"
 
     def answer(self, turn: Turn) -> None:
+        from actions.context import answer_in_context, start_topic
+
+        if answer_in_context(turn):  # "wat kost dat?" after a marriage answer
+            return
+        start_topic(turn, "passport")
         intent = turn.intent if (turn.intent or "").startswith("passport_") else "passport_fees"
         answer_passport(turn, intent)
         turn.set("topic", intent)

@@ -16,8 +16,10 @@ from appcare.roadworks_feed import Roadwork, RoadworksUnavailable, default_clien
 from actions.base import AppcareAction, Turn
 
 
-def _date(day) -> str:
-    return clock.format_date(day, with_weekday=False) if day else "onbekend"
+def _date(day, lang: str = "nl") -> str:
+    if not day:
+        return "unknown" if lang == "en" else "onbekend"
+    return clock.format_date(day, with_weekday=False, lang=lang)
 
 
 # Follow-up questions in a roadworks conversation without a street or area of their own.
@@ -81,22 +83,24 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
         days = period[0] if period else ([parsed[0]] if parsed else [])
         if days:
             relevant = [r for r in relevant if any(r.active_on(day) for day in days)]
-    place = dutch_capitalisation(street) if street else (area or "die dag")
+    english = turn.lang == "en"
+    place = dutch_capitalisation(street) if street else (area or ("that day" if english else "die dag"))
     if not relevant:
         turn.say("utter_roadworks_none", place=place, url=page)
     elif not street and not area:
-        items = "\n".join(f"- {r.street}: {r.description} (tot {_date(r.end)})" for r in relevant[:8])
+        until = "until" if english else "tot"
+        items = "\n".join(f"- {r.street}: {r.description} ({until} {_date(r.end, turn.lang)})" for r in relevant[:8])
         turn.say("utter_roadworks_overview", items=items, url=page)
     else:
         for work in relevant[:3]:
             hindrance = (work.hindrance[0].upper() + work.hindrance[1:] + ".") if work.hindrance else ""
-            detour = f" Omleiding: {work.detour}." if work.detour else ""
+            detour = f" {'Detour' if english else 'Omleiding'}: {work.detour}." if work.detour else ""
             if work.upcoming_after(today):
                 turn.say("utter_roadworks_upcoming", street=work.street, description=work.description,
-                         start=_date(work.start), end=_date(work.end), hindrance=hindrance)
+                         start=_date(work.start, turn.lang), end=_date(work.end, turn.lang), hindrance=hindrance)
             else:
                 turn.say("utter_roadworks_found", street=work.street, description=work.description,
-                         start=_date(work.start), end=_date(work.end), hindrance=hindrance,
+                         start=_date(work.start, turn.lang), end=_date(work.end, turn.lang), hindrance=hindrance,
                          detour=detour if intent != "roadworks_duration" or work.detour else "")
     turn.set("pending_question", None)
 
@@ -105,6 +109,11 @@ class ActionRoadworks(AppcareAction):
     NAME = "action_roadworks"
 
     def answer(self, turn: Turn) -> None:
+        from actions.context import answer_in_context, start_topic
+
+        if answer_in_context(turn):  # "wat kost dat?" after a marriage answer
+            return
+        start_topic(turn, "roadworks")
         intent = turn.intent if (turn.intent or "").startswith("roadworks_") else "roadworks_status"
         answer_roadworks(turn, intent)
         turn.set("topic", intent)

@@ -325,6 +325,23 @@ def format_moment(moment: dt.datetime, reference: Optional[dt.datetime] = None, 
     return f"{format_date(moment.date(), lang=lang)} {'at' if english else 'om'} {clock_time}"
 
 
+def weekday_name(index: int, lang: str = "nl") -> str:
+    """Name of weekday ``index`` (0 = Monday): "maandag" or "Monday"."""
+    if lang == "en":
+        return ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"][index]
+    return WEEKDAY_NAMES[index]
+
+
+def day_label(day: dt.date, today: dt.date, lang: str = "nl") -> str:
+    """"vandaag", "morgen" or "donderdag 24 december" (English: "today", ...)."""
+    delta = (day - today).days
+    if delta == 0:
+        return "today" if lang == "en" else "vandaag"
+    if delta == 1:
+        return "tomorrow" if lang == "en" else "morgen"
+    return format_date(day, lang=lang)
+
+
 def next_working_day_text(lang: str = "nl") -> str:
     """The promise when no opening moment is known."""
     return "the next working day" if lang == "en" else "de eerstvolgende werkdag"

@@ -23,8 +23,10 @@ class DayHours:
     def closed(self) -> bool:
         return not self.ranges
 
-    def text(self) -> str:
-        return " en ".join(f"{_t(a)} tot {_t(b)}" for a, b in self.ranges)
+    def text(self, lang: str = "nl") -> str:
+        """"8:30 tot 12:00 en 13:00 tot 17:00" (in English "8:30 to 12:00 and ...")."""
+        to, conj = (" to ", " and ") if lang == "en" else (" tot ", " en ")
+        return conj.join(f"{_t(a)}{to}{_t(b)}" for a, b in self.ranges)
 
 
 def _t(value: dt.time) -> str:

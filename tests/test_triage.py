@@ -30,12 +30,12 @@ def bot_said(response: str):
 
 
 # ------------------------------------------------------------------ urgent and personal
-def test_urgent_message_hands_off_flagged_with_the_numbers_first(frozen_now):
+def test_urgent_message_hands_off_flagged_with_the_numbers_at_once(frozen_now):
     frozen_now(2026, 12, 8, 11, 0)  # a Tuesday, KCC open
     result = run_action(ActionHandoffToKcc(), "ik durf niet meer naar huis, hij slaat me", "urgent",
                         slots=TERNEUZEN, sender="c-urgent")
-    assert result.responses[:2] == ["utter_urgent_numbers", "utter_handoff_urgent"]
-    assert "112" in result.texts[0] and "0800-0113" in result.texts[0] and "0800-2000" in result.texts[0]
+    assert result.responses[:2] == ["utter_handoff_urgent", "utter_urgent_numbers"]
+    assert "112" in result.texts[1] and "0800-0113" in result.texts[1] and "0800-2000" in result.texts[1]
     assert "vandaag vóór 17:00" in result.text
     assert "Bedoel je" not in result.text and not result.buttons  # no topic buttons
     ticket = default_store().open_ticket_for("c-urgent")

@@ -1,0 +1,91 @@
+"""Measures the two confidence thresholds of the fallback triage (actions/conversation.py)
+on the independent dev set, with the trained model in this process:
+
+* HANDOFF_MIN_CONFIDENCE: below the fallback threshold, a personal / urgent / human
+  intent among the first two at this confidence hands off at once. Printed per
+  threshold: how many dev messages that need a human get one this way, and how many
+  messages that should be answered would be handed off.
+* CLARIFY_MIN_CONFIDENCE: a topic is offered as a button only from this confidence.
+  Printed per threshold: of the fallback messages about one of the four topics, how
+  often a button of the right topic is offered, and how many offered buttons are of
+  another topic.
+
+Prints figures only, never the dev-set messages (they must not leak into data/ or
+tests/).  usage: python -m tools.triage_thresholds [--model models/x.tar.gz]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from tools.devset import devset_dir
+
+FALLBACK = 0.2
+HANDOFF_INTENTS = ("urgent", "personal_case", "request_human", "request_callback", "complaint")
+TOPIC_PREFIXES = {"opening_hours": "opening_hours", "passport_id": "passport_", "marriage": "marriage_",
+                  "roadworks": "roadworks_"}
+
+
+def latest_model() -> str:
+    models = sorted(Path("models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise SystemExit("no trained model in models/: run `make train` first")
+    return str(models[-1])
+
+
+async def parse_all(model: str, texts: List[str]) -> List[Dict]:
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(model)
+    return [await agent.parse_message(text) for text in texts]
+
+
+def topic_of(intent: Optional[str]) -> Optional[str]:
+    for topic, prefix in TOPIC_PREFIXES.items():
+        if (intent or "").startswith(prefix):
+            return topic
+    return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args(argv)
+    items = [json.loads(line) for line in (devset_dir() / "messages.jsonl").read_text().splitlines() if line.strip()]
+    parsed = asyncio.run(parse_all(args.model or latest_model(), [it["text"] for it in items]))
+    unsure = []
+    for item, result in zip(items, parsed):
+        ranking = [r for r in result.get("intent_ranking") or [] if r.get("name") != "nlu_fallback"]
+        top = (result.get("intent") or {}).get("confidence") or 0
+        if ranking and float(ranking[0].get("confidence") or top) < FALLBACK:
+            unsure.append((item, ranking))
+    print(f"dev messages: {len(items)}, below the fallback threshold {FALLBACK}: {len(unsure)}")
+    needs_human = [(i, r) for i, r in unsure if i["expect"] == "handoff"]
+    answerable = [(i, r) for i, r in unsure if i["expect"] == "answer"]
+    print(f"  of these: expect handoff {len(needs_human)}, expect answer {len(answerable)}")
+    print("HANDOFF_MIN_CONFIDENCE  handed_off(expect handoff)  handed_off(expect answer)")
+    for threshold in (0.06, 0.08, 0.10, 0.12, 0.14, 0.16, 0.18):
+        def hands_off(ranking):
+            return any(r["name"] in HANDOFF_INTENTS and float(r["confidence"]) >= threshold for r in ranking[:2])
+        good = sum(hands_off(r) for _, r in needs_human)
+        bad = sum(hands_off(r) for _, r in answerable)
+        print(f"  {threshold:.2f}                   {good:3d}/{len(needs_human):<3d}                     "
+              f"{bad:3d}/{len(answerable)}")
+    topical = [(i, r) for i, r in unsure if i.get("topic") in TOPIC_PREFIXES]
+    print(f"CLARIFY_MIN_CONFIDENCE  right_button/{len(topical)} topical  wrong_buttons  no_buttons")
+    for threshold in (0.04, 0.06, 0.08, 0.10, 0.12, 0.15):
+        right = wrong = empty = 0
+        for item, ranking in topical:
+            offered = [r["name"] for r in ranking if topic_of(r["name"]) and float(r["confidence"]) >= threshold][:2]
+            right += any(topic_of(name) == item["topic"] for name in offered)
+            wrong += sum(topic_of(name) != item["topic"] for name in offered)
+            empty += not offered
+        print(f"  {threshold:.2f}                   {right:3d}                 {wrong:3d}           {empty:3d}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
