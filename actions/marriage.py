@@ -25,7 +25,7 @@ def answer_marriage(turn: Turn, intent: str) -> None:
     elif intent == "marriage_notice":
         online = turn.fact(marriage.notice_online)
         turn.say("utter_marriage_notice", how=marriage.notice_how.value, min_days=min_days,
-                 max_months=max_months, local=f" {online}" if online else "")
+                 max_months=max_months, local=f" {online}" if online else "", url=info_url)
         turn.warn_unverified(marriage.notice_online)
     elif intent == "marriage_costs":
         weekday, saturday = turn.fact(marriage.cost_weekday), turn.fact(marriage.cost_saturday)

@@ -105,16 +105,19 @@ def answer_passport(turn: Turn, intent: str) -> None:
         turn.say("utter_passport_apply", document=name, desk_name=desk_name, url=url, phone=phone)
         turn.warn_unverified(content.contact.appointment_url)
     elif intent == "passport_bring":
-        turn.say("utter_passport_bring", items="\n".join(f"- {item}" for item in passport.bring.value))
+        turn.say("utter_passport_bring", items="\n".join(f"- {item}" for item in passport.bring.value), url=url)
+        turn.warn_unverified(content.contact.appointment_url)
     elif intent == "passport_processing_time":
-        turn.say("utter_passport_processing", document=name, days=passport.processing_working_days.value)
+        turn.say("utter_passport_processing", document=name, days=passport.processing_working_days.value, url=url)
+        turn.warn_unverified(content.contact.appointment_url)
     elif intent == "passport_validity":
         turn.say("utter_passport_validity", document=name,
                  adult=passport.validity_years_adult.value, minor=passport.validity_years_minor.value)
     elif intent == "passport_express":
         fee = passport.fees.express_surcharge
         turn.say("utter_passport_express", document=name, cutoff=passport.express_cutoff.value,
-                 amount=money(fee.value), year_note=_fee_year_note(turn, fee))
+                 amount=money(fee.value), year_note=_fee_year_note(turn, fee), url=url, phone=phone)
+        turn.warn_unverified(content.contact.appointment_url)
     elif intent == "passport_lost":
         steps = "\n".join(f"{i}. {step}" for i, step in enumerate(passport.lost_steps.value, 1))
         turn.say("utter_passport_lost", document=name, steps=steps)
