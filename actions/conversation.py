@@ -71,6 +71,20 @@ _CLOSING = re.compile(r"\b(dank|bedankt|thanks?|thx|tnx|dat was (het|alles)|verd
                       r"that'?s all|doei|bye)\b", re.IGNORECASE)
 
 
+class ActionSmallTalk(AppcareAction):
+    """Thanks, "are you a bot?" and subjects far from the municipality: a fixed answer,
+    in the citizen's language (other languages get the offer of a colleague)."""
+
+    NAME = "action_small_talk"
+    RESPONSES = {"thanks": "utter_thanks", "bot_challenge": "utter_iamabot",
+                 "out_of_scope_other": "utter_out_of_scope_other"}
+
+    def answer(self, turn: Turn) -> None:
+        turn.say(self.RESPONSES.get(turn.intent or "", "utter_anything_else"))
+        if turn.intent == "thanks" and turn.tracker.get_slot("pending_question") == "feedback":
+            turn.set("pending_question", None)
+
+
 class ActionGreet(AppcareAction):
     NAME = "action_greet"
 
@@ -333,10 +347,10 @@ class ActionRecordFeedback(AppcareAction):
 # Buttons of a clarifying question: only topics whose confidence reaches this share of
 # the message (chosen on the dev set, docs/bench.md "Clarifying question"): below it the
 # second guess is rarely right, and unrelated buttons confuse more than they help.
-CLARIFY_MIN_CONFIDENCE = 0.08
+CLARIFY_MIN_CONFIDENCE = 0.12
 # Below the fallback threshold, a personal, urgent or human-request intent this confident
 # is still a reason to hand off at once rather than ask which topic was meant.
-HANDOFF_MIN_CONFIDENCE = 0.12
+HANDOFF_MIN_CONFIDENCE = 0.16
 HANDOFF_INTENTS = ("urgent", "personal_case", "request_human", "request_callback", "complaint")
 EN_INTENT_TITLES = {
     "opening_hours": "Opening hours", "opening_hours_now": "Open now?",

@@ -187,7 +187,7 @@ def test_staff_close_returns_conversation_to_bot(frozen_now):
 def test_clarify_then_handoff_after_second_miss(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
     ranking = [{"name": "nlu_fallback", "confidence": 0.8}, {"name": "passport_fees", "confidence": 0.18},
-               {"name": "opening_hours", "confidence": 0.11}, {"name": "marriage_how", "confidence": 0.03}]
+               {"name": "opening_hours", "confidence": 0.13}, {"name": "marriage_how", "confidence": 0.03}]
     first = run_action(ActionClarify(), "ik wil wat weten over dat ding", "nlu_fallback", slots=TERNEUZEN,
                        intent_ranking=ranking)
     titles = [b["title"] for b in first.messages[0]["buttons"]]
