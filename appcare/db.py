@@ -7,13 +7,18 @@ URL in production (``postgresql://user@host/db``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Union
 
-from sqlalchemy import MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import MetaData, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DB_URL = "sqlite:///var/appcare.db"
 _engines: Dict[str, Engine] = {}
@@ -66,13 +71,67 @@ def create_tables(metadata: MetaData, engine: Engine) -> None:
     empty database (two Rasa instances, the desk, ``docker compose up``): on
     PostgreSQL concurrent ``CREATE TABLE`` races fail with a unique violation, so the
     creation runs under a transaction-level advisory lock; the second process then
-    finds the tables and creates nothing."""
+    finds the tables and creates nothing.
+
+    Tables that exist already get the columns added since they were created
+    (:func:`add_missing_columns`), under the same lock."""
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             metadata.create_all(connection, checkfirst=True)
+            add_missing_columns(metadata, connection)
         return
     metadata.create_all(engine, checkfirst=True)
+    add_missing_columns(metadata, engine)
+
+
+def add_missing_columns(metadata: MetaData, bind: Union[Engine, Connection]) -> List[str]:
+    """Additive schema upgrade: ``ALTER TABLE ... ADD COLUMN`` for every column of
+    ``metadata`` that an existing table lacks (``create_all`` never changes a table
+    that exists). Only columns that can be added to a table with rows: nullable, or
+    with a ``server_default`` (which existing rows then get). Nothing is dropped,
+    renamed or retyped; a missing column that cannot be added this way is logged as
+    an error and left alone (startup goes on as before). Returns the added columns
+    as ``table.column``.
+
+    On PostgreSQL call it inside the transaction that holds the schema advisory lock
+    (:func:`create_tables` does). On SQLite a column added by another process at the
+    same moment is recognised and skipped."""
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            return add_missing_columns(metadata, connection)
+    connection = bind
+    dialect = connection.dialect
+    preparer = dialect.identifier_preparer
+    added: List[str] = []
+    for table in metadata.sorted_tables:
+        inspector = inspect(connection)
+        if not inspector.has_table(table.name, schema=table.schema):
+            continue
+        existing = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            if column.primary_key or (not column.nullable and column.server_default is None):
+                logger.error(
+                    "database schema: column %s.%s is missing and cannot be added automatically "
+                    "(make it nullable or give it a server_default, or migrate by hand)",
+                    table.name, column.name,
+                )
+                continue
+            spec = CreateColumn(column).compile(dialect=dialect)
+            statement = f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {spec}"
+            try:
+                connection.exec_driver_sql(statement)
+            except DBAPIError:
+                if dialect.name == "sqlite":
+                    now = {c["name"] for c in inspect(connection).get_columns(table.name, schema=table.schema)}
+                    if column.name in now:  # another process was first
+                        continue
+                raise
+            added.append(f"{table.name}.{column.name}")
+            logger.info("database schema: added column %s.%s", table.name, column.name)
+    return added
 
 
 def dispose_all() -> None:

@@ -5,11 +5,18 @@ stays silent for that conversation and every new citizen message is appended to
 the ticket. The staff desk, the webcare webhook bridge and the report use the
 same store. SQLAlchemy: SQLite by default, PostgreSQL through ``APPCARE_DB_URL``.
 Texts are stored masked (BSN, phone numbers, e-mail, ...).
+
+Besides its reason a ticket says whether it is ``urgent`` (the citizen may be in
+danger or acute need: first in the desk's queue), the citizen's ``language`` (ISO
+639-1; None or "nl" is Dutch) and whether the citizen asked to be phoned back
+(``callback_requested``, with ``callback_number`` when they wrote a number: stored
+unmasked for staff, never logged; None means the conversation's own number).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -22,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     delete,
+    false,
     select,
     update,
 )
@@ -31,8 +39,10 @@ from appcare import db, pii
 from appcare.db import utcnow  # noqa: F401  (also used by the desk)
 
 Base = declarative_base()
+logger = logging.getLogger(__name__)
 
 OPEN_STATES = ("open", "claimed")
+CALLBACK_NUMBER_MAX = 64
 
 
 class TicketRow(Base):
@@ -56,6 +66,12 @@ class TicketRow(Base):
     outcome = Column(String(64), nullable=True)
     flagged = Column(Boolean, nullable=False, default=False)
     version = Column(Integer, nullable=False, default=0)
+    # Added later: nullable or with a server default, so db.add_missing_columns can
+    # add them to an existing table (existing rows: not urgent, no callback wish).
+    urgent = Column(Boolean, nullable=False, default=False, server_default=false())
+    language = Column(String(16), nullable=True)  # ISO 639-1; None / "nl": Dutch
+    callback_requested = Column(Boolean, nullable=False, default=False, server_default=false())
+    callback_number = Column(String(CALLBACK_NUMBER_MAX), nullable=True)  # unmasked, staff only
 
     messages = relationship("TicketMessageRow", order_by="TicketMessageRow.id", back_populates="ticket")
 
@@ -118,6 +134,21 @@ class Ticket:
     first_staff_reply_at: Optional[dt.datetime] = None
     flagged: bool = False
     version: int = 0
+    urgent: bool = False
+    language: Optional[str] = None
+    callback_requested: bool = False
+    callback_number: Optional[str] = field(default=None, repr=False)  # never in logs
+
+
+def _language(code: Optional[str]) -> Optional[str]:
+    """ISO 639-1 code as stored: lower case, '_' as '-'; None when empty."""
+    value = str(code or "").strip().lower().replace("_", "-")
+    return value[:16] or None
+
+
+def _callback_number(number: Optional[str]) -> Optional[str]:
+    value = " ".join(str(number or "").split())
+    return value[:CALLBACK_NUMBER_MAX] or None
 
 
 def _to_ticket(row: TicketRow, with_messages: bool = False) -> Ticket:
@@ -140,6 +171,10 @@ def _to_ticket(row: TicketRow, with_messages: bool = False) -> Ticket:
         first_staff_reply_at=row.first_staff_reply_at,
         flagged=bool(row.flagged),
         version=row.version or 0,
+        urgent=bool(row.urgent),
+        language=row.language,
+        callback_requested=bool(row.callback_requested),
+        callback_number=row.callback_number,
     )
     if with_messages:
         ticket.messages = [
@@ -176,9 +211,23 @@ class HandoffStore:
         channel: str = "rest",
         in_kcc_hours: bool = True,
         expected_reply_at: Optional[dt.datetime] = None,
+        urgent: bool = False,
+        language: Optional[str] = None,
+        callback_requested: bool = False,
+        callback_number: Optional[str] = None,
     ) -> Ticket:
-        """Opens a ticket, or returns the open one of this conversation."""
+        """Opens a ticket, or returns the open one of this conversation.
+
+        An open ticket is upgraded by a later handoff of the same conversation: it
+        becomes urgent when this one is, gets the callback wish (and the number, when
+        one is given now) and the language when it had none. Reason, summary and
+        transcript stay those of the first handoff. A callback number implies the wish.
+        """
         masked = [dict(item, text=pii.mask(str(item.get("text", "")))) for item in transcript]
+        language = _language(language)
+        callback_number = _callback_number(callback_number)
+        callback_requested = bool(callback_requested or callback_number)
+        changes: Dict[str, Any] = {}
         with self._session.begin() as session:
             existing = session.execute(
                 select(TicketRow).where(
@@ -186,20 +235,44 @@ class HandoffStore:
                 )
             ).scalar_one_or_none()
             if existing:
-                return _to_ticket(existing)
-            row = TicketRow(
-                conversation_id=conversation_id,
-                channel=channel or "rest",
-                municipality=municipality,
-                reason=reason,
-                summary=pii.mask(summary)[:1000],
-                transcript=json.dumps(masked, ensure_ascii=False, default=str),
-                in_kcc_hours=in_kcc_hours,
-                expected_reply_at=expected_reply_at,
-            )
-            session.add(row)
-            session.flush()
-            return _to_ticket(row)
+                if urgent and not existing.urgent:
+                    changes["urgent"] = True
+                if callback_requested and not existing.callback_requested:
+                    changes["callback_requested"] = True
+                if callback_number and callback_number != existing.callback_number:
+                    changes["callback_number"] = callback_number
+                if language and not existing.language:
+                    changes["language"] = language
+                if changes:
+                    session.execute(
+                        update(TicketRow)
+                        .where(TicketRow.id == existing.id)
+                        .values(version=TicketRow.version + 1, **changes)
+                        .execution_options(synchronize_session=False)
+                    )
+                    session.refresh(existing)
+                ticket = _to_ticket(existing)
+            else:
+                row = TicketRow(
+                    conversation_id=conversation_id,
+                    channel=channel or "rest",
+                    municipality=municipality,
+                    reason=reason,
+                    summary=pii.mask(summary)[:1000],
+                    transcript=json.dumps(masked, ensure_ascii=False, default=str),
+                    in_kcc_hours=in_kcc_hours,
+                    expected_reply_at=expected_reply_at,
+                    urgent=bool(urgent),
+                    language=language,
+                    callback_requested=callback_requested,
+                    callback_number=callback_number,
+                )
+                session.add(row)
+                session.flush()
+                ticket = _to_ticket(row)
+        if changes:  # field names only: the callback number never goes to a log
+            logger.info("handoff ticket %s updated by a new handoff: %s", ticket.id, ", ".join(sorted(changes)))
+        return ticket
 
     def open_ticket_for(self, conversation_id: str) -> Optional[Ticket]:
         with self._session() as session:
@@ -285,9 +358,12 @@ class HandoffStore:
             row = session.get(TicketRow, ticket_id)
             return _to_ticket(row, with_messages) if row else None
 
-    def list(self, status: Optional[List[str]] = None, limit: int = 500) -> List[Ticket]:
+    def list(self, status: Optional[List[str]] = None, limit: int = 500, urgent_first: bool = False) -> List[Ticket]:
+        """Tickets oldest first; ``urgent_first``: urgent ones before the others (so
+        ``limit`` never cuts off an urgent ticket while older normal ones are listed)."""
         with self._session() as session:
-            query = select(TicketRow).order_by(TicketRow.created_at)
+            order = (TicketRow.urgent.desc(), TicketRow.created_at) if urgent_first else (TicketRow.created_at,)
+            query = select(TicketRow).order_by(*order)
             if status:
                 query = query.where(TicketRow.status.in_(status))
             return [_to_ticket(r) for r in session.execute(query.limit(limit)).scalars()]

@@ -23,12 +23,23 @@ except Exception:  # noqa: BLE001 - no tz database: show UTC
 
 REASON_LABELS = {
     "request_human": "vraagt om een medewerker",
+    "urgent": "dringend (mogelijk gevaar of nood)",
     "personal_case": "persoonlijke zaak",
     "complaint": "klacht",
     "out_of_scope": "buiten de assistent",
     "not_understood": "niet begrepen",
     "technical_failure": "kon niet automatisch beantwoord worden",
 }
+# The citizen's language (ISO 639-1), shown when it is not Dutch.
+LANGUAGE_LABELS = {
+    "en": "Engels", "pl": "Pools", "tr": "Turks", "ar": "Arabisch", "de": "Duits", "fr": "Frans",
+    "es": "Spaans", "uk": "Oekraïens", "ru": "Russisch", "so": "Somalisch", "ti": "Tigrinya",
+    "fa": "Perzisch", "ro": "Roemeens", "bg": "Bulgaars", "pt": "Portugees", "it": "Italiaans",
+    "hu": "Hongaars", "zh": "Chinees", "am": "Amhaars",
+}
+URGENT_LABEL = "Dringend"
+URGENT_TEXT = "Mogelijk gevaar of acute nood: pak dit gesprek meteen op."
+CALLBACK_TEXT = "Wil teruggebeld worden"
 CHANNEL_LABELS = {"whatsapp": "WhatsApp", "rest": "Web (REST)", "cmdline": "Test", "socketio": "Webchat"}
 STATUS_LABELS = {"open": "Wacht", "claimed": "Opgepakt", "closed": "Gesloten"}
 OUTCOME_LABELS = {
@@ -121,6 +132,27 @@ def duration_label(seconds: float) -> str:
         return f"{hours} u {minutes:02d} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} u"
+
+
+def language_label(code: Optional[str]) -> Optional[str]:
+    """Dutch name of the citizen's language; None for Dutch (or unknown: no code).
+    An unlisted code is shown as the code itself."""
+    value = (code or "").strip().lower()
+    if not value:
+        return None
+    primary = value.replace("_", "-").split("-", 1)[0]
+    if primary == "nl":
+        return None
+    return LANGUAGE_LABELS.get(primary, value)
+
+
+def callback_label(ticket: Ticket) -> Optional[str]:
+    """What staff read about a callback wish (with the number: ticket page only)."""
+    if not ticket.callback_requested and not ticket.callback_number:
+        return None
+    if ticket.callback_number:
+        return f"{CALLBACK_TEXT} op {ticket.callback_number}"
+    return f"{CALLBACK_TEXT} (nummer van dit gesprek)"
 
 
 def short_conversation(conversation_id: str) -> str:
@@ -231,13 +263,20 @@ class DeskService:
             "outcome_label": OUTCOME_LABELS.get(ticket.outcome or "", ticket.outcome),
             "closed_at": iso(ticket.closed_at),
             "version": ticket.version,
+            "urgent": bool(ticket.urgent),
+            "language": ticket.language,
+            "language_label": language_label(ticket.language),
+            # the number itself only on the ticket page (ticket_detail), not in the queue
+            "callback_requested": bool(ticket.callback_requested or ticket.callback_number),
         }
 
     def queue(self) -> Dict[str, Any]:
         now = utcnow()
-        tickets = [self.ticket_summary(t, now) for t in self.handoff.list(status=list(OPEN_STATES))]
-        # Overdue first, then waiting longest first.
-        tickets.sort(key=lambda t: (not t["overdue"], t["status"] != "open", t["created_at"]))
+        tickets = [
+            self.ticket_summary(t, now) for t in self.handoff.list(status=list(OPEN_STATES), urgent_first=True)
+        ]
+        # Urgent first; then overdue, then waiting longest first.
+        tickets.sort(key=lambda t: (not t["urgent"], not t["overdue"], t["status"] != "open", t["created_at"]))
         version = ";".join(f"{t['id']}:{t['version']}:{int(t['overdue'])}" for t in tickets)
         return {
             "tickets": tickets,
@@ -263,6 +302,8 @@ class DeskService:
         if [m for m in ticket.messages if self._refresh(ticket, m) is not None]:
             ticket = self.require_ticket(ticket_id)
         data = self.ticket_summary(ticket)
+        data["callback_number"] = ticket.callback_number
+        data["callback_label"] = callback_label(ticket)
         data["transcript"] = [
             {
                 "sender": "citizen" if str(item.get("sender") or item.get("role") or "") in ("citizen", "user") else "bot",
@@ -540,6 +581,7 @@ class DeskService:
             "open": sum(1 for t in open_tickets if t["status"] == "open"),
             "claimed": sum(1 for t in open_tickets if t["status"] == "claimed"),
             "overdue": sum(1 for t in open_tickets if t["overdue"]),
+            "urgent": sum(1 for t in open_tickets if t["urgent"]),
             "closed_today": len(recent),
             "outcomes_today": [
                 {"outcome": k, "label": OUTCOME_LABELS.get(k, k), "count": v} for k, v in sorted(outcomes.items())

@@ -74,6 +74,10 @@ def ticket_payload(ticket: Ticket) -> Dict[str, Any]:
             "created_at": _iso(ticket.created_at),
             "in_kcc_hours": bool(ticket.in_kcc_hours),
             "expected_reply_at": _iso(ticket.expected_reply_at),
+            "urgent": bool(ticket.urgent),
+            "language": ticket.language,
+            # the number itself stays in the desk (not copied into the outbox and other tools)
+            "callback_requested": bool(ticket.callback_requested),
         },
     }
 

@@ -23,8 +23,9 @@ Definitions (docs/report.md explains them for readers of the report):
 * **Handed over**: a handoff to the KCC started in the conversation
   (``action_handoff_to_kcc`` ran, or ``action_clarify`` set ``handoff_active`` after
   the second miss); the reason comes from the intent (request_human,
-  personal_case, complaint, out_of_scope_municipal -> out_of_scope) or is
-  not_understood.
+  request_callback -> request_human, urgent, personal_case, complaint,
+  out_of_scope_municipal -> out_of_scope) or is not_understood. A conversation
+  whose ticket has reason ``urgent`` counts as an urgent handoff in any case.
 * **Contained** (zelf beantwoord): not handed over and no message relayed to a
   colleague (a conversation that continues an earlier, still open handoff is not
   contained either).
@@ -83,12 +84,15 @@ MONTHS_NL = [
 
 HANDOFF_INTENT_REASONS = {
     "request_human": "request_human",
+    "request_callback": "request_human",
+    "urgent": "urgent",
     "personal_case": "personal_case",
     "complaint": "complaint",
     "out_of_scope_municipal": "out_of_scope",
 }
 REASON_LABELS = {
     "request_human": "Vraagt om een medewerker",
+    "urgent": "Dringend (mogelijk gevaar of nood)",
     "personal_case": "Persoonlijke zaak",
     "complaint": "Klacht",
     "out_of_scope": "Onderwerp buiten de assistent",
@@ -120,6 +124,7 @@ TOPICS: List[Tuple[str, str]] = [
     ("complaint", "Klacht"),
     ("out_of_scope_municipal", "Ander gemeentelijk onderwerp"),
     ("out_of_scope_other", "Geen gemeentelijk onderwerp"),
+    ("urgent", "Dringend (gevaar of nood)"),  # not a question topic: no example texts
     ("followup", "Vervolgantwoord (ja, nee, een waarde)"),
     ("smalltalk", "Begroeting, bedankt, tot ziens"),
     ("feedback", "Feedback (duim omhoog/omlaag)"),
@@ -153,6 +158,8 @@ INTENT_LABELS = {
     "roadworks_detour": "Omleiding",
     "roadworks_duration": "Duur werkzaamheden",
     "request_human": "Vraagt om een medewerker",
+    "request_callback": "Wil teruggebeld worden",
+    "urgent": "Dringend (gevaar of nood)",
     "personal_case": "Persoonlijke zaak",
     "complaint": "Klacht",
     "out_of_scope_municipal": "Ander gemeentelijk onderwerp",
@@ -181,6 +188,8 @@ def topic_of(intent: Optional[str]) -> str:
                         ("marriage_", "marriage"), ("roadworks_", "roadworks")):
         if intent.startswith(prefix):
             return key
+    if intent == "request_callback":
+        return "request_human"
     if intent in ("inform", "affirm", "deny"):
         return "followup"
     if intent in ("greet", "goodbye", "thanks", "bot_challenge"):
@@ -385,8 +394,14 @@ def load_tickets(url: Optional[str], period: Period) -> List[TicketInfo]:
         .where(messages.c.ticket_id == tickets.c.id, messages.c.author == "staff")
         .scalar_subquery()
     )
+    # Only the columns read here: a database whose ticket table predates newer
+    # columns (added when the bot or desk starts) can still be reported on.
+    columns = [tickets.c[name] for name in (
+        "id", "conversation_id", "created_at", "municipality", "channel", "reason", "in_kcc_hours",
+        "first_staff_reply_at", "closed_at", "outcome", "status",
+    )]
     query = (
-        sa.select(tickets, first_staff.label("first_staff_message_at"))
+        sa.select(*columns, first_staff.label("first_staff_message_at"))
         .where(tickets.c.created_at >= start, tickets.c.created_at < end)
         .order_by(tickets.c.id)
     )
@@ -775,7 +790,8 @@ def link_tickets(conversations: Sequence[Conversation], tickets: Sequence[Ticket
     """Gives each ticket the channel (and municipality) of the conversation it came from:
     the sender's last conversation that started before the ticket. The ticket's own
     ``channel`` is Rasa's input channel, which is "rest" for messages relayed by other
-    channels through the REST API; the conversation knows the channel from the metadata."""
+    channels through the REST API; the conversation knows the channel from the metadata.
+    A ticket with reason ``urgent`` makes that conversation an urgent handoff."""
     by_sender: Dict[str, List[Conversation]] = defaultdict(list)
     for conversation in conversations:
         by_sender[conversation.sender].append(conversation)
@@ -785,6 +801,8 @@ def link_tickets(conversations: Sequence[Conversation], tickets: Sequence[Ticket
             source = max(candidates, key=lambda c: c.start)
             ticket.channel = source.channel
             ticket.municipality = source.municipality
+            if ticket.reason == "urgent":  # the assistant judged it urgent, whatever the intent
+                source.handoff_reason = "urgent"
 
 
 def compute(

@@ -27,9 +27,10 @@ What happens to data older than ``--days``:
 * **Handoff tickets** (``handoff_tickets``/``handoff_messages``) that are closed and
   belong to such a conversation (or are older than the cut-off): the conversation
   id becomes the conversation's anonymous id (the report still links ticket and
-  conversation), summary and transcript are emptied, message texts are emptied;
-  times, reason, outcome, municipality, staff user stay. Open tickets are left
-  alone (a colleague is still working on them) and reported.
+  conversation), summary and transcript are emptied, the callback number is
+  removed, message texts are emptied; times, reason, outcome, municipality, staff
+  user, urgent, language code and whether a callback was asked (yes/no) stay.
+  Open tickets are left alone (a colleague is still working on them) and reported.
 * **WhatsApp state** (``whatsapp_inbox``, ``whatsapp_outbox``,
   ``whatsapp_status_events``, ``whatsapp_contacts``): finished rows older than the
   cut-off are deleted. Note: with fewer than 7 days, very late redeliveries by
@@ -292,6 +293,10 @@ def anonymise_tickets(
     tickets = TicketRow.__table__
     messages = TicketMessageRow.__table__
     cutoff_dt = dt.datetime.fromtimestamp(cutoff, tz=dt.timezone.utc).replace(tzinfo=None)
+    cleared: Dict[str, Any] = {"summary": "", "transcript": "[]"}
+    present = {c["name"] for c in sa.inspect(engine).get_columns(TicketRow.__tablename__)}
+    if "callback_number" in present:  # absent until the bot or desk upgraded the table
+        cleared["callback_number"] = None
     with engine.begin() as conn:
         rows = conn.execute(
             sa.select(tickets.c.id, tickets.c.conversation_id, tickets.c.status, tickets.c.created_at)
@@ -321,9 +326,7 @@ def anonymise_tickets(
             if dry_run:
                 continue
             conn.execute(
-                tickets.update().where(tickets.c.id == ticket_id).values(
-                    conversation_id=anon, summary="", transcript="[]"
-                )
+                tickets.update().where(tickets.c.id == ticket_id).values(conversation_id=anon, **cleared)
             )
             conn.execute(messages.update().where(messages.c.ticket_id == ticket_id).values(text=""))
     return counts

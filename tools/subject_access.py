@@ -13,7 +13,10 @@ no +): ``+31 6 12345678``, ``0031612345678`` and ``0612345678`` (Dutch) all beco
 
 * Rasa tracker store: every event of sender id = wa_id, or ``<wa_id>@<number id>``
   for conversations with another municipality's number (``events`` table);
-* handoff tickets of those conversation ids and their messages;
+* handoff tickets of those conversation ids (with urgency, language and the
+  callback wish and number) and their messages; and, of other conversations'
+  tickets that give this number as the number to call back, that number only
+  (``handoff_callback_numbers``; erasure clears it, the ticket stays);
 * WhatsApp inbox (by number, and finished rows by the number's hash), outbox
   (recipient), contacts, delivery status events (recipient hash), sender leases;
 * the desk's webhook outbox rows that mention the number or its tickets;
@@ -109,7 +112,9 @@ class Subject:
         with self.app.begin() as conn:
             ticket_ids: List[int] = []
             if inspector.has_table(TicketRow.__tablename__):
-                tickets, messages = TicketRow.__table__, TicketMessageRow.__table__
+                # reflected: every column the database has (also one not upgraded yet)
+                tickets = sa.Table(TicketRow.__tablename__, sa.MetaData(), autoload_with=conn)
+                messages = sa.Table(TicketMessageRow.__tablename__, sa.MetaData(), autoload_with=conn)
                 mine = sa.or_(tickets.c.conversation_id == self.wa_id, tickets.c.conversation_id.like(f"{self.wa_id}@%"))
                 ticket_rows = _rows(conn.execute(sa.select(tickets).where(mine).order_by(tickets.c.id)))
                 ticket_ids = [t["id"] for t in ticket_rows]
@@ -120,6 +125,20 @@ class Subject:
                 if erase and not dry_run and ticket_ids:
                     conn.execute(messages.delete().where(messages.c.ticket_id.in_(ticket_ids)))
                     conn.execute(tickets.delete().where(tickets.c.id.in_(ticket_ids)))
+                if "callback_number" in tickets.c:
+                    # Someone else's conversation that asks to be called back on this number:
+                    # only the number is this subject's (the rest is the other person's).
+                    others = conn.execute(
+                        sa.select(tickets.c.id, tickets.c.created_at, tickets.c.municipality, tickets.c.callback_number)
+                        .where(tickets.c.callback_number.isnot(None), ~mine)
+                        .order_by(tickets.c.id)
+                    ).all()
+                    named = [r for r in others if normalise_phone(r.callback_number) == self.wa_id]
+                    result["handoff_callback_numbers"] = _rows(named)
+                    if erase and not dry_run and named:
+                        conn.execute(
+                            tickets.update().where(tickets.c.id.in_([r.id for r in named])).values(callback_number=None)
+                        )
             plans = [
                 ("whatsapp_inbox", inbox, sa.or_(inbox.c.wa_id == self.wa_id, inbox.c.sender_hash == self.hash)),
                 ("whatsapp_outbox", outbox, sa.or_(outbox.c.recipient == self.wa_id, outbox.c.recipient_hash == self.hash)),
