@@ -152,6 +152,10 @@ def callback_label(ticket: Ticket) -> Optional[str]:
         return None
     if ticket.callback_number:
         return f"{CALLBACK_TEXT} op {ticket.callback_number}"
+    digits = (ticket.conversation_id or "").lstrip("+")
+    if ticket.channel == "whatsapp" and digits.isdigit() and 8 <= len(digits) <= 15:
+        # The citizen asked to be called on the number they write from: staff need it.
+        return f"{CALLBACK_TEXT} op +{digits} (het WhatsApp-nummer van dit gesprek)"
     return f"{CALLBACK_TEXT} (nummer van dit gesprek)"
 
 

@@ -101,6 +101,8 @@ REASON_LABELS = {
 }
 REPHRASE_RESPONSES = frozenset({
     "utter_ask_rephrase_text",
+    "utter_ask_rephrase_or_human",
+    "utter_wrong_answer",
     "utter_day_not_understood",
     "utter_too_long",
     "utter_other_language",

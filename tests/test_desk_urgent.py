@@ -130,7 +130,8 @@ def test_language_and_callback_wish_are_shown(rig):
     page = _text(rig.anna.get(f"/tickets/{polish.id}").text)
     assert "Wil teruggebeld worden op 06 12345678" in page and "Pools (pl)" in page
     page = _text(rig.anna.get(f"/tickets/{english.id}").text)
-    assert "Wil teruggebeld worden (nummer van dit gesprek)" in page and "Engels (en)" in page
+    # a WhatsApp conversation: staff see the number to call (the citizen asked for it)
+    assert f"Wil teruggebeld worden op +{english.conversation_id}" in page and "Engels (en)" in page
     page = _text(rig.anna.get(f"/tickets/{dutch.id}").text)
     assert "teruggebeld" not in page and "Taal" not in page
     detail = rig.anna.get(f"/api/tickets/{polish.id}").json()
@@ -381,3 +382,19 @@ def test_report_counts_urgent_handoffs_like_the_others():
     assert rows["Dringend (mogelijk gevaar of nood)"][1] == 2  # conversations
     assert rows["Dringend (mogelijk gevaar of nood)"][4] == 2  # tickets
     assert rows["Vraagt om een medewerker"][1] == 1
+
+
+def test_callback_without_a_number_on_whatsapp_shows_the_number_to_call():
+    """Staff must be able to call back a citizen who wrote "bel me terug" on WhatsApp."""
+    import datetime as dt
+
+    from appcare.handoff_store import Ticket
+    from desk.service import callback_label
+
+    ticket = Ticket(id=1, conversation_id="31612345678", channel="whatsapp", municipality="terneuzen",
+                    reason="request_human", summary="", transcript=[], status="open",
+                    created_at=dt.datetime(2026, 12, 7, 9), in_kcc_hours=True, expected_reply_at=None,
+                    callback_requested=True)
+    assert "+31612345678" in callback_label(ticket)
+    ticket.channel = "rest"
+    assert callback_label(ticket).endswith("(nummer van dit gesprek)")
