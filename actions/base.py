@@ -26,8 +26,9 @@ from appcare.pii import conversation_hash, number_spans
 logger = logging.getLogger(__name__)
 LATE_AFTER_SECONDS = 3600
 # Languages the assistant answers in (Dutch by default; English response variations have
-# `condition: language = en` in domain/). Other languages get one short text in their
-# own language (utter_other_language) and a colleague.
+# `condition: reply_language = en` in domain/). Speakers of other languages get one
+# short text in their own language (utter_other_language, offering a colleague) and the
+# answers in English.
 ANSWER_LANGUAGES = ("nl", "en")
 
 
@@ -89,14 +90,20 @@ class Turn:
         return clock.now()
 
     @property
-    def lang(self) -> str:
-        """The conversation's language (slot ``language``, ISO 639-1); "nl" when unknown."""
+    def native(self) -> str:
+        """The citizen's language (slot ``language``, ISO 639-1); "nl" when unknown."""
         return str(self.tracker.get_slot("language") or "nl")
+
+    @property
+    def lang(self) -> str:
+        """The language of the replies: Dutch for Dutch, English for everyone else (the
+        same rule as the slot ``reply_language`` that selects the response variations)."""
+        return "nl" if self.native == "nl" else "en"
 
     @property
     def foreign(self) -> bool:
         """True when the citizen writes in a language the assistant does not answer in."""
-        return self.lang not in ANSWER_LANGUAGES
+        return self.native not in ANSWER_LANGUAGES
 
     def last_day(self) -> Optional[dt.date]:
         """The day the bot answered last (slot ``last_day``); None when unset or past."""
@@ -158,7 +165,8 @@ class AppcareAction(Action):
     TOPIC: Optional[str] = None
     understood = True  # running this action means the bot understood the citizen
     # False: in a conversation in another language than Dutch or English, the citizen
-    # gets the short text in their language with the offer of a colleague instead.
+    # first gets one short text in their own language (the assistant answers in Dutch
+    # and English; a colleague can take over), then the answer in English.
     answers_other_languages = False
 
     def name(self) -> Text:
@@ -181,10 +189,10 @@ class AppcareAction(Action):
         turn = Turn(dispatcher, tracker, content, intent)
         self._preamble(turn, municipality)
         try:
-            if turn.foreign and not self.answers_other_languages:
-                offer_colleague_in_language(turn)
-            else:
-                self.answer(turn)
+            if (turn.foreign and not self.answers_other_languages
+                    and turn.tracker.get_slot("other_language_notice") != turn.native):
+                offer_colleague_in_language(turn)  # once, then the answer in English
+            self.answer(turn)
         except Exception:  # noqa: BLE001 - the citizen gets a reply, the log the cause
             logger.exception(
                 "action %s failed for conversation %s", self.NAME, conversation_hash(tracker.sender_id)
@@ -234,3 +242,4 @@ def offer_colleague_in_language(turn: Turn) -> None:
     English, and a colleague can take over (a "yes" to that hands off)."""
     turn.say("utter_other_language", buttons=[{"title": "Medewerker", "payload": "/request_human"}])
     turn.set("pending_question", "colleague")
+    turn.set("other_language_notice", turn.native)

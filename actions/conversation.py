@@ -187,7 +187,7 @@ def _age_from_number(turn: Turn) -> None:
     if turn.tracker.get_slot("topic") != "passport_fees" and turn.tracker.get_slot("pending_question") != "age":
         return
     message = turn.tracker.latest_message or {}
-    if any(e.get("entity") != "language" for e in message.get("entities") or []):
+    if any(e.get("entity") not in ("language", "reply_language") for e in message.get("entities") or []):
         return
     text = message.get("text") or ""
     blocked = number_spans(text)
@@ -412,6 +412,7 @@ class ActionClarify(AppcareAction):
 
     NAME = "action_clarify"
     understood = False
+    answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
         message = turn.tracker.latest_message or {}
@@ -429,6 +430,9 @@ class ActionClarify(AppcareAction):
             return
         ranking = [item for item in message.get("intent_ranking") or [] if item.get("name") != "nlu_fallback"]
         if turn.intent != "wrong_answer" and triage_handoff(turn, ranking):
+            return
+        if turn.foreign:
+            offer_colleague_in_language(turn)  # no clarifying question in a language we do not speak
             return
         if turn.intent != "wrong_answer" and answer_close_in_context(turn, ranking, text):
             turn.set("failed_attempts", 0)

@@ -77,7 +77,7 @@ def hand_off(turn: Turn, reason: str, callback: bool = False) -> None:
     expected = oh.closes_at(content, "kcc", now) if in_hours else oh.next_opening(content, "kcc", now)
     text = (turn.tracker.latest_message or {}).get("text") or ""
     numbers = phone_numbers(text) if callback else []
-    language = turn.lang if turn.lang != "nl" else None
+    language = turn.native if turn.native != "nl" else None
     if urgent:
         _say_crisis_numbers(turn)  # before anything that can fail
     try:

@@ -104,6 +104,9 @@ def run_action(
 
     base_slots = {"privacy_notice_shown": True, "feedback_asked": True}
     base_slots.update(slots or {})
+    if base_slots.get("language") and "reply_language" not in base_slots:
+        # as the NLU sets it: Dutch for Dutch, English for every other language
+        base_slots["reply_language"] = "nl" if base_slots["language"] == "nl" else "en"
     latest = {
         "text": text,
         "intent": {"name": intent, "confidence": 0.9},

@@ -170,6 +170,8 @@ def test_common_words_are_no_street(extractor, text):
 ])
 def test_language_of_every_message(extractor, text, code):
     assert values(extractor, text, "language") == [code]
+    # the assistant answers in Dutch, and in English to every other language
+    assert values(extractor, text, "reply_language") == ["nl" if code == "nl" else "en"]
 
 
 @pytest.mark.parametrize("text", ["ok", "👍", "12", "ja"])
@@ -207,7 +209,7 @@ def test_diet_span_is_kept_and_not_duplicated(extractor):
     diet = [{"entity": "age", "start": 31, "end": 33, "value": "12", "extractor": "DIETClassifier"},
             {"entity": "relation", "start": 19, "end": 26, "value": "dochter", "extractor": "DIETClassifier"}]
     entities = run(extractor, text, diet)
-    assert [e["entity"] for e in entities] == ["relation", "age", "language"]
+    assert [e["entity"] for e in entities] == ["relation", "age", "language", "reply_language"]
 
 
 def test_missed_entities_are_added_next_to_diet(extractor):
@@ -215,7 +217,7 @@ def test_missed_entities_are_added_next_to_diet(extractor):
     diet = [{"entity": "document_type", "start": 27, "end": 35, "value": "paspoort", "extractor": "DIETClassifier"}]
     entities = run(extractor, text, diet)
     assert [(e["entity"], e["value"]) for e in entities] == [
-        ("document_type", "paspoort"), ("age", "14"), ("language", "nl")]
+        ("document_type", "paspoort"), ("age", "14"), ("language", "nl"), ("reply_language", "nl")]
     age = entities[1]
     assert text[age["start"]:age["end"]] == "veertien" and age["extractor"] == "LibraryEntityExtractor"
 

@@ -50,10 +50,16 @@ def responses() -> Dict[str, List[Dict[str, Any]]]:
     return Domain.load(str(ROOT / "domain")).responses
 
 
+# The five texts every language has are selected by the slot ``language``; every other
+# English variation by ``reply_language`` (English for English and all other languages).
+NATIVE_TEXTS = {"utter_privacy_notice", "utter_other_language", "utter_handoff_other_language",
+                "utter_handoff_urgent", "utter_urgent_numbers"}
+
+
 def language_of(variation: Dict[str, Any]) -> Optional[str]:
-    """The ``language`` value of a variation's condition; None for the Dutch default."""
+    """The language value of a variation's condition; None for the Dutch default."""
     for condition in variation.get("condition") or []:
-        if condition.get("type") == "slot" and condition.get("name") == "language":
+        if condition.get("type") == "slot" and condition.get("name") in ("language", "reply_language"):
             return str(condition["value"])
     return None
 
@@ -97,7 +103,8 @@ def test_conditions_are_on_the_language_slot_with_a_known_code(responses):
         for variation in variations[1:]:
             conditions = variation.get("condition") or []
             assert len(conditions) == 1, name
-            assert conditions[0]["type"] == "slot" and conditions[0]["name"] == "language", name
+            slot = "language" if name in NATIVE_TEXTS else "reply_language"
+            assert conditions[0]["type"] == "slot" and conditions[0]["name"] == slot, name
             code = conditions[0]["value"]
             assert isinstance(code, str) and code in LANGUAGES and code != "nl", (name, code)
             codes.append(code)
@@ -185,14 +192,14 @@ def nlg(responses):
 
 
 def test_rasa_renders_the_english_variation(nlg):
-    generated = nlg.generate_from_slots("utter_greet", {"language": "en"}, "rest",
+    generated = nlg.generate_from_slots("utter_greet", {"language": "en", "reply_language": "en"}, "rest",
                                         municipality_name="gemeente Terneuzen")
     assert generated["text"].startswith("Hello! I'm the digital assistant of gemeente Terneuzen.")
 
 
 @pytest.mark.parametrize("language", [None, "nl"])
 def test_rasa_renders_dutch_without_language_or_for_nl(nlg, language):
-    generated = nlg.generate_from_slots("utter_greet", {"language": language}, "rest",
+    generated = nlg.generate_from_slots("utter_greet", {"language": language, "reply_language": language}, "rest",
                                         municipality_name="gemeente Terneuzen")
     assert generated["text"].startswith("Hallo! Ik ben de digitale assistent van de gemeente Terneuzen.")
     other = nlg.generate_from_slots("utter_other_language", {"language": language}, "rest")
@@ -205,16 +212,18 @@ def test_rasa_renders_the_polish_text_for_another_language(nlg, responses):
     assert generated["text"] == polish and "'medewerker'" in polish and "Ik antwoord" not in polish
 
 
-def test_rasa_falls_back_to_dutch_for_english_only_responses_in_another_language(nlg):
-    generated = nlg.generate_from_slots("utter_greet", {"language": "pl"}, "rest",
-                                        municipality_name="gemeente Terneuzen")
-    assert generated["text"].startswith("Hallo!")
+def test_rasa_renders_english_for_english_only_responses_in_another_language(nlg):
+    slots = {"language": "pl", "reply_language": "en"}
+    generated = nlg.generate_from_slots("utter_greet", slots, "rest", municipality_name="gemeente Terneuzen")
+    assert generated["text"].startswith("Hello!")
+    own = nlg.generate_from_slots("utter_other_language", slots, "rest")
+    assert "Ik antwoord" not in own["text"] and "answer in Dutch" not in own["text"]  # Polish, not English
 
 
 def test_rasa_fills_the_placeholders_of_a_translation(nlg):
     generated = nlg.generate_from_slots("utter_urgent_numbers", {"language": "ar"}, "rest", emergency="112",
                                         suicide_line="113", domestic_violence_line="0800-2000")
     assert "112" in generated["text"] and "0800-2000" in generated["text"] and "{" not in generated["text"]
-    english = nlg.generate_from_slots("utter_passport_ask_document", {"language": "en"}, "rest")
+    english = nlg.generate_from_slots("utter_passport_ask_document", {"reply_language": "en"}, "rest")
     assert [b["title"] for b in english["buttons"]] == ["Passport", "ID card"]
     assert english["buttons"][0]["payload"] == '/inform{"document_type":"paspoort"}'

@@ -194,11 +194,22 @@ def test_english_fee_question_in_one_go():
     assert "77,87" in result.text and "58,89" in result.text and "2023" in result.text
 
 
-@pytest.mark.parametrize("language", ["pl", "tr", "ar"])
-def test_other_language_gets_one_short_text_and_the_offer_of_a_colleague(language):
+@pytest.mark.parametrize("language,word", [("pl", "małżeńs"), ("tr", "evlilik"), ("ar", "الزواج")])
+def test_other_language_gets_its_own_short_text_then_the_answer_in_english(language, word):
     result = run_action(ActionMarriage(), "...", "marriage_how", slots={**TERNEUZEN, "language": language})
-    assert result.responses == ["utter_other_language"] and result.buttons == ["Medewerker"]
-    assert "medewerker" in result.text and "Ik antwoord" not in result.text  # their own language
+    assert result.responses == ["utter_other_language", "utter_marriage_how"]
+    assert "medewerker" in result.texts[0] and "Ik antwoord" not in result.texts[0]  # their own language
+    assert result.buttons == ["Medewerker"] and result.slot("other_language_notice") == language
+    assert "notice" in result.texts[1] and "melding" not in result.texts[1]  # the answer in English
+    again = run_action(ActionMarriage(), "...", "marriage_costs",
+                       slots={**TERNEUZEN, "language": language, "other_language_notice": language})
+    assert again.responses[0] == "utter_marriage_costs"  # the short text only once
+
+
+def test_not_understood_in_another_language_offers_a_colleague():
+    result = run_action(ActionClarify(), "...", "nlu_fallback", slots={**TERNEUZEN, "language": "pl"},
+                        intent_ranking=[{"name": "nlu_fallback", "confidence": 0.8}])
+    assert result.responses == ["utter_other_language"] and result.slot("pending_question") == "colleague"
 
 
 def test_handoff_from_another_language_records_the_language(frozen_now):

@@ -50,6 +50,10 @@ _INTENT_TRIGGER = re.compile(r"^\s*/\w")
 MAX_CHARS = 1500
 
 
+# Entities about the whole message (span = the message), not about a word in it.
+MESSAGE_ENTITIES = ("language", "reply_language")
+
+
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.ENTITY_EXTRACTOR], is_trainable=False)
 class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
     """Adds date_expr, age, street and language entities found with libraries."""
@@ -113,6 +117,9 @@ class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
         entities = [self._entity(entity, start, end, value) for start, end, value, entity in sorted(chosen)]
         if language is not None:
             entities.append(self._entity("language", 0, len(text), language))
+            # The language the assistant answers in: Dutch for Dutch, English for every
+            # other language (response variations with `condition: reply_language`).
+            entities.append(self._entity("reply_language", 0, len(text), "nl" if language == "nl" else "en"))
         return entities
 
     def _entity(self, entity: str, start: int, end: int, value: str) -> Dict[Text, Any]:
@@ -130,14 +137,15 @@ class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
         entities that lie inside a longer span of ours; otherwise the model's span stays."""
         result = list(existing)
         for entity in found:
-            if entity[ENTITY_ATTRIBUTE_TYPE] == "language":
-                if not any(e.get(ENTITY_ATTRIBUTE_TYPE) == "language" for e in result):
+            kind = entity[ENTITY_ATTRIBUTE_TYPE]
+            if kind in MESSAGE_ENTITIES:
+                if not any(e.get(ENTITY_ATTRIBUTE_TYPE) == kind for e in result):
                     result.append(entity)
                 continue
             start, end = entity[ENTITY_ATTRIBUTE_START], entity[ENTITY_ATTRIBUTE_END]
             overlapping = [
                 e for e in result
-                if e.get(ENTITY_ATTRIBUTE_TYPE) != "language"
+                if e.get(ENTITY_ATTRIBUTE_TYPE) not in MESSAGE_ENTITIES
                 and isinstance(e.get(ENTITY_ATTRIBUTE_START), int) and isinstance(e.get(ENTITY_ATTRIBUTE_END), int)
                 and e[ENTITY_ATTRIBUTE_START] < end and start < e[ENTITY_ATTRIBUTE_END]
             ]
@@ -150,8 +158,8 @@ class LibraryEntityExtractor(GraphComponent, EntityExtractorMixin):
             ):
                 result = [e for e in result if not any(e is o for o in overlapping)]
                 result.append(entity)
-        # Keep the message order Rasa shows (by position, language last).
-        return sorted(result, key=lambda e: (e.get(ENTITY_ATTRIBUTE_TYPE) == "language",
+        # Keep the message order Rasa shows (by position, the language entities last).
+        return sorted(result, key=lambda e: (e.get(ENTITY_ATTRIBUTE_TYPE) in MESSAGE_ENTITIES,
                                              e.get(ENTITY_ATTRIBUTE_START) or 0))
 
     def process(self, messages: List[Message]) -> List[Message]:
