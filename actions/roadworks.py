@@ -65,11 +65,22 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
     day_text = turn.entity("date_expr")
     if day_text and clock.is_bare_day_part(day_text):
         day_text = None  # "wordt er 's nachts gewerkt?" names no day
-    if not street and not area:
-        if intent in ("roadworks_detour", "roadworks_duration") or not day_text:
-            turn.say("utter_roadworks_ask_street")
-            turn.set("pending_question", "street")
-            return
+    ask_street = not street and not area and (intent in ("roadworks_detour", "roadworks_duration") or not day_text)
+    if ask_street:
+        # In one go: the known works (the citizen's street may be among them), then
+        # which street or area it is about.
+        try:
+            known = [r for r in default_client().find(content) if r.active_on(turn.now.date())
+                     or r.upcoming_after(turn.now.date())]
+        except RoadworksUnavailable:
+            known = []
+        if known:
+            until = "until" if turn.lang == "en" else "tot"
+            items = "\n".join(f"- {r.street}: {r.description} ({until} {_date(r.end, turn.lang)})" for r in known[:5])
+            turn.say("utter_roadworks_overview", items=items, url=page)
+        turn.say("utter_roadworks_ask_street")
+        turn.set("pending_question", "street")
+        return
     try:
         found = default_client().find(content, street=street, area=area)
     except RoadworksUnavailable:

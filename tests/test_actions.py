@@ -134,7 +134,7 @@ def test_roadworks_none_and_asks_street(frozen_now):
                       slots=LELYSTAD)
     assert "geen wegwerkzaamheden op Parlaan" in none.text
     ask = run_action(ActionRoadworks(), "zijn er wegwerkzaamheden", "roadworks_status", slots=LELYSTAD)
-    assert ask.responses == ["utter_roadworks_ask_street"]
+    assert ask.responses[-1] == "utter_roadworks_ask_street"  # after the known works (in one go)
 
 
 def test_roadworks_source_down(monkeypatch, frozen_now):

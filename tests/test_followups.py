@@ -290,14 +290,14 @@ def test_a_fresh_status_question_does_not_reuse_the_street(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
     result = run_action(ActionRoadworks(), "zijn er wegwerkzaamheden", "roadworks_status",
                         slots={**LELYSTAD, "street": "Larserdreef", "area": "Lelystad-Oost"})
-    assert result.responses == ["utter_roadworks_ask_street"]
+    assert result.responses[-1] == "utter_roadworks_ask_street"
 
 
 def test_a_bare_day_part_is_no_day_for_roadworks(frozen_now, extractor):
     frozen_now(2026, 11, 25, 10, 0)
     text = "wordt er 's nachts gewerkt?"
     ask = run_action(ActionRoadworks(), text, "roadworks_status", extractor.extract(text), slots=LELYSTAD)
-    assert ask.responses == ["utter_roadworks_ask_street"]
+    assert ask.responses[-1] == "utter_roadworks_ask_street"
 
 
 # ------------------------------------------------------------------ 4. other languages
