@@ -49,6 +49,12 @@ IN_CONTEXT: Dict[str, Dict[str, str]] = {
     },
 }
 MAX_CONTEXT_WORDS = 10
+MAX_SWITCH_WORDS = 6
+FAMILY_DEFAULT = {"passport": "passport_fees", "marriage": "marriage_how", "roadworks": "roadworks_status",
+                  "opening_hours": "opening_hours"}
+# "kan het ook online?" in a topic: the answer that says how (and whether online) it is done.
+ONLINE = re.compile(r"\b(online|digitaal|internet|digid|website|via de site|thuis)\b", re.IGNORECASE)
+HOW_INTENT = {"marriage": "marriage_notice", "passport": "passport_apply"}
 
 
 def family_of(intent: Optional[str]) -> Optional[str]:
@@ -112,6 +118,13 @@ def answer_intent(turn: Turn, intent: str) -> None:
 def answer_in_context(turn: Turn) -> bool:
     """Answers the message in the conversation's topic when it belongs there; False
     when the message is to be answered as the NLU understood it."""
+    family, predicted = current_family(turn), family_of(turn.intent)
+    text = (turn.tracker.latest_message or {}).get("text") or ""
+    if (turn.municipality_switched and family and predicted != family and len(text.split()) <= MAX_SWITCH_WORDS
+            and not (predicted and TOPIC_WORDS[predicted].search(text))):
+        # "sorry, ik bedoel Lelystad": the same question for the other municipality
+        answer_intent(turn, turn.tracker.get_slot("topic") or FAMILY_DEFAULT[family])
+        return True
     mapped = intent_in_context(turn, turn.intent)
     if mapped is None:
         return False

@@ -13,8 +13,16 @@ from appcare.nlu.ages import no_age_after
 from appcare.pii import number_spans
 
 from actions.base import AppcareAction, Turn, offer_colleague_in_language
-from actions.context import MAX_CONTEXT_WORDS, answer_intent, current_family, family_of, intent_in_context
-from actions.handoff import hand_off
+from actions.context import (
+    HOW_INTENT,
+    MAX_CONTEXT_WORDS,
+    ONLINE,
+    answer_intent,
+    current_family,
+    family_of,
+    intent_in_context,
+)
+from actions.handoff import request_handoff
 from actions.marriage import answer_marriage
 from actions.opening_hours import answer_opening_hours
 from actions.passport_id import answer_lost_followup, answer_passport
@@ -164,6 +172,9 @@ def _route_question(turn: Turn) -> bool:
     family = _topic_family(turn)
     if not text or family is None:
         return False
+    if family in HOW_INTENT and ONLINE.search(text) and len(text.split()) <= MAX_CONTEXT_WORDS:
+        answer_intent(turn, HOW_INTENT[family])  # "kan het ook online?"
+        return True
     if family == "roadworks":
         topic = turn.tracker.get_slot("topic") or ""
         intent = followup_intent(text)
@@ -283,7 +294,7 @@ class ActionHandleYesNo(AppcareAction):
             if not handle_followup(turn):
                 turn.say("utter_ask_rephrase_text")
         elif not deny and (pending in ("colleague", "clarify") or last in OFFERS_COLLEAGUE):
-            hand_off(turn, "request_human")
+            request_handoff(turn, "request_human")
         elif turn.foreign:
             offer_colleague_in_language(turn)
         elif deny and pending == "clarify":
@@ -323,9 +334,7 @@ class ActionGoodbye(AppcareAction):
 
 def give_up(turn: Turn) -> None:
     """Second miss in a row: a colleague takes over (reason not_understood)."""
-    turn.say("utter_handoff_not_understood")
-    turn.set("failed_attempts", 0)
-    hand_off(turn, "not_understood")
+    request_handoff(turn, "not_understood")
 
 
 class ActionRecordFeedback(AppcareAction):
@@ -376,12 +385,7 @@ def triage_handoff(turn: Turn, ranking) -> bool:
     for item in ranking[:2]:
         name, confidence = item.get("name"), float(item.get("confidence") or 0)
         if name in HANDOFF_INTENTS and confidence >= HANDOFF_MIN_CONFIDENCE:
-            from actions.handoff import REASONS  # noqa: PLC0415 - avoid an import cycle at load
-
-            reason, intro = REASONS[name]
-            if intro:
-                turn.say(intro)
-            hand_off(turn, reason, callback=name == "request_callback")
+            request_handoff(turn, name)
             return True
     return False
 
@@ -421,8 +425,10 @@ class ActionClarify(AppcareAction):
         if not text:
             turn.say("utter_empty_message")
             return
-        if turn.intent != "wrong_answer" and turn.municipality_switched and answer_last_topic(turn):
-            turn.set("failed_attempts", 0)
+        if turn.intent != "wrong_answer" and (
+                (turn.municipality_switched and answer_last_topic(turn))
+                or (len(text.split()) <= MAX_CONTEXT_WORDS and _route_question(turn))):
+            turn.set("failed_attempts", 0)  # a short follow-up in the topic ("kan het ook online?")
             return
         if turn.intent != "wrong_answer" and answer_lost_followup(turn):
             if failed > 1:

@@ -12,6 +12,8 @@ import datetime as dt
 import logging
 from typing import Any, Dict, List
 
+from rasa_sdk.events import FollowupAction
+
 from appcare import clock, opening_hours as oh
 from appcare.handoff_store import default_store
 from appcare.pii import conversation_hash, phone_numbers
@@ -22,6 +24,7 @@ from actions.passport_id import answer_lost_followup
 logger = logging.getLogger(__name__)
 
 REASONS = {
+    "not_understood": ("not_understood", "utter_handoff_not_understood"),
     "request_human": ("request_human", None),
     "request_callback": ("request_human", None),
     "urgent": ("urgent", "utter_handoff_urgent"),
@@ -145,13 +148,27 @@ class ActionHandoffToKcc(AppcareAction):
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
-        if (turn.intent in ("personal_case", "out_of_scope_municipal") and not turn.foreign
+        # Another action may have decided the handoff (a second miss, a "no" to the
+        # clarifying question, an unsure but urgent message): its reason is in the slot.
+        trigger = turn.tracker.get_slot("handoff_reason") or turn.intent or ""
+        if turn.tracker.get_slot("handoff_reason"):
+            turn.set("handoff_reason", None)
+        elif (turn.intent in ("personal_case", "out_of_scope_municipal") and not turn.foreign
                 and answer_lost_followup(turn)):
             return  # "moet ik dan aangifte doen?" right after the lost/stolen answer
-        reason, intro = REASONS.get(turn.intent or "", ("request_human", None))
+        reason, intro = REASONS.get(trigger, ("request_human", None))
         if intro and not (turn.foreign and reason != "urgent"):
             turn.say(intro)
-        hand_off(turn, reason, callback=turn.intent == "request_callback")
+        hand_off(turn, reason, callback=trigger == "request_callback")
+
+
+def request_handoff(turn: Turn, trigger: str) -> None:
+    """Lets ``action_handoff_to_kcc`` run next (Rasa's FollowupAction) for ``trigger``: a
+    key of REASONS ("not_understood", "urgent", "request_human", ...). One action opens
+    every ticket, so the tracker shows each handoff the same way (report, evaluation)."""
+    turn.set("handoff_reason", trigger)
+    turn.set("failed_attempts", 0)
+    turn.events.append(FollowupAction(ActionHandoffToKcc.NAME))
 
 
 class ActionRelayToKcc(AppcareAction):

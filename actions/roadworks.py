@@ -47,6 +47,8 @@ def place_of(turn: Turn, remember: bool) -> Tuple[Optional[str], Optional[str]]:
     conversation when the message names neither. A new street forgets the earlier area and
     a new area the earlier street, so that a later follow-up is about the last place named."""
     street, area = turn.entity("street"), turn.entity("area")
+    if area and area.strip().lower() == turn.content.municipality.id:
+        area = None  # "werkzaamheden in Lelystad": the whole municipality, not an area in it
     if street and not area and turn.tracker.get_slot("area"):
         turn.set("area", None)
     if area and not street and turn.tracker.get_slot("street"):

@@ -82,6 +82,11 @@ class ActionResult:
     def text(self) -> str:
         return "\n".join(self.texts)
 
+    def followup(self) -> Optional[str]:
+        """The action this one asked Rasa to run next (FollowupAction), if any."""
+        names = [e.get("name") for e in self.events if e.get("event") == "followup"]
+        return names[-1] if names else None
+
     def slot(self, name: str) -> Any:
         values = [e["value"] for e in self.events if e.get("event") == "slot" and e.get("name") == name]
         return values[-1] if values else None
@@ -121,3 +126,15 @@ def run_action(
     dispatcher = CollectingDispatcher()
     result = asyncio.run(action.run(dispatcher, tracker, {}))
     return ActionResult(dispatcher.messages, result, base_slots)
+
+
+def run_followup(result: ActionResult, text: str = "", intent: Optional[str] = None,
+                 slots: Optional[Dict[str, Any]] = None, sender: str = "citizen-1", **kwargs: Any) -> ActionResult:
+    """Runs the FollowupAction ``result`` asked for, on the same message, with the slots
+    that ``result`` set applied, as Rasa does."""
+    from actions.handoff import ActionHandoffToKcc
+
+    assert result.followup() == "action_handoff_to_kcc", result.events
+    merged = dict(slots or {})
+    merged.update({e["name"]: e["value"] for e in result.events if e.get("event") == "slot"})
+    return run_action(ActionHandoffToKcc(), text, intent, slots=merged, sender=sender, **kwargs)

@@ -10,7 +10,7 @@ from actions.opening_hours import ActionOpeningHours
 from actions.passport_id import ActionPassportId
 from actions.roadworks import ActionRoadworks
 from appcare.handoff_store import default_store
-from tests.conftest import run_action
+from tests.conftest import run_action, run_followup
 from tests.support.http_server import ScriptedServer
 
 TERNEUZEN = {"municipality": "terneuzen"}
@@ -195,7 +195,9 @@ def test_clarify_then_handoff_after_second_miss(frozen_now):
     assert first.slot("failed_attempts") == 1
     second = run_action(ActionClarify(), "nou gewoon dat", "nlu_fallback",
                         slots={**TERNEUZEN, "failed_attempts": 1}, sender="c-4")
-    assert second.slot("handoff_active") is True
+    assert second.followup() == "action_handoff_to_kcc" and second.slot("handoff_reason") == "not_understood"
+    handoff = run_followup(second, "nou gewoon dat", "nlu_fallback", {**TERNEUZEN, "failed_attempts": 1}, "c-4")
+    assert handoff.responses[0] == "utter_handoff_not_understood" and handoff.slot("handoff_active") is True
     assert default_store().open_ticket_for("c-4").reason == "not_understood"
 
 

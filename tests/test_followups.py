@@ -23,7 +23,7 @@ from actions.passport_id import ActionPassportId
 from actions.roadworks import ActionRoadworks, followup_intent
 from appcare import clock
 from appcare.handoff_store import default_store
-from tests.conftest import run_action
+from tests.conftest import run_action, run_followup
 
 TERNEUZEN = {"municipality": "terneuzen"}
 LELYSTAD = {"municipality": "lelystad"}
@@ -362,8 +362,9 @@ def test_thumbs_down_to_a_clarifying_question_is_a_second_miss(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
     result = run_action(ActionRecordFeedback(), "👎", "feedback_negative",
                         slots={**TERNEUZEN, "failed_attempts": 1}, sender="fb-1")
-    assert result.responses[0] == "utter_handoff_not_understood"
-    assert result.slot("handoff_active") is True and result.slot("failed_attempts") == 0
+    assert result.followup() == "action_handoff_to_kcc" and result.slot("failed_attempts") == 0
+    handoff = run_followup(result, "👎", "feedback_negative", {**TERNEUZEN, "failed_attempts": 1}, "fb-1")
+    assert handoff.responses[0] == "utter_handoff_not_understood" and handoff.slot("handoff_active") is True
     assert default_store().open_ticket_for("fb-1").reason == "not_understood"
 
 

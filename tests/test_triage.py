@@ -19,7 +19,7 @@ from actions.marriage import ActionMarriage
 from actions.opening_hours import ActionOpeningHours
 from actions.passport_id import ActionPassportId
 from appcare.handoff_store import default_store
-from tests.conftest import run_action
+from tests.conftest import run_action, run_followup
 
 TERNEUZEN = {"municipality": "terneuzen"}
 
@@ -75,9 +75,12 @@ def test_unsure_message_that_is_likely_urgent_is_not_met_with_topic_buttons(froz
     frozen_now(2026, 12, 8, 11, 0)
     ranking = [{"name": "nlu_fallback", "confidence": 0.8}, {"name": "urgent", "confidence": 0.19},
                {"name": "passport_child", "confidence": 0.17}]
-    result = run_action(ActionClarify(), "we zijn weg bij hem, ik en de kids, waar moeten we heen",
-                        "nlu_fallback", slots=TERNEUZEN, intent_ranking=ranking, sender="c-unsure")
+    text = "we zijn weg bij hem, ik en de kids, waar moeten we heen"
+    result = run_action(ActionClarify(), text, "nlu_fallback", slots=TERNEUZEN, intent_ranking=ranking,
+                        sender="c-unsure")
     assert "utter_ask_clarify" not in result.responses and not result.buttons
+    handoff = run_followup(result, text, "nlu_fallback", TERNEUZEN, "c-unsure")
+    assert "utter_urgent_numbers" in handoff.responses
     assert default_store().open_ticket_for("c-unsure").urgent is True
 
 
@@ -105,7 +108,9 @@ def test_no_after_a_clarifying_question_hands_off(frozen_now, intent, text):
     slots = {**TERNEUZEN, "pending_question": "clarify", "failed_attempts": 1}
     action = ActionHandleYesNo() if intent == "deny" else ActionClarify()
     result = run_action(action, text, intent, slots=slots, sender="c-no")
-    assert "utter_handoff_not_understood" in result.responses and "utter_goodbye" not in result.responses
+    assert "utter_goodbye" not in result.responses
+    handoff = run_followup(result, text, intent, slots, "c-no")
+    assert "utter_handoff_not_understood" in handoff.responses
     assert default_store().open_ticket_for("c-no").reason == "not_understood"
 
 
@@ -120,7 +125,7 @@ def test_yes_to_the_offer_of_a_colleague_hands_off(frozen_now):
     frozen_now(2026, 12, 8, 11, 0)
     result = run_action(ActionHandleYesNo(), "ja graag", "affirm", slots=TERNEUZEN, sender="c-yes",
                         events=[bot_said("utter_iamabot")])
-    assert result.slot("handoff_active") is True
+    assert run_followup(result, "ja graag", "affirm", TERNEUZEN, "c-yes").slot("handoff_active") is True
     assert default_store().open_ticket_for("c-yes").reason == "request_human"
 
 
@@ -172,6 +177,25 @@ def test_i_mean_another_municipality_answers_the_last_topic_there(frozen_now):
     assert "Woensdag 9 december" in result.text and result.text != first.text
 
 
+def test_municipality_named_alone_is_no_roadworks_area(frozen_now):
+    """The NLU may take "lelystad" for a roadworks area: the question is still the last one."""
+    frozen_now(2026, 12, 8, 11, 0)
+    from actions.roadworks import ActionRoadworks
+
+    result = run_action(ActionRoadworks(), "sorry ik bedoel lelystad", "roadworks_status", [("area", "lelystad")],
+                        slots={**TERNEUZEN, "topic": "opening_hours"})
+    assert result.slot("municipality") == "lelystad" and result.responses[0] == "utter_hours_week"
+    assert "wegwerkzaamheden" not in result.text
+
+
+@pytest.mark.parametrize("intent", ["inform", "nlu_fallback"])
+def test_can_it_be_done_online_after_the_marriage_notice(intent):
+    action = ActionHandleInform() if intent == "inform" else ActionClarify()
+    result = run_action(action, "kan het ook online?", intent, slots={**TERNEUZEN, "topic": "marriage_notice"},
+                        intent_ranking=[{"name": "nlu_fallback", "confidence": 0.8}])
+    assert result.responses[0] == "utter_marriage_notice" and "DigiD" in result.text
+
+
 # ------------------------------------------------------------------ languages
 def test_first_reply_says_it_is_a_computer_program_in_the_citizens_language():
     dutch = run_action(ActionGreet(), "hallo", "greet", slots={**TERNEUZEN, "privacy_notice_shown": False})
@@ -214,8 +238,7 @@ def test_not_understood_in_another_language_offers_a_colleague():
 
 def test_handoff_from_another_language_records_the_language(frozen_now):
     frozen_now(2026, 12, 8, 11, 0)
-    result = run_action(ActionHandleYesNo(), "tak", "affirm", slots={**TERNEUZEN, "language": "pl",
-                                                                     "pending_question": "colleague"},
-                        sender="c-pl")
-    assert result.responses == ["utter_handoff_other_language"]
+    slots = {**TERNEUZEN, "language": "pl", "pending_question": "colleague"}
+    result = run_action(ActionHandleYesNo(), "tak", "affirm", slots=slots, sender="c-pl")
+    assert run_followup(result, "tak", "affirm", slots, "c-pl").responses == ["utter_handoff_other_language"]
     assert default_store().open_ticket_for("c-pl").language == "pl"

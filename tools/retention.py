@@ -75,7 +75,7 @@ KEEP_SLOTS = {
     "municipality", "topic", "pending_question", "failed_attempts", "privacy_notice_shown",
     "feedback_asked", "handoff_active", "document_type", "relation", "desk", "ceremony_type",
     "requested_slot", "session_started_metadata", "language", "reply_language",
-    "other_language_notice",
+    "other_language_notice", "handoff_reason",
 }
 FINISHED_INBOX = ("done", "ignored", "failed")
 FINAL_OUTBOX = ("sent", "failed", "deferred")
