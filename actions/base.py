@@ -61,6 +61,8 @@ class Turn:
         for item in message.get("entities") or []:
             if item.get("entity") != name:
                 continue
+            if name in ("street", "area") and str(item.get("value") or "").strip().lower() in municipalities():
+                continue  # "ik bedoel Lelystad" names the municipality, not a place in it
             start, end = item.get("start"), item.get("end")
             if start is not None and end is not None and any(a <= start and end <= b for a, b in spans):
                 if str(self.tracker.get_slot(name)) == str(item.get("value")) and name not in self.cleared:
@@ -139,10 +141,15 @@ class Turn:
         self.events.append(SlotSet(slot, value))
 
 
+def municipalities() -> List[str]:
+    """Ids of the municipalities with content ("terneuzen", "lelystad")."""
+    return content_module.available_municipalities()
+
+
 def named_municipality(text: str) -> Optional[str]:
     """A municipality the assistant has content for, named in the message ("sorry, ik
     bedoel Lelystad"); None when none or more than one is named."""
-    named = [m for m in content_module.available_municipalities()
+    named = [m for m in municipalities()
              if re.search(rf"(?<![\w-]){re.escape(m)}(?![\w-])", text or "", re.IGNORECASE)]
     return named[0] if len(named) == 1 else None
 

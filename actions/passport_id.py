@@ -156,12 +156,31 @@ def answer_lost_followup(turn: Turn) -> bool:
 class ActionPassportId(AppcareAction):
     NAME = "action_passport_id"
 
+    @staticmethod
+    def _child_after_fees(turn: Turn) -> bool:
+        """"En voor mijn kind van 5?" right after a fee answer asks the child's fee, even
+        when the NLU heard the question about children's documents."""
+        text = (turn.tracker.latest_message or {}).get("text") or ""
+        if (turn.intent != "passport_child" or turn.tracker.get_slot("topic") != "passport_fees"
+                or len(text.split()) > 8):
+            return False
+        from actions.conversation import _age_from_number  # noqa: PLC0415 - import cycle
+
+        _age_from_number(turn)
+        if age_of(turn) is None and not turn.entity("relation"):
+            return False
+        answer_passport(turn, "passport_fees")  # without an age: both fees, in one go
+        turn.set("topic", "passport_fees")
+        return True
+
     def answer(self, turn: Turn) -> None:
         from actions.context import answer_in_context, start_topic
 
         if answer_in_context(turn):  # "wat kost dat?" after a marriage answer
             return
         start_topic(turn, "passport")
+        if self._child_after_fees(turn):
+            return
         intent = turn.intent if (turn.intent or "").startswith("passport_") else "passport_fees"
         answer_passport(turn, intent)
         turn.set("topic", intent)

@@ -196,6 +196,19 @@ def test_can_it_be_done_online_after_the_marriage_notice(intent):
     assert result.responses[0] == "utter_marriage_notice" and "DigiD" in result.text
 
 
+def test_child_with_an_age_right_after_a_fee_answer_gets_the_childs_fee():
+    result = run_action(ActionPassportId(), "en voor mijn zoon van 10?", "passport_child",
+                        [("relation", "zoon"), ("age", "10")],
+                        slots={**TERNEUZEN, "topic": "passport_fees", "document_type": "paspoort"})
+    assert result.responses[0] == "utter_passport_fee" and "58,89" in result.text
+
+
+def test_municipality_name_is_never_a_street_or_area():
+    result = run_action(ActionHandleInform(), "ik bedoel lelystad", "inform", [("area", "lelystad")],
+                        slots={**TERNEUZEN, "topic": "passport_fees"})
+    assert result.slot("municipality") == "lelystad" and result.responses[0].startswith("utter_passport_fee")
+
+
 # ------------------------------------------------------------------ languages
 def test_first_reply_says_it_is_a_computer_program_in_the_citizens_language():
     dutch = run_action(ActionGreet(), "hallo", "greet", slots={**TERNEUZEN, "privacy_notice_shown": False})

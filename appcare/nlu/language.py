@@ -101,6 +101,10 @@ class LanguageDetector:
             dutch = municipal = 0
         code, probability = self._identifier.classify(cleaned)
         if code == DEFAULT:
+            # A short message without one Dutch word ("a dla dziecka?") is no proof of
+            # Dutch: the caller's default (the conversation's language) decides.
+            if default != DEFAULT and non_latin * 2 < letters and not dutch and not municipal and len(words) <= 6:
+                return default
             return DEFAULT
         if non_latin * 2 >= letters:
             return code  # Arabic, Persian, Ukrainian, Russian, Chinese: never Dutch chat
