@@ -1,7 +1,8 @@
 """Gate on the independent dev set (../shared/eval, run by tools/devset.py).
 
 Starts the real assistant with the model `make test` just trained, lets evaluate.py send
-the dev set through the REST channel (black-box) and fails below 85 % correct behaviour.
+the dev set through the REST channel (black-box) and fails below 85 % correct behaviour
+or below 85 % of the short conversations fully correct.
 Run alone with `.venv/bin/pytest -q -m devset`. The dev-set messages are never quoted
 here or in the log: only the figures are printed.
 """
@@ -35,6 +36,9 @@ def test_devset_correct_behaviour(tmp_path, capsys):
         f"dev set correct behaviour {success} % is below {devset.MIN_SUCCESS_PCT} %; {line}; "
         f"by topic {summary['messages'].get('success_by_topic_pct')}; "
         f"by expected behaviour {summary['messages'].get('success_by_expect_pct')}")
+    conversations = summary["conversations"]["all_turns_ok_pct"]
+    assert conversations >= devset.MIN_CONVERSATIONS_PCT, (
+        f"dev set conversations fully correct {conversations} % is below {devset.MIN_CONVERSATIONS_PCT} %; {line}")
 
 
 def _our_sentences():

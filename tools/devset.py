@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEVSET_ENV = "APPCARE_DEVSET_DIR"
 MIN_SUCCESS_PCT = 85.0  # gate of tests/test_devset_gate.py, also shown by `make bench`
+MIN_CONVERSATIONS_PCT = 85.0  # conversations with every turn correct (context that holds)
 PRODUCTION_REST = "channels.rest_input.RestInput:\n"
 
 # Our own non-Dutch questions (not from the dev set): opening hours and passport fees in
