@@ -80,12 +80,13 @@ _CLOSING = re.compile(r"\b(dank|bedankt|thanks?|thx|tnx|dat was (het|alles)|verd
 
 
 class ActionSmallTalk(AppcareAction):
-    """Thanks, "are you a bot?" and subjects far from the municipality: a fixed answer,
-    in the citizen's language (other languages get the offer of a colleague)."""
+    """Thanks, "are you a bot?", subjects far from the municipality and a photo or voice
+    message: a fixed answer, in the citizen's language, after the first-message notice
+    (automated assistant, privacy) when the conversation starts with it."""
 
     NAME = "action_small_talk"
     RESPONSES = {"thanks": "utter_thanks", "bot_challenge": "utter_iamabot",
-                 "out_of_scope_other": "utter_out_of_scope_other"}
+                 "out_of_scope_other": "utter_out_of_scope_other", "non_text_message": "utter_text_only"}
 
     def answer(self, turn: Turn) -> None:
         turn.say(self.RESPONSES.get(turn.intent or "", "utter_anything_else"))

@@ -255,3 +255,10 @@ def test_handoff_from_another_language_records_the_language(frozen_now):
     result = run_action(ActionHandleYesNo(), "tak", "affirm", slots=slots, sender="c-pl")
     assert run_followup(result, "tak", "affirm", slots, "c-pl").responses == ["utter_handoff_other_language"]
     assert default_store().open_ticket_for("c-pl").language == "pl"
+
+
+def test_a_photo_as_first_message_also_gets_the_notice_that_this_is_a_computer():
+    from actions.conversation import ActionSmallTalk
+
+    result = run_action(ActionSmallTalk(), "", "non_text_message", slots={**TERNEUZEN, "privacy_notice_shown": False})
+    assert result.responses == ["utter_privacy_notice", "utter_text_only"] and "geen mens" in result.texts[0]
