@@ -74,6 +74,9 @@ _QUESTION_START = re.compile(
 _AND_START = re.compile(r"^\s*(?:en|and)\b", re.IGNORECASE)
 _DIGITS = re.compile(r"\d+")
 MAX_AGE = 120
+# A follow-up about money is about the cost of the topic ("en de kosten op zaterdag?").
+COST = re.compile(r"\b(kost\w*|prijs\w*|tarie\w*|betal\w*|leges|duur|goedkoper|cost\w*|price|fee)\b", re.IGNORECASE)
+COST_INTENT = {"passport": "passport_fees", "marriage": "marriage_costs"}
 # A "no" that closes the conversation ("nee dank je", "dat was het", "no thanks").
 _CLOSING = re.compile(r"\b(dank|bedankt|thanks?|thx|tnx|dat was (het|alles)|verder niets|verder niks|laat maar|"
                       r"that'?s all|doei|bye)\b", re.IGNORECASE)
@@ -132,6 +135,8 @@ def _route_followup(turn: Turn) -> bool:
     if family is None or not any(turn.entity(name) for name in TOPIC_ENTITIES[family]):
         return False
     topic = turn.tracker.get_slot("topic") or ""
+    if family in COST_INTENT and COST.search(_text(turn)):
+        topic = COST_INTENT[family]  # "en de kosten op zaterdag?" after a marriage answer
     if family == "passport":
         answer_passport(turn, topic if topic.startswith("passport_") else "passport_fees")
         turn.set("topic", topic if topic.startswith("passport_") else "passport_fees")
@@ -143,6 +148,7 @@ def _route_followup(turn: Turn) -> bool:
         answer_opening_hours(turn, followup=True)  # "en telefonisch?": the same day
     else:
         answer_marriage(turn, topic)
+        turn.set("topic", topic)
     return True
 
 

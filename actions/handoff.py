@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any, Dict, List
 
 from rasa_sdk.events import FollowupAction
@@ -41,6 +42,12 @@ REASON_LABELS = {
     "not_understood": "assistent begreep de vraag niet",
     "technical_failure": "kon niet automatisch beantwoord worden",
 }
+
+
+# A complaint about the assistant itself ("stomme bot", "je snapt er niks van").
+BOT_FRUSTRATION = re.compile(
+    r"\b(bot|chatbot|robot|computer|assistent|ding)\b|snap(t|pen)? (er )?(niks|niets|het niet)|"
+    r"begrijp(t|en)? (er )?(niks|niets|me niet|het niet)|useless|you don'?t understand", re.IGNORECASE)
 
 
 def transcript_of(turn: Turn, limit: int = 30) -> List[Dict[str, Any]]:
@@ -157,6 +164,8 @@ class ActionHandoffToKcc(AppcareAction):
                 and answer_lost_followup(turn)):
             return  # "moet ik dan aangifte doen?" right after the lost/stolen answer
         reason, intro = REASONS.get(trigger, ("request_human", None))
+        if reason == "complaint" and BOT_FRUSTRATION.search((turn.tracker.latest_message or {}).get("text") or ""):
+            intro = "utter_handoff_frustrated"  # angry at the bot, not at the municipality
         if intro and not (turn.foreign and reason != "urgent"):
             turn.say(intro)
         hand_off(turn, reason, callback=trigger == "request_callback")

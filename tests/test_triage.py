@@ -142,6 +142,20 @@ def test_no_to_anything_else_is_goodbye():
     assert result.responses == ["utter_goodbye"]
 
 
+def test_frustration_with_the_bot_hands_off_as_a_complaint_with_an_apology(frozen_now):
+    frozen_now(2026, 12, 8, 11, 0)
+    result = run_action(ActionHandoffToKcc(), "jij snapt er ook niks van, stomme bot", "complaint", slots=TERNEUZEN,
+                        sender="c-angry")
+    assert result.responses[0] == "utter_handoff_frustrated" and "utter_goodbye" not in result.responses
+    assert default_store().open_ticket_for("c-angry").reason == "complaint"
+
+
+def test_costs_on_saturday_after_a_marriage_answer_are_the_marriage_costs():
+    result = run_action(ActionHandleInform(), "en de kosten op zaterdag?", "inform", [("date_expr", "zaterdag")],
+                        slots={**TERNEUZEN, "topic": "marriage_notice"})
+    assert result.responses[0] == "utter_marriage_costs" and result.slot("topic") == "marriage_costs"
+
+
 # ------------------------------------------------------------------ callback
 def test_callback_with_number_is_recorded_for_staff_and_masked_in_logs(frozen_now, caplog):
     frozen_now(2026, 12, 8, 11, 0)
