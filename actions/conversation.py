@@ -283,6 +283,19 @@ def last_bot_response(turn: Turn) -> Optional[str]:
     return None
 
 
+def previous_bot_turn(turn: Turn) -> set:
+    """Names of all responses of the bot's previous turn (between the last two messages)."""
+    names, seen_current = set(), False
+    for event in reversed(turn.tracker.events):
+        if event.get("event") == "user":
+            if seen_current:
+                break
+            seen_current = True
+        elif event.get("event") == "bot":
+            names.add((event.get("metadata") or {}).get("utter_action"))
+    return names
+
+
 class ActionHandleYesNo(AppcareAction):
     """A yes or no answers the question it follows: feedback, "which street?", "anything
     else?", the offer of a colleague, a clarifying question. A bare "nee" after an
@@ -300,8 +313,9 @@ class ActionHandleYesNo(AppcareAction):
                 turn.set("pending_question", None)  # the citizen moved on
             if not handle_followup(turn):
                 turn.say("utter_ask_rephrase_text")
-        elif not deny and (pending in ("colleague", "clarify") or last in OFFERS_COLLEAGUE):
-            request_handoff(turn, "request_human")
+        elif not deny and (pending in ("colleague", "clarify") or last in OFFERS_COLLEAGUE or (
+                previous_bot_turn(turn) & set(OFFERS_COLLEAGUE) and (turn.foreign or pending != "feedback"))):
+            request_handoff(turn, "request_human")  # "ja" / "tak" to the offer of a colleague
         elif turn.foreign:
             offer_colleague_in_language(turn)
         elif deny and pending == "clarify":

@@ -33,7 +33,11 @@ EXTERNAL_ACTIONS = {
     "EXTERNAL_kcc_reply": "action_deliver_staff_reply",
     "EXTERNAL_kcc_close": "action_close_handoff",
 }
-HANDLED_ACTIONS = {RELAY_ACTION, RETURN_ACTION, *EXTERNAL_ACTIONS.values()}
+HANDOFF_ACTION = "action_handoff_to_kcc"
+# After these the bot waits for the next message. The handoff also ends a turn when
+# another action asked for it (FollowupAction from the clarifying question): without
+# this, the core fallback would ask the clarifying question again after the handoff.
+HANDLED_ACTIONS = {RELAY_ACTION, RETURN_ACTION, HANDOFF_ACTION, *EXTERNAL_ACTIONS.values()}
 
 
 @DefaultV1Recipe.register(

@@ -129,6 +129,16 @@ def test_yes_to_the_offer_of_a_colleague_hands_off(frozen_now):
     assert default_store().open_ticket_for("c-yes").reason == "request_human"
 
 
+def test_yes_in_another_language_after_the_offer_and_an_answer_hands_off(frozen_now):
+    """The offer of a colleague came before the answer and its feedback question."""
+    frozen_now(2026, 12, 8, 11, 0)
+    slots = {**TERNEUZEN, "language": "pl", "pending_question": "feedback"}
+    events = [{"event": "user", "text": "..."}, bot_said("utter_other_language"), bot_said("utter_passport_fee"),
+              bot_said("utter_ask_feedback")]
+    result = run_action(ActionHandleYesNo(), "tak", "affirm", slots=slots, sender="c-tak", events=events)
+    assert result.followup() == "action_handoff_to_kcc"
+
+
 # ------------------------------------------------------------------ a bare "nee"
 def test_bare_no_after_an_answer_is_no_goodbye():
     result = run_action(ActionHandleYesNo(), "nee", "deny", slots={**TERNEUZEN, "topic": "opening_hours"},
