@@ -31,7 +31,8 @@ Definitions (docs/report.md explains them for readers of the report):
   contained either).
 * **In one go**: contained, and no clarifying question (``action_clarify``), no
   request to rephrase (utter_ask_rephrase_text, utter_day_not_understood,
-  utter_too_long, utter_other_language, utter_empty_message, utter_text_only) and
+  utter_too_long, utter_empty_message, utter_text_only; the short text for other
+  languages comes with the answer in English, so it does not count) and
   no NLU fallback (intent ``nlu_fallback``).
 * **Not understood**: a citizen message the bot handled (not relayed to a human)
   with intent ``nlu_fallback`` or answered by ``action_clarify``.
@@ -105,7 +106,6 @@ REPHRASE_RESPONSES = frozenset({
     "utter_wrong_answer",
     "utter_day_not_understood",
     "utter_too_long",
-    "utter_other_language",
     "utter_empty_message",
     "utter_text_only",
 })
