@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_API_VERSION = "v21.0"
+from channels.graph_versions import DEFAULT_API_VERSION, expiry_warning  # noqa: E402
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_TEMPLATE_LANGUAGE = "nl"
 DEFAULT_DB_URL = "sqlite:///var/appcare.db"
@@ -128,6 +128,9 @@ class WhatsAppConfig:
         )
         if not config.api_version.startswith("v"):
             config.api_version = "v" + config.api_version
+        warning = expiry_warning(config.api_version)
+        if warning and config.configured:
+            logger.warning("WhatsApp channel: %s", warning)
         for key, default in TUNING_DEFAULTS.items():
             if creds.get(key) is None:
                 continue

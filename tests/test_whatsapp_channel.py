@@ -955,10 +955,10 @@ def test_from_credentials_reads_environment(tmp_path: Path, monkeypatch: pytest.
     channel = WhatsAppInput.from_credentials({"verify_token": "yaml-verify", "send_interval": 0.5})
     config = channel.config
     assert config.access_token == "env-token" and config.verify_token == "yaml-verify"
-    assert config.api_version == "v21.0" and config.graph_url == "https://graph.facebook.com"
+    assert config.api_version == "v25.0" and config.graph_url == "https://graph.facebook.com"
     assert config.template_language == "nl" and config.send_interval == 0.5
     assert config.tenants == {"111": "terneuzen", "222": "lelystad"}
-    assert config.messages_url() == "https://graph.facebook.com/v21.0/111/messages"
+    assert config.messages_url() == "https://graph.facebook.com/v25.0/111/messages"
     assert (tmp_path / "var" / "appcare.db").exists()
     assert "env-token" not in repr(config) and "env-secret" not in repr(config)
     assert channel.name() == "whatsapp" and channel.get_output_channel() is not None
