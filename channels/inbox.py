@@ -43,6 +43,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     Index,
@@ -115,6 +116,11 @@ outbox = Table(
     Column("error_code", Integer, nullable=True),
     Column("error", String(64), nullable=True),
     Column("delivery_status", String(16), nullable=True),
+    # Per-message pricing from the first status webhook that carried ``pricing``
+    # (category: service, utility, marketing, authentication, ...): the report's
+    # billable messages and estimated cost.
+    Column("pricing_category", String(32), nullable=True),
+    Column("billable", Boolean, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_ts", Float, nullable=False, index=True),
     Column("updated_ts", Float, nullable=False),
@@ -200,6 +206,8 @@ class OutboxItem:
     created_ts: float
     attempts: int = 0
     updated_ts: float = 0.0
+    pricing_category: Optional[str] = None
+    billable: Optional[bool] = None
 
 
 def callback_data(outbox_id: int) -> str:
@@ -234,6 +242,8 @@ def _outbox_item(row: Any) -> OutboxItem:
         created_ts=m["created_ts"],
         attempts=m["attempts"] or 0,
         updated_ts=m["updated_ts"] or 0.0,
+        pricing_category=m.get("pricing_category"),
+        billable=m.get("billable"),
     )
 
 
@@ -631,6 +641,7 @@ class InboxStore:
                     row = self._row_of_callback(conn, status)
                 if row is None:
                     continue
+                self._record_pricing(conn, row[0], status)
                 if status.status == "failed":
                     conn.execute(
                         update(outbox)
@@ -657,6 +668,21 @@ class InboxStore:
                         update(outbox).where(outbox.c.id == row[0]).values(delivery_status=status.status, updated_ts=now)
                     )
         return count
+
+    @staticmethod
+    def _record_pricing(conn: Connection, outbox_id: int, status: Any) -> None:
+        """Pricing category and billable flag of a sent message: the first status with
+        ``pricing`` wins (Meta repeats it on sent/delivered/read), so a message is
+        counted once."""
+        category = getattr(status, "pricing_category", None)
+        billable = getattr(status, "billable", None)
+        if category is None and billable is None:
+            return
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == outbox_id, outbox.c.pricing_category.is_(None), outbox.c.billable.is_(None))
+            .values(pricing_category=category, billable=billable)
+        )
 
     @staticmethod
     def _row_of_callback(conn: Connection, status: Any) -> Any:

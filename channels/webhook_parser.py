@@ -63,6 +63,11 @@ class StatusUpdate:
     # Meta echoes the ``biz_opaque_callback_data`` we sent with the message; the
     # channel puts its outbox row id there (``appcare:<id>``).
     callback_data: Optional[str] = None
+    # ``pricing`` of the status (per-message pricing): category (service, utility,
+    # marketing, authentication, ...), billable, pricing model (PMP, older CBP).
+    pricing_category: Optional[str] = None
+    billable: Optional[bool] = None
+    pricing_model: Optional[str] = None
 
 
 @dataclass
@@ -177,8 +182,37 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
                 error_code=_int(first.get("code")),
                 error_title=_str(first.get("title")),
                 callback_data=(_str(raw.get("biz_opaque_callback_data")) or "")[:512] or None,
+                **_pricing(raw.get("pricing")),
             )
         )
+
+
+BILLING_TYPES = ("regular", "free_customer_service", "free_entry_point")
+
+
+def _pricing(value: Any) -> Dict[str, Any]:
+    """The ``pricing`` object of a status, parsed defensively: ``category`` (newer
+    payloads may carry ``type`` instead or as well), ``billable`` (bool, or "true"/"false"),
+    ``pricing_model``. Missing or malformed values become None."""
+    pricing = _dict(value)
+    if not pricing:
+        return {}
+    # ``type`` is the billing type in PMP payloads (regular, free_customer_service,
+    # free_entry_point); only a category-like value stands in for a missing category.
+    kind = (_str(pricing.get("type")) or "").lower()
+    category = _str(pricing.get("category")) or (kind if kind and kind not in BILLING_TYPES else None)
+    billable = pricing.get("billable")
+    if isinstance(billable, str):
+        billable = {"true": True, "false": False}.get(billable.strip().lower())
+    elif not isinstance(billable, bool):
+        billable = None
+    if billable is None and kind in BILLING_TYPES:
+        billable = kind == "regular"
+    return {
+        "pricing_category": category.strip().lower()[:32] if category and category.strip() else None,
+        "billable": billable,
+        "pricing_model": (_str(pricing.get("pricing_model")) or "")[:16] or None,
+    }
 
 
 def _strip_payload_prefix(text: str) -> str:
