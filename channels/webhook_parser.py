@@ -15,10 +15,20 @@ whose ``text`` is what Rasa receives:
 * image/video/document with a caption -> the caption
 * anything else (audio, voice, sticker, location, contacts, unsupported ...)
                              -> ``/non_text_message`` with ``message_type``
-* system messages (number changed ...) are ignored.
+* system messages (number changed ...) are not answered; a change of number or
+  of business-scoped user id is reported in ``InboundMessage.change``.
+
+Identifiers (issue 15): a message may carry the citizen's phone number
+(``from``/``contacts[].wa_id``), a business-scoped user id (BSUID,
+``from_user_id``/``contacts[].user_id``, e.g. ``NL.13491208655302741918``) or both; a
+citizen with a username may arrive without a phone number. ``InboundMessage.wa_id``
+is the phone number when present, else the BSUID (the channel maps both to one
+conversation key); ``phone``, ``user_id`` and ``username`` carry them separately.
+BSUIDs are validated strictly (:data:`BSUID_RE`); invalid ones are treated as absent.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,6 +37,9 @@ THANKS_PAYLOAD = "/thanks"
 NON_TEXT_PAYLOAD = "/non_text_message"
 THANKS_EMOJI = {"\U0001F44D", "\u2764", "\U0001F64F"}  # 👍 ❤ 🙏 (after normalisation)
 CAPTIONED_TYPES = {"image", "video", "document"}
+# Business-scoped user id: ISO country code, a dot, up to 128 alphanumerics.
+BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,128}$")
+CHANGE_SYSTEM_TYPES = {"user_changed_number", "user_changed_user_id"}
 _EMOJI_MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\uFE0F", "\uFE0E"}
 
 
@@ -45,6 +58,13 @@ class InboundMessage:
     profile_name: Optional[str] = None
     ignore_reason: Optional[str] = None  # set when the message is recorded but not answered
     details: Dict[str, Any] = field(default_factory=dict)  # non-personal extras for metadata
+    # Identifiers (personal data: never log them, use appcare.pii.conversation_hash):
+    phone: Optional[str] = None  # the phone number (``from``), None for username-only citizens
+    user_id: Optional[str] = None  # business-scoped user id (``from_user_id``)
+    username: Optional[str] = None  # ``contacts[].profile.username``
+    parent_user_id: Optional[str] = None
+    # A system message about a changed identity: {"type", "new_phone", "new_user_id"}
+    change: Optional[Dict[str, Optional[str]]] = None
 
     @property
     def answerable(self) -> bool:
@@ -55,9 +75,10 @@ class InboundMessage:
 class StatusUpdate:
     wamid: str
     status: str  # sent | delivered | read | failed | deleted ...
-    recipient_id: Optional[str]
+    recipient_id: Optional[str]  # phone number; may be missing (username-only citizen)
     phone_number_id: Optional[str]
     timestamp: Optional[int]
+    recipient_user_id: Optional[str] = None  # BSUID of the recipient
     error_code: Optional[int] = None
     error_title: Optional[str] = None
     # Meta echoes the ``biz_opaque_callback_data`` we sent with the message; the
@@ -107,6 +128,16 @@ def _list(value: Any) -> List[Any]:
     return value if isinstance(value, list) else []
 
 
+def valid_bsuid(value: Any) -> Optional[str]:
+    """The business-scoped user id when it has the documented shape, else None."""
+    text = _str(value)
+    return text if text and BSUID_RE.match(text) else None
+
+
+def is_bsuid(value: Any) -> bool:
+    return valid_bsuid(value) is not None
+
+
 def parse_webhook(payload: Any, allow_text_payloads: bool = False) -> ParseResult:
     """Parses a whole webhook body. Raises :class:`WebhookPayloadError` when it
     is not a WhatsApp Business Account notification at all; broken items inside
@@ -141,13 +172,21 @@ def parse_webhook(payload: Any, allow_text_payloads: bool = False) -> ParseResul
 
 def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads: bool) -> None:
     phone_number_id = _str(_dict(value.get("metadata")).get("phone_number_id"))
-    names: Dict[str, str] = {}
+    names: Dict[str, Any] = {}  # wa_id or user_id -> contact info
     for contact in _list(value.get("contacts")):
         contact = _dict(contact)
         wa_id = _str(contact.get("wa_id"))
-        name = _str(_dict(contact.get("profile")).get("name"))
-        if wa_id and name:
-            names[wa_id] = name
+        user_id = valid_bsuid(contact.get("user_id"))
+        profile = _dict(contact.get("profile"))
+        info = {
+            "name": _str(profile.get("name")),
+            "username": (_str(profile.get("username")) or "")[:128] or None,
+            "wa_id": wa_id,
+            "user_id": user_id,
+        }
+        for key in (wa_id, user_id):
+            if key:
+                names[key] = info
 
     for error in _list(value.get("errors")):
         error = _dict(error)
@@ -177,6 +216,7 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
                 wamid=wamid,
                 status=status,
                 recipient_id=_str(raw.get("recipient_id")),
+                recipient_user_id=valid_bsuid(raw.get("recipient_user_id")),
                 phone_number_id=phone_number_id,
                 timestamp=_int(raw.get("timestamp")),
                 error_code=_int(first.get("code")),
@@ -224,16 +264,28 @@ def _parse_message(
 ) -> Any:
     """Returns an InboundMessage, or a short reason string when unusable."""
     wamid = _str(raw.get("id"))
-    wa_id = _str(raw.get("from"))
+    phone = _str(raw.get("from"))
+    user_id = valid_bsuid(raw.get("from_user_id"))
     mtype = _str(raw.get("type")) or "unknown"
-    if not wamid or not wa_id:
+    contact = names.get(phone or "") or names.get(user_id or "") or {}
+    if contact and phone and contact.get("wa_id") not in (None, phone):
+        contact = {}
+    if contact and user_id and contact.get("user_id") not in (None, user_id):
+        contact = {}
+    phone = phone or contact.get("wa_id")
+    user_id = user_id or contact.get("user_id")
+    if not wamid or not (phone or user_id):
         return f"{mtype} message without id/from"
     base: Dict[str, Any] = dict(
         wamid=wamid,
-        wa_id=wa_id,
+        wa_id=phone or user_id,
         phone_number_id=phone_number_id,
         timestamp=_int(raw.get("timestamp")),
-        profile_name=names.get(wa_id),
+        profile_name=contact.get("name"),
+        phone=phone,
+        user_id=user_id,
+        username=contact.get("username"),
+        parent_user_id=valid_bsuid(raw.get("parent_user_id")),
     )
     details: Dict[str, Any] = {}
     context = _dict(raw.get("context"))
@@ -290,6 +342,21 @@ def _parse_message(
         return build("reaction", None, "reaction not answered")
 
     if mtype == "system":
+        system = _dict(raw.get("system"))
+        stype = (_str(system.get("type")) or "unknown")[:40]
+        details["system_type"] = stype
+        if stype in CHANGE_SYSTEM_TYPES:
+            new_phone = _str(system.get("new_wa_id")) or _str(system.get("wa_id"))
+            new_user_id = valid_bsuid(system.get("new_user_id")) or valid_bsuid(system.get("user_id"))
+            change = {"type": stype, "new_phone": new_phone, "new_user_id": new_user_id}
+            if new_phone == phone:
+                change["new_phone"] = None
+            if new_user_id == user_id:
+                change["new_user_id"] = None
+            return InboundMessage(
+                message_type="system", text=None, ignore_reason="system message", details=details,
+                change=change, **base
+            )
         return build("system", None, "system message")
 
     if mtype in CAPTIONED_TYPES:
