@@ -289,10 +289,12 @@ def message_payloads(to: str, message: BotMessage) -> List[Dict[str, Any]]:
     return []
 
 
-def plan_turn(to: str, messages: Iterable[BotMessage]) -> List[Dict[str, Any]]:
+def plan_turn(to: str, messages: Iterable[BotMessage], join_buttons: bool = True) -> List[Dict[str, Any]]:
     """Graph API bodies for all bot messages of one turn: consecutive texts are
     joined with a blank line while the result stays within 4,096 characters;
-    media stay in place; messages with buttons stay separate and come last."""
+    media stay in place; messages with buttons come last, and the texts right
+    before them join the first one's body when that stays within 1,024 characters
+    (``join_buttons=False``: the plan before that change, for tools/bubbles.py)."""
     payloads: List[Dict[str, Any]] = []
     buffer: List[str] = []
 
@@ -316,6 +318,16 @@ def plan_turn(to: str, messages: Iterable[BotMessage]) -> List[Dict[str, Any]]:
             continue
         flush()
         payloads.extend(message_payloads(to, message))
+    if join_buttons and with_buttons and buffer:
+        # Fewer bubbles (every message sent costs money since 1 October 2026): the texts
+        # just before the buttons become part of the first button message's body when
+        # they fit in an interactive body (1,024 characters); the buttons stay with
+        # the question they belong to, at the end.
+        first = with_buttons[0]
+        body = "\n\n".join(buffer + [t for t in [(first.text or "").strip()] if t])
+        if len(body) <= INTERACTIVE_BODY_LIMIT and not any(b.get("url") for b in first.buttons if isinstance(b, dict)):
+            with_buttons[0] = BotMessage("buttons", text=body, buttons=first.buttons, ref=first.ref)
+            buffer.clear()
     flush()
     for message in with_buttons:
         payloads.extend(message_payloads(to, message))

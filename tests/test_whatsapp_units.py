@@ -136,9 +136,26 @@ def test_plan_turn_merges_texts_and_keeps_buttons_last() -> None:
         BotMessage("text", text="Vier"),
     ]
     plan = formatting.plan_turn("31", messages)
-    assert [formatting.describe(p) for p in plan] == ["text", "image", "text", "text", "interactive_button"]
+    assert [formatting.describe(p) for p in plan] == ["text", "image", "text", "interactive_button"]
     assert plan[0]["text"]["body"] == "Eén\n\nTwee"
-    assert plan[3]["text"]["body"] == "Vier"  # would exceed 4,096 when merged
+    # "Vier" would exceed 4,096 merged with "Drie ...": it joins the buttons' body instead
+    assert plan[3]["interactive"]["body"]["text"] == "Vier\n\nKies"
+
+
+def test_plan_turn_puts_a_short_answer_and_its_question_in_one_message() -> None:
+    """One bubble instead of two: the answer, then the feedback question with its buttons."""
+    feedback = [{"title": "👍 Ja", "payload": "/feedback_positive"}, {"title": "👎 Nee", "payload": "/feedback_negative"}]
+    messages = [BotMessage("text", text="Een paspoort kost € 77,87."), BotMessage("text", text="Let op: ..."),
+                BotMessage("buttons", text="Heb je hier iets aan gehad?", buttons=feedback)]
+    plan = formatting.plan_turn("31", messages)
+    assert [formatting.describe(p) for p in plan] == ["interactive_button"]
+    body = plan[0]["interactive"]["body"]["text"]
+    assert body == "Een paspoort kost € 77,87.\n\nLet op: ...\n\nHeb je hier iets aan gehad?"
+    assert [b["reply"]["id"] for b in plan[0]["interactive"]["action"]["buttons"]] == [
+        "/feedback_positive", "/feedback_negative"]
+    long_answer = BotMessage("text", text="x" * 1000)
+    plan = formatting.plan_turn("31", [long_answer, messages[2]])
+    assert [formatting.describe(p) for p in plan] == ["text", "interactive_button"]  # over 1,024: two messages
 
 
 # ------------------------------------------------------------ config, security
