@@ -429,6 +429,133 @@ def load_tickets(url: Optional[str], period: Period) -> List[TicketInfo]:
     return result
 
 
+# --------------------------------------------------------------------------- WhatsApp pricing
+
+OUTBOX_TABLE = "whatsapp_outbox"
+RATE_ENV_PREFIX = "APPCARE_WHATSAPP_RATE_"
+RATE_NOT_CONFIGURED = "tarief niet ingesteld"
+PRICING_CATEGORY_LABELS = {
+    "service": "Service (antwoord binnen 24 uur)",
+    "utility": "Utility (template)",
+    "marketing": "Marketing (template)",
+    "authentication": "Authenticatie (template)",
+    "authentication_international": "Authenticatie internationaal (template)",
+    "referral_conversion": "Referral conversion",
+}
+UNPRICED = "onbekend"
+
+
+@dataclass
+class SentMessage:
+    """One message the WhatsApp channel sent (a ``whatsapp_outbox`` row with status
+    ``sent``) and the pricing Meta reported for it (None until a status with
+    ``pricing`` arrived)."""
+    created: float
+    recipient_hash: Optional[str]  # internal only
+    category: Optional[str]
+    billable: Optional[bool]
+    municipality: str = ""
+
+
+def whatsapp_rates(environ: Optional[Dict[str, str]] = None) -> Dict[str, float]:
+    """Rates in euro per message per pricing category from ``APPCARE_WHATSAPP_RATE_<CATEGORY>``
+    (e.g. ``APPCARE_WHATSAPP_RATE_SERVICE=0.01``; a decimal comma is accepted). Unset,
+    empty or invalid values are left out: no rate is ever invented."""
+    environ = os.environ if environ is None else environ
+    rates: Dict[str, float] = {}
+    for name, value in environ.items():
+        if not name.startswith(RATE_ENV_PREFIX) or not str(value).strip():
+            continue
+        try:
+            rate = float(str(value).strip().replace(",", "."))
+        except ValueError:
+            logger.warning("%s is not a number: ignored", name)
+            continue
+        if rate < 0 or math.isnan(rate) or math.isinf(rate):
+            logger.warning("%s is not a valid rate: ignored", name)
+            continue
+        rates[name[len(RATE_ENV_PREFIX):].lower()] = rate
+    return rates
+
+
+def load_sent_messages(url: Optional[str], period: Period) -> Optional[List[SentMessage]]:
+    """Messages the WhatsApp channel sent in the period (outbox of ``APPCARE_DB_URL``);
+    None when there is no outbox table (REST-only or development installs). A table
+    that predates the pricing columns gives messages without pricing."""
+    from appcare import db
+
+    url = url or db.db_url()
+    parsed = sa.engine.make_url(url)
+    if tracker_store.sqlite_missing(parsed):
+        return None
+    engine = db.get_engine(url)
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(OUTBOX_TABLE):
+        return None
+    present = {c["name"] for c in inspector.get_columns(OUTBOX_TABLE)}
+    table = sa.table(OUTBOX_TABLE, *[sa.column(n) for n in present])
+    wanted = [n for n in ("created_ts", "recipient_hash", "pricing_category", "billable") if n in present]
+    query = sa.select(*[table.c[n] for n in wanted]).where(
+        table.c.status == "sent", table.c.created_ts >= period.start_ts, table.c.created_ts < period.end_ts
+    )
+    result = []
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            m = row._mapping
+            billable = m.get("billable")
+            result.append(SentMessage(
+                created=float(m["created_ts"]),
+                recipient_hash=m.get("recipient_hash"),
+                category=(m.get("pricing_category") or None),
+                billable=None if billable is None else bool(billable),
+            ))
+    return result
+
+
+def link_sent_messages(conversations: Sequence["Conversation"], sent: Sequence[SentMessage]) -> None:
+    """Gives each sent message the municipality of its conversation: the recipient's
+    last conversation that started before the message (the Rasa sender id of a
+    WhatsApp conversation is the citizen's id, optionally ``@<phone_number_id>``);
+    without one, the default municipality."""
+    from appcare.pii import conversation_hash
+
+    by_hash: Dict[str, List[Conversation]] = defaultdict(list)
+    for conversation in conversations:
+        by_hash[conversation_hash(conversation.sender.partition("@")[0])].append(conversation)
+    for group in by_hash.values():
+        group.sort(key=lambda c: c.start)
+    for message in sent:
+        candidates = [c for c in by_hash.get(message.recipient_hash or "", []) if c.start <= message.created + 1.0]
+        message.municipality = candidates[-1].municipality if candidates else default_municipality()
+
+
+def pricing_summary(
+    conversations: Sequence["Conversation"], sent: Optional[Sequence[SentMessage]],
+    rates: Optional[Dict[str, float]] = None,
+) -> Dict[str, Any]:
+    """WhatsApp figures: messages sent, per WhatsApp conversation, billable per
+    category and the estimated cost (None when a needed rate is not configured)."""
+    rates = whatsapp_rates() if rates is None else rates
+    available = sent is not None
+    sent = list(sent or [])
+    wa_conversations = sum(1 for c in conversations if c.channel == "whatsapp")
+    billable = Counter(m.category or UNPRICED for m in sent if m.billable)
+    cost_by_category = {cat: (round(n * rates[cat], 4) if cat in rates else None) for cat, n in billable.items()}
+    complete = all(v is not None for v in cost_by_category.values())
+    return {
+        "whatsapp_outbox_read": available,
+        "whatsapp_conversations": wa_conversations,
+        "whatsapp_messages_sent": len(sent),
+        "whatsapp_messages_per_conversation": _round(len(sent) / wa_conversations, 2) if wa_conversations else None,
+        "whatsapp_messages_priced": sum(1 for m in sent if m.category or m.billable is not None),
+        "whatsapp_billable": sum(billable.values()),
+        "whatsapp_billable_by_category": dict(sorted(billable.items())),
+        "whatsapp_cost_by_category_eur": dict(sorted(cost_by_category.items())),
+        "whatsapp_cost_eur": round(sum(cost_by_category.values()), 2) if available and complete and rates else None,
+        "whatsapp_rates_configured": bool(rates) and complete,
+    }
+
+
 # --------------------------------------------------------------------------- KCC hours
 
 
@@ -674,8 +801,11 @@ def _round(value: Optional[float], digits: int = 1) -> Optional[float]:
     return None if value is None else round(value, digits)
 
 
-def summarise(conversations: Sequence[Conversation], tickets: Sequence[TicketInfo]) -> Dict[str, Any]:
-    """The key figures of a set of conversations and tickets (JSON-serialisable)."""
+def summarise(conversations: Sequence[Conversation], tickets: Sequence[TicketInfo],
+              sent: Optional[Sequence[SentMessage]] = None,
+              rates: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+    """The key figures of a set of conversations and tickets (JSON-serialisable);
+    with ``sent`` (the WhatsApp outbox) also the messages sent, billable and cost."""
     n = len(conversations)
     messages = [m for c in conversations for m in c.messages]
     latencies = [m.latency_ms for m in messages if m.latency_ms is not None]
@@ -717,6 +847,7 @@ def summarise(conversations: Sequence[Conversation], tickets: Sequence[TicketInf
         "feedback_up": up,
         "feedback_down": down,
         "feedback_positive_rate": _rate(up, up + down),
+        **pricing_summary(conversations, sent, rates),
     }
 
 
@@ -813,11 +944,20 @@ def compute(
     period: Period,
     municipality: Optional[str] = None,
     top: int = 15,
+    sent: Optional[Sequence[SentMessage]] = None,
 ) -> ReportData:
-    """All figures and tables for conversations starting in the period (optionally one municipality)."""
+    """All figures and tables for conversations starting in the period (optionally one
+    municipality); ``sent``: the WhatsApp outbox rows (None: no outbox table)."""
     if municipality:
         municipality = municipality.lower()
     link_tickets(conversations, tickets)
+    rates = whatsapp_rates()
+    if sent is not None:
+        link_sent_messages(conversations, sent)
+        sent = [
+            m for m in sent
+            if period.start_ts <= m.created < period.end_ts and (not municipality or m.municipality == municipality)
+        ]
     convs = [
         c for c in conversations
         if period.start_ts <= c.start < period.end_ts and (not municipality or c.municipality == municipality)
@@ -828,9 +968,10 @@ def compute(
     ]
     municipalities = sorted({c.municipality for c in convs} | {t.municipality for t in tks})
     channels = sorted({c.channel for c in convs} | {t.channel for t in tks})
-    totals = summarise(convs, tks)
+    totals = summarise(convs, tks, sent, rates)
     by_municipality = {
-        m: summarise([c for c in convs if c.municipality == m], [t for t in tks if t.municipality == m])
+        m: summarise([c for c in convs if c.municipality == m], [t for t in tks if t.municipality == m],
+                     None if sent is None else [s for s in sent if s.municipality == m], rates)
         for m in municipalities
     }
     tables: Dict[str, Table] = {}
@@ -857,13 +998,22 @@ def compute(
         ("Feedback gevraagd", "feedback_asked", None),
         ("Duim omhoog", "feedback_up", None),
         ("Duim omlaag", "feedback_down", None),
+        ("WhatsApp-berichten verstuurd", "whatsapp_messages_sent", None),
+        ("Verstuurde berichten per WhatsApp-gesprek (gemiddeld)", "whatsapp_messages_per_conversation", None),
+        ("Gefactureerde WhatsApp-berichten", "whatsapp_billable", None),
+        ("Geschatte kosten WhatsApp (EUR)", "whatsapp_cost_eur", _cost),
     ]
+    if sent is None:  # no outbox table: no WhatsApp message figures at all
+        key_rows = [row for row in key_rows if not row[1].startswith("whatsapp_")]
     rows = []
     for label, key, fmt in key_rows:
         fmt = fmt or (lambda v: v)
         rows.append([label, fmt(totals[key])] + [fmt(by_municipality[m][key]) for m in municipalities])
     tables["kerncijfers"] = Table("kerncijfers", "Kerncijfers", columns, rows,
                                   "Percentages zijn van alle gesprekken; tijden van tickets die in de periode zijn aangemaakt.")
+
+    # WhatsApp messages and cost -------------------------------------------
+    tables["whatsapp_kosten"] = _pricing_table(sent, rates, totals)
 
     # Per municipality and channel -----------------------------------------
     combos = sorted({(c.municipality, c.channel) for c in convs} | {(t.municipality, t.channel) for t in tks})
@@ -1075,6 +1225,48 @@ def compute(
     )
 
 
+def _cost(value: Optional[float]) -> Any:
+    return RATE_NOT_CONFIGURED if value is None else value
+
+
+def _pricing_table(sent: Optional[Sequence[SentMessage]], rates: Dict[str, float], totals: Dict[str, Any]) -> Table:
+    """Messages sent by the WhatsApp channel per pricing category: billable, not
+    billable, the configured rate and the estimated cost."""
+    columns = ["Categorie", "Verstuurd", "Gefactureerd", "Niet gefactureerd", "Tarief (EUR per bericht)",
+               "Geschatte kosten (EUR)"]
+    if sent is None:
+        return Table("whatsapp_kosten", "WhatsApp-berichten en kosten", columns, [],
+                     "Geen WhatsApp-uitgaande berichten gevonden (geen outbox-tabel in de database).")
+    groups: Dict[str, List[SentMessage]] = defaultdict(list)
+    for m in sent:
+        groups[m.category or UNPRICED].append(m)
+    order = [c for c in PRICING_CATEGORY_LABELS if c in groups] + sorted(
+        c for c in groups if c not in PRICING_CATEGORY_LABELS and c != UNPRICED)
+    if UNPRICED in groups:
+        order.append(UNPRICED)
+    rows = []
+    for category in order:
+        group = groups[category]
+        billable = sum(1 for m in group if m.billable)
+        rate = rates.get(category)
+        cost = None if not billable else (round(billable * rate, 4) if rate is not None else None)
+        label = PRICING_CATEGORY_LABELS.get(category, category)
+        if category == UNPRICED:
+            label = "Onbekend (nog geen prijsinformatie van Meta)"
+        rows.append([label, len(group), billable, sum(1 for m in group if m.billable is False),
+                     rate if rate is not None else RATE_NOT_CONFIGURED,
+                     (cost if cost is not None else RATE_NOT_CONFIGURED) if billable else 0.0])
+    rows.append(["Totaal", len(sent), totals["whatsapp_billable"],
+                 sum(1 for m in sent if m.billable is False), "",
+                 _cost(totals["whatsapp_cost_eur"])])
+    return Table(
+        "whatsapp_kosten", "WhatsApp-berichten en kosten", columns, rows,
+        "Berichten die de assistent en het KCC via WhatsApp verstuurden, met de prijscategorie die Meta per bericht "
+        "meldt. Kosten zijn een schatting: gefactureerde berichten maal het tarief uit de configuratie "
+        "(APPCARE_WHATSAPP_RATE_<CATEGORIE>, euro per bericht); de factuur van Meta of de BSP is leidend.",
+    )
+
+
 def _common_weekday_kcc_hours(municipalities: Sequence[str]) -> Optional[List[str]]:
     """The KCC's Monday-Friday hours when they are the same on all five days in all
     municipalities of the report (for shading the hour chart), else None."""
@@ -1137,7 +1329,13 @@ def collect(
         logger.warning("ticket store unreadable (%s): no ticket figures", type(exc).__name__)
         notes.append("De ticketgegevens van het KCC konden niet worden gelezen; tijden van medewerkers ontbreken.")
         tickets = []
-    data = compute(conversations, tickets, period, municipality)
+    try:
+        sent = load_sent_messages(tickets_url, period)
+    except sa.exc.SQLAlchemyError as exc:
+        logger.warning("WhatsApp outbox unreadable (%s): no message figures", type(exc).__name__)
+        notes.append("De verstuurde WhatsApp-berichten konden niet worden gelezen; berichten en kosten ontbreken.")
+        sent = None
+    data = compute(conversations, tickets, period, municipality, sent=sent)
     data.notes.extend(notes)
     return data
 

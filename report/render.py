@@ -419,17 +419,28 @@ TEMPLATE = r"""<!DOCTYPE html>
 HTML_ROW_LIMIT = 60
 
 
-def _cells(row: Sequence[Any]) -> List[Dict[str, Any]]:
-    return [{"value": nl_number(v), "text": isinstance(v, str), "long": isinstance(v, str) and len(v) > 40}
+def _exact_number(value: Any) -> str:
+    """Like nl_number, with as many decimals (up to 4) as the value has: rates such as
+    0,0084 euro and averages such as 2,35 are not rounded away."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        digits = next((d for d in range(1, 5) if round(value, d) == value), 4)
+        return nl_number(value, digits)
+    return nl_number(value)
+
+
+def _cells(row: Sequence[Any], exact: bool = False) -> List[Dict[str, Any]]:
+    fmt = _exact_number if exact else nl_number
+    return [{"value": fmt(v), "text": isinstance(v, str), "long": isinstance(v, str) and len(v) > 40}
             for v in row]
 
 
-def _table_view(table: Table, rows: Optional[List[List[Any]]] = None, limit: int = HTML_ROW_LIMIT) -> Dict[str, Any]:
+def _table_view(table: Table, rows: Optional[List[List[Any]]] = None, limit: int = HTML_ROW_LIMIT,
+                exact: bool = False) -> Dict[str, Any]:
     source = table.rows if rows is None else rows
     return {
         "title": table.title,
         "columns": table.columns,
-        "rows": [{"cells": _cells(row), "total": "Alle" in row[:3] and table.name.startswith("per_")}
+        "rows": [{"cells": _cells(row, exact), "total": "Alle" in row[:3] and table.name.startswith("per_")}
                  for row in source[:limit]],
         "note": table.note,
         "csv": f"{table.name}.csv",
@@ -466,7 +477,7 @@ def render_html(data: ReportData, demo: bool = False) -> str:
     day_totals = [row for row in tables["per_dag"].rows if row[1] == "Alle"]
     sections = [
         {"id": "kerncijfers", "title": "Kerncijfers", "charts": [charts["uitkomst"]],
-         "tables": [_table_view(tables["kerncijfers"]), _table_view(tables["per_gemeente_kanaal"])]},
+         "tables": [_table_view(tables["kerncijfers"], exact=True), _table_view(tables["per_gemeente_kanaal"])]},
         {"id": "wanneer", "title": "Wanneer: per dag, week, maand, uur en weekdag",
          "charts": [charts["per_dag"], charts["per_uur"], charts["per_weekdag"]],
          "tables": [_table_view(tables["per_dag"], day_totals), _table_view(tables["per_week"]),
@@ -482,6 +493,9 @@ def render_html(data: ReportData, demo: bool = False) -> str:
         {"id": "feedback", "title": "Feedback van inwoners", "charts": [charts["feedback"]],
          "tables": [_table_view(tables["feedback"])]},
     ]
+    if "whatsapp_kosten" in tables and tables["whatsapp_kosten"].rows:
+        sections.append({"id": "whatsapp", "title": "WhatsApp-berichten en geschatte kosten", "charts": [],
+                         "tables": [_table_view(tables["whatsapp_kosten"], exact=True)]})
     sections[1]["tables"][0]["title"] = "Per dag (alle gemeenten en kanalen; de CSV heeft ook de uitsplitsing)"
     environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     template = environment.from_string(TEMPLATE)
