@@ -179,7 +179,7 @@ class GraphAPIClient:
     async def send_message(self, phone_number_id: str, payload: Dict[str, Any]) -> Optional[str]:
         """Sends one message; returns its wamid. Raises :class:`GraphAPIError`
         (``in_doubt`` when the request may have reached Meta: never re-posted here)."""
-        async with self._paced(str(payload.get("to") or "")):
+        async with self._paced(str(payload.get("to") or payload.get("recipient") or "")):
             data = await self._post(self.messages_url(phone_number_id), payload, self.max_attempts, idempotent=False)
         messages = data.get("messages") if isinstance(data, dict) else None
         if isinstance(messages, list) and messages and isinstance(messages[0], dict):

@@ -27,6 +27,11 @@ Tables (in the appcare database, ``APPCARE_DB_URL``):
                      sender, so one citizen's messages are never handled twice or
                      in parallel (Rasa OSS issue 9213); a lease of a crashed
                      instance expires after ``lease_seconds``.
+``whatsapp_identities`` the citizen's identifiers (phone number, business-scoped user
+                     id BSUID) -> one conversation key (the BSUID when first seen with
+                     one, else the phone number; an existing conversation keeps its
+                     key), and the username. Everything keyed on ``wa_id`` /
+                     ``recipient`` above holds that conversation key.
 
 All methods are synchronous; :class:`AsyncInbox` runs them on one worker
 thread so the event loop never blocks on the database.
@@ -76,6 +81,7 @@ CALLBACK_PREFIX = "appcare:"  # biz_opaque_callback_data = CALLBACK_PREFIX + out
 FINISHED_INBOX = ("done", "ignored", "failed")
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
+KEY_LENGTH = 191  # a conversation key: phone number or BSUID (up to 2 + 1 + 128 characters)
 metadata = MetaData()
 
 inbox = Table(
@@ -83,7 +89,7 @@ inbox = Table(
     metadata,
     Column("wamid", String(191), primary_key=True),
     Column("phone_number_id", String(64), nullable=False),
-    Column("wa_id", String(64), nullable=True),
+    Column("wa_id", String(KEY_LENGTH), nullable=True),  # conversation key (phone number or BSUID)
     Column("sender_hash", String(16), nullable=False),
     Column("message_type", String(32), nullable=False),
     Column("text", Text, nullable=True),
@@ -107,7 +113,7 @@ outbox = Table(
     Column("seq", Integer, nullable=False, default=0),
     Column("ref", String(128), nullable=True, index=True),
     Column("phone_number_id", String(64), nullable=False),
-    Column("recipient", String(64), nullable=False),
+    Column("recipient", String(KEY_LENGTH), nullable=False),
     Column("recipient_hash", String(16), nullable=False, index=True),
     Column("kind", String(32), nullable=False),
     Column("payload_json", Text, nullable=True),
@@ -131,7 +137,7 @@ contacts = Table(
     "whatsapp_contacts",
     metadata,
     Column("phone_number_id", String(64), primary_key=True),
-    Column("wa_id", String(64), primary_key=True),
+    Column("wa_id", String(KEY_LENGTH), primary_key=True),
     Column("last_inbound_ts", Float, nullable=True),
     Column("template_sent_ts", Float, nullable=True),
     Column("updated_ts", Float, nullable=False),
@@ -158,6 +164,24 @@ leases = Table(
     Column("expires_ts", Float, nullable=False),
     Column("acquired_ts", Float, nullable=False),
 )
+
+
+identities = Table(
+    "whatsapp_identities",
+    metadata,
+    Column("identifier", String(KEY_LENGTH), primary_key=True),  # phone number or BSUID
+    Column("kind", String(8), nullable=False),  # phone | bsuid
+    Column("conversation_key", String(KEY_LENGTH), nullable=False, index=True),
+    Column("username", String(128), nullable=True),
+    Column("created_ts", Float, nullable=False),
+    Column("updated_ts", Float, nullable=False, index=True),
+)
+
+
+def _is_bsuid(value: Optional[str]) -> bool:
+    from channels.webhook_parser import is_bsuid
+
+    return is_bsuid(value)
 
 
 @dataclass(frozen=True)
@@ -223,6 +247,10 @@ def outbox_id_of(data: Optional[str]) -> Optional[int]:
     return int(rest) if rest.isdigit() and len(rest) < 19 else None
 
 
+def _recipient_of(status: Any) -> Optional[str]:
+    return status.recipient_id or getattr(status, "recipient_user_id", None)
+
+
 def _outbox_item(row: Any) -> OutboxItem:
     m = row._mapping
     return OutboxItem(
@@ -269,6 +297,155 @@ class InboxStore:
     def __init__(self, db_url: Optional[str] = None, engine: Optional[Engine] = None) -> None:
         self.engine = engine or appcare_db.get_engine(db_url)
         appcare_db.create_tables(metadata, self.engine)
+        self._widen_key_columns()
+
+    def _widen_key_columns(self) -> None:
+        """Tables created before BSUIDs had VARCHAR(64) for the citizen's id; a
+        BSUID may be longer. PostgreSQL enforces the length: widen (no table rewrite)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        from sqlalchemy import inspect, text
+
+        wanted = [(inbox, "wa_id"), (outbox, "recipient"), (contacts, "wa_id")]
+        with self.engine.begin() as conn:
+            inspector = inspect(conn)
+            narrow = [
+                (t, c) for t, c in wanted
+                if any(col["name"] == c and (getattr(col["type"], "length", None) or KEY_LENGTH) < KEY_LENGTH
+                       for col in inspector.get_columns(t.name))
+            ]
+            if not narrow:
+                return
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": appcare_db._SCHEMA_LOCK_KEY})
+            for t, c in narrow:
+                conn.exec_driver_sql(f'ALTER TABLE {t.name} ALTER COLUMN {c} TYPE VARCHAR({KEY_LENGTH})')
+
+    # ------------------------------------------------------------ identities
+    def conversation_key(
+        self, phone: Optional[str], user_id: Optional[str], username: Optional[str] = None,
+        now: Optional[float] = None,
+    ) -> str:
+        """The one conversation key of a citizen: the key already stored for the BSUID
+        or the phone number; else the phone number when a conversation exists under it
+        (from before BSUIDs); else the BSUID when present, else the phone number. Both
+        identifiers are stored with that key (and the username)."""
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            return self._resolve(conn, phone, user_id, username, now)
+
+    def _resolve(self, conn: Connection, phone: Optional[str], user_id: Optional[str],
+                 username: Optional[str], now: float) -> str:
+        ids = [i for i in (user_id, phone) if i]
+        if not ids:
+            raise ValueError("a citizen without identifiers")
+        known = {
+            r[0]: r[1]
+            for r in conn.execute(select(identities.c.identifier, identities.c.conversation_key)
+                                  .where(identities.c.identifier.in_(ids)))
+        }
+        key = known.get(user_id or "") or known.get(phone or "")
+        if key is None:
+            key = phone if phone and user_id and self._has_history(conn, phone) else (user_id or phone)
+        for identifier, kind in ((user_id, "bsuid"), (phone, "phone")):
+            if not identifier:
+                continue
+            if identifier not in known:
+                _insert_ignore(conn, identities, dict(
+                    identifier=identifier, kind=kind, conversation_key=key,
+                    username=username if kind == "bsuid" else None, created_ts=now, updated_ts=now,
+                ))
+            values: Dict[str, Any] = {"updated_ts": now}
+            if username and kind == "bsuid":
+                values["username"] = username[:128]
+            conn.execute(update(identities).where(identities.c.identifier == identifier).values(**values))
+        # Another webhook may have stored the identifier first: its key wins.
+        stored = conn.execute(
+            select(identities.c.conversation_key).where(identities.c.identifier == ids[0])
+        ).scalar()
+        return stored or key
+
+    @staticmethod
+    def _has_history(conn: Connection, phone: str) -> bool:
+        for query in (
+            select(contacts.c.wa_id).where(contacts.c.wa_id == phone).limit(1),
+            select(outbox.c.id).where(outbox.c.recipient == phone).limit(1),
+            select(inbox.c.wamid).where(inbox.c.wa_id == phone).limit(1),
+        ):
+            if conn.execute(query).first() is not None:
+                return True
+        return False
+
+    def link_identifiers(
+        self, phone: Optional[str], user_id: Optional[str], new_phone: Optional[str],
+        new_user_id: Optional[str], now: Optional[float] = None,
+    ) -> str:
+        """A change of number / user id (system message): the new identifiers join
+        the conversation of the old ones. Returns the conversation key."""
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            key = self._resolve(conn, phone, user_id, None, now)
+            for identifier, kind in ((new_user_id, "bsuid"), (new_phone, "phone")):
+                if not identifier:
+                    continue
+                if not _insert_ignore(conn, identities, dict(
+                    identifier=identifier, kind=kind, conversation_key=key, username=None,
+                    created_ts=now, updated_ts=now,
+                )):
+                    conn.execute(update(identities).where(identities.c.identifier == identifier)
+                                 .values(conversation_key=key, updated_ts=now))
+            return key
+
+    def phone_of(self, key: str) -> Optional[str]:
+        """The phone number to send to for a conversation key (the latest one known),
+        None when only a BSUID is known (send with ``recipient``)."""
+        with self.engine.connect() as conn:
+            latest = conn.execute(
+                select(identities.c.identifier)
+                .where(identities.c.conversation_key == key, identities.c.kind == "phone")
+                .order_by(identities.c.updated_ts.desc())
+                .limit(1)
+            ).scalar()
+        return latest or (None if _is_bsuid(key) else key)
+
+    def address_of(self, key: str) -> "tuple[str, str]":
+        """Where a message for a conversation key goes: ("to", latest phone number) when
+        one is known, else ("recipient", latest BSUID) - after a change of user id the
+        new one."""
+        phone = self.phone_of(key)
+        if phone:
+            return "to", phone
+        with self.engine.connect() as conn:
+            latest = conn.execute(
+                select(identities.c.identifier)
+                .where(identities.c.conversation_key == key, identities.c.kind == "bsuid")
+                .order_by(identities.c.updated_ts.desc())
+                .limit(1)
+            ).scalar()
+        return "recipient", latest or key
+
+    def identity_of(self, key: str) -> Dict[str, Optional[str]]:
+        """{"phone", "user_id", "username"} of a conversation key (None where unknown)."""
+        out: Dict[str, Optional[str]] = {"phone": None, "user_id": None, "username": None}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(identities.c.identifier, identities.c.kind, identities.c.username)
+                .where(or_(identities.c.conversation_key == key, identities.c.identifier == key))
+                .order_by(identities.c.updated_ts)
+            ).all()
+        for identifier, kind, username in rows:
+            out["user_id" if kind == "bsuid" else "phone"] = identifier
+            if username:
+                out["username"] = username
+        if out["phone"] is None and out["user_id"] is None:
+            out["user_id" if _is_bsuid(key) else "phone"] = key
+        return out
+
+    def keys_of_identifier(self, identifier: str) -> List[str]:
+        """Conversation keys an identifier (phone number or BSUID) belongs to."""
+        with self.engine.connect() as conn:
+            keys = {r[0] for r in conn.execute(
+                select(identities.c.conversation_key).where(identities.c.identifier == identifier))}
+        return sorted(keys | {identifier})
 
     # ---------------------------------------------------------------- inbound
     def record_inbound(self, messages: Sequence[NewInbound], received_ts: float) -> List[bool]:
@@ -629,7 +806,7 @@ class InboxStore:
                         wamid=status.wamid,
                         status=status.status[:16],
                         error_code=status.error_code,
-                        recipient_hash=conversation_hash(status.recipient_id) if status.recipient_id else None,
+                        recipient_hash=conversation_hash(_recipient_of(status)) if _recipient_of(status) else None,
                         event_ts=float(status.timestamp) if status.timestamp else None,
                         recorded_ts=now,
                     )
@@ -698,8 +875,14 @@ class InboxStore:
         ).first()
         if row is None:
             return None
-        if status.recipient_id and row[3] != conversation_hash(status.recipient_id):
-            return None
+        named = [i for i in (status.recipient_id, getattr(status, "recipient_user_id", None)) if i]
+        if named:
+            keys = set(named) | {
+                r[0] for r in conn.execute(
+                    select(identities.c.conversation_key).where(identities.c.identifier.in_(named)))
+            }
+            if row[3] not in {conversation_hash(k) for k in keys}:
+                return None
         if row[4] is None:
             conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(wamid=status.wamid))
         return row
@@ -774,6 +957,7 @@ class InboxStore:
             ).rowcount
             counts["status_events"] = conn.execute(delete(status_events).where(status_events.c.recorded_ts < horizon)).rowcount
             counts["leases"] = conn.execute(delete(leases).where(leases.c.expires_ts < now - 3600)).rowcount
+            counts["identities"] = conn.execute(delete(identities).where(identities.c.updated_ts < horizon)).rowcount
             counts["contacts"] = conn.execute(
                 delete(contacts).where(
                     or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < horizon),

@@ -41,7 +41,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as dc_replace
 import traceback
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Text
 
@@ -237,6 +237,8 @@ def message_metadata(message: InboundMessage, received_ts: float, municipality: 
         metadata.setdefault(key, value)
     if municipality:
         metadata["municipality"] = municipality
+    if message.username:
+        metadata["username"] = message.username
     return metadata
 
 
@@ -503,6 +505,7 @@ class WhatsAppService:
             if message.phone_number_id not in allowed:
                 logger.warning("WhatsApp: message for an unknown business number ignored")
                 continue
+            message = await self._with_conversation_key(message)
             metadata = message_metadata(message, received_ts, self.config.tenants.get(message.phone_number_id))
             items.append(
                 NewInbound(
@@ -549,10 +552,39 @@ class WhatsAppService:
                 logger.warning(
                     "WhatsApp: delivery failed code=%s recipient=%s msg=%s",
                     status.error_code,
-                    conversation_hash(status.recipient_id),
+                    conversation_hash(status.recipient_id or status.recipient_user_id),
                     short_hash(status.wamid),
                 )
         return counts
+
+    async def _with_conversation_key(self, message: InboundMessage) -> InboundMessage:
+        """The message with ``wa_id`` = the citizen's one conversation key (BSUID or
+        phone number, see ``InboxStore.conversation_key``); a change of number / user
+        id links the new identifiers to the same conversation."""
+        phone, user_id = message.phone, message.user_id
+        if phone is None and user_id is None:  # built without identifiers (older callers)
+            phone = message.wa_id
+        if message.change and (message.change.get("new_phone") or message.change.get("new_user_id")):
+            key = await self.store.link_identifiers(
+                phone, user_id, message.change.get("new_phone"), message.change.get("new_user_id")
+            )
+            logger.info("WhatsApp: %s linked to the conversation sender=%s", message.change.get("type"),
+                        conversation_hash(key))
+        else:
+            key = await self.store.conversation_key(phone, user_id, message.username)
+        return message if key == message.wa_id else dc_replace(message, wa_id=key)
+
+    async def _addressed(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        """A payload addressed to a conversation key: ``to`` the phone number when one
+        is known, else ``recipient`` = the BSUID (username-only citizens)."""
+        key = payload.get("to")
+        if not isinstance(key, str) or not key:
+            return payload
+        field, address = await self.store.address_of(key)
+        out = dict(payload)
+        out.pop("to", None)
+        out[field] = address
+        return out
 
     # --------------------------------------------------------------- workers
     def notify(self, wa_id: str) -> None:
@@ -866,7 +898,7 @@ class WhatsAppService:
             return "skipped"
         # Meta echoes this in every status webhook of the message: after a crash the
         # row is found again even when the HTTP answer with the wamid was lost.
-        tagged = dict(payload, biz_opaque_callback_data=callback_data(outbox_id))
+        tagged = dict(await self._addressed(payload), biz_opaque_callback_data=callback_data(outbox_id))
         try:
             wamid = await self.graph.send_message(phone_number_id, tagged)
         except GraphAPIError as error:

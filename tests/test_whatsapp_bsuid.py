@@ -139,3 +139,141 @@ def test_change_system_messages_report_the_new_ids() -> None:
     assert message.change == {"type": "user_changed_user_id", "new_phone": None, "new_user_id": new_b}
     (message,) = parse_webhook(system_payload("customer_identity_changed", phone, None)).messages
     assert message.change is None and not message.answerable
+
+
+# ------------------------------------------------------------ the real channel
+from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
+from tests.test_whatsapp_channel import ChannelServer, EchoBot, make_config  # noqa: E402
+
+import time  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def graph() -> Any:
+    with FakeGraphAPI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(graph: FakeGraphAPI, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    srv = ChannelServer(make_config(graph, tmp_path_factory.mktemp("wa_bsuid") / "appcare.db"), EchoBot()).start()
+    yield srv
+    srv.stop()
+
+
+def sent_with(graph: FakeGraphAPI, field: str, value: str) -> List[Dict[str, Any]]:
+    return [r["json"] for r in graph.delivered() if (r["json"] or {}).get(field) == value]
+
+
+def wait(predicate: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def now_ts() -> int:
+    return int(time.time())
+
+
+def test_username_only_message_is_answered_with_recipient(server: ChannelServer, graph: FakeGraphAPI) -> None:
+    bsuid = new_bsuid()
+    assert server.post(message_payload("hallo", bsuid=bsuid, username="jan.jansen", ts=now_ts())).status_code == 200
+    assert wait(lambda: len(sent_with(graph, "recipient", bsuid)) == 1)
+    (body,) = sent_with(graph, "recipient", bsuid)
+    assert "to" not in body and body["text"]["body"] == "echo: hallo"
+    (call,) = server.bot.for_sender(bsuid)
+    assert call["metadata"]["username"] == "jan.jansen"
+    server.wait_handled(bsuid)
+    assert server.store.identity_of(bsuid) == {"phone": None, "user_id": bsuid, "username": "jan.jansen"}
+
+
+def test_message_with_both_ids_is_keyed_on_the_bsuid_and_sent_to_the_number(
+    server: ChannelServer, graph: FakeGraphAPI
+) -> None:
+    phone, bsuid = new_phone(), new_bsuid()
+    server.post(message_payload("beide", phone=phone, bsuid=bsuid, ts=now_ts()))
+    assert wait(lambda: len(sent_with(graph, "to", phone)) == 1)
+    assert not sent_with(graph, "recipient", bsuid)
+    assert [c["text"] for c in server.bot.for_sender(bsuid)] == ["beide"]
+    server.wait_handled(bsuid)
+    assert [r.status for r in server.store.outgoing_for_recipient(bsuid)] == ["sent"]
+
+
+def test_citizen_first_seen_by_number_keeps_the_conversation(server: ChannelServer, graph: FakeGraphAPI) -> None:
+    phone, bsuid = new_phone(), new_bsuid()
+    ts = now_ts()
+    server.post(message_payload("eerst", phone=phone, ts=ts))
+    assert wait(lambda: len(sent_with(graph, "to", phone)) == 1)
+    server.wait_handled(phone)
+    server.post(message_payload("daarna", phone=phone, bsuid=bsuid, ts=ts + 1))
+    assert wait(lambda: len(sent_with(graph, "to", phone)) == 2)
+    server.wait_handled(phone)
+    assert [c["text"] for c in server.bot.for_sender(phone)] == ["eerst", "daarna"]
+    assert not server.bot.for_sender(bsuid)
+    # and later without the number (username adopted): still the same conversation
+    server.post(message_payload("zonder nummer", bsuid=bsuid, username="piet", ts=ts + 2))
+    assert wait(lambda: len(sent_with(graph, "to", phone)) == 3)
+    server.wait_handled(phone)
+    assert [c["text"] for c in server.bot.for_sender(phone)][-1] == "zonder nummer"
+    assert server.store.in_window(PNID, phone)
+    # a new number: the conversation stays under the old key, replies go to the new number
+    new_p = new_phone()
+    server.post(system_payload("user_changed_number", phone, bsuid, new_p, None, ts=ts + 3))
+    server.post(message_payload("nieuw", phone=new_p, bsuid=bsuid, ts=ts + 4))
+    assert wait(lambda: len(sent_with(graph, "to", new_p)) == 1)
+    server.wait_handled(phone)
+    assert [c["text"] for c in server.bot.for_sender(phone)][-1] == "nieuw"
+
+
+def test_statuses_with_recipient_user_id_settle_the_outbox(server: ChannelServer, graph: FakeGraphAPI) -> None:
+    bsuid = new_bsuid()
+    server.post(message_payload("status", bsuid=bsuid, ts=now_ts()))
+    assert wait(lambda: len(sent_with(graph, "recipient", bsuid)) == 1)
+    server.wait_handled(bsuid)
+    (row,) = server.store.outgoing_for_recipient(bsuid)
+    # matched on the callback data (wamid of another form), recipient only as BSUID
+    assert server.post(status_payload("wamid.other" + uuid.uuid4().hex, "read", bsuid=bsuid,
+                                      callback=f"appcare:{row.id}")).status_code == 200
+    assert wait(lambda: server.store.get_outgoing(row.id).delivery_status == "read")
+    # a failed status without contacts and without recipient_id is accepted
+    bsuid2 = new_bsuid()
+    server.post(message_payload("mislukt", bsuid=bsuid2, ts=now_ts()))
+    assert wait(lambda: len(sent_with(graph, "recipient", bsuid2)) == 1)
+    server.wait_handled(bsuid2)
+    (row2,) = server.store.outgoing_for_recipient(bsuid2)
+    failed = status_payload(row2.wamid, "failed", bsuid=bsuid2, callback=f"appcare:{row2.id}",
+                            errors=[{"code": 131026, "title": "Message undeliverable"}])
+    assert "contacts" not in failed["entry"][0]["changes"][0]["value"]
+    assert server.post(failed).status_code == 200
+    assert wait(lambda: server.store.get_outgoing(row2.id).status == "failed")
+    assert server.store.get_outgoing(row2.id).error_code == 131026
+    # a status naming another citizen does not settle the row by its callback data
+    assert server.post(status_payload("wamid.x" + uuid.uuid4().hex, "delivered", bsuid=new_bsuid(),
+                                      callback=f"appcare:{row.id}")).status_code == 200
+
+
+def test_number_and_user_id_changes_keep_the_conversation(server: ChannelServer, graph: FakeGraphAPI) -> None:
+    phone, bsuid, new_p, new_b = new_phone(), new_bsuid(), new_phone(), new_bsuid()
+    ts = now_ts()
+    server.post(message_payload("oud nummer", phone=phone, bsuid=bsuid, ts=ts))
+    assert wait(lambda: len(sent_with(graph, "to", phone)) == 1)
+    server.wait_handled(bsuid)
+    assert server.post(system_payload("user_changed_number", phone, bsuid, new_p, new_b, ts=ts + 1)).status_code == 200
+    server.post(message_payload("nieuw nummer", phone=new_p, bsuid=new_b, ts=ts + 2))
+    assert wait(lambda: len(sent_with(graph, "to", new_p)) == 1)  # the reply goes to the new number
+    server.wait_handled(bsuid)
+    assert [c["text"] for c in server.bot.for_sender(bsuid)] == ["oud nummer", "nieuw nummer"]
+    # username-only citizen whose user id changes
+    old_b, next_b = new_bsuid(), new_bsuid()
+    server.post(message_payload("een", bsuid=old_b, ts=ts))
+    assert wait(lambda: len(sent_with(graph, "recipient", old_b)) == 1)
+    server.wait_handled(old_b)
+    server.post(system_payload("user_changed_user_id", None, old_b, None, next_b, ts=ts + 1))
+    server.post(message_payload("twee", bsuid=next_b, ts=ts + 2))
+    assert wait(lambda: len(sent_with(graph, "recipient", next_b)) == 1)  # to the new user id
+    server.wait_handled(old_b)
+    assert [c["text"] for c in server.bot.for_sender(old_b)] == ["een", "twee"]
+    assert not server.bot.for_sender(next_b)
