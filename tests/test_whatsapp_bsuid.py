@@ -277,3 +277,32 @@ def test_number_and_user_id_changes_keep_the_conversation(server: ChannelServer,
     server.wait_handled(old_b)
     assert [c["text"] for c in server.bot.for_sender(old_b)] == ["een", "twee"]
     assert not server.bot.for_sender(next_b)
+
+
+def test_subject_access_finds_the_citizen_by_bsuid_or_number(
+    server: ChannelServer, graph: FakeGraphAPI, tmp_path: Path
+) -> None:
+    import json
+
+    from tools import subject_access
+
+    phone, bsuid = new_phone(), new_bsuid()
+    server.post(message_payload("privacy", phone=phone, bsuid=bsuid, username="anna", ts=now_ts()))
+    assert wait(lambda: len(sent_with(graph, "to", phone)) == 1)
+    server.wait_handled(bsuid)
+    db_url = str(server.store.engine.url)
+    endpoints = tmp_path / "endpoints.yml"
+    endpoints.write_text(f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {tmp_path}/rasa.db\n", encoding="utf-8")
+    for option, value in (("--bsuid", bsuid), ("--phone", "+" + phone)):
+        out = tmp_path / f"export{option}.json"
+        assert subject_access.main(["export", option, value, "--endpoints", str(endpoints),
+                                    "--db-url", db_url, "--out", str(out)]) == 0
+        data = json.loads(out.read_text(encoding="utf-8"))
+        assert data["subject"]["wa_id"] == bsuid and set(data["subject"]["identifiers"]) == {phone, bsuid}
+        assert {r["identifier"] for r in data["whatsapp_identities"]} == {phone, bsuid}
+        assert [r["recipient"] for r in data["whatsapp_outbox"]] == [bsuid]
+        assert len(data["whatsapp_inbox"]) == 1 and len(data["whatsapp_contacts"]) == 1
+    assert subject_access.main(["erase", "--bsuid", bsuid, "--endpoints", str(endpoints),
+                                "--db-url", db_url, "--yes"]) == 0
+    assert server.store.identity_of(bsuid)["username"] is None
+    assert server.store.outgoing_for_recipient(bsuid) == []

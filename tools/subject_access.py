@@ -2,6 +2,12 @@
 
     python -m tools.subject_access export --phone +31612345678 [--out export.json]
     python -m tools.subject_access erase  --phone +31612345678 [--dry-run] [--yes]
+    python -m tools.subject_access export --bsuid NL.13491208655302741918
+
+A WhatsApp citizen is found by phone number OR business-scoped user id (BSUID,
+``--bsuid``; citizens with a username may have no number): both lead to the one
+conversation key in ``whatsapp_identities`` (the BSUID or the number), whose data is
+exported/erased together with all identifiers linked to it.
 
 Options: ``--endpoints`` (file with the SQL tracker store, default endpoints.yml,
 ``${VAR}`` from the environment), ``--db-url`` (appcare database, default
@@ -71,11 +77,30 @@ class Subject:
     def __init__(self, wa_id: str, endpoints: str, db_url: Optional[str] = None) -> None:
         if not wa_id:
             raise SystemExit("no phone number / sender id given")
+        self.given = wa_id
+        self.endpoints = endpoints
+        self.app = appcare_engine(db_url)
+        # WhatsApp identifiers (phone number, BSUID) of this citizen and the conversation key
+        self.identifiers, wa_id = self._identities(wa_id)
         self.wa_id = wa_id
         self.hash = conversation_hash(wa_id)
         self.sender_ids = {wa_id}  # plus "<wa_id>@<number id>" conversations found in the tracker
-        self.endpoints = endpoints
-        self.app = appcare_engine(db_url)
+        self.phones = {i for i in self.identifiers if i.isdigit()} | {wa_id}
+
+    def _identities(self, given: str) -> "tuple[set, str]":
+        """(all identifiers linked to ``given``, its conversation key) from
+        ``whatsapp_identities``; (``{given}``, ``given``) when it is not there."""
+        from channels.inbox import identities
+
+        if not sa.inspect(self.app).has_table(identities.name):
+            return {given}, given
+        with self.app.connect() as conn:
+            keys = [r[0] for r in conn.execute(
+                sa.select(identities.c.conversation_key).where(identities.c.identifier == given))]
+            key = keys[0] if keys else given
+            found = {r[0] for r in conn.execute(
+                sa.select(identities.c.identifier).where(identities.c.conversation_key == key))}
+        return found | {given, key}, key
 
     # -------------------------------------------------------------- queries
     def _tracker(self, erase: bool, dry_run: bool) -> Dict[str, Any]:
@@ -105,7 +130,7 @@ class Subject:
 
     def _appcare(self, erase: bool, dry_run: bool) -> Dict[str, List[Dict[str, Any]]]:
         from appcare.handoff_store import TicketMessageRow, TicketRow
-        from channels.inbox import contacts, inbox, leases, outbox, status_events
+        from channels.inbox import contacts, identities, inbox, leases, outbox, status_events
 
         inspector = sa.inspect(self.app)
         result: Dict[str, List[Dict[str, Any]]] = {}
@@ -133,7 +158,7 @@ class Subject:
                         .where(tickets.c.callback_number.isnot(None), ~mine)
                         .order_by(tickets.c.id)
                     ).all()
-                    named = [r for r in others if normalise_phone(r.callback_number) == self.wa_id]
+                    named = [r for r in others if normalise_phone(r.callback_number) in self.phones]
                     result["handoff_callback_numbers"] = _rows(named)
                     if erase and not dry_run and named:
                         conn.execute(
@@ -145,6 +170,8 @@ class Subject:
                 ("whatsapp_contacts", contacts, contacts.c.wa_id == self.wa_id),
                 ("whatsapp_status_events", status_events, status_events.c.recipient_hash == self.hash),
                 ("whatsapp_sender_leases", leases, leases.c.sender_hash == self.hash),
+                ("whatsapp_identities", identities, sa.or_(identities.c.conversation_key == self.wa_id,
+                                                           identities.c.identifier.in_(sorted(self.identifiers)))),
             ]
             for name, table, condition in plans:
                 if not inspector.has_table(name):
@@ -182,7 +209,8 @@ class Subject:
     def collect(self, erase: bool = False, dry_run: bool = False) -> Dict[str, Any]:
         tracker = self._tracker(erase, dry_run)
         data = {
-            "subject": {"wa_id": self.wa_id, "conversation_hash": self.hash},
+            "subject": {"wa_id": self.wa_id, "conversation_hash": self.hash,
+                        "identifiers": sorted(self.identifiers)},
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "tracker_events": tracker["events"],
         }
@@ -206,6 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("command", choices=["export", "erase"])
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--phone", help="phone number, e.g. +31612345678")
+    who.add_argument("--bsuid", help="WhatsApp business-scoped user id, e.g. NL.13491208655302741918")
     who.add_argument("--sender-id", help="Rasa sender id (other channels)")
     parser.add_argument("--endpoints", default=os.environ.get("APPCARE_ENDPOINTS", "endpoints.yml"))
     parser.add_argument("--db-url", default=None)
@@ -214,7 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--yes", action="store_true", help="erase: do not ask for confirmation")
     args = parser.parse_args(argv)
     logging_setup.configure("subject-access")
-    wa_id = normalise_phone(args.phone) if args.phone else args.sender_id
+    wa_id = normalise_phone(args.phone) if args.phone else (args.bsuid or "").strip() or args.sender_id
     subject = Subject(wa_id, args.endpoints, args.db_url)
     if args.command == "export":
         data = subject.collect()
