@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from typing import Any, Collection, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
@@ -191,6 +192,30 @@ class ChannelDelivery:
             logger.exception("could not read the WhatsApp outbox")
         return None
 
+    def conversation_label(self, conversation_id: str) -> str:
+        """How the desk names a conversation: :func:`short_conversation`, except for a
+        WhatsApp citizen known only by a business-scoped user id (a username, no phone
+        number): the username (``profile.username``)."""
+        label = short_conversation(conversation_id)
+        key = (conversation_id or "").partition("@")[0]
+        if not self.available or not re.match(r"^[A-Z]{2}\.[A-Za-z0-9]{1,128}$", key):
+            return label
+        try:
+            if self._store is None:
+                from channels.inbox import InboxStore
+
+                self._store = InboxStore(self.db_url)
+            identity = self._store.identity_of(key)
+        except ImportError:
+            self.available = False
+            return label
+        except Exception:  # noqa: BLE001 - never fail a page on the channel's tables
+            logger.exception("could not read the WhatsApp identities")
+            return label
+        if identity.get("username") and not identity.get("phone"):
+            return "@" + identity["username"].lstrip("@")
+        return label
+
     def known(self, ref: str) -> Optional[set]:
         """Outbox ids of earlier attempts with this ref (a retry looks only at its own);
         None when the outbox cannot be read."""
@@ -242,7 +267,7 @@ class DeskService:
         waiting = ((ticket.closed_at or now) - ticket.created_at).total_seconds()
         return {
             "id": ticket.id,
-            "conversation": short_conversation(ticket.conversation_id),
+            "conversation": self.channel.conversation_label(ticket.conversation_id),
             "channel": ticket.channel,
             "channel_label": CHANNEL_LABELS.get(ticket.channel, ticket.channel),
             "municipality": ticket.municipality,

@@ -306,3 +306,37 @@ def test_subject_access_finds_the_citizen_by_bsuid_or_number(
                                 "--db-url", db_url, "--yes"]) == 0
     assert server.store.identity_of(bsuid)["username"] is None
     assert server.store.outgoing_for_recipient(bsuid) == []
+
+
+def test_desk_shows_the_username_where_there_is_no_number(server: ChannelServer, graph: FakeGraphAPI) -> None:
+    from desk.service import ChannelDelivery
+
+    only_user, phone, both = new_bsuid(), new_phone(), new_bsuid()
+    server.post(message_payload("desk", bsuid=only_user, username="kees_k", ts=now_ts()))
+    server.post(message_payload("desk", phone=phone, bsuid=both, username="els", ts=now_ts()))
+    assert wait(lambda: sent_with(graph, "recipient", only_user) and sent_with(graph, "to", phone))
+    desk = ChannelDelivery(str(server.store.engine.url))
+    assert desk.conversation_label(only_user) == "@kees_k"
+    assert desk.conversation_label(f"{only_user}@{PNID}") == "@kees_k"
+    assert desk.conversation_label(both) == "…" + both[-4:]  # a number exists: not the username
+    assert desk.conversation_label(phone) == "…" + phone[-4:]
+
+
+def test_retention_treats_the_identifiers_as_personal_data(tmp_path: Path) -> None:
+    import time as _time
+
+    from channels.inbox import InboxStore
+    from tools import retention
+
+    store = InboxStore(f"sqlite:///{tmp_path}/r.db")
+    bsuid, phone = new_bsuid(), new_phone()
+    old = _time.time() - 40 * 86400
+    assert store.conversation_key(phone, bsuid, "oud", now=old) == bsuid
+    recent = new_bsuid()
+    store.conversation_key(None, recent, "nieuw")
+    cutoff = _time.time() - 30 * 86400
+    assert retention.purge_whatsapp(store.engine, cutoff, dry_run=True)["whatsapp_identities"] == 2
+    assert retention.purge_whatsapp(store.engine, cutoff, dry_run=False)["whatsapp_identities"] == 2
+    assert store.identity_of(recent)["username"] == "nieuw"
+    assert store.identity_of(bsuid) == {"phone": None, "user_id": bsuid, "username": None}
+    assert store.purge(7, now=_time.time() + 8 * 86400)["identities"] == 1

@@ -32,7 +32,8 @@ What happens to data older than ``--days``:
   user, urgent, language code and whether a callback was asked (yes/no) stay.
   Open tickets are left alone (a colleague is still working on them) and reported.
 * **WhatsApp state** (``whatsapp_inbox``, ``whatsapp_outbox``,
-  ``whatsapp_status_events``, ``whatsapp_contacts``): finished rows older than the
+  ``whatsapp_status_events``, ``whatsapp_contacts``, ``whatsapp_identities`` - the
+  citizen's phone number/BSUID/username, by last use): finished rows older than the
   cut-off are deleted. Note: with fewer than 7 days, very late redeliveries by
   Meta are no longer recognised as duplicates.
 * **Desk webhook outbox** (``desk_webhook_outbox``, when present): delivered or
@@ -334,7 +335,7 @@ def anonymise_tickets(
 
 
 def purge_whatsapp(engine: sa.engine.Engine, cutoff: float, dry_run: bool) -> Dict[str, int]:
-    from channels.inbox import contacts, inbox, leases, outbox, status_events
+    from channels.inbox import contacts, identities, inbox, leases, outbox, status_events
 
     counts: Dict[str, int] = {}
     inspector = sa.inspect(engine)
@@ -347,6 +348,9 @@ def purge_whatsapp(engine: sa.engine.Engine, cutoff: float, dry_run: bool) -> Di
             sa.or_(contacts.c.template_sent_ts.is_(None), contacts.c.template_sent_ts < cutoff),
         )),
         ("whatsapp_sender_leases", leases, leases.c.expires_ts < min(cutoff, time.time() - 3600)),
+        # phone number / BSUID / username -> conversation key: personal data, kept
+        # while the citizen writes (each message renews it)
+        ("whatsapp_identities", identities, identities.c.updated_ts < cutoff),
     ]
     with engine.begin() as conn:
         for name, table, condition in plans:
