@@ -340,3 +340,42 @@ def test_retention_treats_the_identifiers_as_personal_data(tmp_path: Path) -> No
     assert store.identity_of(recent)["username"] == "nieuw"
     assert store.identity_of(bsuid) == {"phone": None, "user_id": bsuid, "username": None}
     assert store.purge(7, now=_time.time() + 8 * 86400)["identities"] == 1
+
+
+def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    from sqlalchemy import inspect
+
+    from appcare import db
+    from channels.inbox import InboxStore
+    from tools.loadtest import ensure_database
+
+    name = "appcare_ptest_bsuid"
+    ensure_database(name)
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        store = InboxStore(url)
+        with store.engine.begin() as conn:  # tables as created before BSUIDs
+            for table, column in (("whatsapp_inbox", "wa_id"), ("whatsapp_outbox", "recipient"),
+                                  ("whatsapp_contacts", "wa_id")):
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)")
+        store = InboxStore(url)
+        lengths = {(t, c["name"]): c["type"].length for t in ("whatsapp_inbox", "whatsapp_outbox", "whatsapp_contacts")
+                   for c in inspect(store.engine).get_columns(t) if c["name"] in ("wa_id", "recipient")}
+        assert set(lengths.values()) == {191}
+        long_id = "NL." + "A1" * 64
+        phone = new_phone()
+        assert store.conversation_key(phone, long_id, "lang") == long_id
+        assert store.conversation_key(phone, None) == long_id
+        (row_id,) = store.add_outgoing(PNID, long_id, [{"to": long_id}], ["text"], None)
+        assert store.get_outgoing(row_id).recipient == long_id
+        assert store.address_of(long_id) == ("to", phone)
+        assert store.link_identifiers(phone, long_id, None, "NL.7") == long_id
+        assert store.identity_of(long_id)["user_id"] == "NL.7"
+    finally:
+        db.dispose_all()
