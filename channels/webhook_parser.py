@@ -272,13 +272,14 @@ def _parse_message(
         contact = {}
     if contact and user_id and contact.get("user_id") not in (None, user_id):
         contact = {}
+    routing_id = phone or user_id  # as tools/front.py hashes it (``from``, else ``from_user_id``)
     phone = phone or contact.get("wa_id")
     user_id = user_id or contact.get("user_id")
-    if not wamid or not (phone or user_id):
+    if not wamid or not routing_id:
         return f"{mtype} message without id/from"
     base: Dict[str, Any] = dict(
         wamid=wamid,
-        wa_id=phone or user_id,
+        wa_id=routing_id,
         phone_number_id=phone_number_id,
         timestamp=_int(raw.get("timestamp")),
         profile_name=contact.get("name"),

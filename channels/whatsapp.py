@@ -1200,7 +1200,9 @@ class WhatsAppInput(InputChannel):
             # body is still the signed original, so this can only narrow it.
             mine = {part.strip() for part in route.split(",") if part.strip()}
             messages = [m for m in messages if conversation_hash(m.wa_id) in mine]
-            statuses = [s for s in statuses if conversation_hash(s.recipient_id or "") in mine]
+            # (the parser's wa_id / the status's ids: the number, else the BSUID, as the front hashes them)
+            statuses = [s for s in statuses
+                        if conversation_hash(s.recipient_id or s.recipient_user_id or "") in mine]
         received_ts = time.time()
         counts = await service.accept(messages, statuses, received_ts)
         return response.json({"status": "ok", **counts})

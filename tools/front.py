@@ -139,11 +139,12 @@ def senders_of(payload: Any) -> List[str]:
             if not isinstance(value, dict):
                 continue
             for message in value.get("messages") or []:
-                if isinstance(message, dict) and message.get("from"):
-                    found.append(str(message["from"]))
+                # a citizen with a username may come without a number: its BSUID
+                if isinstance(message, dict) and (message.get("from") or message.get("from_user_id")):
+                    found.append(str(message.get("from") or message.get("from_user_id")))
             for status in value.get("statuses") or []:
-                if isinstance(status, dict) and status.get("recipient_id"):
-                    found.append(str(status["recipient_id"]))
+                if isinstance(status, dict) and (status.get("recipient_id") or status.get("recipient_user_id")):
+                    found.append(str(status.get("recipient_id") or status.get("recipient_user_id")))
     seen = set()
     return [s for s in found if not (s in seen or seen.add(s))]
 
