@@ -109,7 +109,8 @@ class EchoBot:
                 sid, {"text": "Kan ik nog iets doen?", "buttons": [{"title": "Ja", "payload": "/affirm"}, {"title": "Nee", "payload": "/deny"}]}
             )
         elif text == "two":
-            await out.send_response(sid, {"text": "Eerste deel"})
+            # longer than an interactive body (1,024): two WhatsApp messages, not one
+            await out.send_response(sid, {"text": "Eerste deel. " + "Nog een zin van het antwoord. " * 40})
             await out.send_response(sid, {"text": "Keuze", "buttons": [{"title": "Ok", "payload": "/affirm"}]})
         elif text.startswith("long:"):
             size = int(text.split(":")[1])
