@@ -132,7 +132,7 @@ class FakeGraphAPI:
 
         def post() -> None:
             for status in ("sent", "delivered"):
-                data = status_payload(wamid, str(body.get("to") or ""), pnid_of_path(path), status,
+                data = status_payload(wamid, str(body.get("to") or body.get("recipient") or ""), pnid_of_path(path), status,
                                       body.get("biz_opaque_callback_data"))
                 sig = "sha256=" + hmac.new(self._status_secret.encode(), data, hashlib.sha256).hexdigest()
                 try:

@@ -243,7 +243,7 @@ class RecordingGraph:
                     self.receipts[wamid] = self.receipts.get(wamid, 0) + 1
                     self._since_receipt[wa_id] = False
                 return {"success": True}
-            to = str(body.get("to") or "")
+            to = str(body.get("to") or body.get("recipient") or "")
             text = _text_of(body)
             self.texts.setdefault(to, []).append(text)
             self.paths.setdefault(to, []).append(path)
@@ -357,8 +357,11 @@ def status_payload(wamid: str, recipient: str, pnid: str, status: str = "sent",
                    callback_data: Optional[str] = None, ts: Optional[int] = None) -> bytes:
     """A status webhook as Meta sends it for one of our messages; ``callback_data``
     is the ``biz_opaque_callback_data`` of the send, echoed."""
+    # A citizen without a phone number is addressed by BSUID ("NL.1349..."): Meta's status
+    # then carries recipient_user_id instead of recipient_id.
+    who = {"recipient_user_id": recipient} if "." in recipient else {"recipient_id": recipient}
     item: Dict[str, Any] = {
-        "id": wamid, "status": status, "timestamp": str(int(ts or time.time())), "recipient_id": recipient,
+        "id": wamid, "status": status, "timestamp": str(int(ts or time.time())), **who,
         "pricing": {"billable": True, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"},
     }
     if callback_data:
