@@ -14,6 +14,7 @@ from appcare.pii import number_spans
 
 from actions.base import AppcareAction, Turn, offer_colleague_in_language
 from actions.context import (
+    FAMILY_DEFAULT,
     HOW_INTENT,
     MAX_CONTEXT_WORDS,
     ONLINE,
@@ -115,17 +116,7 @@ def is_short_question(text: str) -> bool:
 
 
 def _topic_family(turn: Turn) -> Optional[str]:
-    pending = turn.tracker.get_slot("pending_question") or ""
-    topic = turn.tracker.get_slot("topic") or ""
-    if pending in ("age", "document_type") or topic.startswith("passport_"):
-        return "passport"
-    if pending == "street" or topic.startswith("roadworks_"):
-        return "roadworks"
-    if topic.startswith("opening_hours"):
-        return "opening_hours"
-    if topic.startswith("marriage_"):
-        return "marriage"
-    return None
+    return current_family(turn)
 
 
 def _route_followup(turn: Turn) -> bool:
@@ -224,18 +215,11 @@ def _age_from_number(turn: Turn) -> None:
 def answer_last_topic(turn: Turn) -> bool:
     """The last topic's answer again, with this message's values (another municipality:
     "sorry, ik bedoel Lelystad"); False without a topic."""
-    family = _topic_family(turn)
-    topic = turn.tracker.get_slot("topic") or ""
-    if family == "passport":
-        answer_passport(turn, topic if topic.startswith("passport_") else "passport_fees")
-    elif family == "roadworks":
-        answer_roadworks(turn, topic if topic.startswith("roadworks_") else "roadworks_status", followup=True)
-    elif family == "opening_hours":
-        answer_opening_hours(turn, followup=True)
-    elif family == "marriage":
-        answer_marriage(turn, topic)
-    else:
+    family = current_family(turn)
+    if family is None:
         return False
+    topic = turn.tracker.get_slot("topic") or ""
+    answer_intent(turn, topic if family_of(topic) == family else FAMILY_DEFAULT[family])
     return True
 
 

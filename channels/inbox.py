@@ -398,13 +398,7 @@ class InboxStore:
     def phone_of(self, key: str) -> Optional[str]:
         """The phone number to send to for a conversation key (the latest one known),
         None when only a BSUID is known (send with ``recipient``)."""
-        with self.engine.connect() as conn:
-            latest = conn.execute(
-                select(identities.c.identifier)
-                .where(identities.c.conversation_key == key, identities.c.kind == "phone")
-                .order_by(identities.c.updated_ts.desc())
-                .limit(1)
-            ).scalar()
+        latest = self._latest_identifier(key, "phone")
         return latest or (None if _is_bsuid(key) else key)
 
     def address_of(self, key: str) -> "tuple[str, str]":
@@ -414,14 +408,17 @@ class InboxStore:
         phone = self.phone_of(key)
         if phone:
             return "to", phone
+        return "recipient", self._latest_identifier(key, "bsuid") or key
+
+    def _latest_identifier(self, key: str, kind: str) -> Optional[str]:
+        """The most recently used identifier of ``kind`` ("phone" | "bsuid") of a conversation."""
         with self.engine.connect() as conn:
-            latest = conn.execute(
+            return conn.execute(
                 select(identities.c.identifier)
-                .where(identities.c.conversation_key == key, identities.c.kind == "bsuid")
+                .where(identities.c.conversation_key == key, identities.c.kind == kind)
                 .order_by(identities.c.updated_ts.desc())
                 .limit(1)
             ).scalar()
-        return "recipient", latest or key
 
     def identity_of(self, key: str) -> Dict[str, Optional[str]]:
         """{"phone", "user_id", "username"} of a conversation key (None where unknown)."""
