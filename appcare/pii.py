@@ -8,8 +8,11 @@ Logs never contain message text at all (see appcare.logging_setup).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
-from typing import List, Tuple
+from typing import List, Optional, Tuple
+
+from appcare.secrets import pseudonym_key
 
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}\s?[A-Z]{4}(?:\s?\d{4}){2}\s?\d{2}\b", re.IGNORECASE)
@@ -121,9 +124,26 @@ def is_valid_bsn(digits: str) -> bool:
     return sum(int(d) * w for d, w in zip(digits, weights)) % 11 == 0
 
 
-def conversation_hash(sender_id: str) -> str:
-    """Short, stable pseudonym of a sender for logs (never log the number itself)."""
-    return hashlib.sha256((sender_id or "").encode("utf-8")).hexdigest()[:12]
+def pseudonym(value: Optional[str], length: int = 12) -> str:
+    """Keyed pseudonym of an identifier: the first ``length`` hex characters of
+    HMAC-SHA256 with :func:`appcare.secrets.pseudonym_key`.
+
+    The only way pseudonyms of senders (and message ids) are made: logs, the
+    ``sender_hash``/``recipient_hash`` columns and the front's ``X-Appcare-Route``
+    header. An unkeyed hash of a phone number is no pseudonym (Dutch mobile numbers
+    are ~10^8, tried in seconds); without the key this one cannot be reversed. All
+    components of an installation share the key (``APPCARE_PSEUDONYM_KEY``), so the
+    same sender gets the same pseudonym everywhere. In production without the key
+    this raises :class:`appcare.secrets.SecretError`.
+    """
+    digest = hmac.new(pseudonym_key(), (value or "").encode("utf-8"), hashlib.sha256).hexdigest()
+    return digest[:length]
+
+
+def conversation_hash(sender_id: Optional[str]) -> str:
+    """Short, stable pseudonym of a sender for logs and ``sender_hash`` columns (never
+    log the number itself); see :func:`pseudonym`."""
+    return pseudonym(sender_id, 12)
 
 
 def number_spans(text: str) -> List[Tuple[int, int]]:

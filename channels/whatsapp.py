@@ -207,7 +207,7 @@ def split_conversation_id(sender_id: str) -> "tuple[str, Optional[str]]":
 
 
 def short_hash(value: Optional[str]) -> str:
-    return hashlib.sha256((value or "").encode("utf-8")).hexdigest()[:8]
+    return conversation_hash(value)[:8]  # keyed pseudonym (appcare.pii.pseudonym)
 
 
 def _where(exc: BaseException) -> str:

@@ -86,3 +86,66 @@ def test_ordinary_text_is_left_alone(text):
 def test_bsn_elfproef_and_hash():
     assert is_valid_bsn("123456782") and not is_valid_bsn("123456789")
     assert conversation_hash("31612345678") != "31612345678" and len(conversation_hash("x")) == 12
+
+
+# ------------------------------------------------------------------ keyed pseudonyms
+KEY_A = "pseudonym-key-a-0123456789abcdef"
+KEY_B = "pseudonym-key-b-fedcba9876543210"
+
+
+def test_pseudonym_of_a_number_depends_on_the_key(monkeypatch):
+    """A sender's pseudonym in logs, sender_hash columns and the route header cannot be
+    reversed by hashing all ~10^8 Dutch mobile numbers: it is keyed."""
+    import hashlib
+    import hmac
+
+    from appcare.pii import pseudonym
+
+    monkeypatch.delenv("APPCARE_ENV", raising=False)
+    monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY_A)
+    under_a = conversation_hash("31612345678")
+    assert conversation_hash("31612345678") == under_a  # stable under one key
+    assert under_a == pseudonym("31612345678") == hmac.new(
+        KEY_A.encode(), b"31612345678", hashlib.sha256).hexdigest()[:12]
+    assert under_a != hashlib.sha256(b"31612345678").hexdigest()[:12]  # not the unkeyed hash
+    assert conversation_hash("31612345679") != under_a
+    assert len(pseudonym("31612345678", 8)) == 8 and under_a.startswith(pseudonym("31612345678", 8))
+    monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY_B)
+    assert conversation_hash("31612345678") != under_a
+
+
+def test_whatsapp_message_ids_are_keyed_too(monkeypatch):
+    import hashlib
+
+    from channels.whatsapp import short_hash
+
+    monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY_A)
+    wamid = "wamid.HBgLMzE2MTIzNDU2NzgVAgARGBI"  # base64 of the number inside
+    under_a = short_hash(wamid)
+    assert len(under_a) == 8 and under_a != hashlib.sha256(wamid.encode()).hexdigest()[:8]
+    monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY_B)
+    assert short_hash(wamid) != under_a
+
+
+def test_production_without_pseudonym_key_refuses(monkeypatch):
+    from appcare.secrets import SecretError
+
+    monkeypatch.setenv("APPCARE_ENV", "production")
+    monkeypatch.delenv("APPCARE_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(SecretError, match="APPCARE_PSEUDONYM_KEY"):
+        conversation_hash("31612345678")
+    monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", "change-me")
+    with pytest.raises(SecretError):
+        conversation_hash("31612345678")
+
+
+def test_development_key_is_generated_once_and_kept(monkeypatch, tmp_path):
+    from appcare import secrets
+
+    monkeypatch.delenv("APPCARE_ENV", raising=False)
+    monkeypatch.delenv("APPCARE_PSEUDONYM_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    first = conversation_hash("31612345678")
+    assert (tmp_path / "var" / "pseudonym.key").exists()
+    secrets._pseudonym_key_cache.clear()  # a restart reads the same file
+    assert conversation_hash("31612345678") == first
