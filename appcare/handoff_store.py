@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 OPEN_STATES = ("open", "claimed")
 CALLBACK_NUMBER_MAX = 64
+# Retention (tools/retention.py): an open ticket without any activity for the retention
+# period is closed with this outcome and a system note in its history, then anonymised
+# like every closed ticket.
+EXPIRED_OUTCOME = "bewaartermijn verstreken"
+EXPIRED_NOTE = "Automatisch gesloten: bewaartermijn verstreken (geen activiteit binnen de bewaartermijn)."
 
 
 class TicketRow(Base):
@@ -541,6 +546,49 @@ class HandoffStore:
                 }
                 for m, conversation_id, municipality, channel in rows
             ]
+
+
+def stale_open_tickets(conn: Any, before: dt.datetime) -> List[int]:
+    """Ids of open or claimed tickets without any activity since ``before`` (naive
+    UTC): created, claimed and last message all earlier."""
+    from sqlalchemy import and_, exists, or_
+
+    tickets = TicketRow.__table__
+    messages = TicketMessageRow.__table__
+    recent = exists().where(and_(messages.c.ticket_id == tickets.c.id, messages.c.created_at >= before))
+    return [
+        r[0] for r in conn.execute(
+            select(tickets.c.id).where(
+                tickets.c.status.in_(OPEN_STATES),
+                tickets.c.created_at < before,
+                or_(tickets.c.claimed_at.is_(None), tickets.c.claimed_at < before),
+                ~recent,
+            ).order_by(tickets.c.id)
+        )
+    ]
+
+
+def expire_stale_tickets(conn: Any, before: dt.datetime, now: Optional[dt.datetime] = None) -> List[int]:
+    """Closes open tickets without activity since ``before`` (see
+    :func:`stale_open_tickets`) with outcome :data:`EXPIRED_OUTCOME` and a system
+    message :data:`EXPIRED_NOTE` that the desk shows in the ticket's history (its time
+    is when). ``closed_at`` stays empty: nobody handled the ticket, so the report does
+    not count it as closed nor in the handling time. Runs on ``conn`` (a connection in
+    a transaction); returns the ids closed. The bot notices at the citizen's next
+    message (the relay finds no open ticket) and takes over."""
+    now = now or utcnow()
+    closed = []
+    for ticket_id in stale_open_tickets(conn, before):
+        result = conn.execute(
+            update(TicketRow.__table__)
+            .where(TicketRow.__table__.c.id == ticket_id, TicketRow.__table__.c.status.in_(OPEN_STATES))
+            .values(status="closed", outcome=EXPIRED_OUTCOME, version=TicketRow.__table__.c.version + 1)
+        )
+        if result.rowcount == 1:
+            conn.execute(TicketMessageRow.__table__.insert().values(
+                ticket_id=ticket_id, author="system", text=EXPIRED_NOTE, created_at=now))
+            closed.append(ticket_id)
+    return closed
 
 
 _stores: Dict[str, HandoffStore] = {}

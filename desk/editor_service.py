@@ -36,7 +36,7 @@ from appcare import editor_inbox, live_model
 from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
 from appcare.editor_job import PROGRESS_MARKER
 from appcare.editor_nlu import NluRepo, annotate, strip_placeholders
-from desk.editor_store import EditorStore, LockBusy, process_owner
+from desk.editor_store import EditorStore, LockBusy, example_audit_detail, process_owner
 from desk.service import DeskError
 from desk.settings import Settings
 from desk.store import DeskStore, utcnow
@@ -220,10 +220,11 @@ class EditorService:
             result = self.nlu.move(intent, texts, target)
         else:
             raise DeskError(400, "bad_action", "Onbekende actie.")
-        self.audit(user, f"example_{action}", {
+        # which examples changed, never their texts (an example may be a citizen's message)
+        self.audit(user, f"example_{action}", example_audit_detail({
             "intent": intent, "target": target or None, "files": result.changed_files,
-            "examples": texts[:20] if action != "add" else [new_text], "new": new_text or None,
-        })
+            "examples": texts[:20] if action != "add" else [new_text], "new": new_text if action == "edit" else None,
+        }))
         return result
 
     # ------------------------------------------------------------------ inbox

@@ -24,6 +24,11 @@ from desk.store import utcnow
 
 Base = declarative_base()
 INBOX_STATES = ("new", "assigned", "wish", "dismissed")
+# Audit actions of changes to example questions. An example may have been a citizen's
+# message (the not-understood inbox), so the audit log keeps that it changed (intent,
+# files, how many, a keyed id per example, who, when) and never the text.
+EXAMPLE_AUDIT_ACTIONS = ("example_add", "example_edit", "example_move", "example_delete")
+EXAMPLE_TEXT_KEYS = ("examples", "new", "old", "text", "example")
 LOCK_STALE_AFTER = dt.timedelta(minutes=5)  # no heartbeat this long: the holder died
 
 
@@ -90,6 +95,30 @@ class LockRow(Base):
     owner = Column(String(128), nullable=False)  # host:pid of the desk process
     acquired_at = Column(DateTime, nullable=False, default=utcnow)
     heartbeat_at = Column(DateTime, nullable=False, default=utcnow)
+
+
+def example_id(text: str) -> str:
+    """Keyed id of an example question (the same text gives the same id; the text
+    cannot be read back from it)."""
+    from appcare.pii import pseudonym
+
+    return "ex-" + pseudonym(" ".join(str(text).split()), 12)
+
+
+def example_audit_detail(detail: Dict[str, Any]) -> Dict[str, Any]:
+    """The audit detail of a change to example questions without their texts: the
+    texts (``examples``, ``new``, ...) become ``count`` and ``example_ids``. Used when
+    auditing and by tools/retention.py to repair rows written before."""
+    out = {k: v for k, v in detail.items() if k not in EXAMPLE_TEXT_KEYS}
+    texts: List[str] = []
+    for key in EXAMPLE_TEXT_KEYS:
+        value = detail.get(key)
+        for text in (value if isinstance(value, list) else [value]):
+            if isinstance(text, str) and text.strip() and example_id(text) not in (example_id(t) for t in texts):
+                texts.append(text)
+    out["count"] = len(texts)
+    out["example_ids"] = [example_id(t) for t in texts]
+    return out
 
 
 def _loads(text: Optional[str]) -> Any:

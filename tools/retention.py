@@ -20,8 +20,10 @@ What happens to data older than ``--days``:
     bot attachments/buttons are removed; metadata keeps only ``channel``,
     ``municipality``, ``phone_number_id`` (the municipality's business number),
     ``message_type``, ``interactive_type``, ``sent_at``, ``received_at``,
-    ``delay_seconds``, ``utter_action`` and model ids; slot values are kept only
-    for the categorical slots the report and dashboards use;
+    ``delay_seconds``, ``utter_action`` and model ids (also in the slot
+    ``session_started_metadata``, which holds the metadata of a session's first
+    message: profile name and wamid go); slot values are kept only for the
+    categorical slots the report and dashboards use;
   - kept: event types, intent names and confidences, action names, policies,
     timestamps, the order of events.
 * **Handoff tickets** (``handoff_tickets``/``handoff_messages``) that are closed and
@@ -30,7 +32,12 @@ What happens to data older than ``--days``:
   conversation), summary and transcript are emptied, the callback number is
   removed, message texts are emptied; times, reason, outcome, municipality, staff
   user, urgent, language code and whether a callback was asked (yes/no) stay.
-  Open tickets are left alone (a colleague is still working on them) and reported.
+  An open (or claimed) ticket without any activity (created, claimed, message) in the
+  retention period is first closed as expired: outcome ``bewaartermijn verstreken``
+  and a system note "Automatisch gesloten: bewaartermijn verstreken" in its history
+  (kept; no ``closed_at``: nobody handled it, so the report's handling figures do not
+  change), then anonymised like a closed one. Open tickets with recent activity are
+  left alone (a colleague is still working on them) and reported.
 * **WhatsApp state** (``whatsapp_inbox``, ``whatsapp_outbox``,
   ``whatsapp_status_events``, ``whatsapp_contacts``, ``whatsapp_identities`` - the
   citizen's phone number/BSUID/username, by last use): finished rows older than the
@@ -38,6 +45,13 @@ What happens to data older than ``--days``:
   Meta are no longer recognised as duplicates.
 * **Desk webhook outbox** (``desk_webhook_outbox``, when present): delivered or
   failed rows older than the cut-off are deleted.
+* **Editors' not-understood inbox** (``desk_editor_inbox``): older items lose text,
+  sender pseudonym and the example they became.
+
+Repairs of what earlier versions left behind (each run, idempotent): the slot
+``session_started_metadata`` in conversations anonymised before; example texts in
+the desk's audit log (``desk_audit_log``, actions ``example_*``: they become count
+and keyed ids); old editor inbox items that kept their example.
 
 Alternative kept in mind and not chosen: writing ``report_daily_aggregates`` and
 deleting events. Anonymised events keep every figure of the report (including new
@@ -75,9 +89,12 @@ KEEP_METADATA = {
 KEEP_SLOTS = {
     "municipality", "topic", "pending_question", "failed_attempts", "privacy_notice_shown",
     "feedback_asked", "handoff_active", "document_type", "relation", "desk", "ceremony_type",
-    "requested_slot", "session_started_metadata", "language", "reply_language",
+    "requested_slot", "language", "reply_language",
     "other_language_notice", "handoff_reason",
 }
+# Rasa's slot with the metadata of the first message of a session: a dict, filtered
+# with KEEP_METADATA (before, it was kept whole: see repair_anonymised_tracker).
+SESSION_METADATA_SLOT = "session_started_metadata"
 FINISHED_INBOX = ("done", "ignored", "failed")
 FINAL_OUTBOX = ("sent", "failed", "deferred")
 EXPIRED_TEXT = "[verwijderd: bewaartermijn verstreken]"
@@ -149,7 +166,11 @@ def anonymise_event(event: Dict[str, Any]) -> Dict[str, Any]:
         out["data"] = {}
     elif kind == "slot":
         value = out.get("value")
-        if out.get("name") not in KEEP_SLOTS and not (value is None or isinstance(value, (bool, int, float))):
+        if out.get("name") == SESSION_METADATA_SLOT:
+            # the metadata of the message that started the session (profile name, wamid):
+            # filtered like the metadata of a user event
+            out["value"] = _metadata(value) if isinstance(value, dict) else None
+        elif out.get("name") not in KEEP_SLOTS and not (value is None or isinstance(value, (bool, int, float))):
             out["value"] = None
     elif kind == "action":
         out["action_text"] = None
@@ -280,6 +301,50 @@ def anonymise_tracker(
     return counts, sessions_by_sender
 
 
+def repair_anonymised_tracker(engine: sa.engine.Engine, dry_run: bool, batch: int = 1000) -> Dict[str, int]:
+    """Conversations anonymised by an earlier version kept the slot
+    ``session_started_metadata`` whole (the citizen's WhatsApp profile name, the
+    wamid): anonymises those events again. Only events that still hold more than
+    :func:`anonymise_event` keeps are rewritten, so a second run changes nothing."""
+    counts = {"repaired_events": 0}
+    if not sa.inspect(engine).has_table("events"):
+        return counts
+    events = events_table()
+    condition = sa.and_(
+        events.c.sender_id.startswith(ANON_PREFIX, autoescape=True),
+        events.c.type_name == "slot",
+        events.c.data.contains(SESSION_METADATA_SLOT, autoescape=True),
+    )
+    last_id = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(events.c.id, events.c.data).where(condition, events.c.id > last_id)
+                .order_by(events.c.id).limit(batch)
+            ).all()
+            if not rows:
+                break
+            last_id = rows[-1][0]
+            updates = []
+            for event_id, raw in rows:
+                try:
+                    event = json.loads(raw) if raw else {}
+                except ValueError:
+                    event = {}
+                cleaned = anonymise_event(event)
+                if cleaned != event:
+                    updates.append({"b_id": event_id, "b_data": json.dumps(cleaned, ensure_ascii=False)})
+            counts["repaired_events"] += len(updates)
+            if updates and not dry_run:
+                conn.execute(
+                    events.update().where(events.c.id == sa.bindparam("b_id")).values(data=sa.bindparam("b_data")),
+                    updates,
+                )
+        if len(rows) < batch:
+            break
+    return counts
+
+
 def anonymise_tickets(
     engine: sa.engine.Engine,
     cutoff: float,
@@ -287,9 +352,11 @@ def anonymise_tickets(
     anonymiser: Anonymiser,
     dry_run: bool,
 ) -> Dict[str, int]:
-    from appcare.handoff_store import TicketMessageRow, TicketRow
+    from appcare.handoff_store import (
+        EXPIRED_NOTE, TicketMessageRow, TicketRow, expire_stale_tickets, stale_open_tickets,
+    )
 
-    counts = {"tickets": 0, "ticket_messages": 0, "tickets_still_open": 0}
+    counts = {"tickets": 0, "ticket_messages": 0, "tickets_still_open": 0, "tickets_expired": 0}
     if not sa.inspect(engine).has_table(TicketRow.__tablename__):
         return counts
     tickets = TicketRow.__table__
@@ -300,11 +367,20 @@ def anonymise_tickets(
     if "callback_number" in present:  # absent until the bot or desk upgraded the table
         cleared["callback_number"] = None
     with engine.begin() as conn:
+        # Open tickets without activity for the retention period: closed as expired
+        # (a note in the ticket's history says why), then anonymised below like closed ones.
+        if dry_run:
+            expired = set(stale_open_tickets(conn, cutoff_dt))
+        else:
+            expired = set(expire_stale_tickets(conn, cutoff_dt))
+        counts["tickets_expired"] = len(expired)
         rows = conn.execute(
             sa.select(tickets.c.id, tickets.c.conversation_id, tickets.c.status, tickets.c.created_at)
             .where(~tickets.c.conversation_id.like(ANON_PREFIX + "%"))
         ).all()
         for ticket_id, conversation_id, status, created_at in rows:
+            if ticket_id in expired:
+                status = "closed"
             created_ts = created_at.replace(tzinfo=dt.timezone.utc).timestamp() if created_at else 0.0
             # The conversation the ticket came from: the sender's last session that
             # started before the ticket (None: still a live conversation).
@@ -330,7 +406,10 @@ def anonymise_tickets(
             conn.execute(
                 tickets.update().where(tickets.c.id == ticket_id).values(conversation_id=anon, **cleared)
             )
-            conn.execute(messages.update().where(messages.c.ticket_id == ticket_id).values(text=""))
+            conn.execute(messages.update().where(
+                messages.c.ticket_id == ticket_id,
+                ~sa.and_(messages.c.author == "system", messages.c.text == EXPIRED_NOTE),  # keep why it was closed
+            ).values(text=""))
     return counts
 
 
@@ -393,16 +472,52 @@ def anonymise_editor_inbox(engine: sa.engine.Engine, cutoff: float, dry_run: boo
     if not sa.inspect(engine).has_table("desk_editor_inbox"):
         return {}
     table = sa.Table("desk_editor_inbox", sa.MetaData(), autoload_with=engine)
-    condition = sa.and_(table.c.ts < cutoff, table.c.sender_hash != "")
+    # also rows anonymised by an earlier version, which kept the example they became
+    leftover = [table.c.sender_hash != "", table.c.text != EXPIRED_TEXT]
+    if "example" in table.c:
+        leftover.append(table.c.example.isnot(None))
+    condition = sa.and_(table.c.ts < cutoff, sa.or_(*leftover))
+    cleared: Dict[str, Any] = {"text": EXPIRED_TEXT, "sender_hash": ""}
+    if "example" in table.c:
+        cleared["example"] = None
     with engine.begin() as conn:
         if dry_run:
             n = conn.execute(sa.select(sa.func.count()).select_from(table).where(condition)).scalar() or 0
             return {"editor_inbox": n}
         conn.execute(table.update().where(condition, table.c.status == "new").values(
             status="dismissed", handled_by="bewaartermijn"))
-        n = conn.execute(table.update().where(condition).values(
-            text=EXPIRED_TEXT, sender_hash="")).rowcount
+        n = conn.execute(table.update().where(condition).values(**cleared)).rowcount
     return {"editor_inbox": n}
+
+
+def repair_editor_audit(engine: sa.engine.Engine, dry_run: bool) -> Dict[str, int]:
+    """The desk's audit log kept the texts of example questions (which may have been a
+    citizen's message from the not-understood inbox) until the desk stopped writing
+    them: those rows keep intent, files, count and keyed example ids, not the texts.
+    Any age: the text was never meant to be there."""
+    from desk.editor_store import EXAMPLE_AUDIT_ACTIONS, EXAMPLE_TEXT_KEYS, example_audit_detail
+
+    if not sa.inspect(engine).has_table("desk_audit_log"):
+        return {}
+    table = sa.Table("desk_audit_log", sa.MetaData(), autoload_with=engine)
+    condition = sa.and_(table.c.action.in_(EXAMPLE_AUDIT_ACTIONS), table.c.detail.isnot(None))
+    n = 0
+    with engine.begin() as conn:
+        updates = []
+        for audit_id, raw in conn.execute(sa.select(table.c.id, table.c.detail).where(condition).order_by(table.c.id)):
+            try:
+                detail = json.loads(raw)
+            except ValueError:
+                detail = None
+            if not isinstance(detail, dict):
+                updates.append({"b_id": audit_id, "b_detail": None})
+            elif any(key in detail for key in EXAMPLE_TEXT_KEYS):
+                updates.append({"b_id": audit_id, "b_detail": json.dumps(example_audit_detail(detail), ensure_ascii=False)})
+        n = len(updates)
+        if updates and not dry_run:
+            conn.execute(table.update().where(table.c.id == sa.bindparam("b_id")).values(detail=sa.bindparam("b_detail")),
+                         updates)
+    return {"editor_audit_repaired": n}
 
 
 def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool = False,
@@ -414,6 +529,7 @@ def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool
     tracker = tracker_engine(endpoints)
     try:
         counts, sessions = anonymise_tracker(tracker, cutoff, anonymiser, dry_run)
+        counts.update(repair_anonymised_tracker(tracker, dry_run))
     finally:
         tracker.dispose()
     app_engine = appcare_engine(db_url)
@@ -421,6 +537,7 @@ def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool
     counts.update(purge_whatsapp(app_engine, cutoff, dry_run))
     counts.update(purge_desk_outbox(app_engine, cutoff, dry_run))
     counts.update(anonymise_editor_inbox(app_engine, cutoff, dry_run))
+    counts.update(repair_editor_audit(app_engine, dry_run))
     return counts
 
 
