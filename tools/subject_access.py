@@ -28,6 +28,13 @@ no +): ``+31 6 12345678``, ``0031612345678`` and ``0612345678`` (Dutch) all beco
 * the desk's webhook outbox rows that mention the number or its tickets;
 * the content editors' not-understood inbox (masked texts, by conversation pseudonym).
 
+Matching is exact: a sender id is the conversation key itself or
+``<key>@<digits>``; ``_`` and ``%`` in an id are no wildcards, and one number is
+never found inside a longer one. Pseudonym columns (``sender_hash``,
+``recipient_hash``) are matched with the keyed pseudonym (``APPCARE_PSEUDONYM_KEY``,
+the same as the bot's) and, for rows written before pseudonyms were keyed, the old
+unkeyed one (such rows disappear with the retention period).
+
 Not covered, by design: conversations already anonymised by tools/retention.py
 (no longer linkable to the number), logs (never contain the number: they carry
 a hash), and events already published to RabbitMQ (the consumer, e.g. the data
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -48,6 +56,38 @@ import sqlalchemy as sa
 
 from appcare.pii import conversation_hash
 from tools.retention import appcare_engine, events_table, tracker_engine
+
+
+def _legacy_hash(sender_id: str) -> str:
+    """The unkeyed pseudonym of earlier versions (only to find their old rows)."""
+    return hashlib.sha256((sender_id or "").encode("utf-8")).hexdigest()[:12]
+
+
+def pseudonyms(sender_ids: Any) -> List[str]:
+    """Every pseudonym a row of these senders may carry: keyed, and the old unkeyed one."""
+    return sorted({h for s in sender_ids for h in (conversation_hash(s), _legacy_hash(s))})
+
+
+def same_conversation(sender_id: Optional[str], key: str) -> bool:
+    """True when ``sender_id`` is a conversation of the citizen with conversation key
+    ``key``: exactly ``key``, or ``<key>@<phone_number_id>`` (a conversation with
+    another municipality's number, channels.whatsapp.conversation_id)."""
+    from channels.whatsapp import TENANT_SEPARATOR
+
+    if not sender_id or not key:
+        return False
+    if sender_id == key:
+        return True
+    prefix = key + TENANT_SEPARATOR
+    return sender_id.startswith(prefix) and sender_id[len(prefix):].isdigit()
+
+
+def _conversation_filter(column: Any, key: str) -> Any:
+    """SQL pre-selection for :func:`same_conversation` (``_``/``%`` escaped);
+    rows are checked with :func:`same_conversation` afterwards."""
+    from channels.whatsapp import TENANT_SEPARATOR
+
+    return sa.or_(column == key, column.startswith(key + TENANT_SEPARATOR, autoescape=True))
 
 
 def normalise_phone(phone: str) -> str:
@@ -71,6 +111,17 @@ def _json(value: Any) -> Any:
 
 def _rows(result: Any) -> List[Dict[str, Any]]:
     return [{k: _json(v) for k, v in row._mapping.items()} for row in result]
+
+
+def _payload_conversation(row: Dict[str, Any]) -> Optional[str]:
+    """The ticket's conversation id in a desk webhook payload (None when absent)."""
+    try:
+        payload = json.loads(row.get("payload") or "{}")
+    except ValueError:
+        return None
+    ticket = payload.get("ticket") if isinstance(payload, dict) else None
+    value = ticket.get("conversation_id") if isinstance(ticket, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class Subject:
@@ -111,9 +162,10 @@ class Subject:
             events = events_table()
             # the conversation with the default number is the wa_id itself, those
             # with other municipalities' numbers are "<wa_id>@<phone_number_id>"
-            where = sa.or_(events.c.sender_id == self.wa_id, events.c.sender_id.like(f"{self.wa_id}@%"))
+            where = _conversation_filter(events.c.sender_id, self.wa_id)
             with engine.begin() as conn:
-                rows = conn.execute(sa.select(events).where(where).order_by(events.c.id)).all()
+                rows = [row for row in conn.execute(sa.select(events).where(where).order_by(events.c.id))
+                        if same_conversation(row.sender_id, self.wa_id)]
                 self.sender_ids.update(row.sender_id for row in rows)
                 found = []
                 for row in rows:
@@ -123,7 +175,9 @@ class Subject:
                         data = {"raw": row.data}
                     found.append({"id": row.id, "type": row.type_name, "timestamp": row.timestamp, "event": data})
                 if erase and not dry_run:
-                    conn.execute(events.delete().where(where))
+                    ids = [row.id for row in rows]
+                    for start in range(0, len(ids), 500):
+                        conn.execute(events.delete().where(events.c.id.in_(ids[start:start + 500])))
             return {"events": found}
         finally:
             engine.dispose()
@@ -136,17 +190,24 @@ class Subject:
         result: Dict[str, List[Dict[str, Any]]] = {}
         with self.app.begin() as conn:
             ticket_ids: List[int] = []
+            message_ids: List[int] = []
             if inspector.has_table(TicketRow.__tablename__):
                 # reflected: every column the database has (also one not upgraded yet)
                 tickets = sa.Table(TicketRow.__tablename__, sa.MetaData(), autoload_with=conn)
                 messages = sa.Table(TicketMessageRow.__tablename__, sa.MetaData(), autoload_with=conn)
-                mine = sa.or_(tickets.c.conversation_id == self.wa_id, tickets.c.conversation_id.like(f"{self.wa_id}@%"))
-                ticket_rows = _rows(conn.execute(sa.select(tickets).where(mine).order_by(tickets.c.id)))
+                ticket_rows = [
+                    t for t in _rows(conn.execute(sa.select(tickets).where(
+                        _conversation_filter(tickets.c.conversation_id, self.wa_id)).order_by(tickets.c.id)))
+                    if same_conversation(t["conversation_id"], self.wa_id)
+                ]
                 ticket_ids = [t["id"] for t in ticket_rows]
+                self.sender_ids.update(t["conversation_id"] for t in ticket_rows)
+                mine = tickets.c.id.in_(ticket_ids)
                 result["handoff_tickets"] = ticket_rows
                 result["handoff_messages"] = _rows(
                     conn.execute(sa.select(messages).where(messages.c.ticket_id.in_(ticket_ids)).order_by(messages.c.id))
                 ) if ticket_ids else []
+                message_ids = [m["id"] for m in result["handoff_messages"]]
                 if erase and not dry_run and ticket_ids:
                     conn.execute(messages.delete().where(messages.c.ticket_id.in_(ticket_ids)))
                     conn.execute(tickets.delete().where(tickets.c.id.in_(ticket_ids)))
@@ -164,12 +225,13 @@ class Subject:
                         conn.execute(
                             tickets.update().where(tickets.c.id.in_([r.id for r in named])).values(callback_number=None)
                         )
+            hashes = pseudonyms([self.wa_id])
             plans = [
-                ("whatsapp_inbox", inbox, sa.or_(inbox.c.wa_id == self.wa_id, inbox.c.sender_hash == self.hash)),
-                ("whatsapp_outbox", outbox, sa.or_(outbox.c.recipient == self.wa_id, outbox.c.recipient_hash == self.hash)),
+                ("whatsapp_inbox", inbox, sa.or_(inbox.c.wa_id == self.wa_id, inbox.c.sender_hash.in_(hashes))),
+                ("whatsapp_outbox", outbox, sa.or_(outbox.c.recipient == self.wa_id, outbox.c.recipient_hash.in_(hashes))),
                 ("whatsapp_contacts", contacts, contacts.c.wa_id == self.wa_id),
-                ("whatsapp_status_events", status_events, status_events.c.recipient_hash == self.hash),
-                ("whatsapp_sender_leases", leases, leases.c.sender_hash == self.hash),
+                ("whatsapp_status_events", status_events, status_events.c.recipient_hash.in_(hashes)),
+                ("whatsapp_sender_leases", leases, leases.c.sender_hash.in_(hashes)),
                 ("whatsapp_identities", identities, sa.or_(identities.c.conversation_key == self.wa_id,
                                                            identities.c.identifier.in_(sorted(self.identifiers)))),
             ]
@@ -190,20 +252,26 @@ class Subject:
             if inspector.has_table("desk_editor_inbox"):
                 # the editors' not-understood inbox: masked texts under the conversation's pseudonym
                 table = sa.Table("desk_editor_inbox", sa.MetaData(), autoload_with=conn)
-                condition = table.c.sender_hash.in_(sorted(conversation_hash(s) for s in self.sender_ids))
+                condition = table.c.sender_hash.in_(pseudonyms(self.sender_ids))
                 result["desk_editor_inbox"] = _rows(conn.execute(sa.select(table).where(condition)))
                 if erase and not dry_run and result["desk_editor_inbox"]:
                     conn.execute(table.delete().where(condition))
             if inspector.has_table("desk_webhook_outbox"):
                 table = sa.Table("desk_webhook_outbox", sa.MetaData(), autoload_with=conn)
                 if "payload" in table.c:
-                    conditions = [table.c.payload.like(f"%{self.wa_id}%")]
-                    if "event_key" in table.c and ticket_ids:
-                        conditions.append(table.c.event_key.in_([f"ticket:{i}" for i in ticket_ids]))
-                    condition = sa.or_(*conditions)
-                    result["desk_webhook_outbox"] = _rows(conn.execute(sa.select(table).where(condition)))
-                    if erase and not dry_run and result["desk_webhook_outbox"]:
-                        conn.execute(table.delete().where(condition))
+                    # events of this citizen's tickets: by event key, or by the exact
+                    # conversation id in the payload (never a number inside another)
+                    keys = {f"ticket:{i}" for i in ticket_ids} | {f"message:{i}" for i in message_ids}
+                    conditions = [table.c.payload.contains(self.wa_id, autoescape=True)]
+                    if "event_key" in table.c and keys:
+                        conditions.append(table.c.event_key.in_(sorted(keys)))
+                    found = [
+                        row for row in _rows(conn.execute(sa.select(table).where(sa.or_(*conditions))))
+                        if row.get("event_key") in keys or same_conversation(_payload_conversation(row), self.wa_id)
+                    ]
+                    result["desk_webhook_outbox"] = found
+                    if erase and not dry_run and found and "id" in table.c:
+                        conn.execute(table.delete().where(table.c.id.in_([row["id"] for row in found])))
         return result
 
     def collect(self, erase: bool = False, dry_run: bool = False) -> Dict[str, Any]:
