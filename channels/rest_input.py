@@ -5,6 +5,13 @@
   only right while a KCC colleague has the conversation (an open handoff ticket).
 * Failures are logged with a conversation hash, never with the message text
   (Rasa's own REST channel logs the text on errors).
+* Security: a payload (``/intent{...}``) the bot did not offer and any
+  ``EXTERNAL_`` intent reach Rasa as plain text (channels/payload_guard.py); the
+  ``input_channel`` of the body is ignored (always ``rest``). With
+  ``APPCARE_REST_TOKEN`` set, every message needs ``Authorization: Bearer <token>``
+  (compared in constant time). In production (``APPCARE_ENV=production``) the
+  channel refuses to start without a strong token; production uses
+  credentials.prod.yml, which has no REST channel at all.
 
 Configured in credentials.yml as ``channels.rest_input.RestInput``; its name stays
 ``rest``, so the webhook is still ``/webhooks/rest/webhook``.
@@ -12,6 +19,7 @@ Configured in credentials.yml as ``channels.rest_input.RestInput``; its name sta
 from __future__ import annotations
 
 import logging
+import os
 from asyncio import CancelledError
 from typing import Any, Awaitable, Callable, Dict, Optional, Text
 
@@ -21,9 +29,12 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from appcare import secrets
 from appcare.pii import conversation_hash
+from channels.payload_guard import guard_payload
 
 logger = logging.getLogger(__name__)
+TOKEN_VAR = "APPCARE_REST_TOKEN"
 LAST_RESORT_TEXT = "Sorry, er ging iets mis aan mijn kant. Probeer het later nog eens of typ 'medewerker'."
 
 
@@ -50,9 +61,17 @@ def silence_expected(sender_id: Text) -> bool:
 class RestInput(RasaRestInput):
     """REST channel that never leaves a citizen without an answer."""
 
+    def __init__(self) -> None:
+        self.token = os.environ.get(TOKEN_VAR) or None
+        # Raises in production without a strong token (no open REST door).
+        secrets.check("REST channel", {TOKEN_VAR: self.token}, optional=() if secrets.production() else [TOKEN_VAR])
+
     @classmethod
     def name(cls) -> Text:
         return "rest"
+
+    def _extract_input_channel(self, req: Request) -> Text:
+        return self.name()  # never the body's claim: it decides where staff replies go
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[None]]) -> Blueprint:
         webhook = Blueprint("appcare_rest_webhook", __name__)
@@ -63,10 +82,14 @@ class RestInput(RasaRestInput):
 
         @webhook.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
+            if self.token and not secrets.same_secret(secrets.bearer_token(request.headers.get("Authorization")),
+                                                      self.token):
+                return response.json({"error": "missing or wrong bearer token"}, status=401)
             if not isinstance(request.json, dict):
                 return response.json({"error": "expected a JSON object with sender and message"}, status=400)
             sender_id = await self._extract_sender(request)
-            text = self._extract_message(request)
+            text = await guard_payload(getattr(request.app.ctx, "agent", None), sender_id,
+                                       self._extract_message(request), self.name())
             metadata: Optional[Dict[Text, Any]] = self.get_metadata(request)
             collector = CollectingOutputChannel()
             try:

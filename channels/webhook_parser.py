@@ -319,6 +319,8 @@ def _parse_message(
             payload = _str(reply.get("id")) or _str(reply.get("title"))
             if not payload:
                 return build("interactive", None, f"{itype} without id")
+            if _str(reply.get("title")):
+                details["button_title"] = _str(reply.get("title"))  # text if the id is refused
             return build("interactive", payload)
         # e.g. nfm_reply (WhatsApp Flows): not supported by this bot
         return build("interactive", NON_TEXT_PAYLOAD)
@@ -328,6 +330,8 @@ def _parse_message(
         payload = _str(button.get("payload")) or _str(button.get("text"))
         if not payload:
             return build("button", None, "button without payload")
+        if _str(button.get("text")):
+            details["button_title"] = _str(button.get("text"))  # text if the payload is refused
         return build("button", payload)
 
     if mtype == "reaction":

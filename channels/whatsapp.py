@@ -54,6 +54,7 @@ from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from channels.rest_input import silence_expected
 from appcare import logging_setup
 from appcare import metrics as appcare_metrics
+from appcare import secrets
 from appcare.pii import conversation_hash
 from channels import formatting
 from channels.config import WhatsAppConfig
@@ -71,7 +72,8 @@ from channels.inbox import (
     callback_data,
 )
 from channels import turn_recovery
-from channels.webhook_parser import InboundMessage, WebhookPayloadError, parse_webhook
+from channels.payload_guard import guard_payload
+from channels.webhook_parser import NON_TEXT_PAYLOAD, THANKS_PAYLOAD, InboundMessage, WebhookPayloadError, parse_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +219,10 @@ def _where(exc: BaseException) -> str:
         last = frames[-1]
         return f"{type(exc).__name__} at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
     return type(exc).__name__
+
+
+# Payloads our own parser makes (a 👍 reaction, a voice message): always accepted.
+CHANNEL_PAYLOADS = (THANKS_PAYLOAD, NON_TEXT_PAYLOAD)
 
 
 def message_metadata(message: InboundMessage, received_ts: float, municipality: Optional[str]) -> Dict[str, Any]:
@@ -705,6 +711,12 @@ class WhatsAppService:
         await self._deliver_deferred(item.phone_number_id, item.wa_id)
         await self.graph.mark_as_read(item.phone_number_id, item.wamid, typing_indicator=True)
 
+        text = item.text
+        if replayed is None:
+            # A button id or payload the bot did not offer (or an EXTERNAL_ intent) goes on as text.
+            text = await guard_payload(self._agent(), sender_id, item.text, CHANNEL_NAME,
+                                       channel_payloads=CHANNEL_PAYLOADS,
+                                       fallback=str(item.metadata.get("button_title") or "") or None)
         started = time.monotonic()
         deadline = started + self.scale.bot_retry_seconds
         error: Optional[str] = None
@@ -712,7 +724,7 @@ class WhatsAppService:
         while True:
             collector = WhatsAppTurnCollector()
             message = UserMessage(
-                item.text,
+                text,
                 collector,
                 sender_id,
                 input_channel=CHANNEL_NAME,
@@ -1035,6 +1047,16 @@ class WhatsAppInput(InputChannel):
         self.service: Optional[WhatsAppService] = None
         self.unavailable_reason: Optional[str] = None
         self._retry_task: Optional[asyncio.Task] = None
+        if secrets.production() or self.config.configured:
+            # Raises SecretError in production (APPCARE_ENV=production): no instance with weak secrets.
+            secrets.check("WhatsApp channel", {
+                "WHATSAPP_APP_SECRET": self.config.app_secret,
+                "WHATSAPP_VERIFY_TOKEN": self.config.verify_token,
+                "WHATSAPP_ACCESS_TOKEN": self.config.access_token,
+                **({"RASA_JWT_SECRET": os.environ.get("RASA_JWT_SECRET")} if secrets.production() else {}),
+            })
+            if secrets.production():
+                secrets.pseudonym_key()  # raises without APPCARE_PSEUDONYM_KEY
         if not self.config.configured:
             self.unavailable_reason = "not configured"
             logger.warning("WhatsApp channel not configured (set %s)", ", ".join(self.config.missing))

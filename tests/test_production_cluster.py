@@ -103,7 +103,7 @@ def test_each_municipality_gets_only_its_own_facts(cluster: Cluster) -> None:
 def test_health_and_metrics_of_every_component(cluster: Cluster) -> None:
     front = requests.get(cluster.front_url + "/health", timeout=5).json()
     assert front["status"] == "ok" and all(i["healthy"] for i in front["instances"])
-    assert "appcare_front_webhook_requests_total" in requests.get(cluster.front_url + "/metrics", timeout=5).text
+    assert "appcare_front_webhook_requests_total" in requests.get(cluster.front_internal_url + "/metrics", timeout=5).text
     for name in ("rasa-1", "rasa-2"):
         base = cluster.instance_url(name) + "/webhooks/whatsapp"
         health = requests.get(base + "/health", timeout=5)
@@ -137,15 +137,21 @@ async def _consume(queue: str, seconds: float) -> List[Dict[str, Any]]:
 
 
 def test_conversation_events_are_published_to_rabbitmq(cluster: Cluster) -> None:
+    from appcare.pii import conversation_hash
+
     citizen = new_wa_id()
     cluster.say(citizen, "hoe lang is mijn paspoort geldig?")
     assert cluster.wait_settled([citizen], 60)
+    with pytest.MonkeyPatch.context() as env:  # the cluster's key: events carry a pseudonym, not the number
+        env.setenv("APPCARE_PSEUDONYM_KEY", cluster.secrets["APPCARE_PSEUDONYM_KEY"])
+        pseudonym = conversation_hash(citizen)
     events: List[Dict[str, Any]] = []
     deadline = time.monotonic() + 30
     mine: List[Dict[str, Any]] = []
     while time.monotonic() < deadline:  # until this conversation's events are in (bounded)
         events += asyncio.run(_consume(cluster.queue, 5))
-        mine = [e for e in events if e.get("sender_id") == citizen]
+        mine = [e for e in events if e.get("sender_id") == pseudonym]
+        assert not [e for e in events if e.get("sender_id") == citizen]  # never the phone number
         if {"user", "bot", "action"} <= {e.get("event") for e in mine}:
             break
     kinds = {e.get("event") for e in mine}
@@ -174,7 +180,7 @@ def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
     None when the desk cannot be started (it is being finished elsewhere)."""
     port = loadtest.free_port()
     env = cluster.base_env("desk")
-    env.update({"RASA_URL": cluster.front_url, "DESK_PORT": str(port), "DESK_BCRYPT_ROUNDS": "4"})
+    env.update({"RASA_URL": cluster.front_internal_url, "DESK_PORT": str(port), "DESK_BCRYPT_ROUNDS": "4"})
     create = subprocess.run(
         [sys.executable, "-m", "desk", "create-user", "anna", "--role", "coordinator", "--password-stdin"],
         input="geheim-wachtwoord-123\n", text=True, capture_output=True, cwd=ROOT, env=env, timeout=60)

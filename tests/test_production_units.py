@@ -105,7 +105,7 @@ def test_compose_file_describes_the_topology() -> None:
     front = " ".join(services["front"]["command"])
     assert "rasa-1=http://rasa-1:5005" in front and "rasa-2=http://rasa-2:5005" in front
     assert "http://actions-1:5055" in front and "http://actions-2:5055" in front
-    assert services["desk"]["environment"]["RASA_URL"] == "http://front:8080"
+    assert services["desk"]["environment"]["RASA_URL"] == "http://front:8081"  # the front's internal listener
     assert "tools.retention" in " ".join(services["retention"]["command"])
     for unit in ("appcare-rasa@.service", "appcare-actions@.service", "appcare-front.service",
                  "appcare-desk.service", "appcare-retention.service", "appcare-retention.timer"):
@@ -114,6 +114,29 @@ def test_compose_file_describes_the_topology() -> None:
     procfile = (ROOT / "deploy" / "Procfile").read_text()
     for name in ("rasa1:", "rasa2:", "actions:", "front:", "desk:"):
         assert name in procfile
+
+
+def test_production_start_commands_open_no_doors() -> None:
+    """Production: WhatsApp-only credentials, Rasa's API with a JWT (no ?token=), the
+    action server with its token check, only the front's webhook listener public."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text())["services"]
+    units = {p.name: p.read_text() for p in (ROOT / "deploy" / "systemd").glob("*.service")}
+    procfile = (ROOT / "deploy" / "Procfile").read_text()
+    rasa_commands = [" ".join(compose[n]["command"]) for n in ("rasa-1", "rasa-2")]
+    rasa_commands += [units["appcare-rasa@.service"]] + [l for l in procfile.splitlines() if l.startswith("rasa")]
+    for command in rasa_commands:
+        assert "credentials.prod.yml" in command and "--jwt-secret" in command and "--auth-token" not in command
+    for command in rasa_commands[2:]:  # on one host: loopback only
+        assert "--interface 127.0.0.1" in command
+    action_commands = [" ".join(compose["actions-1"]["command"]), units["appcare-actions@.service"],
+                       next(l for l in procfile.splitlines() if l.startswith("actions:"))]
+    for command in action_commands:
+        assert "appcare.action_server" in command and "rasa run actions" not in command
+    for command in [" ".join(compose["front"]["command"]), units["appcare-front.service"], procfile]:
+        assert "--internal-listen" in command
+    assert [p for p in compose["rasa-1"].get("ports", [])] == [] and compose["actions-1"].get("ports") is None
+    prod_channels = yaml.safe_load((ROOT / "credentials.prod.yml").read_text())
+    assert list(prod_channels) == ["channels.whatsapp.WhatsAppInput"]
 
 
 def test_prod_endpoints_are_read_by_rasa(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +148,7 @@ def test_prod_endpoints_are_read_by_rasa(monkeypatch: pytest.MonkeyPatch) -> Non
     assert endpoints.tracker_store.type == "SQL" and endpoints.tracker_store.kwargs["dialect"] == "postgresql"
     assert endpoints.tracker_store.url == "postgres"
     assert endpoints.lock_store.type == "redis" and endpoints.lock_store.kwargs["key_prefix"] == "appcare"
-    assert endpoints.event_broker.type == "pika" and endpoints.event_broker.kwargs["queues"] == ["appcare_events"]
+    assert endpoints.event_broker.type == "appcare.event_broker.PseudonymisingPikaEventBroker" and endpoints.event_broker.kwargs["queues"] == ["appcare_events"]
     assert endpoints.action.url == "http://front:5056/webhook"
     assert set(ENDPOINT_VARS) >= {"DB_HOST", "REDIS_HOST", "RABBITMQ_HOST", "ACTION_ENDPOINT_URL"}
 
@@ -197,6 +220,7 @@ class FakeInstance:
         self.status = status
         self.health = 200
         self.delay = 0.0
+        self.poison: Optional[bytes] = None  # a body containing this always gets 503
         self.received: List[Tuple[str, Dict[str, str], bytes]] = []
         self.accepted_at: List[float] = []
         fake = self
@@ -221,7 +245,7 @@ class FakeInstance:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if fake.delay:
                     time.sleep(fake.delay)  # a deliberately slow instance (simulated), not a wait
-                status = fake.status
+                status = 503 if fake.poison and fake.poison in raw else fake.status
                 if 200 <= status < 300:  # only what the instance accepted
                     fake.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, raw))
                     fake.accepted_at.append(time.monotonic())
@@ -244,6 +268,7 @@ class FrontRunner:
         self.front = front
         self.loop = asyncio.new_event_loop()
         self.port = _free_port()
+        self.internal_port = _free_port()
         self.actions_port = _free_port()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
@@ -251,6 +276,9 @@ class FrontRunner:
             self.runner = web.AppRunner(front.webhook_app())
             await self.runner.setup()
             await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+            self.internal_runner = web.AppRunner(front.internal_app())
+            await self.internal_runner.setup()
+            await web.TCPSite(self.internal_runner, "127.0.0.1", self.internal_port).start()
             self.actions_runner = web.AppRunner(front.actions_app())
             await self.actions_runner.setup()
             await web.TCPSite(self.actions_runner, "127.0.0.1", self.actions_port).start()
@@ -261,9 +289,14 @@ class FrontRunner:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def internal_url(self) -> str:
+        return f"http://127.0.0.1:{self.internal_port}"
+
     def stop(self) -> None:
         async def down() -> None:
             await self.actions_runner.cleanup()
+            await self.internal_runner.cleanup()
             await self.runner.cleanup()
 
         asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
@@ -309,7 +342,8 @@ def two_instances(tmp_path: Path) -> Any:
     from tools.front import Front
 
     a, b = FakeInstance(), FakeInstance()
-    front = Front([("rasa-1", a.url), ("rasa-2", b.url)], tmp_path / "spool", health_interval=0.2)
+    front = Front([("rasa-1", a.url), ("rasa-2", b.url)], tmp_path / "spool", health_interval=0.2,
+                  app_secret="s3cret")
     runner = FrontRunner(front)
     # The front's first health check of both instances is done (not a guess at how long it takes).
     wait_for_state(
@@ -366,7 +400,7 @@ def test_front_fails_over_and_spools_when_no_instance_takes_it(two_instances: An
         response = signed_post(runner.url, body)
         assert response.status_code == 200 and response.json()["status"] == "queued"
     assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 2
-    metrics = requests.get(runner.url + "/metrics", timeout=5).text
+    metrics = requests.get(runner.internal_url + "/metrics", timeout=5).text
     assert "appcare_front_webhook_requests_total" in metrics and 'outcome="spooled"' in metrics
     for inst in (a, b):
         inst.received.clear()
@@ -401,7 +435,7 @@ def test_front_answers_meta_in_time_when_the_instance_is_slow(two_instances: Any
                    lambda spooled: spooled == 0, timeout=20)
     assert len(a.received) + len(b.received) == 1  # the slow forward succeeded: no replay
     assert 'appcare_front_webhook_requests_total{outcome="late_forwarded"} 1.0' in requests.get(
-        runner.url + "/metrics", timeout=5).text
+        runner.internal_url + "/metrics", timeout=5).text
     assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
 
 

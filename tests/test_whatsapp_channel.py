@@ -18,6 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pytest
@@ -30,6 +31,7 @@ if str(ROOT) not in sys.path:
 from sanic import Sanic  # noqa: E402
 
 from rasa.core.channels.channel import register  # noqa: E402
+from rasa.shared.core.events import BotUttered  # noqa: E402
 
 from channels.config import WhatsAppConfig  # noqa: E402
 from channels.whatsapp import WhatsAppInput  # noqa: E402
@@ -58,6 +60,20 @@ HOLDING_LOG = "Rasa has no model loaded yet; holding messages"
 
 
 # --------------------------------------------------------------------------- bot
+class OfferedButtons:
+    """Stand-in for Rasa's tracker store: the bot messages with buttons per sender
+    (the channel's payload check reads ``retrieve(sender).events``)."""
+
+    def __init__(self) -> None:
+        self.events: Dict[str, List[BotUttered]] = {}
+
+    def record(self, sender: str, buttons: List[Dict[str, Any]]) -> None:
+        self.events.setdefault(sender, []).append(BotUttered("", data={"buttons": buttons}))
+
+    async def retrieve(self, sender: str) -> Any:
+        return SimpleNamespace(events=list(self.events.get(sender, [])))
+
+
 class EchoBot:
     """Minimal stand-in for Rasa's Agent: answers through the output channel
     it is given, like Rasa's MessageProcessor does (``send_response``)."""
@@ -66,6 +82,11 @@ class EchoBot:
         self.received: List[Dict[str, Any]] = []
         self.lock = threading.Lock()
         self.delay = delay
+        self.tracker_store = OfferedButtons()
+
+    def offer(self, sender: str, payloads: List[str]) -> None:
+        """Record that the bot offered these button payloads (as Rasa's tracker would)."""
+        self.tracker_store.record(sender, [{"title": p, "payload": p} for p in payloads])
 
     def is_ready(self) -> bool:
         return True
@@ -101,6 +122,7 @@ class EchoBot:
                 {"title": f"Onderwerp nummer {i} met een lange titel", "payload": f'/topic{{"n":{i}}}'}
                 for i in range(count)
             ]
+            self.tracker_store.record(sid, buttons)
             await out.send_response(sid, {"text": "Kies een onderwerp", "buttons": buttons})
         elif text == "multi":
             for part in ("Goedemorgen!", "Een paspoort kost 77,85 euro.", "Meer: https://www.lelystad.nl/paspoort"):
@@ -425,6 +447,10 @@ EXPECTED = {
     "contacts": ("/non_text_message", "contacts"),
     "unsupported": ("/non_text_message", "unsupported"),
 }
+def message_type_of(name: str) -> Optional[str]:
+    return EXPECTED[name][1]
+
+
 NOT_ANSWERED = ["reaction_other", "reaction_removed", "system_number_changed"]
 
 
@@ -432,6 +458,8 @@ def test_every_message_type_reaches_rasa_with_metadata(server: ChannelServer, gr
     senders = {name: new_sender() for name in EXPECTED}
     before = time.time()
     for name, sender in senders.items():
+        if message_type_of(name) in ("interactive", "button"):
+            server.bot.offer(sender, [EXPECTED[name][0]])  # a tap on a button the bot sent
         assert server.post(fixture(name, sender)).status_code == 200, name
     for name, (text, message_type) in EXPECTED.items():
         sender = senders[name]

@@ -31,18 +31,29 @@ What it does with ``POST /webhooks/whatsapp/webhook``:
   gets 200 at once; the spool is replayed in order as soon as an instance takes
   it again (while the spool is not empty, new requests queue behind it).
 
-Anything else (Rasa's HTTP API for the desk, the verification GET) is proxied
-too, sticky by conversation id for ``/conversations/<id>/...``.
+Security (issue 16): the public listener (``--listen``) serves only Meta's webhook
+(``POST`` and the verification ``GET`` of ``/webhooks/whatsapp/webhook``) and
+``/health``. Rasa's HTTP API for the desk (sticky by conversation id for
+``/conversations/<id>/...``), ``/metrics`` and the admin endpoints are on the
+internal listener (``--internal-listen``, default 127.0.0.1:8081). A webhook body
+is only spooled when its ``X-Hub-Signature-256`` is valid for
+``WHATSAPP_APP_SECRET`` (without the secret nothing is spooled: Meta retries); a
+spooled request that keeps failing while other requests get through (a "poison"
+request) is set aside as ``.bad`` after :data:`POISON_FAILURES` tries, so it no
+longer blocks that citizen's later messages, and ``.bad`` files are deleted after
+``FRONT_SPOOL_BAD_DAYS`` (default 7). In production (``APPCARE_ENV=production``)
+the front refuses to start without strong ``FRONT_ADMIN_TOKEN`` and
+``WHATSAPP_APP_SECRET``.
 
 With ``--actions-listen`` it also balances Rasa's calls to the action servers:
 round robin, and a call that cannot reach any server is retried for
 ``--action-wait`` seconds, so an action server can be restarted without a
 citizen noticing.
 
-``GET /health`` and ``GET /metrics`` (Prometheus) on both listeners;
-``POST /front/instances/<name>/drain`` and ``/enable`` take an instance out of
-rotation for an upgrade (from 127.0.0.1 only, or with ``FRONT_ADMIN_TOKEN`` as
-bearer token).
+``GET /health`` on every listener, ``GET /metrics`` (Prometheus) on the internal
+and action listeners; ``POST /front/instances/<name>/drain`` and ``/enable`` on the
+internal listener take an instance out of rotation for an upgrade, with
+``Authorization: Bearer $FRONT_ADMIN_TOKEN`` (without a token they are disabled).
 """
 from __future__ import annotations
 
@@ -51,6 +62,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -66,6 +78,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, CONTENT_TYPE_LATEST
 
+from appcare import secrets
 from appcare.pii import conversation_hash
 
 logger = logging.getLogger("appcare.front")
@@ -78,6 +91,8 @@ HOP_BY_HOP = {
     "transfer-encoding", "upgrade", "host", "content-length",
 }
 MAX_BODY = 1024 * 1024
+POISON_FAILURES = 5  # failed replays, while other requests got through, before a spooled request is set aside
+BAD_KEPT_SECONDS = float(os.environ.get("FRONT_SPOOL_BAD_DAYS", "7")) * 86400
 MAX_API_BODY = 20 * 1024 * 1024
 
 
@@ -155,6 +170,8 @@ class SpoolEntry:
     path: Path
     keys: List[str]  # the senders in it (their order must be kept)
     state: str = "pending"  # inflight (first forward still running) | pending | delivering | done
+    failures: int = 0  # failed replays while other requests were delivered (see Front._replay)
+    delivered_mark: Optional[int] = None  # Front.delivered when this entry first failed
 
 
 class Spool:
@@ -170,6 +187,7 @@ class Spool:
         self._seq = itertools.count()
         self.entries: List[SpoolEntry] = []
         self.keys: Dict[str, int] = {}
+        self.purge_bad()
         for path in sorted(directory.glob("*.json")):
             try:
                 keys = list(json.loads(path.read_text(encoding="utf-8")).get("keys") or [""])
@@ -180,6 +198,24 @@ class Spool:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def purge_bad(self, now: Optional[float] = None) -> int:
+        """Deletes set-aside ``.bad`` files (they hold message bodies) older than
+        ``FRONT_SPOOL_BAD_DAYS``; returns how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        for path in self.directory.glob("*.bad"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > BAD_KEPT_SECONDS:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def set_aside(self, entry: "SpoolEntry") -> None:
+        """Moves a request that keeps failing out of the queue (kept as ``.bad``)."""
+        with contextlib.suppress(OSError):
+            entry.path.rename(entry.path.with_suffix(".bad"))
+        self.remove(entry)
 
     def _index(self, entry: SpoolEntry) -> None:
         self.entries.append(entry)
@@ -270,6 +306,7 @@ class Front:
         action_wait: float = 30.0,
         admin_token: Optional[str] = None,
         ack_deadline: float = 0.5,
+        app_secret: Optional[str] = None,
     ) -> None:
         if not instances:
             raise ValueError("at least one Rasa instance is needed")
@@ -280,6 +317,8 @@ class Front:
         self.forward_timeout = forward_timeout
         self.action_wait = action_wait
         self.admin_token = admin_token
+        self.app_secret = app_secret
+        self.delivered = 0  # webhook requests an instance took (poison detection)
         self.metrics = FrontMetrics()
         self.session: Optional[aiohttp.ClientSession] = None
         self._tasks: List[asyncio.Task] = []
@@ -397,6 +436,8 @@ class Front:
                 logger.warning("front: %s answered %d; trying the next instance", up.name, status)
                 continue
             self.metrics.forwards.labels(up.name, "failover" if position else str(status)).inc()
+            if status < 400:
+                self.delivered += 1
             return status, data
         return None
 
@@ -411,7 +452,11 @@ class Front:
         if request.content_length is not None and request.content_length > MAX_BODY:
             self.metrics.requests.labels("too_large").inc()
             return web.Response(status=413, text="payload too large")
-        body = await request.content.read(MAX_BODY + 1)
+        try:
+            # the whole body (``content.read(n)`` returns what happens to be buffered)
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            body = b"x" * (MAX_BODY + 1)
         if len(body) > MAX_BODY:
             self.metrics.requests.labels("too_large").inc()
             return web.Response(status=413, text="payload too large")
@@ -490,6 +535,12 @@ class Front:
         state: str = "pending",
     ) -> Optional[SpoolEntry]:
         keep = {k: v for k, v in headers.items() if k.lower() in ("content-type", "x-hub-signature-256", "x-hub-signature", "user-agent")}
+        signature = next((v for k, v in headers.items() if k.lower() == "x-hub-signature-256"), None)
+        if not self.signed(body, signature):
+            # Only Meta's requests may use our disk: without a valid signature, nothing is kept.
+            self.metrics.errors.labels("spool_unsigned").inc()
+            logger.warning("front: webhook request with a missing or wrong signature not spooled")
+            return None
         try:
             path = await asyncio.get_running_loop().run_in_executor(None, self.spool.write, body, keep, route, keys)
         except OSError as exc:
@@ -505,6 +556,13 @@ class Front:
             logger.error("front: webhook request spooled (%s); acknowledged, replayed when an instance takes it", why)
         self._spool_wakeup.set()
         return entry
+
+    def signed(self, body: bytes, signature: Optional[str]) -> bool:
+        """True when ``signature`` is Meta's HMAC of ``body`` with the app secret."""
+        if not self.app_secret or not signature or not signature.startswith("sha256="):
+            return False
+        expected = "sha256=" + hmac.new(self.app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        return secrets.same_secret(signature.strip().lower(), expected)
 
     async def _replay(self, entry: SpoolEntry) -> bool:
         """Replays one spooled request; False when no instance took it."""
@@ -526,6 +584,17 @@ class Front:
         result = await self.deliver_webhook(entry.keys[0], item["body"], item["headers"], item.get("route"))
         if result is None:
             entry.state = "pending"
+            if entry.delivered_mark is None:
+                entry.delivered_mark = self.delivered
+            elif self.delivered > entry.delivered_mark:
+                # Other requests got through since this one first failed: not an outage.
+                entry.failures += 1
+                if entry.failures >= POISON_FAILURES:
+                    logger.error("front: a spooled request failed %d times while others were delivered; "
+                                 "set aside (.bad) so later messages are not blocked", entry.failures)
+                    self.metrics.errors.labels("spool_poison").inc()
+                    self.spool.set_aside(entry)
+                    return True
             return False
         if result[0] >= 400:
             logger.error("front: spooled request refused by the instance (HTTP %d); dropped", result[0])
@@ -538,8 +607,12 @@ class Front:
         backoff = 0.25
         delivered = 0
         limit = asyncio.Semaphore(16)
+        last_purge = time.monotonic()
         while True:
             if not len(self.spool):
+                if time.monotonic() - last_purge > 3600:
+                    last_purge = time.monotonic()
+                    await asyncio.get_running_loop().run_in_executor(None, self.spool.purge_bad)
                 self._spool_wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._spool_wakeup.wait(), 5.0)
@@ -649,11 +722,12 @@ class Front:
 
     # --------------------------------------------------------------- admin
     def _admin_allowed(self, request: web.Request) -> bool:
-        if self.admin_token:
-            return request.headers.get("Authorization", "") == f"Bearer {self.admin_token}"
-        return (request.remote or "") in ("127.0.0.1", "::1")
+        # No trust in 127.0.0.1: a same-host reverse proxy makes every request come from there.
+        return secrets.same_secret(secrets.bearer_token(request.headers.get("Authorization")), self.admin_token)
 
     async def handle_admin(self, request: web.Request) -> web.Response:
+        if not self.admin_token:
+            return web.Response(status=403, text="admin API disabled: set FRONT_ADMIN_TOKEN")
         if not self._admin_allowed(request):
             return web.Response(status=403, text="forbidden")
         name, action = request.match_info["name"], request.match_info["action"]
@@ -686,14 +760,22 @@ class Front:
 
     # ------------------------------------------------------------------ apps
     def webhook_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_API_BODY)
+        """The public listener: Meta's webhook and a health check, nothing else."""
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(WEBHOOK_PATH, self.handle_webhook)
+        app.router.add_get(WEBHOOK_PATH, self.handle_proxy)  # Meta's verification challenge
+        app.router.add_get("/health", self.handle_health)
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.stop)
+        return app
+
+    def internal_app(self) -> web.Application:
+        """The internal listener: Rasa's HTTP API for the desk, metrics, admin."""
+        app = web.Application(client_max_size=MAX_API_BODY)
         app.router.add_get("/health", self.handle_health)
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_post(r"/front/instances/{name}/{action:drain|enable}", self.handle_admin)
         app.router.add_route("*", "/{tail:.*}", self.handle_proxy)
-        app.on_startup.append(self.start)
-        app.on_cleanup.append(self.stop)
         return app
 
     def actions_app(self) -> web.Application:
@@ -730,6 +812,7 @@ async def serve(args: argparse.Namespace) -> None:
         action_wait=args.action_wait,
         admin_token=os.environ.get("FRONT_ADMIN_TOKEN") or None,
         ack_deadline=args.ack_deadline,
+        app_secret=os.environ.get("WHATSAPP_APP_SECRET") or None,
     )
     runners = []
     webhook_runner = web.AppRunner(front.webhook_app(), access_log=None)
@@ -738,6 +821,14 @@ async def serve(args: argparse.Namespace) -> None:
     await web.TCPSite(webhook_runner, host, port, backlog=512).start()
     runners.append(webhook_runner)
     logger.info("front: webhook on %s:%d -> %s", host, port, ", ".join(f"{u.name}={u.url}" for u in front.instances))
+    internal_runner = web.AppRunner(front.internal_app(), access_log=None)
+    await internal_runner.setup()
+    ihost, iport = _hostport(args.internal_listen)
+    await web.TCPSite(internal_runner, ihost, iport, backlog=512).start()
+    runners.append(internal_runner)
+    logger.info("front: internal API (desk, metrics, admin) on %s:%d", ihost, iport)
+    if not front.app_secret:
+        logger.warning("front: WHATSAPP_APP_SECRET not set: webhooks are not spooled during an outage (Meta retries)")
     if args.actions_listen and front.actions:
         actions_runner = web.AppRunner(front.actions_app(), access_log=None)
         await actions_runner.setup()
@@ -761,6 +852,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.front", description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default=os.environ.get("FRONT_LISTEN", "127.0.0.1:8080"))
     parser.add_argument("--instance", action="append", help="name=url of a Rasa instance (repeat)")
+    parser.add_argument("--internal-listen", default=os.environ.get("FRONT_INTERNAL_LISTEN", "127.0.0.1:8081"),
+                        help="Rasa's HTTP API for the desk, /metrics, admin (never public)")
     parser.add_argument("--actions-listen", default=os.environ.get("FRONT_ACTIONS_LISTEN"))
     parser.add_argument("--action-server", action="append", help="url of an action server (repeat)")
     parser.add_argument("--spool-dir", default=os.environ.get("FRONT_SPOOL_DIR", "var/front-spool"))
@@ -771,6 +864,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="answer Meta after this long at the latest (spooling the request)")
     args = parser.parse_args(argv)
     logging_setup.configure(os.environ.get("APPCARE_COMPONENT") or "front")
+    try:
+        secrets.check_env("front", ["FRONT_ADMIN_TOKEN", "WHATSAPP_APP_SECRET"])
+    except secrets.SecretError as exc:
+        print(f"front: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(args))
     except ValueError as exc:

@@ -38,6 +38,7 @@ import math
 import os
 import queue
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -53,8 +54,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-APP_SECRET = "loadtest-app-secret"
+APP_SECRET = "loadtest-app-secret-" + "0123456789abcdef"  # test values, long enough for production mode
 VERIFY_TOKEN = "loadtest-verify-token"
+ACCESS_TOKEN = "loadtest-access-token-0123456789"
 PNID_TERNEUZEN = "1000000001"
 PNID_LELYSTAD = "1000000002"
 TENANTS = f"{PNID_TERNEUZEN}:terneuzen,{PNID_LELYSTAD}:lelystad"
@@ -479,7 +481,14 @@ class Cluster:
         self.graph = RecordingGraph()
         self.model = model or latest_model()
         self.front_port = free_port()
+        self.front_internal_port = free_port()
         self.front_actions_port = free_port()
+        # Production mode (APPCARE_ENV=production) with this run's own strong secrets:
+        # every component checks them at start-up, as in a real installation.
+        self.secrets = {
+            "APPCARE_PSEUDONYM_KEY": secrets.token_hex(32), "ACTION_SERVER_TOKEN": secrets.token_urlsafe(32),
+            "RASA_JWT_SECRET": secrets.token_urlsafe(32), "FRONT_ADMIN_TOKEN": secrets.token_urlsafe(32),
+        }
         self.action_port = free_port()
         self.rasa_ports = [free_port() for _ in range(instances)]
         self.procs: Dict[str, Proc] = {}
@@ -494,6 +503,11 @@ class Cluster:
     @property
     def front_url(self) -> str:
         return f"http://127.0.0.1:{self.front_port}"
+
+    @property
+    def front_internal_url(self) -> str:
+        """The front's internal listener: Rasa's HTTP API for the desk, metrics, admin."""
+        return f"http://127.0.0.1:{self.front_internal_port}"
 
     def instance_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.rasa_ports[int(name.split('-')[1]) - 1]}"
@@ -512,8 +526,8 @@ class Cluster:
             "REDIS_KEY_PREFIX": f"load{self.run_id}",
             "RABBITMQ_HOST": "127.0.0.1", "RABBITMQ_PORT": "5672", "RABBITMQ_USERNAME": "guest",
             "RABBITMQ_PASSWORD": "guest", "RABBITMQ_QUEUE": self.queue, "RABBITMQ_EXCHANGE": f"appcare-{self.run_id}",
-            "TICKET_LOCK_LIFETIME": "10",
-            "WHATSAPP_ACCESS_TOKEN": "loadtest-token", "WHATSAPP_PHONE_NUMBER_ID": PNID_TERNEUZEN,
+            "TICKET_LOCK_LIFETIME": "10", "APPCARE_ENV": "production", **self.secrets,
+            "WHATSAPP_ACCESS_TOKEN": ACCESS_TOKEN, "WHATSAPP_PHONE_NUMBER_ID": PNID_TERNEUZEN,
             "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
             # each instance under its own path, so a trap can stop one of them (RecordingGraph)
             "WHATSAPP_GRAPH_URL": self.graph.url_for(component) if component.startswith("rasa-") else self.graph.url,
@@ -524,12 +538,10 @@ class Cluster:
         return env
 
     def _define(self) -> None:
-        credentials = self.workdir / "credentials.yml"
-        credentials.write_text("rest:\nchannels.whatsapp.WhatsAppInput:\n", encoding="utf-8")
+        credentials = ROOT / "credentials.prod.yml"  # WhatsApp only, as in production
         logging_file = str(ROOT / "deploy" / "logging.yml")
         self.procs["actions"] = Proc("actions", [
-            str(BIN / "rasa"), "run", "actions", "--port", str(self.action_port), "--actions", "actions",
-            "--logging-config-file", logging_file,
+            sys.executable, "-m", "appcare.action_server", "--port", str(self.action_port), "--interface", "127.0.0.1",
         ], self.base_env("actions"))
         for i, port in enumerate(self.rasa_ports):
             name = f"rasa-{i + 1}"
@@ -537,10 +549,12 @@ class Cluster:
             env["APPCARE_INSTANCE_ID"] = name
             self.procs[name] = Proc(name, [
                 str(BIN / "rasa"), "run", "--enable-api", "--port", str(port), "--model", str(self.model),
+                "--interface", "127.0.0.1", "--jwt-secret", self.secrets["RASA_JWT_SECRET"], "--jwt-method", "HS256",
                 "--endpoints", str(ROOT / "endpoints.prod.yml"), "--credentials", str(credentials),
                 "--logging-config-file", logging_file,
             ], env)
         front_cmd = [sys.executable, "-m", "tools.front", "--listen", f"127.0.0.1:{self.front_port}",
+                     "--internal-listen", f"127.0.0.1:{self.front_internal_port}",
                      "--actions-listen", f"127.0.0.1:{self.front_actions_port}",
                      "--action-server", f"http://127.0.0.1:{self.action_port}",
                      "--spool-dir", str(self.workdir / "front-spool"), "--health-interval", "0.5"]
@@ -610,6 +624,7 @@ class Cluster:
             for name in list(self.procs):
                 self.kill(name, signal.SIGKILL)
             self.front_port, self.front_actions_port, self.action_port = free_port(), free_port(), free_port()
+            self.front_internal_port = free_port()
             self.rasa_ports = [free_port() for _ in self.rasa_ports]
             self.procs.clear()
             return self._start_processes()

@@ -7,6 +7,7 @@ Ports come from ACTION_PORT (5055), RASA_PORT (5005) and DESK_PORT (5080).
 from __future__ import annotations
 
 import argparse
+import secrets
 import importlib.util
 import json
 import os
@@ -113,8 +114,11 @@ def main() -> int:
     processes: List[subprocess.Popen] = []
     try:
         logging_config = ["--logging-config-file", str(ROOT / "deploy" / "logging.yml")]
-        processes.append(start([str(BIN / "rasa"), "run", "actions", "--port", str(action_port),
-                                "--actions", "actions", *logging_config]))
+        interface = os.environ.get("RASA_INTERFACE", "127.0.0.1")  # nothing listens on other networks
+        # The desk signs its calls to Rasa's HTTP API with this (a header, never ?token=).
+        jwt_secret = os.environ.setdefault("RASA_JWT_SECRET", secrets.token_urlsafe(32))
+        processes.append(start([sys.executable, "-m", "appcare.action_server", "--port", str(action_port),
+                                "--interface", interface]))
         if not wait_for(f"http://127.0.0.1:{action_port}/health", 120):
             print("[appcare] action server did not start")
             return 1
@@ -122,6 +126,7 @@ def main() -> int:
             return subprocess.call([str(BIN / "rasa"), "shell", "--model", str(model), "--endpoints", str(endpoints)], cwd=ROOT)
         processes.append(start([
             str(BIN / "rasa"), "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
+            "--interface", interface, "--jwt-secret", jwt_secret, "--jwt-method", "HS256",
             "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
             *logging_config,
         ]))
