@@ -110,7 +110,7 @@ def cmd_flag_overdue(args: argparse.Namespace) -> int:
     from desk.store import DeskStore
 
     settings = Settings.from_env(db_url=args.db_url)
-    service = DeskService(settings, HandoffStore(settings.db_url), DeskStore(settings.db_url), RasaClient(settings.rasa_url))
+    service = DeskService(settings, HandoffStore(settings.db_url), DeskStore(settings.db_url), RasaClient(settings.rasa_url, settings.rasa_jwt_secret))
     ids = service.flag_overdue()
     print(f"{len(ids)} ticket(s) gemarkeerd" + (": " + ", ".join(map(str, ids)) if ids else ""))
     return 0
@@ -144,7 +144,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not args.command:  # `python -m desk [--db-url URL]` serves
         args = parser.parse_args(argv + ["serve"])
-    return args.func(args)
+    from appcare.secrets import SecretError
+    from desk.settings import SettingsError
+
+    try:
+        return args.func(args)
+    except (SecretError, SettingsError) as exc:  # one clear line, no traceback (names, never values)
+        print(f"desk: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -32,13 +31,20 @@ from appcare.handoff_store import HandoffStore
 from appcare.metrics import mount_desk
 
 from desk import editor_routes, user_routes
-from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, tokens_equal
+from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, throttle_message, tokens_equal
 from desk.editor_service import EditorService
 from desk.rasa_client import RasaClient
 from desk.service import OUTCOME_LABELS, DeskError, DeskService
 from desk.settings import Settings
-from desk.store import DeskStore
-from desk.webhooks import REQUEST_MAX_AGE, SIGNATURE_HEADER, BackgroundWorker, WebhookDispatcher, verify
+from desk.store import DeskStore, utcnow
+from desk.webhooks import (
+    SIGNATURE_HEADER,
+    BackgroundWorker,
+    WebhookDispatcher,
+    claim_stale_after,
+    inbound_problem,
+    verify,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +113,11 @@ NOTICES = {
 
 def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **overrides: Any) -> Sanic:
     settings = Settings.from_env(db_url=db_url, rasa_url=rasa_url, **overrides)
+    settings.check_secrets()  # production: refuses missing or weak secrets (appcare.secrets)
     handoff = HandoffStore(settings.db_url)
     store = DeskStore(settings.db_url)
     auth = Auth(store, settings)
-    rasa = RasaClient(settings.rasa_url, settings.rasa_token, settings.rasa_timeout)
+    rasa = RasaClient(settings.rasa_url, settings.rasa_jwt_secret, settings.rasa_timeout)
     service = DeskService(settings, handoff, store, rasa)
     dispatcher = WebhookDispatcher(settings, handoff, store)
     if dispatcher.enabled:
@@ -120,6 +127,7 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     app.config.REQUEST_MAX_SIZE = 1_000_000
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.MOTD = False
+    app.config.PROXIES_COUNT = settings.proxies_count  # X-Forwarded-For of a reverse proxy (login throttling)
     # A staff reply waits for Rasa up to rasa_timeout (+ 5 s connect): answer it, don't cut it off.
     app.config.RESPONSE_TIMEOUT = max(60.0, settings.rasa_timeout + 30.0)
     app.ctx.settings = settings
@@ -337,18 +345,19 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
         username = (form.get("username") or "").strip()[:128]
         password = form.get("password") or ""
         next_url = _safe_next(form.get("next"))
-        user, reason = await run(auth.authenticate, username, password)
+        # Throttled per account and per client address, audited by desk.auth (no hard lock).
+        result = await run(auth.authenticate, username, password, request.remote_addr or request.ip)
+        user = result.user
         if user is None:
-            await run(store.audit, username or "-", "login_failed", None, {"reason": reason})
             login_csrf = secrets.token_urlsafe(24)
-            message = (
-                "Te veel mislukte pogingen. Probeer het over een kwartier opnieuw."
-                if reason == "locked"
-                else "Gebruikersnaam of wachtwoord klopt niet."
-            )
+            throttled = result.reason == "throttled"
+            message = throttle_message(result.retry_after) if throttled else "Gebruikersnaam of wachtwoord klopt niet."
             resp = render(
-                request, "login.html", status=401, login_csrf=login_csrf, next=next_url, error=message, username=username
+                request, "login.html", status=429 if throttled else 401, login_csrf=login_csrf, next=next_url,
+                error=message, username=username,
             )
+            if throttled:
+                resp.headers["Retry-After"] = str(result.retry_after)
             auth.set_login_csrf_cookie(resp, login_csrf)
             return resp
         token, _csrf = await run(auth.start_session, user)
@@ -581,34 +590,26 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             await run(store.audit, "integration", "integration_rejected", None, {"path": request.path})
             return jsonr({"error": "ongeldige of ontbrekende handtekening"}, status=401)
         data = body_of(request)
-        # Replay and retry protection (both optional, recommended): a "timestamp" (Unix
-        # seconds) older than five minutes is refused; a "request_id" seen before gets the
-        # first answer again instead of a second reply to the citizen.
-        if data.get("timestamp") is not None:
-            try:
-                age = abs(time.time() - float(data["timestamp"]))
-            except (TypeError, ValueError):
-                age = float("inf")
-            if age > REQUEST_MAX_AGE:
-                await run(store.audit, "integration", "integration_rejected", None,
-                          {"path": request.path, "reason": "timestamp"})
-                return jsonr({"error": "verzoek verlopen of ongeldige timestamp (Unix-seconden, max. 5 minuten oud)",
-                              "code": "expired"}, status=401)
-        request_id = str(data.get("request_id") or "").strip()[:128]
-        if request_id:
-            earlier = await run(store.claim_request, request_id, action)
-            if earlier is not None:
-                if earlier["status"] is None:
-                    return jsonr({"error": "dit verzoek wordt al verwerkt", "code": "in_progress"}, status=409)
-                return jsonr(dict(earlier["response"] or {}, duplicate=True), status=earlier["status"])
+        # Replay and retry protection (both required): a "timestamp" (Unix seconds) more
+        # than five minutes off is refused; a "request_id" seen before gets the first
+        # answer again instead of a second reply to the citizen.
+        problem = inbound_problem(data)
+        if problem is not None:
+            await run(store.audit, "integration", "integration_rejected", None,
+                      {"path": request.path, "reason": problem[1]["code"], "field": problem[1].get("field")})
+            return jsonr(problem[1], status=problem[0])
+        request_id = str(data["request_id"]).strip()
+        earlier = await run(store.claim_request, request_id, action, utcnow() - claim_stale_after(settings))
+        if earlier is not None:
+            if earlier["status"] is None:
+                return jsonr({"error": "dit verzoek wordt al verwerkt", "code": "in_progress"}, status=409)
+            return jsonr(dict(earlier["response"] or {}, duplicate=True), status=earlier["status"])
         try:
             status, answer = await integration_action(action, data)
         except DeskError:
-            if request_id:
-                await run(store.finish_request, request_id, 500, {})  # not done: the same id may be tried again
+            await run(store.finish_request, request_id, 500, {})  # not done: the same id may be tried again
             raise
-        if request_id:
-            await run(store.finish_request, request_id, status, answer)
+        await run(store.finish_request, request_id, status, answer)
         return jsonr(answer, status=status)
 
     async def integration_action(action: str, data: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:

@@ -9,6 +9,15 @@
 * CSRF: a random token per session, required on every POST as form field
   ``csrf_token`` or header ``X-CSRF-Token``. The login form itself uses a
   double-submit token (cookie + field) since there is no session yet.
+* Failed logins: no hard lock (anyone knowing a user name could lock a colleague
+  out). Each attempt is throttled per client address and per account name with an
+  exponential back-off (:data:`ACCOUNT_THROTTLE`, :data:`ADDRESS_THROTTLE`): the
+  per-account back-off is short (at most a minute), the per-address one long (up to
+  15 minutes), so a correct password from another address works again a minute after
+  an attack at the latest. Every attempt that is not throttled runs exactly one bcrypt
+  check (a dummy hash for unknown or disabled names, the first 72 bytes of an
+  over-long password), so the answer time tells nothing about the account. Rejected
+  attempts are audited at most once a minute per account and address, with a count.
 * Roles: ``staff`` (queue and tickets), ``coordinator`` (also overview, standard
   answers, force-close and release of others' tickets, and the editors' pages);
   ``editor`` has the content editors' pages (``/editor``: facts, example
@@ -19,7 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import math
 import secrets
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import bcrypt
@@ -32,8 +43,45 @@ LOGIN_CSRF_COOKIE = "appcare_desk_login"
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit
 TOUCH_EVERY = dt.timedelta(seconds=30)
-MAX_FAILED_LOGINS = 10  # per user name within FAILED_LOGIN_WINDOW
-FAILED_LOGIN_WINDOW = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Back-off after ``free`` failures: ``first`` seconds, doubling per further
+    failure up to ``cap``; the count starts again after ``reset`` without failures."""
+
+    free: int
+    first: float
+    cap: float
+    reset: dt.timedelta
+
+    def backoff(self, failures: int) -> Optional[dt.timedelta]:
+        if failures < self.free:
+            return None
+        return dt.timedelta(seconds=min(self.cap, self.first * 2 ** min(failures - self.free, 30)))
+
+
+# Short per account (an attacker cannot keep a colleague out for long), long per address.
+ACCOUNT_THROTTLE = Throttle(free=5, first=1.0, cap=60.0, reset=dt.timedelta(minutes=15))
+ADDRESS_THROTTLE = Throttle(free=10, first=1.0, cap=900.0, reset=dt.timedelta(hours=1))
+LOGIN_AUDIT_EVERY = dt.timedelta(minutes=1)  # at most one audit row per account and address
+THROTTLE_KEY_NAME = "login.throttle.key"
+
+
+@dataclass
+class LoginResult:
+    user: Optional[Dict[str, Any]]
+    reason: str = ""  # "" (logged in), "invalid" or "throttled"
+    retry_after: int = 0  # seconds, with "throttled"
+
+    def __iter__(self):  # user, reason = auth.authenticate(...)
+        return iter((self.user, self.reason))
+
+
+def throttle_message(seconds: int) -> str:
+    """The colleague's message while a login is throttled."""
+    minutes = max(1, math.ceil(seconds / 60))
+    return f"Te veel pogingen. Probeer het over {minutes} {'minuut' if minutes == 1 else 'minuten'} opnieuw."
 
 PERMISSIONS: Dict[str, frozenset] = {
     "staff": frozenset({"desk"}),
@@ -60,13 +108,16 @@ def hash_password(password: str, rounds: int = 12) -> str:
 
 
 def verify_password(password: str, password_hash: str) -> bool:
-    data = (password or "").encode("utf-8")
-    if not data or len(data) > MAX_PASSWORD_BYTES:
-        return False
+    """One bcrypt check, also for an empty or over-long password (bcrypt 5 refuses more
+    than 72 bytes: the first 72 are checked and the answer is no, since no password that
+    long can be set), so every answer takes the same time."""
+    data = (password or "").encode("utf-8", "replace")
+    acceptable = 0 < len(data) <= MAX_PASSWORD_BYTES
     try:
-        return bcrypt.checkpw(data, password_hash.encode("ascii"))
+        matches = bcrypt.checkpw(data[:MAX_PASSWORD_BYTES], password_hash.encode("ascii"))
     except ValueError:
         return False
+    return matches and acceptable
 
 
 def token_hash(token: str) -> str:
@@ -81,7 +132,10 @@ class Auth:
     def __init__(self, store: DeskStore, settings: Settings):
         self.store = store
         self.settings = settings
-        self._dummy_hash = bcrypt.hashpw(b"dummy-password", bcrypt.gensalt(rounds=max(4, settings.bcrypt_rounds)))
+        self._dummy_hash = bcrypt.hashpw(
+            secrets.token_bytes(16).hex().encode("ascii"), bcrypt.gensalt(rounds=max(4, min(settings.bcrypt_rounds, 16)))
+        ).decode("ascii")
+        self._throttle_key: Optional[bytes] = None
 
     # ------------------------------------------------------------------ accounts
     def create_user(self, username: str, password: str, role: str) -> Dict[str, Any]:
@@ -92,21 +146,59 @@ class Auth:
             raise ValueError(f"onbekende rol {role!r} (kies uit {', '.join(ROLES)})")
         return self.store.create_user(username, hash_password(password, self.settings.bcrypt_rounds), role)
 
-    def authenticate(self, username: str, password: str) -> Tuple[Optional[Dict[str, Any]], str]:
-        """Returns (user, "") or (None, reason) where reason is "invalid" or "locked"."""
-        username = (username or "").strip()
-        since = utcnow() - FAILED_LOGIN_WINDOW
-        failures = self.store.audit_log(action="login_failed", actor=username[:128] or "-", since=since, limit=MAX_FAILED_LOGINS)
-        if len(failures) >= MAX_FAILED_LOGINS:
-            return None, "locked"
+    def _throttle_secret(self) -> bytes:
+        """Key of the throttle rows (kept in desk_kv, shared by every desk process)."""
+        if self._throttle_key is None:
+            self._throttle_key = self.store.value_or_add(THROTTLE_KEY_NAME, secrets.token_hex(32)).encode("ascii")
+        return self._throttle_key
+
+    def _key(self, kind: str, value: str) -> str:
+        return hmac.new(self._throttle_secret(), f"{kind}:{value}".encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+    def authenticate(self, username: str, password: str, client: str = "") -> LoginResult:
+        """A login attempt from address ``client``: ``LoginResult(user)`` or
+        ``LoginResult(None, "invalid" | "throttled", retry_after)``.
+
+        The attempt counts as a failure before the password is checked (parallel
+        attempts cannot slip through together); a correct one is taken back."""
+        username = (username or "").strip()[:128]
+        client = (client or "").strip()[:64] or "-"
+        now = utcnow()
+        account_key = self._key("account", username.lower())
+        address_key = self._key("address", client)
+        blocked = self.store.login_blocked_until([account_key, address_key])
+        if blocked is not None and blocked > now:
+            wait = max(1, math.ceil((blocked - now).total_seconds()))
+            self._audit_rejected(username, client, "throttled", now)
+            return LoginResult(None, "throttled", wait)
+        self.store.count_login_failure(account_key, now, ACCOUNT_THROTTLE.reset, ACCOUNT_THROTTLE.backoff)
+        self.store.count_login_failure(address_key, now, ADDRESS_THROTTLE.reset, ADDRESS_THROTTLE.backoff)
         user = self.store.user_with_hash(username) if username else None
-        if user is None or not user["active"]:
-            bcrypt.checkpw(b"wrong-password", self._dummy_hash)  # same work for unknown names
-            return None, "invalid"
-        if not verify_password(password, user["password_hash"]):
-            return None, "invalid"
+        known = user is not None and user["active"]
+        # Exactly one bcrypt check either way: a dummy hash for unknown or disabled names.
+        correct = verify_password(password, user["password_hash"] if known else self._dummy_hash)
+        if not (known and correct):
+            self._audit_rejected(username, client, "invalid", now, known=user is not None)
+            return LoginResult(None, "invalid")
+        self.store.reset_login_failures(account_key)
+        self.store.forgive_login_failure(address_key, ADDRESS_THROTTLE.free)
         user.pop("password_hash", None)
-        return user, ""
+        return LoginResult(user)
+
+    def _audit_rejected(self, username: str, client: str, reason: str, now: dt.datetime,
+                        known: Optional[bool] = None) -> None:
+        """At most one audit row per account name and address per minute, with the
+        number of rejections since the previous row. The actor is the name only when
+        such an account exists (a typed name may be a password in the wrong field)."""
+        count = self.store.login_audit_due(self._key("pair", f"{username.lower()}\n{client}"), now, LOGIN_AUDIT_EVERY)
+        if count is None:
+            return
+        if known is None:
+            known = bool(username) and self.store.user_with_hash(username) is not None
+        detail = {"reason": reason, "count": count, "client": self._key("client", client)[:12]}
+        if not known:
+            detail["unknown_account"] = True
+        self.store.audit(username if known else "-", "login_failed", None, detail)
 
     # ------------------------------------------------------------------ sessions
     def start_session(self, user: Dict[str, Any]) -> Tuple[str, str]:
@@ -141,6 +233,7 @@ class Auth:
 
     def purge_expired(self) -> int:
         now = utcnow()
+        self.store.purge_login_throttle(now - max(ADDRESS_THROTTLE.reset, ACCOUNT_THROTTLE.reset, LOGIN_AUDIT_EVERY))
         return self.store.purge_sessions(now - dt.timedelta(minutes=self.settings.idle_minutes), now)
 
     # ------------------------------------------------------------------ cookies

@@ -17,18 +17,40 @@ Outcomes of one call (``RasaResult``):
   "not delivered".
 * the request surely did not reach Rasa (connect timeout, connection refused, name
   not resolved, invalid URL): "not delivered".
+
+Authentication: Rasa runs with ``--jwt-secret "$RASA_JWT_SECRET" --jwt-method HS256``;
+every request carries ``Authorization: Bearer <JWT>``, a token signed with that secret,
+valid for five minutes, for the user ``kcc-desk`` with role ``admin`` (rasa/server.py
+``requires_auth`` lets an admin act on every conversation). Nothing secret goes in the
+URL (URLs end up in access logs).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 from urllib.parse import quote
 
+import jwt
 import requests
 from urllib3.exceptions import NewConnectionError
 
 REPLY_INTENT = "EXTERNAL_kcc_reply"
 CLOSE_INTENT = "EXTERNAL_kcc_close"
+JWT_USER = {"username": "kcc-desk", "role": "admin"}
+JWT_LIFETIME = 300  # seconds
+JWT_ALGORITHM = "HS256"
+
+
+def auth_headers(jwt_secret: Optional[str]) -> Dict[str, str]:
+    """``Authorization: Bearer <JWT>`` for Rasa's HTTP API (empty without a secret: a
+    development Rasa without authentication)."""
+    if not jwt_secret:
+        return {}
+    token = jwt.encode(
+        {"user": dict(JWT_USER), "exp": int(time.time()) + JWT_LIFETIME}, jwt_secret, algorithm=JWT_ALGORITHM
+    )
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
@@ -67,20 +89,19 @@ def surely_not_sent(exc: requests.RequestException) -> bool:
 
 
 class RasaClient:
-    def __init__(self, base_url: str, token: Optional[str] = None, timeout: float = 120.0):
+    def __init__(self, base_url: str, jwt_secret: Optional[str] = None, timeout: float = 120.0):
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.jwt_secret = jwt_secret
         self.timeout = timeout
 
     def trigger_intent(self, conversation_id: str, name: str, entities: Dict[str, Any]) -> RasaResult:
         url = f"{self.base_url}/conversations/{quote(conversation_id, safe='')}/trigger_intent"
         params = {"output_channel": "latest"}
-        if self.token:
-            params["token"] = self.token
         try:
             response = requests.post(
                 url,
                 params=params,
+                headers=auth_headers(self.jwt_secret),
                 json={"name": name, "entities": entities},
                 timeout=(min(5.0, self.timeout), self.timeout),
             )

@@ -1,36 +1,77 @@
-"""Desk settings from the environment (one place, read when an app is created)."""
+"""Desk settings from the environment (one place, read when an app is created).
+
+A value that cannot be read (``DESK_PORT=abc``, ``DESK_COOKIE_SECURE=maybe``) raises
+:class:`SettingsError` naming the variable; ``python -m desk`` prints that one line
+and exits (no traceback).
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from appcare import secrets
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+TRUE_VALUES = ("1", "true", "yes", "on", "ja")
+FALSE_VALUES = ("0", "false", "no", "off", "nee")
+
+
+class SettingsError(ValueError):
+    """A desk setting has a value that cannot be used."""
+
 
 def _int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, "") or default)
-    except ValueError:
+    value = os.environ.get(name, "").strip()
+    if not value:
         return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number (got {value[:40]!r})") from None
 
 
 def _float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
+    value = os.environ.get(name, "").strip()
+    if not value:
         return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SettingsError(f"{name} must be a number (got {value[:40]!r})")
+    return number
+
+
+def _flag(name: str) -> Optional[bool]:
+    """True/False for a yes/no variable, None when it is not set."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    folded = value.strip().lower()
+    if folded in TRUE_VALUES:
+        return True
+    if folded in FALSE_VALUES:
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (got {value.strip()[:40]!r})")
 
 
 def _bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on", "ja")
+    flag = _flag(name)
+    return default if flag is None else flag
 
 
 @dataclass
 class Settings:
     db_url: Optional[str] = None  # None: appcare.db.db_url() (APPCARE_DB_URL)
     rasa_url: str = "http://127.0.0.1:5005"
+    # RASA_JWT_SECRET: the desk signs a short-lived HS256 JWT with it for Rasa's HTTP API
+    # (Rasa runs with --jwt-secret "$RASA_JWT_SECRET" --jwt-method HS256); the token goes
+    # in an Authorization header, never in the URL (desk/rasa_client.py).
+    rasa_jwt_secret: Optional[str] = None
+    # RASA_TOKEN: only still read by the editors' model loading (desk/editor_service.py)
+    # until that sends the JWT header too; staff replies no longer use it.
     rasa_token: Optional[str] = None
     # DESK_RASA_TIMEOUT: seconds the desk waits for Rasa's answer to a staff reply (the
     # connect timeout stays 5 s). Rasa answers only after the WhatsApp channel finished
@@ -48,7 +89,13 @@ class Settings:
     port: int = 5080
     session_hours: float = 8.0
     idle_minutes: float = 30.0
-    cookie_secure: bool = False
+    # Secure flag of the session cookies: on, except over plain http on this machine
+    # (host 127.0.0.1/localhost without DESK_COOKIE_SECURE, outside production) or with an
+    # explicit DESK_COOKIE_SECURE=0 outside production (refused in production).
+    cookie_secure: bool = True
+    # DESK_PROXIES_COUNT: reverse proxies in front of the desk that add X-Forwarded-For
+    # (the client address for the login throttling); 0: the peer address is the client.
+    proxies_count: int = 0
     bcrypt_rounds: int = 12
     pickup_minutes: int = 15
     poll_seconds: float = 2.5
@@ -83,13 +130,14 @@ class Settings:
         settings = cls(
             db_url=db_url or os.environ.get("APPCARE_DB_URL") or None,
             rasa_url=(rasa_url or os.environ.get("RASA_URL") or "http://127.0.0.1:5005").rstrip("/"),
+            rasa_jwt_secret=os.environ.get("RASA_JWT_SECRET") or None,
             rasa_token=os.environ.get("RASA_TOKEN") or None,
             rasa_timeout=_float("DESK_RASA_TIMEOUT", 120.0),
             host=os.environ.get("DESK_HOST", "127.0.0.1"),
             port=_int("DESK_PORT", 5080),
-            session_hours=float(os.environ.get("DESK_SESSION_HOURS", "") or 8.0),
-            idle_minutes=float(os.environ.get("DESK_SESSION_IDLE_MINUTES", "") or 30.0),
-            cookie_secure=_bool("DESK_COOKIE_SECURE", False),
+            session_hours=_float("DESK_SESSION_HOURS", 8.0),
+            idle_minutes=_float("DESK_SESSION_IDLE_MINUTES", 30.0),
+            proxies_count=_int("DESK_PROXIES_COUNT", 0),
             bcrypt_rounds=_int("DESK_BCRYPT_ROUNDS", 12),
             pickup_minutes=_int("DESK_PICKUP_MINUTES", 15),
             webhook_url=os.environ.get("DESK_WEBHOOK_URL") or None,
@@ -111,4 +159,25 @@ class Settings:
             if not hasattr(settings, key):
                 raise TypeError(f"unknown desk setting {key!r}")
             setattr(settings, key, value)
+        explicit = overrides["cookie_secure"] if "cookie_secure" in overrides else _flag("DESK_COOKIE_SECURE")
+        if explicit is None:
+            settings.cookie_secure = secrets.production() or str(settings.host).strip().lower() not in LOCAL_HOSTS
+        elif not explicit and secrets.production():
+            raise SettingsError(
+                "DESK_COOKIE_SECURE=0 is refused in production (APPCARE_ENV=production): the session "
+                "cookie must only travel over HTTPS; remove the setting"
+            )
+        else:
+            settings.cookie_secure = bool(explicit)
+        if not 0 <= settings.proxies_count <= 5:
+            raise SettingsError("DESK_PROXIES_COUNT must be between 0 and 5")
         return settings
+
+    def check_secrets(self) -> None:
+        """Production refuses a missing or weak secret (appcare.secrets.check): the
+        webhook secret when the webcare integration is on (DESK_WEBHOOK_URL set, or the
+        inbound endpoints opened by setting DESK_WEBHOOK_SECRET), and the Rasa JWT secret.
+        Outside production a problem is a warning."""
+        values = {"RASA_JWT_SECRET": self.rasa_jwt_secret, "DESK_WEBHOOK_SECRET": self.webhook_secret}
+        optional = [] if self.webhook_url else ["DESK_WEBHOOK_SECRET"]
+        secrets.check("KCC desk", values, optional=optional)

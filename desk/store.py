@@ -17,12 +17,13 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    case,
     delete,
     func,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import declarative_base, sessionmaker
 
 from appcare import db
@@ -108,6 +109,21 @@ class IntegrationRequestRow(Base):
     status = Column(Integer, nullable=True)  # HTTP status of the first answer; None while it runs
     response = Column(Text, nullable=True)
     created_at = Column(DateTime, nullable=False, default=utcnow, index=True)
+
+
+class LoginThrottleRow(Base):
+    """Failed logins per client address, per account name and per (account, address)
+    pair, for the back-off of desk.auth and the rate-limited audit of rejected logins.
+    ``key`` is a sha256 (no addresses or typed names in the table)."""
+
+    __tablename__ = "desk_login_throttle"
+
+    key = Column(String(64), primary_key=True)
+    failures = Column(Integer, nullable=False, default=0)
+    last_failure_at = Column(DateTime, nullable=True, index=True)
+    blocked_until = Column(DateTime, nullable=True)
+    audited_at = Column(DateTime, nullable=True)  # pair rows: last audit row written
+    unaudited = Column(Integer, nullable=False, default=0)  # pair rows: failures since then
 
 
 class KeyValueRow(Base):
@@ -313,6 +329,98 @@ class DeskStore:
                 for r in session.execute(query).scalars()
             ]
 
+    # ------------------------------------------------------------------ login throttling
+    def login_blocked_until(self, keys: Iterable[str]) -> Optional[dt.datetime]:
+        """The latest ``blocked_until`` of ``keys`` (None: none is blocked)."""
+        with self._session() as session:
+            return session.execute(
+                select(func.max(LoginThrottleRow.blocked_until)).where(LoginThrottleRow.key.in_(list(keys)))
+            ).scalar()
+
+    def count_login_failure(self, key: str, now: dt.datetime, reset_after: dt.timedelta, backoff) -> int:
+        """Adds a failure to ``key`` (the count starts again after ``reset_after``
+        without failures) and blocks it until ``now + backoff(failures)`` (a timedelta,
+        or None: not blocked). Returns the new count. Concurrent failures each count
+        (the row is locked while it is updated)."""
+        for attempt in range(3):
+            try:
+                with self._session.begin() as session:
+                    row = session.execute(
+                        select(LoginThrottleRow).where(LoginThrottleRow.key == key).with_for_update()
+                    ).scalar_one_or_none()
+                    if row is None:
+                        row = LoginThrottleRow(key=key, failures=0, unaudited=0)
+                        session.add(row)
+                    elif row.last_failure_at is None or row.last_failure_at < now - reset_after:
+                        row.failures = 0
+                    row.failures = (row.failures or 0) + 1
+                    row.last_failure_at = now
+                    delay = backoff(row.failures)
+                    if delay is not None:
+                        row.blocked_until = max(row.blocked_until or now, now + delay)
+                    return row.failures
+            except (IntegrityError, OperationalError):  # a concurrent first failure (or SQLite writer): again
+                if attempt == 2:
+                    raise
+        return 0
+
+    def reset_login_failures(self, key: str) -> None:
+        with self._session.begin() as session:
+            session.execute(delete(LoginThrottleRow).where(LoginThrottleRow.key == key))
+
+    def forgive_login_failure(self, key: str, free: int) -> None:
+        """Takes one failure back (a correct login counted ahead of the check), and the
+        block it caused when fewer than ``free`` failures remain."""
+        with self._session.begin() as session:
+            session.execute(
+                update(LoginThrottleRow)
+                .where(LoginThrottleRow.key == key, LoginThrottleRow.failures > 0)
+                .values(
+                    failures=LoginThrottleRow.failures - 1,
+                    blocked_until=case(
+                        (LoginThrottleRow.failures - 1 < free, None), else_=LoginThrottleRow.blocked_until
+                    ),
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+    def login_audit_due(self, key: str, now: dt.datetime, every: dt.timedelta) -> Optional[int]:
+        """Rate limit of the audit rows of rejected logins: the number of rejections to
+        write in one row now (this one and those held back since the last row), or None
+        while the last row for ``key`` is younger than ``every`` (this one is counted)."""
+        for attempt in range(3):
+            try:
+                with self._session.begin() as session:
+                    row = session.execute(
+                        select(LoginThrottleRow).where(LoginThrottleRow.key == key).with_for_update()
+                    ).scalar_one_or_none()
+                    if row is None:
+                        session.add(LoginThrottleRow(key=key, failures=0, unaudited=0, audited_at=now))
+                        return 1
+                    if row.audited_at is not None and row.audited_at > now - every:
+                        row.unaudited = (row.unaudited or 0) + 1
+                        return None
+                    count = (row.unaudited or 0) + 1
+                    row.audited_at = now
+                    row.unaudited = 0
+                    return count
+            except (IntegrityError, OperationalError):
+                if attempt == 2:
+                    raise
+        return None
+
+    def purge_login_throttle(self, before: dt.datetime) -> int:
+        """Drops rows with no failure, block or audit since ``before``."""
+        with self._session.begin() as session:
+            result = session.execute(
+                delete(LoginThrottleRow).where(
+                    (LoginThrottleRow.last_failure_at.is_(None) | (LoginThrottleRow.last_failure_at < before)),
+                    (LoginThrottleRow.blocked_until.is_(None) | (LoginThrottleRow.blocked_until < before)),
+                    (LoginThrottleRow.audited_at.is_(None) | (LoginThrottleRow.audited_at < before)),
+                )
+            )
+            return result.rowcount or 0
+
     # ------------------------------------------------------------------ standard answers
     def list_answers(self, municipality: Optional[str] = None, include_inactive: bool = False) -> List[Dict[str, Any]]:
         query = select(AnswerRow).order_by(AnswerRow.title)
@@ -363,6 +471,19 @@ class DeskStore:
         with self._session() as session:
             row = session.get(KeyValueRow, key)
             return row.value if row else None
+
+    def value_or_add(self, key: str, value: str) -> str:
+        """The stored value of ``key``; ``value`` is stored first when there is none
+        (the first of two concurrent callers wins, both get its value)."""
+        existing = self.get_value(key)
+        if existing is not None:
+            return existing
+        try:
+            with self._session.begin() as session:
+                session.add(KeyValueRow(key=key, value=value))
+        except IntegrityError:
+            pass
+        return self.get_value(key) or value
 
     def set_value(self, key: str, value: str) -> None:
         with self._session.begin() as session:
@@ -449,19 +570,40 @@ class DeskStore:
         )
 
     # ------------------------------------------------------------------ inbound integration requests
-    def claim_request(self, request_id: str, action: str) -> Optional[Dict[str, Any]]:
+    def claim_request(
+        self, request_id: str, action: str, stale_before: Optional[dt.datetime] = None
+    ) -> Optional[Dict[str, Any]]:
         """Claims ``request_id`` for this request: None when it is new (go ahead), else
-        the earlier request (``status`` None while that one is still running)."""
+        the earlier request (``status`` None while that one is still running).
+
+        A claim that never completed and was made before ``stale_before`` (the process
+        died mid-request) is taken over once: None, and a concurrent retry still sees
+        it as running. A completed request stays a duplicate."""
+        taken_over = False
         try:
             with self._session.begin() as session:
                 row = session.get(IntegrationRequestRow, request_id)
                 if row is None:
                     session.add(IntegrationRequestRow(request_id=request_id, action=action))
                     return None
-                return {"action": row.action, "status": row.status,
-                        "response": json.loads(row.response) if row.response else None}
+                earlier = {"action": row.action, "status": row.status,
+                           "response": json.loads(row.response) if row.response else None}
+                if row.status is None and stale_before is not None and row.created_at < stale_before:
+                    result = session.execute(
+                        update(IntegrationRequestRow)
+                        .where(IntegrationRequestRow.request_id == request_id,
+                               IntegrationRequestRow.status.is_(None),
+                               IntegrationRequestRow.created_at == row.created_at)
+                        .values(created_at=utcnow(), action=action)
+                        .execution_options(synchronize_session=False)
+                    )
+                    taken_over = result.rowcount == 1
+                if not taken_over:
+                    return earlier
         except IntegrityError:  # claimed by a concurrent request a moment ago
             return {"action": action, "status": None, "response": None}
+        self.audit("integration", "integration_claim_expired", None, {"request_id": request_id})
+        return None
 
     def finish_request(self, request_id: str, status: int, response: Dict[str, Any]) -> None:
         """Stores a successful answer; after a failure the claim is dropped so that the

@@ -22,8 +22,10 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Dict, Optional, Tuple
 
 import requests
 
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Appcare-Signature"
 REQUEST_ID_KEPT = dt.timedelta(days=7)  # an inbound request_id is recognised this long
 REQUEST_MAX_AGE = 300.0  # seconds: an inbound request with an older "timestamp" is refused
+REQUIRED_FIELDS = ("timestamp", "request_id")  # of every signed inbound request (replay protection)
+MAX_REQUEST_ID = 128
 CURSOR_TICKET = "webhook.cursor.ticket"
 CURSOR_MESSAGE = "webhook.cursor.message"
 RESCAN_WINDOW = 20
@@ -50,6 +54,40 @@ def verify(secret: Optional[str], body: bytes, header: Optional[str]) -> bool:
     if not secret or not header:
         return False
     return hmac.compare_digest(sign(secret, body or b"").encode(), header.strip().encode())
+
+
+def inbound_problem(data: Dict[str, Any], now: Optional[float] = None) -> Optional[Tuple[int, Dict[str, Any]]]:
+    """Why a signed inbound request is refused before it is acted on, as (HTTP status,
+    JSON answer); None when it may go ahead.
+
+    Both ``timestamp`` (Unix seconds, at most REQUEST_MAX_AGE off) and ``request_id``
+    (unique per reply, at most 128 characters) are required: without them a captured
+    signed request could be sent again at any time.
+    """
+    for name in REQUIRED_FIELDS:
+        value = data.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return 400, {"error": f"verplicht veld ontbreekt: {name}", "code": "missing_field", "field": name}
+    request_id = data["request_id"]
+    if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or len(str(request_id).strip()) > MAX_REQUEST_ID:
+        return 400, {"error": f"ongeldig veld: request_id (tekst, maximaal {MAX_REQUEST_ID} tekens)",
+                     "code": "invalid_field", "field": "request_id"}
+    stamp = data["timestamp"]
+    try:
+        seconds = float(stamp) if not isinstance(stamp, bool) else float("nan")
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    now = time.time() if now is None else now
+    if not math.isfinite(seconds) or abs(now - seconds) > REQUEST_MAX_AGE:
+        return 401, {"error": "verzoek verlopen of ongeldige timestamp (Unix-seconden, max. 5 minuten oud)",
+                     "code": "expired", "field": "timestamp"}
+    return None
+
+
+def claim_stale_after(settings: Settings) -> dt.timedelta:
+    """How old an uncompleted claim of a request_id must be before a retry may take it
+    over: longer than a request can run (the reply waits for Rasa up to rasa_timeout)."""
+    return dt.timedelta(seconds=max(REQUEST_MAX_AGE, 2 * settings.rasa_timeout + 60))
 
 
 def _iso(moment: Optional[dt.datetime]) -> Optional[str]:
@@ -138,6 +176,10 @@ class WebhookDispatcher:
         self.store.set_value(CURSOR_TICKET, str(ticket_cursor))
         message_cursor = int(self.store.get_value(CURSOR_MESSAGE) or 0)
         for message in self.handoff.citizen_messages_after(self._start(CURSOR_MESSAGE), limit=400):
+            if message["ticket_id"] > ticket_cursor:
+                # Its ticket was committed after the ticket scan above: next round, after the
+                # ticket.created event (a webcare tool never sees a message before its ticket).
+                break
             queued += self.store.enqueue_event(f"message:{message['id']}", "ticket.message", message_payload(message))
             message_cursor = max(message_cursor, message["id"])
         self.store.set_value(CURSOR_MESSAGE, str(message_cursor))

@@ -8,6 +8,7 @@ import hmac
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,8 @@ def integration(sqlite_url):
 
 
 def _post(server, path, payload, signature="good"):
+    # timestamp and request_id are required (replay protection): a fresh pair unless given
+    payload = dict({"timestamp": time.time(), "request_id": uuid.uuid4().hex}, **payload)
     body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
     if signature == "good":
