@@ -466,7 +466,8 @@ def purge_desk_outbox(engine: sa.engine.Engine, cutoff: float, dry_run: bool) ->
 
 def anonymise_editor_inbox(engine: sa.engine.Engine, cutoff: float, dry_run: bool) -> Dict[str, int]:
     """The editors' not-understood inbox keeps its masked citizen texts only for the
-    retention period: older items lose text and sender pseudonym; week, reason, intent
+    retention period: older items lose text, sender pseudonym and the example they
+    became (also items anonymised before that kept it); week, reason, intent
     and status stay, so the editors' counts per week are unchanged. Items nobody handled
     are closed as dismissed."""
     if not sa.inspect(engine).has_table("desk_editor_inbox"):
