@@ -27,7 +27,7 @@ up again: ``pending``/``processing`` ones go to Rasa again (nothing was sent
 yet), ``replying`` ones only send what is still unsent.
 
 Personal data (numbers, profile names, texts, wamids - they encode the number)
-never appear in logs; a sender is logged as the first 12 hex chars of sha256(wa_id).
+never appear in logs; a sender is logged as its keyed pseudonym (appcare.pii.conversation_hash).
 """
 from __future__ import annotations
 
@@ -84,6 +84,10 @@ HOUSEKEEPING_INTERVAL = 3600.0
 DIRECT_PENDING_ORPHANED = 120.0  # a direct send still unsent after this long was cut off by a crash
 DB_RETRY_SECONDS = 5.0  # inbox database down at start-up: try again this often
 _MAX_CHALLENGE = 512
+# An over-size webhook body is still read this far (hashed, never kept) to tell
+# whether Meta signed it: then the limit is too low for real traffic (issue 16).
+SIGNED_OVERSIZE_CHECK = 8 * 1024 * 1024
+_MAX_INT_DIGITS = 4000  # a longer JSON integer is no field we use (Python refuses > 4300 digits)
 ROUTE_HEADER = "x-appcare-route"  # sender hashes a front assigns to this instance
 DEFAULT_ERROR_TEXT = (
     "Sorry, door een storing kon ik je bericht nu niet verwerken. "
@@ -248,9 +252,27 @@ def message_metadata(message: InboundMessage, received_ts: float, municipality: 
     return metadata
 
 
-async def _read_limited(request: Request, limit: int) -> Optional[bytes]:
+class _BodyDigest:
+    """HMAC-SHA256 and size of a request body as it streams in."""
+
+    def __init__(self, secret: str) -> None:
+        self.mac = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.mac.update(chunk)
+        self.size += len(chunk)
+
+    def matches(self, header: Optional[str]) -> bool:
+        if not header or not header.startswith("sha256="):
+            return False
+        return hmac.compare_digest(self.mac.hexdigest().encode("ascii"),
+                                   header[len("sha256="):].strip().lower().encode("utf-8"))
+
+
+async def _read_limited(request: Request, limit: int, digest: Optional[_BodyDigest] = None) -> Optional[bytes]:
     """Reads a streamed request body; None as soon as it exceeds ``limit`` bytes
-    (a huge body is never buffered completely)."""
+    (a huge body is never buffered completely). ``digest`` sees every byte read."""
     try:
         declared = int(request.headers.get("content-length") or 0)
     except ValueError:
@@ -259,15 +281,56 @@ async def _read_limited(request: Request, limit: int) -> Optional[bytes]:
         return None
     if request.stream is None:  # body already read (non-streaming use)
         body = request.body or b""
+        if digest is not None:
+            digest.update(body)
         return body if len(body) <= limit else None
     chunks: List[bytes] = []
     size = 0
     async for chunk in request.stream:
+        if digest is not None:
+            digest.update(chunk)
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _oversize_signed(request: Request, digest: _BodyDigest, cap: int) -> Optional[bool]:
+    """Whether a body refused as too large carries Meta's signature: the rest of it is
+    read into ``digest`` (never kept). False without a signature header; None when
+    it is larger than ``cap`` (not checked)."""
+    header = request.headers.get("x-hub-signature-256")
+    if not header:
+        return False
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > cap:
+        return None
+    if request.stream is not None:
+        async for chunk in request.stream:
+            digest.update(chunk)
+            if digest.size > cap:
+                return None
+    return digest.matches(header)
+
+
+def _json_int(text: str) -> Optional[int]:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else None
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A failure of our own (database unreachable, locked, timing out): the webhook is
+    answered 503 and Meta retries. Anything else that a body causes would fail again
+    on every redelivery, for days: that item is skipped (logged) and acknowledged."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.InternalError,
+                        sa_exc.DisconnectionError, sa_exc.TimeoutError, asyncio.TimeoutError, OSError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def verify_signature(app_secret: str, body: bytes, header: Optional[str]) -> bool:
@@ -511,8 +574,14 @@ class WhatsAppService:
             if message.phone_number_id not in allowed:
                 logger.warning("WhatsApp: message for an unknown business number ignored")
                 continue
-            message = await self._with_conversation_key(message)
-            metadata = message_metadata(message, received_ts, self.config.tenants.get(message.phone_number_id))
+            try:
+                message = await self._with_conversation_key(message)
+                metadata = message_metadata(message, received_ts, self.config.tenants.get(message.phone_number_id))
+            except Exception as exc:  # noqa: BLE001
+                if _is_outage(exc):
+                    raise
+                self._skip_unstorable("message", exc)
+                continue
             items.append(
                 NewInbound(
                     wamid=message.wamid,
@@ -526,11 +595,12 @@ class WhatsAppService:
                     opens_window=message.message_type not in NO_WINDOW_KINDS,
                 )
             )
-        new_flags = await self.store.record_inbound(items, received_ts) if items else []
-        if statuses:
-            await self.store.record_statuses(statuses, received_ts)
+        new_flags = await self._store_each(self.store.record_inbound, "message", items, received_ts)
+        await self._store_each(self.store.record_statuses, "status", statuses, received_ts)
         counts = {"new": 0, "duplicate": 0, "ignored": 0, "statuses": len(statuses)}
         for item, is_new in zip(items, new_flags):
+            if is_new is None:  # could not be stored (logged)
+                continue
             sender = conversation_hash(item.wa_id)
             municipality = str(item.metadata.get("municipality") or "")
             if not is_new:
@@ -562,6 +632,41 @@ class WhatsAppService:
                     short_hash(status.wamid),
                 )
         return counts
+
+    async def _store_each(self, store: Callable[..., Awaitable[Any]], what: str, rows: Sequence[Any],
+                          received_ts: float) -> List[Any]:
+        """Stores ``rows`` in one call (one transaction). When that fails for another
+        reason than an outage, row by row: one row the database refuses does not hold
+        back the others; it is skipped, since it would fail on every redelivery.
+        Returns per row its result (``record_inbound``: new or duplicate), None when
+        it was skipped."""
+        if not rows:
+            return []
+        try:
+            result = await store(list(rows), received_ts)
+            return list(result) if isinstance(result, list) else [result] * len(rows)
+        except Exception as exc:  # noqa: BLE001
+            if _is_outage(exc):
+                raise
+            if len(rows) == 1:
+                self._skip_unstorable(what, exc)
+                return [None]
+        results: List[Any] = []
+        for row in rows:
+            try:
+                result = await store([row], received_ts)
+                results.append(result[0] if isinstance(result, list) else result)
+            except Exception as exc:  # noqa: BLE001
+                if _is_outage(exc):
+                    raise
+                self._skip_unstorable(what, exc)
+                results.append(None)
+        return results
+
+    @staticmethod
+    def _skip_unstorable(what: str, exc: BaseException) -> None:
+        appcare_metrics.WA_ERRORS.labels("webhook_item").inc()
+        logger.error("WhatsApp: webhook item skipped: %s could not be stored (%s)", what, _where(exc))
 
     async def _with_conversation_key(self, message: InboundMessage) -> InboundMessage:
         """The message with ``wa_id`` = the citizen's one conversation key (BSUID or
@@ -1194,15 +1299,30 @@ class WhatsAppInput(InputChannel):
 
     async def _receive(self, request: Request, service: WhatsAppService) -> HTTPResponse:
         config = self.config
-        body = await _read_limited(request, config.max_body_bytes)
+        digest = _BodyDigest(config.app_secret or "")
+        body = await _read_limited(request, config.max_body_bytes, digest)
         if body is None:
-            logger.warning("WhatsApp: webhook body larger than %d bytes, refused", config.max_body_bytes)
+            if await _oversize_signed(request, digest, max(SIGNED_OVERSIZE_CHECK, config.max_body_bytes)):
+                # Meta sent it and will redeliver it for days: our limit is too low.
+                appcare_metrics.WA_ERRORS.labels("webhook_too_large").inc()
+                logger.error(
+                    "WhatsApp: SIGNED webhook body of %d bytes is larger than max_body_bytes=%d: refused (413), "
+                    "Meta will retry it; raise max_body_bytes (and the proxy's body limit)",
+                    digest.size, config.max_body_bytes,
+                )
+            else:
+                logger.warning("WhatsApp: webhook body larger than %d bytes, refused", config.max_body_bytes)
             return response.text("payload too large", status=413)
         if not verify_signature(config.app_secret or "", body, request.headers.get("x-hub-signature-256")):
             logger.warning("WhatsApp: webhook signature missing or invalid, refused")
             return response.text("invalid signature", status=401)
+        # Signed by Meta from here on: anything but an outage of our own is answered
+        # 200 (a 4xx/5xx makes Meta redeliver the same body for days, in vain).
         try:
-            payload = json.loads(body.decode("utf-8"))
+            payload = json.loads(body.decode("utf-8"), parse_int=_json_int)
+        except RecursionError:
+            logger.warning("WhatsApp: webhook ignored: JSON nested too deeply")
+            return response.json({"status": "ignored"})
         except (UnicodeDecodeError, ValueError):
             logger.warning("WhatsApp: webhook body is not valid JSON, refused")
             return response.text("invalid JSON", status=400)
@@ -1210,6 +1330,10 @@ class WhatsAppInput(InputChannel):
             result = parse_webhook(payload, allow_text_payloads=config.allow_text_payloads)
         except WebhookPayloadError as exc:
             logger.warning("WhatsApp: webhook ignored: %s", exc)
+            return response.json({"status": "ignored"})
+        except Exception as exc:  # noqa: BLE001 - a shape the parser did not foresee
+            appcare_metrics.WA_ERRORS.labels("webhook_payload").inc()
+            logger.error("WhatsApp: webhook ignored: payload could not be parsed (%s)", _where(exc))
             return response.json({"status": "ignored"})
         for reason in result.skipped:
             logger.warning("WhatsApp: webhook item skipped: %s", reason)
@@ -1226,5 +1350,12 @@ class WhatsAppInput(InputChannel):
             statuses = [s for s in statuses
                         if conversation_hash(s.recipient_id or s.recipient_user_id or "") in mine]
         received_ts = time.time()
-        counts = await service.accept(messages, statuses, received_ts)
+        try:
+            counts = await service.accept(messages, statuses, received_ts)
+        except Exception as exc:  # noqa: BLE001
+            if _is_outage(exc):
+                raise  # 503: Meta retries once the database is back
+            appcare_metrics.WA_ERRORS.labels("webhook_payload").inc()
+            logger.error("WhatsApp: webhook skipped: could not be stored (%s)", _where(exc))
+            return response.json({"status": "ignored"})
         return response.json({"status": "ok", **counts})
