@@ -244,7 +244,8 @@ def outbox_id_of(data: Optional[str]) -> Optional[int]:
     if not data or not data.startswith(CALLBACK_PREFIX):
         return None
     rest = data[len(CALLBACK_PREFIX):]
-    return int(rest) if rest.isdigit() and len(rest) < 19 else None
+    # ASCII digits only: str.isdigit() is also true for "²" or "١٢", which int() refuses or misreads
+    return int(rest) if rest.isascii() and rest.isdigit() and len(rest) < 19 else None
 
 
 def _recipient_of(status: Any) -> Optional[str]:
@@ -458,7 +459,7 @@ class InboxStore:
                         phone_number_id=message.phone_number_id,
                         wa_id=message.wa_id if message.answerable else None,
                         sender_hash=conversation_hash(message.wa_id),
-                        message_type=message.message_type,
+                        message_type=message.message_type[:32],
                         text=message.text if message.answerable else None,
                         metadata_json=json.dumps(message.metadata, ensure_ascii=False) if message.answerable else None,
                         sort_ts=message.sort_ts,

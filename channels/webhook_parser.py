@@ -28,6 +28,7 @@ BSUIDs are validated strictly (:data:`BSUID_RE`); invalid ones are treated as ab
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -41,6 +42,16 @@ CAPTIONED_TYPES = {"image", "video", "document"}
 BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,128}$")
 CHANGE_SYSTEM_TYPES = {"user_changed_number", "user_changed_user_id"}
 _EMOJI_MODIFIERS = {chr(c) for c in range(0x1F3FB, 0x1F400)} | {"\uFE0F", "\uFE0E"}
+# Limits of what a (signed) webhook may put into the database (issue 16): a value
+# beyond them is normalised or dropped here, never left to fail in the database.
+ID_LENGTH = 191  # wamid columns
+TYPE_LENGTH = 32  # whatsapp_inbox.message_type
+PHONE_LENGTH = 64  # Meta's wa_id is a phone number (digits)
+NAME_LENGTH = 256
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z: the last second datetime can show
+MAX_CODE = 2**31 - 1  # error codes go into INTEGER columns
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL (PostgreSQL text) and lone surrogates (no UTF-8)
+_NOT_TOKEN = re.compile(r"[^a-z0-9_]+")
 
 
 class WebhookPayloadError(ValueError):
@@ -107,17 +118,63 @@ def normalise_emoji(emoji: str) -> str:
 def _int(value: Any) -> Optional[int]:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e999 (infinity)
         return None
+
+
+def _bounded(value: Any, low: int, high: int) -> Optional[int]:
+    number = _int(value)
+    return number if number is not None and low <= number <= high else None
+
+
+def _timestamp(value: Any) -> Optional[int]:
+    """Epoch seconds, None when absent or outside what datetime can show."""
+    return _bounded(value, 1, MAX_TIMESTAMP)
+
+
+def _code(value: Any) -> Optional[int]:
+    return _bounded(value, 0, MAX_CODE)
 
 
 def _str(value: Any) -> Optional[str]:
+    """A stripped, storable string (no NUL, lone surrogates replaced), None when empty
+    or not a string/integer."""
     if value is None:
         return None
     if isinstance(value, (str, int)):
-        value = str(value).strip()
+        try:
+            value = str(value).strip()
+        except ValueError:  # an integer too long to print
+            return None
+        if _UNSTORABLE.search(value):
+            value = _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value).strip()
         return value or None
     return None
+
+
+def _token(value: Any, default: str, limit: int = TYPE_LENGTH) -> str:
+    """A message/interactive/system type as a short lower-case token: unknown and new
+    types are kept (stored, logged) but can carry no content and fit their column."""
+    text = _NOT_TOKEN.sub("_", (_str(value) or "").lower()).strip("_")[:limit]
+    return text or default
+
+
+def _message_id(value: Any) -> Optional[str]:
+    """A wamid; one longer than its column is replaced by a stable digest, so a
+    redelivery is still recognised (and a distinct id stays distinct)."""
+    text = _str(value)
+    if text and len(text) > ID_LENGTH:
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text
+
+
+def _phone(value: Any) -> Optional[str]:
+    """The citizen's number (``from``, ``wa_id``) when it can be one: short, printable,
+    without spaces and without the ``@`` of a tenant conversation id."""
+    text = _str(value)
+    if not text or len(text) > PHONE_LENGTH or "@" in text or " " in text or not text.isprintable():
+        return None
+    return text
 
 
 def _dict(value: Any) -> Dict[str, Any]:
@@ -146,7 +203,8 @@ def parse_webhook(payload: Any, allow_text_payloads: bool = False) -> ParseResul
         raise WebhookPayloadError("payload is not a JSON object")
     obj = payload.get("object")
     if obj != EXPECTED_OBJECT:
-        raise WebhookPayloadError(f"unexpected object type {str(obj)[:40]!r}")
+        shown = obj if isinstance(obj, str) and re.fullmatch(r"[a-z_]{1,40}", obj) else type(obj).__name__
+        raise WebhookPayloadError(f"unexpected object type {shown!r}")
     entries = payload.get("entry")
     if not isinstance(entries, list):
         raise WebhookPayloadError("missing 'entry' list")
@@ -175,11 +233,11 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
     names: Dict[str, Any] = {}  # wa_id or user_id -> contact info
     for contact in _list(value.get("contacts")):
         contact = _dict(contact)
-        wa_id = _str(contact.get("wa_id"))
+        wa_id = _phone(contact.get("wa_id"))
         user_id = valid_bsuid(contact.get("user_id"))
         profile = _dict(contact.get("profile"))
         info = {
-            "name": _str(profile.get("name")),
+            "name": (_str(profile.get("name")) or "")[:NAME_LENGTH] or None,
             "username": (_str(profile.get("username")) or "")[:128] or None,
             "wa_id": wa_id,
             "user_id": user_id,
@@ -190,7 +248,7 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
 
     for error in _list(value.get("errors")):
         error = _dict(error)
-        result.errors.append((_int(error.get("code")), _str(error.get("title"))))
+        result.errors.append((_code(error.get("code")), _str(error.get("title"))))
 
     raw_messages = _list(value.get("messages"))
     if raw_messages and not phone_number_id:
@@ -205,7 +263,7 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
 
     for raw in _list(value.get("statuses")):
         raw = _dict(raw)
-        wamid, status = _str(raw.get("id")), _str(raw.get("status"))
+        wamid, status = _message_id(raw.get("id")), _str(raw.get("status"))
         if not wamid or not status:
             result.skipped.append("status without id/status")
             continue
@@ -215,11 +273,11 @@ def _parse_value(value: Dict[str, Any], result: ParseResult, allow_text_payloads
             StatusUpdate(
                 wamid=wamid,
                 status=status,
-                recipient_id=_str(raw.get("recipient_id")),
+                recipient_id=_phone(raw.get("recipient_id")),
                 recipient_user_id=valid_bsuid(raw.get("recipient_user_id")),
                 phone_number_id=phone_number_id,
-                timestamp=_int(raw.get("timestamp")),
-                error_code=_int(first.get("code")),
+                timestamp=_timestamp(raw.get("timestamp")),
+                error_code=_code(first.get("code")),
                 error_title=_str(first.get("title")),
                 callback_data=(_str(raw.get("biz_opaque_callback_data")) or "")[:512] or None,
                 **_pricing(raw.get("pricing")),
@@ -263,10 +321,12 @@ def _parse_message(
     raw: Dict[str, Any], phone_number_id: str, names: Dict[str, str], allow_text_payloads: bool
 ) -> Any:
     """Returns an InboundMessage, or a short reason string when unusable."""
-    wamid = _str(raw.get("id"))
-    phone = _str(raw.get("from"))
+    wamid = _message_id(raw.get("id"))
+    phone = _phone(raw.get("from"))
     user_id = valid_bsuid(raw.get("from_user_id"))
-    mtype = _str(raw.get("type")) or "unknown"
+    mtype = _token(raw.get("type"), "unknown")
+    if phone is None and _str(raw.get("from")):
+        return f"{mtype} message with an unusable 'from'"
     contact = names.get(phone or "") or names.get(user_id or "") or {}
     if contact and phone and contact.get("wa_id") not in (None, phone):
         contact = {}
@@ -281,7 +341,7 @@ def _parse_message(
         wamid=wamid,
         wa_id=routing_id,
         phone_number_id=phone_number_id,
-        timestamp=_int(raw.get("timestamp")),
+        timestamp=_timestamp(raw.get("timestamp")),
         profile_name=contact.get("name"),
         phone=phone,
         user_id=user_id,
@@ -290,8 +350,8 @@ def _parse_message(
     )
     details: Dict[str, Any] = {}
     context = _dict(raw.get("context"))
-    if _str(context.get("id")):
-        details["context_wamid"] = _str(context.get("id"))
+    if _message_id(context.get("id")):
+        details["context_wamid"] = _message_id(context.get("id"))
     if context.get("forwarded") or context.get("frequently_forwarded"):
         details["forwarded"] = True
 
@@ -303,7 +363,9 @@ def _parse_message(
     if mtype == "text":
         body = _str(_dict(raw.get("text")).get("body"))
         if not body:
-            return build("text", None, "empty text")
+            # no usable text (missing, empty, not a string): the citizen is asked to type
+            details["unusable_content"] = True
+            return build("text", NON_TEXT_PAYLOAD)
         if not allow_text_payloads and body.startswith("/"):
             body = _strip_payload_prefix(body)
             if not body:
@@ -312,13 +374,14 @@ def _parse_message(
 
     if mtype == "interactive":
         interactive = _dict(raw.get("interactive"))
-        itype = _str(interactive.get("type")) or "unknown"
+        itype = _token(interactive.get("type"), "unknown")
         details["interactive_type"] = itype
         if itype in ("button_reply", "list_reply"):
             reply = _dict(interactive.get(itype))
             payload = _str(reply.get("id")) or _str(reply.get("title"))
             if not payload:
-                return build("interactive", None, f"{itype} without id")
+                details["unusable_content"] = True
+                return build("interactive", NON_TEXT_PAYLOAD)
             if _str(reply.get("title")):
                 details["button_title"] = _str(reply.get("title"))  # text if the id is refused
             return build("interactive", payload)
@@ -329,16 +392,17 @@ def _parse_message(
         button = _dict(raw.get("button"))
         payload = _str(button.get("payload")) or _str(button.get("text"))
         if not payload:
-            return build("button", None, "button without payload")
+            details["unusable_content"] = True
+            return build("button", NON_TEXT_PAYLOAD)
         if _str(button.get("text")):
             details["button_title"] = _str(button.get("text"))  # text if the payload is refused
         return build("button", payload)
 
     if mtype == "reaction":
         reaction = _dict(raw.get("reaction"))
-        if _str(reaction.get("message_id")):
-            details["reacted_wamid"] = _str(reaction.get("message_id"))
-        emoji = reaction.get("emoji") if isinstance(reaction.get("emoji"), str) else ""
+        if _message_id(reaction.get("message_id")):
+            details["reacted_wamid"] = _message_id(reaction.get("message_id"))
+        emoji = (_str(reaction.get("emoji")) or "")[:32] if isinstance(reaction.get("emoji"), str) else ""
         if not emoji:
             return build("reaction", None, "reaction removed")
         details["emoji"] = emoji
@@ -348,10 +412,10 @@ def _parse_message(
 
     if mtype == "system":
         system = _dict(raw.get("system"))
-        stype = (_str(system.get("type")) or "unknown")[:40]
+        stype = _token(system.get("type"), "unknown", 40)
         details["system_type"] = stype
         if stype in CHANGE_SYSTEM_TYPES:
-            new_phone = _str(system.get("new_wa_id")) or _str(system.get("wa_id"))
+            new_phone = _phone(system.get("new_wa_id")) or _phone(system.get("wa_id"))
             new_user_id = valid_bsuid(system.get("new_user_id")) or valid_bsuid(system.get("user_id"))
             change = {"type": stype, "new_phone": new_phone, "new_user_id": new_user_id}
             if new_phone == phone:
@@ -379,7 +443,7 @@ def _parse_message(
         return build(mtype, NON_TEXT_PAYLOAD)
 
     if mtype == "unsupported" or raw.get("errors"):
-        codes = [_int(_dict(e).get("code")) for e in _list(raw.get("errors"))]
+        codes = [_code(_dict(e).get("code")) for e in _list(raw.get("errors"))]
         if codes and codes[0] is not None:
             details["error_code"] = codes[0]
         return build(mtype, NON_TEXT_PAYLOAD)

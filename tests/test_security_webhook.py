@@ -1,0 +1,290 @@
+"""Poison webhooks (issue 16): whatever a correctly signed body contains, the
+channel answers 200 when it is JSON and 400 when it is not - never a 5xx, which
+would make Meta redeliver the same body for days. Unsigned or wrongly signed
+bodies are refused (401) and never processed or answered. 5xx stays for a real
+outage of our own database.
+
+The fuzz test posts 10,000 signed, malformed bodies (mutations of the real
+webhook shapes in tests/fixtures/whatsapp: dropped keys, wrong types, huge
+strings, odd unicode, deep nesting, huge numbers, random bytes) to the real
+channel route (Rasa's ``register`` on a real Sanic server, a fake Graph API over
+real HTTP, SQLite). Targeted tests pin each cause found and check that the valid
+messages in the same batch are still answered exactly once.
+
+Replay of the same signed webhook (one answer) is proven by
+tests/test_whatsapp_channel.py::test_duplicate_delivery_is_answered_once and
+tests/test_whatsapp_exactly_once.py; the signature checks by
+test_signature_valid_invalid_missing; oversize bodies (streamed, 413) by
+test_malformed_payloads_never_cause_500 - this module adds what they do not cover.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
+from tests.support.waiting import wait_for_state  # noqa: E402
+from tests.test_whatsapp_channel import (  # noqa: E402
+    APP_SECRET,
+    FIXTURE_TS,
+    FIXTURE_WA_ID,
+    FIXTURES,
+    PNID,
+    ChannelServer,
+    EchoBot,
+    make_config,
+    text_payload,
+    wamid_of,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+MAX_BODY = 1024 * 1024  # the channel's max_body_bytes (default)
+FUZZ_EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES", "10000"))
+_counter = itertools.count(1)
+
+
+def sign(body: bytes, secret: str = APP_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def encode(payload: Any) -> bytes:
+    return json.dumps(payload).encode("utf-8")
+
+
+# --------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def graph() -> Any:
+    with FakeGraphAPI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(graph: FakeGraphAPI, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    srv = ChannelServer(make_config(graph, tmp_path_factory.mktemp("wa_poison") / "appcare.db"), EchoBot()).start()
+    yield srv
+    srv.stop()
+
+
+class Poster:
+    """Signed (or deliberately unsigned) POSTs over one keep-alive connection."""
+
+    def __init__(self, server: ChannelServer) -> None:
+        self.url = server.base + "/webhook"
+        self.session = requests.Session()
+
+    def post(self, body: bytes, signature: Optional[str] = "sign") -> requests.Response:
+        headers = {"Content-Type": "application/json"}
+        if signature == "sign":
+            headers["X-Hub-Signature-256"] = sign(body)
+        elif signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        return self.session.post(self.url, data=body, headers=headers, timeout=30)
+
+
+# ------------------------------------------------------------------ generators
+BASES: Dict[str, str] = {p.stem: p.read_text(encoding="utf-8") for p in sorted(FIXTURES.glob("*.json"))}
+# keys whose values the channel reads: mutations hit them more often than the rest
+FOCUS = {
+    "object", "entry", "changes", "field", "value", "metadata", "phone_number_id", "contacts", "wa_id",
+    "user_id", "profile", "name", "username", "messages", "statuses", "errors", "from", "from_user_id",
+    "id", "timestamp", "type", "text", "body", "interactive", "button_reply", "list_reply", "title",
+    "button", "payload", "reaction", "message_id", "emoji", "image", "caption", "audio", "voice",
+    "system", "new_wa_id", "context", "status", "recipient_id", "recipient_user_id", "code",
+    "biz_opaque_callback_data", "pricing", "category", "billable", "pricing_model",
+}
+ODD_TEXT = [
+    "\ud800", "\udfff", "a\ud83d", "\x00", "wamid.\x00x", "\u202e\u202d", "\ufeff", "e\u0301" * 50, "\U0001d518\U0001d52b",
+    "\U0001F44D\U0001F3FD", "\u2764\ufe0f", "\u2028\u2029", "\uffff", "\U0010FFFF", "\u0660\u0661\u0662", "\u00b2",
+    "appcare:\u00b2", "appcare:\u0661\u0662", "appcare:99999999999999999999", "1e999", " ", "", "/", "//restart",
+    "31612345678@106540352242922", "NL.\u00c9", "../../etc/passwd", "' OR 1=1 --", "%s%n", "\r\n\t",
+]
+RAW_NUMBERS = ["9" * 30, "9" * 400, "9" * 5000, "-9" + "9" * 30, "1e999", "-1e999", "1e308", "-0", "1.5e-400", "2147483648"]
+
+
+class Raw(str):
+    """JSON text put into the body verbatim (what json.dumps cannot produce)."""
+
+
+def _deep(depth: int, kind: str) -> Raw:
+    if kind == "list":
+        return Raw("[" * depth + "]" * depth)
+    return Raw('{"a":' * depth + "1" + "}" * depth)
+
+
+wrong_types = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
+    st.just([]), st.just({}), st.just(""), st.just(0),
+)
+huge_strings = st.builds(
+    lambda n, ch: ch * n,
+    st.sampled_from([33, 41, 65, 129, 192, 257, 1025, 4097, 70_000, 300_000]),
+    st.sampled_from(["x", "9", "\u00e9", "\U0001F600", "\x00", "\ud800"]),
+)
+odd_unicode = st.one_of(st.sampled_from(ODD_TEXT), st.text(max_size=40), st.text(st.characters(codec="utf-8"), max_size=40))
+deep_nesting = st.builds(_deep, st.sampled_from([30, 200, 1000, 5000, 100_000]), st.sampled_from(["list", "dict"]))
+raw_numbers = st.sampled_from(RAW_NUMBERS).map(Raw)
+replacement = st.one_of(wrong_types, huge_strings, odd_unicode, deep_nesting, raw_numbers)
+
+
+def _paths(node: Any, prefix: Tuple[Any, ...] = ()) -> List[Tuple[Any, ...]]:
+    out: List[Tuple[Any, ...]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        out.append(prefix + (key,))
+        out.extend(_paths(child, prefix + (key,)))
+    return out
+
+
+def _parent(tree: Any, path: Tuple[Any, ...]) -> Any:
+    for key in path[:-1]:
+        tree = tree[key]
+    return tree
+
+
+def _mutate(data: Any, tree: Dict[str, Any]) -> Any:
+    paths = _paths(tree)
+    if not paths:
+        return data.draw(replacement)
+    focused = [p for p in paths if isinstance(p[-1], str) and p[-1] in FOCUS]
+    path = data.draw(st.sampled_from(focused if focused and data.draw(st.booleans()) else paths))
+    parent, key = _parent(tree, path), path[-1]
+    operation = data.draw(st.sampled_from(["drop", "replace", "replace", "add", "rename", "duplicate", "wrap"]))
+    if operation == "add":  # a key the channel reads, where the real shape does not have it
+        target = parent if isinstance(parent, dict) else tree
+        target[data.draw(st.sampled_from(sorted(FOCUS)))] = data.draw(replacement)
+    elif operation == "drop":
+        del parent[key]
+    elif operation == "replace":
+        parent[key] = data.draw(replacement)
+    elif operation == "rename" and isinstance(parent, dict):
+        parent[data.draw(odd_unicode)] = parent.pop(key)
+    elif operation == "duplicate" and isinstance(parent, list):
+        parent.append(copy.deepcopy(parent[key]))
+    else:  # the value where an object or a list is expected, or the other way round
+        parent[key] = data.draw(st.sampled_from([[parent[key]], {"value": parent[key]}, str(parent[key])[:50]]))
+    return tree
+
+
+def _dump(tree: Any, ensure_ascii: bool) -> bytes:
+    raws: List[str] = []
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, Raw):
+            raws.append(str(node))
+            return f"@@RAW{len(raws) - 1}@@"
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return node
+
+    text = json.dumps(swap(tree), ensure_ascii=ensure_ascii)
+    for i, raw in enumerate(raws):
+        text = text.replace(f'"@@RAW{i}@@"', raw)
+    # lone surrogates (ensure_ascii=False) become bytes that are not UTF-8: not JSON
+    return text.encode("utf-8", "surrogatepass")
+
+
+def is_json(body: bytes) -> bool:
+    """The oracle: UTF-8 text that is JSON (however deep, however long its numbers)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    try:
+        json.loads(text, parse_int=lambda s: 0, parse_float=lambda s: 0.0)
+    except RecursionError:
+        return True  # Python's parser gives up; the text itself is JSON
+    except ValueError:
+        return False
+    return True
+
+
+def base_tree(data: Any) -> Dict[str, Any]:
+    n = next(_counter)
+    raw = BASES[data.draw(st.sampled_from(sorted(BASES)))]
+    raw = raw.replace(FIXTURE_WA_ID, f"3170{n:07d}").replace(FIXTURE_TS, str(int(time.time())))
+    return json.loads(raw.replace("wamid.HBgL", f"wamid.FUZZ{n:07d}."))
+
+
+# ------------------------------------------------------------------ fuzz test
+def test_10000_signed_malformed_webhooks_never_get_a_5xx(server: ChannelServer, graph: FakeGraphAPI) -> None:
+    poster = Poster(server)
+    unsigned_senders: List[str] = []
+    tally: Dict[Tuple[str, int], int] = {}
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def fuzz(data: Any) -> None:
+        # about one body in ten unsigned or wrongly signed; the others signed, mostly mutated real webhooks
+        slot = data.draw(st.integers(0, 99))
+        kind = "unsigned" if slot < 10 else "bytes" if slot < 17 else "broken" if slot < 24 else "shape" if slot < 30 else "mutated"
+        if kind == "unsigned":
+            n = next(_counter)
+            sender = f"3199{n:07d}"
+            payload = text_payload(sender, ["niet ondertekend"])
+            body = encode(payload)
+            signature = data.draw(st.sampled_from([
+                None, sign(body, "not-the-secret"), sign(body + b" "), "sha1=" + sign(body)[7:], "sha256=",
+                "sha256=" + "0" * 64, sign(body)[:-1], "sha256 " + sign(body)[7:], sign(body).replace("sha256=", "SHA256="),
+            ]))
+            answer = poster.post(body, signature)
+            tally[kind, answer.status_code] = tally.get((kind, answer.status_code), 0) + 1
+            assert answer.status_code in (401, 403), answer.status_code
+            # a message is persisted before the webhook is answered: none now means never
+            assert server.store.inbound_status(wamid_of(payload)) is None
+            unsigned_senders.append(sender)
+            return
+        if kind == "mutated":
+            tree: Any = base_tree(data)
+            for _ in range(data.draw(st.integers(1, 4))):
+                tree = _mutate(data, tree) if isinstance(tree, (dict, list)) else data.draw(replacement)
+            body = _dump(tree, ensure_ascii=data.draw(st.booleans()))
+        elif kind == "bytes":
+            body = data.draw(st.binary(max_size=300))
+        elif kind == "broken":
+            whole = _dump(base_tree(data), ensure_ascii=True)
+            cut = data.draw(st.integers(0, len(whole) - 1))
+            body = data.draw(st.sampled_from([whole[:cut], whole + b"}", b"\xef\xbb\xbf" + whole, whole[:cut] + b"\xff" + whole[cut:]]))
+        else:  # JSON, but not the shape of a webhook
+            body = _dump(data.draw(st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                max_leaves=12,
+            )), ensure_ascii=True)
+        answer = poster.post(body)
+        tally[kind, answer.status_code] = tally.get((kind, answer.status_code), 0) + 1
+        assert answer.status_code < 500, (answer.status_code, answer.text)
+        expected = 413 if len(body) > MAX_BODY else 200 if is_json(body) else 400
+        assert answer.status_code == expected, (answer.status_code, answer.text, body[:300])
+
+    started = time.monotonic()
+    fuzz()
+    elapsed = time.monotonic() - started
+    print(f"\n{FUZZ_EXAMPLES} webhooks in {elapsed:.0f}s: {sorted(tally.items())}")
+    assert sum(tally.values()) >= FUZZ_EXAMPLES
+    assert requests.get(server.base + "/health", timeout=10).status_code == 200
+    # nothing was ever sent to a sender whose only webhook was unsigned
+    unsigned = set(unsigned_senders)
+    assert unsigned and not [r for r in graph.messages() if (r["json"] or {}).get("to") in unsigned]
