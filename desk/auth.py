@@ -167,12 +167,20 @@ class Auth:
         account_key = self._key("account", username.lower())
         address_key = self._key("address", client)
         blocked = self.store.login_blocked_until([account_key, address_key])
-        if blocked is not None and blocked > now:
+        if blocked is not None and blocked <= now:
+            blocked = None
+        # Counted before the check (atomically with the block test): a parallel burst of
+        # attempts cannot all slip through; blocked at that moment means throttled.
+        if blocked is None:
+            if self.store.count_login_failure(address_key, now, ADDRESS_THROTTLE.reset, ADDRESS_THROTTLE.backoff) is None:
+                blocked = self.store.login_blocked_until([address_key]) or now
+            elif self.store.count_login_failure(account_key, now, ACCOUNT_THROTTLE.reset, ACCOUNT_THROTTLE.backoff) is None:
+                self.store.forgive_login_failure(address_key, ADDRESS_THROTTLE.free)
+                blocked = self.store.login_blocked_until([account_key]) or now
+        if blocked is not None:
             wait = max(1, math.ceil((blocked - now).total_seconds()))
             self._audit_rejected(username, client, "throttled", now)
             return LoginResult(None, "throttled", wait)
-        self.store.count_login_failure(account_key, now, ACCOUNT_THROTTLE.reset, ACCOUNT_THROTTLE.backoff)
-        self.store.count_login_failure(address_key, now, ADDRESS_THROTTLE.reset, ADDRESS_THROTTLE.backoff)
         user = self.store.user_with_hash(username) if username else None
         known = user is not None and user["active"]
         # Exactly one bcrypt check either way: a dummy hash for unknown or disabled names.
@@ -187,10 +195,13 @@ class Auth:
 
     def _audit_rejected(self, username: str, client: str, reason: str, now: dt.datetime,
                         known: Optional[bool] = None) -> None:
-        """At most one audit row per account name and address per minute, with the
-        number of rejections since the previous row. The actor is the name only when
-        such an account exists (a typed name may be a password in the wrong field)."""
-        count = self.store.login_audit_due(self._key("pair", f"{username.lower()}\n{client}"), now, LOGIN_AUDIT_EVERY)
+        """At most one audit row per minute per account name and address for wrong
+        passwords (bounded by the address back-off), and per address for throttled
+        attempts (whatever names they try), with the number of rejections since the
+        previous row. The actor is the name only when such an account exists (a typed
+        name may be a password in the wrong field)."""
+        scope = "throttled" if reason == "throttled" else f"account:{username.lower()}"
+        count = self.store.login_audit_due(self._key("audit", f"{scope}\n{client}"), now, LOGIN_AUDIT_EVERY)
         if count is None:
             return
         if known is None:

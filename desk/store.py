@@ -337,32 +337,49 @@ class DeskStore:
                 select(func.max(LoginThrottleRow.blocked_until)).where(LoginThrottleRow.key.in_(list(keys)))
             ).scalar()
 
-    def count_login_failure(self, key: str, now: dt.datetime, reset_after: dt.timedelta, backoff) -> int:
-        """Adds a failure to ``key`` (the count starts again after ``reset_after``
-        without failures) and blocks it until ``now + backoff(failures)`` (a timedelta,
-        or None: not blocked). Returns the new count. Concurrent failures each count
-        (the row is locked while it is updated)."""
+    def count_login_failure(
+        self, key: str, now: dt.datetime, reset_after: dt.timedelta, backoff
+    ) -> Optional[int]:
+        """Counts a failure for ``key`` unless it is blocked (then None: the attempt must
+        be refused, and is not counted). The count starts again after ``reset_after``
+        without failures; ``backoff(failures)`` (a timedelta or None) blocks the key from
+        ``now``. Check and count are one write, so parallel attempts cannot all pass."""
+        row_key = LoginThrottleRow.key == key
         for attempt in range(3):
             try:
                 with self._session.begin() as session:
-                    row = session.execute(
-                        select(LoginThrottleRow).where(LoginThrottleRow.key == key).with_for_update()
-                    ).scalar_one_or_none()
-                    if row is None:
-                        row = LoginThrottleRow(key=key, failures=0, unaudited=0)
-                        session.add(row)
-                    elif row.last_failure_at is None or row.last_failure_at < now - reset_after:
-                        row.failures = 0
-                    row.failures = (row.failures or 0) + 1
-                    row.last_failure_at = now
-                    delay = backoff(row.failures)
+                    counted = session.execute(  # a write first: the row (SQLite: the database) is locked
+                        update(LoginThrottleRow)
+                        .where(row_key, LoginThrottleRow.blocked_until.is_(None) | (LoginThrottleRow.blocked_until <= now))
+                        .values(
+                            failures=case(
+                                (LoginThrottleRow.last_failure_at.is_(None)
+                                 | (LoginThrottleRow.last_failure_at < now - reset_after), 1),
+                                else_=LoginThrottleRow.failures + 1,
+                            ),
+                            last_failure_at=now,
+                        )
+                        .execution_options(synchronize_session=False)
+                    ).rowcount
+                    if counted:
+                        failures = session.execute(select(LoginThrottleRow.failures).where(row_key)).scalar() or 1
+                    elif session.execute(select(LoginThrottleRow.key).where(row_key)).first() is not None:
+                        return None  # blocked
+                    else:
+                        session.add(LoginThrottleRow(key=key, failures=1, unaudited=0, last_failure_at=now))
+                        session.flush()
+                        failures = 1
+                    delay = backoff(failures)
                     if delay is not None:
-                        row.blocked_until = max(row.blocked_until or now, now + delay)
-                    return row.failures
+                        session.execute(
+                            update(LoginThrottleRow).where(row_key).values(blocked_until=now + delay)
+                            .execution_options(synchronize_session=False)
+                        )
+                    return failures
             except (IntegrityError, OperationalError):  # a concurrent first failure (or SQLite writer): again
                 if attempt == 2:
                     raise
-        return 0
+        return None
 
     def reset_login_failures(self, key: str) -> None:
         with self._session.begin() as session:
@@ -388,16 +405,24 @@ class DeskStore:
         """Rate limit of the audit rows of rejected logins: the number of rejections to
         write in one row now (this one and those held back since the last row), or None
         while the last row for ``key`` is younger than ``every`` (this one is counted)."""
+        row_key = LoginThrottleRow.key == key
         for attempt in range(3):
             try:
                 with self._session.begin() as session:
-                    row = session.execute(
-                        select(LoginThrottleRow).where(LoginThrottleRow.key == key).with_for_update()
-                    ).scalar_one_or_none()
+                    held = session.execute(
+                        update(LoginThrottleRow)
+                        .where(row_key, LoginThrottleRow.audited_at > now - every)
+                        .values(unaudited=LoginThrottleRow.unaudited + 1)
+                        .execution_options(synchronize_session=False)
+                    ).rowcount
+                    if held:
+                        return None
+                    row = session.execute(select(LoginThrottleRow).where(row_key).with_for_update()).scalar_one_or_none()
                     if row is None:
                         session.add(LoginThrottleRow(key=key, failures=0, unaudited=0, audited_at=now))
+                        session.flush()
                         return 1
-                    if row.audited_at is not None and row.audited_at > now - every:
+                    if row.audited_at is not None and row.audited_at > now - every:  # a concurrent row
                         row.unaudited = (row.unaudited or 0) + 1
                         return None
                     count = (row.unaudited or 0) + 1
