@@ -295,12 +295,15 @@ class EditorService:
         self.audit(user, f"inbox_{status}", {"item": item_id})
 
     # ------------------------------------------------------------------ models
-    def _rasa_params(self) -> Dict[str, str]:
-        return {"token": self.settings.rasa_token} if self.settings.rasa_token else {}
+    def _rasa_headers(self) -> Dict[str, str]:
+        """Rasa's HTTP API is authenticated with a JWT in a header (never ?token= in a URL)."""
+        from desk.rasa_client import auth_headers
+
+        return auth_headers(self.settings.rasa_jwt_secret)
 
     def rasa_status(self) -> Optional[Dict[str, Any]]:
         try:
-            response = requests.get(f"{self.settings.model_urls[0]}/status", params=self._rasa_params(), timeout=3)
+            response = requests.get(f"{self.settings.model_urls[0]}/status", headers=self._rasa_headers(), timeout=3)
             if response.status_code == 200:
                 return response.json()
         except (requests.RequestException, ValueError):
@@ -604,14 +607,14 @@ class EditorService:
     def _load_one(self, url: str, model: Path) -> Optional[str]:
         """PUT /model on one Rasa server; None when it reports the new model afterwards."""
         try:
-            response = requests.put(f"{url}/model", params=self._rasa_params(),
+            response = requests.put(f"{url}/model", headers=self._rasa_headers(),
                                     json={"model_file": str(model)}, timeout=self.settings.model_load_timeout)
         except requests.RequestException as exc:
             return f"assistent niet bereikbaar ({type(exc).__name__})"
         if response.status_code not in (200, 204):
             return f"assistent antwoordde {response.status_code}"
         try:
-            status = requests.get(f"{url}/status", params=self._rasa_params(), timeout=10).json()
+            status = requests.get(f"{url}/status", headers=self._rasa_headers(), timeout=10).json()
         except (requests.RequestException, ValueError):
             status = {}
         if status.get("model_file") != model.name:

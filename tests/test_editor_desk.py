@@ -267,6 +267,35 @@ def test_rollback_loads_every_instance_or_none(env):
         second.stop()
 
 
+def test_model_loading_authenticates_with_a_jwt_header_not_a_url_token(env):
+    """Rasa runs with --jwt-secret in production: the editors' rollback loads the model
+    with ``Authorization: Bearer <JWT>``, and no secret ends up in a URL (access logs)."""
+    secret = "rasa-jwt-" + "s" * 32
+    guarded = FakeRasaApi("baseline.tar.gz", jwt_secret=secret)
+    try:
+        service = env.app.ctx.editor
+        service.settings.rasa_instances = (guarded.url,)
+        models = env.project / "models"
+        service.editor.save_model(str(models / "previous.tar.gz"), status="retired")
+        service.editor.set_live(str(models / "baseline.tar.gz"), "eddy", previous=str(models / "previous.tar.gz"))
+        editor = login(env, "eddy")
+
+        service.settings.rasa_jwt_secret = None  # a desk without the secret is refused by Rasa
+        assert editor.post("/api/editor/rollback", {}).status_code == 202
+        service.wait(30)
+        assert editor.get("/api/editor/publish").json()["job"]["status"] == "failed"
+        assert guarded.loads == [] or guarded.model_file == "baseline.tar.gz"
+
+        service.settings.rasa_jwt_secret = secret
+        assert editor.post("/api/editor/rollback", {}).status_code == 202
+        service.wait(30)
+        assert editor.get("/api/editor/publish").json()["job"]["status"] == "rolled_back"
+        assert guarded.model_file == "previous.tar.gz"
+        assert guarded.paths and not [p for p in guarded.paths if "token" in p]
+    finally:
+        guarded.stop()
+
+
 def test_publish_fails_fast_when_rasa_is_down(env):
     env.app.ctx.editor.settings.rasa_url = "http://127.0.0.1:9"
     editor = login(env, "eddy")

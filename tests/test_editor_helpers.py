@@ -107,11 +107,26 @@ class TrackerDB:
 class FakeRasaApi:
     """``GET /status`` and ``PUT /model`` of Rasa's HTTP API (records the loads)."""
 
-    def __init__(self, model_file: str = "baseline.tar.gz"):
+    def __init__(self, model_file: str = "baseline.tar.gz", jwt_secret: Optional[str] = None):
         self.model_file = model_file
         self.loads: List[str] = []
         self.put_status = 204
+        self.jwt_secret = jwt_secret  # set: like ``rasa run --jwt-secret``, 401 without a valid admin JWT
+        self.paths: List[str] = []  # every request line's path and query string
         fake = self
+
+        def authorised(handler: BaseHTTPRequestHandler) -> bool:
+            fake.paths.append(handler.path)
+            if not fake.jwt_secret:
+                return True
+            import jwt
+
+            scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+            try:
+                claims = jwt.decode(token, fake.jwt_secret, algorithms=["HS256"])
+            except jwt.PyJWTError:
+                return False
+            return scheme == "Bearer" and claims.get("user", {}).get("role") == "admin"
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -126,7 +141,9 @@ class FakeRasaApi:
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:  # noqa: N802
-                if self.path.startswith("/status"):
+                if not authorised(self):
+                    self._json(401, {"reason": "NotAuthenticated"})
+                elif self.path.startswith("/status"):
                     self._json(200, {"model_file": fake.model_file, "model_id": "x", "num_active_training_jobs": 0})
                 else:
                     self._json(404, {})
@@ -134,6 +151,9 @@ class FakeRasaApi:
             def do_PUT(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if not authorised(self):
+                    self._json(401, {"reason": "NotAuthenticated"})
+                    return
                 path = str(body.get("model_file") or "")
                 fake.loads.append(path)
                 if fake.put_status == 204:
