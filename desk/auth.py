@@ -5,7 +5,8 @@
   cookie value; absolute lifetime ``DESK_SESSION_HOURS`` (8 h) and idle timeout
   ``DESK_SESSION_IDLE_MINUTES`` (30 min). The background polling of the pages does
   not count as activity.
-* Cookie: HttpOnly, SameSite=Strict, Path=/ (Secure with ``DESK_COOKIE_SECURE=1``).
+* Cookie: HttpOnly, SameSite=Strict, Path=/, Secure unless the desk serves plain http
+  on this machine (``Settings.cookie_secure``, desk/settings.py).
 * CSRF: a random token per session, required on every POST as form field
   ``csrf_token`` or header ``X-CSRF-Token``. The login form itself uses a
   double-submit token (cookie + field) since there is no session yet.
