@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 ENV_VAR = "APPCARE_ENV"
 MIN_LENGTH = 16
+# HS256 keys: RFC 7518 asks for at least 256 bits (PyJWT warns below 32 bytes).
+MIN_LENGTHS = {"RASA_JWT_SECRET": 32}
 # Values people leave in a config file; compared case-insensitively, without - and _.
 PLACEHOLDERS = frozenset(
     p.replace("-", "").replace("_", "")
@@ -45,15 +47,15 @@ def production() -> bool:
     return os.environ.get(ENV_VAR, "").strip().lower() in ("production", "prod")
 
 
-def weakness(value: Optional[str]) -> Optional[str]:
+def weakness(value: Optional[str], min_length: int = MIN_LENGTH) -> Optional[str]:
     """Why ``value`` is no usable secret (``None`` when it is fine)."""
     if value is None or not value.strip():
         return "missing or empty"
     folded = value.strip().lower().replace("-", "").replace("_", "")
     if folded in PLACEHOLDERS or "changeme" in folded or set(folded) <= {"x", "*", "."}:
         return "a placeholder"
-    if len(value.strip()) < MIN_LENGTH:
-        return f"shorter than {MIN_LENGTH} characters"
+    if len(value.strip()) < min_length:
+        return f"shorter than {min_length} characters"
     return None
 
 
@@ -71,7 +73,7 @@ def check(component: str, values: Mapping[str, Optional[str]], optional: Iterabl
     for name, value in values.items():
         if name in optional and (value is None or value == ""):
             continue
-        why = weakness(value)
+        why = weakness(value, MIN_LENGTHS.get(name, MIN_LENGTH))
         if why:
             problems.append(f"{name} is {why}")
     if problems and production():

@@ -70,9 +70,6 @@ class Settings:
     # (Rasa runs with --jwt-secret "$RASA_JWT_SECRET" --jwt-method HS256); the token goes
     # in an Authorization header, never in the URL (desk/rasa_client.py).
     rasa_jwt_secret: Optional[str] = None
-    # RASA_TOKEN: only still read by the editors' model loading (desk/editor_service.py)
-    # until that sends the JWT header too; staff replies no longer use it.
-    rasa_token: Optional[str] = None
     # DESK_RASA_TIMEOUT: seconds the desk waits for Rasa's answer to a staff reply (the
     # connect timeout stays 5 s). Rasa answers only after the WhatsApp channel finished
     # its direct send, so this must exceed the channel's worst case: max_attempts x
@@ -131,7 +128,6 @@ class Settings:
             db_url=db_url or os.environ.get("APPCARE_DB_URL") or None,
             rasa_url=(rasa_url or os.environ.get("RASA_URL") or "http://127.0.0.1:5005").rstrip("/"),
             rasa_jwt_secret=os.environ.get("RASA_JWT_SECRET") or None,
-            rasa_token=os.environ.get("RASA_TOKEN") or None,
             rasa_timeout=_float("DESK_RASA_TIMEOUT", 120.0),
             host=os.environ.get("DESK_HOST", "127.0.0.1"),
             port=_int("DESK_PORT", 5080),
