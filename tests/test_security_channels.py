@@ -210,3 +210,25 @@ def test_a_button_the_bot_offered_still_works_and_others_become_text(assistant: 
     assert rest(assistant, sender, '/urgent{"kcc_outcome": "x"}').status_code == 200
     last = [e for e in tracker_events(assistant, sender) if e["event"] == "user"][-1]
     assert last["text"] == 'urgent{"kcc_outcome": "x"}'  # not offered: plain text for the NLU
+
+
+def test_whatsapp_channel_refuses_weak_secrets_in_production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from appcare.secrets import SecretError
+    from channels.whatsapp import WhatsAppInput
+
+    strong = {
+        "APPCARE_ENV": "production", "APPCARE_DB_URL": f"sqlite:///{tmp_path}/appcare.db",
+        "WHATSAPP_ACCESS_TOKEN": "access-token-" + "t" * 24, "WHATSAPP_PHONE_NUMBER_ID": PNID,
+        "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": "verify-token-" + "v" * 24,
+        "RASA_JWT_SECRET": "jwt-" + "j" * 40, "APPCARE_PSEUDONYM_KEY": "pseudonym-" + "p" * 30,
+    }
+    for name, weak in [("WHATSAPP_APP_SECRET", "CHANGE-ME"), ("WHATSAPP_VERIFY_TOKEN", "kort"),
+                       ("WHATSAPP_ACCESS_TOKEN", ""), ("RASA_JWT_SECRET", "j" * 20), ("APPCARE_PSEUDONYM_KEY", "")]:
+        for key, value in {**strong, name: weak}.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(SecretError, match=name):
+            WhatsAppInput()
+    for key, value in strong.items():
+        monkeypatch.setenv(key, value)
+    channel = WhatsAppInput()
+    assert channel.unavailable_reason is None
