@@ -7,7 +7,6 @@ Ports come from ACTION_PORT (5055), RASA_PORT (5005) and DESK_PORT (5080).
 from __future__ import annotations
 
 import argparse
-import secrets
 import importlib.util
 import json
 import os
@@ -115,8 +114,10 @@ def main() -> int:
     try:
         logging_config = ["--logging-config-file", str(ROOT / "deploy" / "logging.yml")]
         interface = os.environ.get("RASA_INTERFACE", "127.0.0.1")  # nothing listens on other networks
-        # The desk signs its calls to Rasa's HTTP API with this (a header, never ?token=).
-        jwt_secret = os.environ.setdefault("RASA_JWT_SECRET", secrets.token_urlsafe(32))
+        # Rasa's HTTP API: on 127.0.0.1 without authentication for development tools (the dev
+        # set reads trackers), or with RASA_JWT_SECRET set, JWT as in production (the desk signs).
+        jwt_secret = os.environ.get("RASA_JWT_SECRET")
+        jwt_args = ["--jwt-secret", jwt_secret, "--jwt-method", "HS256"] if jwt_secret else []
         processes.append(start([sys.executable, "-m", "appcare.action_server", "--port", str(action_port),
                                 "--interface", interface]))
         if not wait_for(f"http://127.0.0.1:{action_port}/health", 120):
@@ -126,7 +127,7 @@ def main() -> int:
             return subprocess.call([str(BIN / "rasa"), "shell", "--model", str(model), "--endpoints", str(endpoints)], cwd=ROOT)
         processes.append(start([
             str(BIN / "rasa"), "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
-            "--interface", interface, "--jwt-secret", jwt_secret, "--jwt-method", "HS256",
+            "--interface", interface, *jwt_args,
             "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
             *logging_config,
         ]))
