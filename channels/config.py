@@ -42,7 +42,7 @@ TUNING_DEFAULTS: Dict[str, Any] = {
     "backoff_base": 0.5,  # first retry delay, doubled per try
     "backoff_max": 8.0,
     "retention_days": 7,  # keep wamids (de-duplication) at least this long
-    "max_body_bytes": 1024 * 1024,
+    "max_body_bytes": 3 * 1024 * 1024,  # Meta: webhook payloads up to 3 MB
     "shutdown_grace": 5.0,  # seconds to let in-flight sends finish on shutdown
     "max_processing_attempts": 3,  # a message that crashed the bot this often is dropped
     "allow_text_payloads": False,  # True: typed "/intent{...}" reaches Rasa as a payload

@@ -167,3 +167,27 @@ def test_production_front_refuses_weak_secrets(tmp_path: Path, admin: str, secre
     assert "refuses to start in production" in done.stderr
     weak = "FRONT_ADMIN_TOKEN" if admin != "b" * 32 else "WHATSAPP_APP_SECRET"
     assert weak in done.stderr and (not admin or admin not in done.stderr.replace(weak, ""))
+
+
+def test_signed_bodies_of_any_shape_are_routed_not_failed(front: Any) -> None:
+    """Meta retries every non-200 for days: the front must never answer 5xx to a
+    signed body because of its shape (the instance judges the content)."""
+    import hashlib
+    import hmac
+    import json as _json
+
+    runner, a, b = front
+    shapes = [
+        {"entry": 5}, {"entry": [{"changes": 5}]}, {"entry": [{"changes": [{"value": {"messages": 7}}]}]},
+        {"entry": [{"changes": [{"value": {"messages": [{"from": ["x"]}], "statuses": {"a": 1}}}]}]},
+        {"entry": [{"changes": [{"value": {"messages": [{"from": "3" * 5000}]}}]}]},
+    ]
+    bodies = [_json.dumps(shape).encode() for shape in shapes]
+    bodies.append(b"[" * 5000 + b"]" * 5000)  # deeper than the JSON parser's recursion limit
+    bodies.append(b'{"entry": ' + b"9" * 5000 + b"}")  # an integer Python refuses to parse
+    for body in bodies:
+        sig = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        answer = requests.post(runner.url + "/webhooks/whatsapp/webhook", data=body, timeout=10,
+                               headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig})
+        assert answer.status_code == 200, (body[:60], answer.status_code)
+    assert len(a.received) + len(b.received) == len(bodies)  # each went to an instance, unchanged

@@ -59,7 +59,7 @@ from tests.test_whatsapp_channel import (  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
-MAX_BODY = 1024 * 1024  # the channel's max_body_bytes (default)
+MAX_BODY = 3 * 1024 * 1024  # the channel's max_body_bytes (default)
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))  # fewer only to try a change quickly
 _counter = itertools.count(1)
 

@@ -740,7 +740,7 @@ def test_malformed_payloads_never_cause_500(
     other_number = text_payload(other_sender, ["ander nummer"])
     other_number["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
     assert server.post(other_number).status_code == 200
-    huge = json.dumps({"object": "whatsapp_business_account", "entry": [], "pad": "x" * (1024 * 1024 + 10)}).encode()
+    huge = json.dumps({"object": "whatsapp_business_account", "entry": [], "pad": "x" * (3 * 1024 * 1024 + 10)}).encode()
     assert server.post(huge).status_code == 413
     assert server.post(huge, sign=False).status_code == 413
 

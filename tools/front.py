@@ -90,7 +90,7 @@ HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length",
 }
-MAX_BODY = 1024 * 1024
+MAX_BODY = 3 * 1024 * 1024  # Meta: webhook payloads up to 3 MB (channels/config.py max_body_bytes)
 POISON_FAILURES = 5  # failed replays, while other requests got through, before a spooled request is set aside
 BAD_KEPT_SECONDS = float(os.environ.get("FRONT_SPOOL_BAD_DAYS", "7")) * 86400
 MAX_API_BODY = 20 * 1024 * 1024
@@ -141,25 +141,31 @@ def rank(upstreams: List[Upstream], key: str) -> List[Upstream]:
     return sorted(upstreams, key=score, reverse=True)
 
 
+def _items(value: Any) -> List[Any]:
+    """The list in a webhook field, or nothing when a (malformed) body has another shape."""
+    return value if isinstance(value, list) else []
+
+
 def senders_of(payload: Any) -> List[str]:
-    """wa_ids in a WhatsApp webhook payload (messages' senders, statuses' recipients)."""
+    """wa_ids in a WhatsApp webhook payload (messages' senders, statuses' recipients).
+    Any shape is accepted: what is not a list or an object is skipped, never fatal."""
     found: List[str] = []
     if not isinstance(payload, dict):
         return found
-    for entry in payload.get("entry") or []:
+    for entry in _items(payload.get("entry")):
         if not isinstance(entry, dict):
             continue
-        for change in entry.get("changes") or []:
+        for change in _items(entry.get("changes")):
             value = change.get("value") if isinstance(change, dict) else None
             if not isinstance(value, dict):
                 continue
-            for message in value.get("messages") or []:
+            for message in _items(value.get("messages")):
                 # a citizen with a username may come without a number: its BSUID
                 if isinstance(message, dict) and (message.get("from") or message.get("from_user_id")):
-                    found.append(str(message.get("from") or message.get("from_user_id")))
-            for status in value.get("statuses") or []:
+                    found.append(str(message.get("from") or message.get("from_user_id"))[:256])
+            for status in _items(value.get("statuses")):
                 if isinstance(status, dict) and (status.get("recipient_id") or status.get("recipient_user_id")):
-                    found.append(str(status.get("recipient_id") or status.get("recipient_user_id")))
+                    found.append(str(status.get("recipient_id") or status.get("recipient_user_id"))[:256])
     seen = set()
     return [s for s in found if not (s in seen or seen.add(s))]
 
@@ -464,8 +470,8 @@ class Front:
         headers.pop(ROUTE_HEADER, None)  # only the front sets it
         try:
             payload = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            payload = None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            payload = None  # the instance judges the body; the front only routes it
         senders = senders_of(payload)
         groups: Dict[str, List[str]] = {}
         for wa_id in senders:
