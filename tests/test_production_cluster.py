@@ -114,6 +114,13 @@ def test_health_and_metrics_of_every_component(cluster: Cluster) -> None:
     assert requests.get(f"http://127.0.0.1:{cluster.front_actions_port}/health", timeout=5).status_code == 200
 
 
+def cluster_pseudonym(cluster: Cluster, sender: str) -> str:
+    """The pseudonym the cluster's components give ``sender`` (they share the run's key)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("APPCARE_PSEUDONYM_KEY", cluster.secrets["APPCARE_PSEUDONYM_KEY"])
+        return conversation_hash(sender)
+
+
 # ---------------------------------------------------------------------- RabbitMQ
 async def _consume(queue: str, seconds: float) -> List[Dict[str, Any]]:
     import aio_pika
@@ -137,14 +144,10 @@ async def _consume(queue: str, seconds: float) -> List[Dict[str, Any]]:
 
 
 def test_conversation_events_are_published_to_rabbitmq(cluster: Cluster) -> None:
-    from appcare.pii import conversation_hash
-
     citizen = new_wa_id()
     cluster.say(citizen, "hoe lang is mijn paspoort geldig?")
     assert cluster.wait_settled([citizen], 60)
-    with pytest.MonkeyPatch.context() as env:  # the cluster's key: events carry a pseudonym, not the number
-        env.setenv("APPCARE_PSEUDONYM_KEY", cluster.secrets["APPCARE_PSEUDONYM_KEY"])
-        pseudonym = conversation_hash(citizen)
+    pseudonym = cluster_pseudonym(cluster, citizen)  # events carry a pseudonym, not the number
     events: List[Dict[str, Any]] = []
     deadline = time.monotonic() + 30
     mine: List[Dict[str, Any]] = []
@@ -206,21 +209,32 @@ def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
 
 def _desk_reply(desk: Dict[str, Any], conversation: str, text: str) -> bool:
     session = requests.Session()
+
+    def plain_http() -> None:
+        # A production desk sets its cookies Secure (it sits behind HTTPS); this test talks
+        # plain http to 127.0.0.1, so the client sends them back anyway.
+        for cookie in session.cookies:
+            cookie.secure = False
+
     url = desk["url"]
     page = session.get(url + "/login", timeout=10)
+    plain_http()
     token = next((v for k, v in session.cookies.items() if "login" in k.lower() or "csrf" in k.lower()), None)
     if token is None:
         found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text)
         token = found.group(1) if found else ""
-    session.post(url + "/login", data={"csrf_token": token, "username": "anna", "password": "geheim-wachtwoord-123"},
-                 timeout=10, allow_redirects=False)
+    login = session.post(url + "/login", data={"csrf_token": token, "username": "anna",
+                                               "password": "geheim-wachtwoord-123"}, timeout=10, allow_redirects=False)
+    plain_http()
     me = session.get(url + "/api/me", timeout=10)
     if me.status_code != 200:
+        print(f"desk: login did not give a session (login {login.status_code}, /api/me {me.status_code})")
         return False
     csrf = {"X-CSRF-Token": me.json()["csrf_token"]}
     queue = session.get(url + "/api/queue", timeout=10).json()
     ids = sorted({int(i) for i in re.findall(r'"id": (\d+)', json.dumps(queue))}, reverse=True)
     if not ids:
+        print("desk: no ticket in the queue")
         return False
     ticket_id = ids[0]  # the newest ticket: this conversation's handoff
     claim = session.post(f"{url}/api/tickets/{ticket_id}/claim", headers=csrf, timeout=10)
@@ -265,7 +279,7 @@ def test_no_personal_data_in_any_log(cluster: Cluster) -> None:
             assert value not in text, f"{kind} found in {log_name}"
     assert "12345678" not in everything and "Vries" not in everything and "Dorpsstraat" not in everything
     # structured: our components write JSON lines that carry the conversation hash
-    assert conversation_hash(citizen) in everything
+    assert cluster_pseudonym(cluster, citizen) in everything
     for log_name in ("front.log", "rasa-1.log", "rasa-2.log", "actions.log"):
         lines = [line for line in logs[log_name].splitlines() if line.startswith("{")]
         assert lines, log_name
