@@ -17,9 +17,15 @@ from actions.base import AppcareAction, Turn
 
 
 def _date(day, lang: str = "nl") -> str:
-    if not day:
-        return "unknown" if lang == "en" else "onbekend"
     return clock.format_date(day, with_weekday=False, lang=lang)
+
+
+def _until(end, lang: str = "nl") -> str:
+    """"tot 4 december" for a line of an overview; works without an end date in the
+    source say so instead of "tot onbekend"."""
+    if not end:
+        return "end date not known yet" if lang == "en" else "einddatum nog niet bekend"
+    return f"{'until' if lang == 'en' else 'tot'} {_date(end, lang)}"
 
 
 # Follow-up questions in a roadworks conversation without a street or area of their own.
@@ -77,8 +83,7 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
         except RoadworksUnavailable:
             known = []
         if known:
-            until = "until" if turn.lang == "en" else "tot"
-            items = "\n".join(f"- {r.street}: {r.description} ({until} {_date(r.end, turn.lang)})" for r in known[:5])
+            items = "\n".join(f"- {r.street}: {r.description} ({_until(r.end, turn.lang)})" for r in known[:5])
             turn.say("utter_roadworks_overview", items=items, url=page)
         turn.say("utter_roadworks_ask_street")
         turn.set("pending_question", "street")
@@ -97,24 +102,29 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
         if days:
             relevant = [r for r in relevant if any(r.active_on(day) for day in days)]
     english = turn.lang == "en"
-    place = dutch_capitalisation(street) if street else (area or ("that day" if english else "die dag"))
-    if not relevant:
-        turn.say("utter_roadworks_none", place=place, url=page)
+    if not relevant and street:
+        turn.say("utter_roadworks_none", place=dutch_capitalisation(street), url=page)
+    elif not relevant:  # "in Axel"; without a place: on the day or in the period asked about
+        turn.say("utter_roadworks_none_area" if area else "utter_roadworks_none_then", place=area, url=page)
     elif not street and not area:
-        until = "until" if english else "tot"
-        items = "\n".join(f"- {r.street}: {r.description} ({until} {_date(r.end, turn.lang)})" for r in relevant[:8])
+        items = "\n".join(f"- {r.street}: {r.description} ({_until(r.end, turn.lang)})" for r in relevant[:8])
         turn.say("utter_roadworks_overview", items=items, url=page)
     else:
         for work in relevant[:3]:
             hindrance = (work.hindrance[0].upper() + work.hindrance[1:] + ".") if work.hindrance else ""
             detour = f" {'Detour' if english else 'Omleiding'}: {work.detour}." if work.detour else ""
+            # works without an end date: "Het is nog niet bekend ...", never "tot onbekend"
+            dates = {"start": _date(work.start, turn.lang)}
+            if work.end:
+                dates["end"] = _date(work.end, turn.lang)
+            open_end = "" if work.end else "_open_end"
             if work.upcoming_after(today):
-                turn.say("utter_roadworks_upcoming", street=work.street, description=work.description,
-                         start=_date(work.start, turn.lang), end=_date(work.end, turn.lang), hindrance=hindrance)
+                turn.say(f"utter_roadworks_upcoming{open_end}", street=work.street, description=work.description,
+                         hindrance=hindrance, **dates)
             else:
-                turn.say("utter_roadworks_found", street=work.street, description=work.description,
-                         start=_date(work.start, turn.lang), end=_date(work.end, turn.lang), hindrance=hindrance,
-                         detour=detour if intent != "roadworks_duration" or work.detour else "")
+                turn.say(f"utter_roadworks_found{open_end}", street=work.street, description=work.description,
+                         hindrance=hindrance, detour=detour if intent != "roadworks_duration" or work.detour else "",
+                         **dates)
     turn.set("pending_question", None)
 
 
