@@ -1,4 +1,6 @@
-"""Custom actions with real trackers and dispatchers; replies rendered from the domain."""
+"""Custom actions with real trackers and dispatchers; replies rendered from the domain.
+Facts (fees, hours, roadworks) come from tests/fixtures/content, not from the editors'
+content/ (see tests/conftest.py ``fixture_content``)."""
 from __future__ import annotations
 
 import pytest
@@ -15,6 +17,7 @@ from tests.support.http_server import ScriptedServer
 
 TERNEUZEN = {"municipality": "terneuzen"}
 LELYSTAD = {"municipality": "lelystad"}
+pytestmark = pytest.mark.usefixtures("fixture_content")
 
 
 def test_opening_hours_tomorrow(frozen_now):
@@ -352,13 +355,13 @@ def test_recognised_street_without_works_is_named(frozen_now, library_extractor)
                          ("omleiding Burgemeester Smeetslaan", "Burgemeester Smeetslaan")):
         result = run_action(ActionRoadworks(), text, "roadworks_status", entities_of(library_extractor, text),
                             slots=TERNEUZEN)
-        assert result.responses == ["utter_roadworks_none"], result.text
-        assert f"Ik ken geen wegwerkzaamheden op {street}." in result.text
+        assert result.responses == ["utter_roadworks_none_dated"], result.text  # the feed has a date
+        assert f"In het overzicht van 20 november staan geen wegwerkzaamheden op {street}." in result.text
     # the answer to "which street?" is routed to roadworks and names it as well
     text = "zonnebloemhof 7"
     follow_up = run_action(ActionHandleInform(), text, "inform", entities_of(library_extractor, text),
                            slots={**TERNEUZEN, "pending_question": "street", "topic": "roadworks_status"})
-    assert "geen wegwerkzaamheden op Zonnebloemhof" in follow_up.text
+    assert "staan geen wegwerkzaamheden op Zonnebloemhof" in follow_up.text
 
 
 def test_roadworks_in_a_period(frozen_now):

@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import requests
 
-from appcare import content, live_model
+from appcare import content, live_model, roadworks_feed
 from appcare.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,9 @@ def startup_report(model: Path) -> None:
                   f"(strict mode {'on' if content.strict_facts() else 'off'}; `make validate-content` lists them)")
         except content.ContentError as exc:
             print(f"[appcare] content {municipality}: BROKEN ({len(exc.problems)} problem(s)); run `make validate-content`")
+            continue
+        # where the roadworks come from: an example feed is never used in strict mode
+        print(f"[appcare] roadworks {municipality}: {roadworks_feed.source_status(content.load_uncached(municipality))}")
     print(f"[appcare] default municipality: {content.default_municipality()}")
 
 
