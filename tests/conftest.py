@@ -45,6 +45,21 @@ def fixture_content(monkeypatch):
     content.clear_cache()
 
 
+def fake_model(directory: Path) -> Path:
+    """A model archive with only metadata.json, for tools.run.startup_report."""
+    import io
+    import json
+    import tarfile
+
+    model = directory / "model.tar.gz"
+    with tarfile.open(model, "w:gz") as archive:
+        data = json.dumps({"trained_at": "test"}).encode()
+        info = tarfile.TarInfo("metadata.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return model
+
+
 @pytest.fixture
 def frozen_now():
     """Call with a local Europe/Amsterdam datetime to freeze appcare's clock."""

@@ -13,11 +13,9 @@ real HTTP server on 127.0.0.1.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
-import tarfile
 
 import pytest
 
@@ -25,7 +23,7 @@ from actions.roadworks import ActionRoadworks
 from appcare import content, roadworks_feed
 from channels import formatting
 from channels.formatting import BotMessage
-from tests.conftest import FIXTURE_CONTENT, run_action
+from tests.conftest import FIXTURE_CONTENT, fake_model, run_action
 from tests.support.http_server import ScriptedServer
 
 TERNEUZEN = {"municipality": "terneuzen"}
@@ -180,16 +178,6 @@ def test_unreachable_feed_refers_to_the_page(content_dir, frozen_now, monkeypatc
 
 
 # ------------------------------------------------------------------ start-up
-def fake_model(tmp_path):
-    model = tmp_path / "model.tar.gz"
-    with tarfile.open(model, "w:gz") as archive:
-        data = json.dumps({"trained_at": "x"}).encode()
-        info = tarfile.TarInfo("metadata.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return model
-
-
 def test_startup_report_says_the_example_feed_is_not_used_in_strict_mode(content_dir, tmp_path, monkeypatch,
                                                                          capsys):
     from tools import run
