@@ -20,7 +20,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from appcare import clock, content as content_module
-from appcare.content import ContentError, Fact, MunicipalContent
+from appcare.content import ContentError, Fact, MunicipalContent, money  # noqa: F401 - money for actions
 from appcare.pii import conversation_hash, number_spans
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,6 @@ LATE_AFTER_SECONDS = 3600
 # short text in their own language (utter_other_language, offering a colleague) and the
 # answers in English.
 ANSWER_LANGUAGES = ("nl", "en")
-
-
-def money(amount: float) -> str:
-    return "€ " + f"{amount:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
 
 
 @dataclass
@@ -49,6 +45,14 @@ class Turn:
     cleared: set = field(default_factory=set)  # slots filled from a phone number or BSN
     municipality_switched: bool = False  # the message named another municipality
     assumed: Dict[str, str] = field(default_factory=dict)  # values the action read from the text itself
+    # One rule for every reply: an unverified fact (``verified: false``) reaches the citizen
+    # only with the caveat (utter_unverified_notice, once, after the answer), and never in
+    # strict mode (APPCARE_STRICT_FACTS=1), where the citizen is referred instead.
+    unverified_used: bool = False  # an unverified fact went into this turn's answer
+    _unverified_read: bool = False  # read with fact(); used once a reply with values follows
+    caveat_given: bool = False
+    referred: bool = False
+    _unverified_patterns: Optional[List["re.Pattern[str]"]] = None
 
     def entity(self, name: str) -> Optional[str]:
         """The first value of entity ``name`` in this message. Digits that are part of a
@@ -122,20 +126,74 @@ class Turn:
         return clock.parse_day(text or "", self.now, self.last_day())
 
     def fact(self, fact: Optional[Fact]) -> Any:
-        """Value of a fact, or None when it is missing or unverified in strict mode."""
+        """Value of a fact for the answer, or None when it is missing or unverified in
+        strict mode. An unverified value used outside strict mode brings the caveat."""
         if fact is None:
             return None
-        if not fact.verified and content_module.strict_facts():
-            return None
+        if not fact.verified:
+            if content_module.strict_facts():
+                return None
+            self._unverified_read = True
         return fact.value
 
+    def usable(self, *facts: Optional[Fact]) -> bool:
+        """True when every fact is present and may be quoted (not unverified in strict mode)."""
+        return all(f is not None and (f.verified or not content_module.strict_facts()) for f in facts)
+
     def say(self, response: str, **kwargs: Any) -> None:
+        """Sends a response. Safety net for the rule above: a value of an unverified fact
+        (a link, phone number, amount or sentence from the content) in the placeholders
+        brings the caveat, and in strict mode the citizen is referred instead."""
+        if self._quotes_unverified(kwargs):
+            if content_module.strict_facts():
+                logger.warning("response %s would quote an unverified fact in strict mode; referred instead", response)
+                self.refer()
+                return
+            self.unverified_used = True
+        self._emit(response, **kwargs)
+
+    def _emit(self, response: str, **kwargs: Any) -> None:
+        if self._unverified_read and any(key != "buttons" for key in kwargs):
+            self.unverified_used = True  # a reply with values after an unverified fact was read
         self.dispatcher.utter_message(response=response, **kwargs)
 
+    def _quotes_unverified(self, kwargs: Dict[str, Any]) -> bool:
+        if self._unverified_patterns is None:
+            self._unverified_patterns = [
+                re.compile(rf"(?<![\w/]){re.escape(text)}(?![\w/-]|\.\w)") for text in self.content.unverified_texts()]
+        values = [v for v in kwargs.values() if isinstance(v, str)]
+        return any(p.search(v) for p in self._unverified_patterns for v in values)
+
+    def contact(self) -> Optional[Dict[str, str]]:
+        """The municipality's website and phone number (``url``, ``phone``) for a reply, or
+        None when one of them may not be quoted (unverified in strict mode)."""
+        url, phone = self.fact(self.content.contact.website), self.fact(self.content.contact.phone)
+        return {"url": url, "phone": phone} if url and phone else None
+
+    def refer(self) -> None:
+        """Instead of an answer that needs a fact that may not be quoted: the municipality's
+        website and phone number, or, when those may not be quoted either, a colleague."""
+        if self.referred:
+            return
+        self.referred = True
+        reach = self.contact()
+        if reach:
+            self._emit("utter_fact_unknown", **reach)
+        else:
+            self._emit("utter_fact_unknown_colleague")
+
+    def flush_caveat(self) -> None:
+        """The caveat after an answer that used an unverified fact (once per turn)."""
+        if self.unverified_used and not self.caveat_given:
+            self.caveat_given = True
+            self.dispatcher.utter_message(response="utter_unverified_notice", url=self.content.contact.website.value)
+
     def warn_unverified(self, *facts: Optional[Fact]) -> None:
-        """Adds a short caveat when an answer used a placeholder fact."""
-        if any(f is not None and not f.verified for f in facts):
-            self.say("utter_unverified_notice", url=self.content.contact.website.value)
+        """Adds a short caveat when an answer used a placeholder fact (never needed in
+        strict mode, where such a fact is not quoted)."""
+        if any(f is not None and not f.verified for f in facts) and not content_module.strict_facts():
+            self.unverified_used = True
+        self.flush_caveat()
 
     def set(self, slot: str, value: Any) -> None:
         self.events.append(SlotSet(slot, value))
@@ -200,11 +258,17 @@ class AppcareAction(Action):
                     and turn.tracker.get_slot("other_language_notice") != turn.native):
                 offer_colleague_in_language(turn)  # once, then the answer in English
             self.answer(turn)
+            turn.flush_caveat()
         except Exception:  # noqa: BLE001 - the citizen gets a reply, the log the cause
             logger.exception(
                 "action %s failed for conversation %s", self.NAME, conversation_hash(tracker.sender_id)
             )
-            turn.say("utter_technical_problem", phone=content.contact.phone.value)
+            phone = turn.fact(content.contact.phone)
+            if phone:
+                turn.say("utter_technical_problem", phone=phone)
+            else:
+                turn.say("utter_default")
+            turn.flush_caveat()
         if self.understood and (tracker.get_slot("failed_attempts") or 0):
             turn.set("failed_attempts", 0)
         if self.TOPIC:
@@ -217,11 +281,7 @@ class AppcareAction(Action):
             turn.municipality_switched = bool(tracker.get_slot("municipality"))
             turn.set("municipality", municipality)
         if not tracker.get_slot("privacy_notice_shown"):
-            turn.say(
-                "utter_privacy_notice",
-                municipality_name=turn.content.municipality.name,
-                privacy_url=turn.content.contact.privacy_url.value,
-            )
+            say_privacy_notice(turn)
             turn.set("privacy_notice_shown", True)
         metadata = (tracker.latest_message or {}).get("metadata") or {}
         try:
@@ -238,10 +298,29 @@ class AppcareAction(Action):
     @staticmethod
     def maybe_ask_feedback(turn: Turn) -> None:
         """Asks once per conversation whether a factual answer helped (for the report)."""
+        turn.flush_caveat()  # the caveat belongs to the answer, before the question
         if not turn.tracker.get_slot("feedback_asked"):
             turn.say("utter_ask_feedback")
             turn.set("feedback_asked", True)
             turn.set("pending_question", "feedback")
+
+
+def say_privacy_notice(turn: Turn) -> None:
+    """The first message of a conversation: an assistant, not a person, and the privacy
+    link. An unverified privacy link comes with its own caveat; in strict mode the
+    municipality's verified website takes its place (no link when that is unverified too)."""
+    contact = turn.content.contact
+    name = turn.content.municipality.name
+    if contact.privacy_url.verified or not content_module.strict_facts():
+        link, caveat = contact.privacy_url.value, not contact.privacy_url.verified
+    else:
+        link, caveat = (contact.website.value if contact.website.verified else None), False
+    if link:
+        turn.dispatcher.utter_message(response="utter_privacy_notice", municipality_name=name, privacy_url=link)
+    else:
+        turn.dispatcher.utter_message(response="utter_privacy_notice_no_link", municipality_name=name)
+    if caveat:
+        turn.dispatcher.utter_message(response="utter_privacy_link_unverified", url=contact.website.value)
 
 
 def offer_colleague_in_language(turn: Turn) -> None:

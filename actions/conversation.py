@@ -48,7 +48,7 @@ INTENT_TITLES = {
     "marriage_free": "Gratis trouwen",
     "marriage_witnesses": "Getuigen",
     "marriage_location": "Trouwlocaties",
-    "marriage_vs_partnership": "Huwelijk/partnerschap",
+    "marriage_vs_partnership": "Trouwen/partnerschap",
     "roadworks_status": "Wegwerkzaamheden",
     "roadworks_detour": "Omleiding",
     "roadworks_duration": "Duur werkzaamheden",

@@ -108,22 +108,35 @@ def hand_off(turn: Turn, reason: str, callback: bool = False) -> None:
     except Exception as exc:  # noqa: BLE001 - store down: honest reply, nothing hidden
         logger.error("handoff store unavailable (%s); conversation %s",
                      type(exc).__name__, conversation_hash(turn.tracker.sender_id))
-        turn.say("utter_handoff_failed", phone=content.contact.phone.value)
+        _say_handoff_failed(turn)
         return
     logger.info("handoff ticket %s opened, reason %s%s%s, conversation %s",
                 ticket.id, reason, ", callback wish" if callback else "",
                 f", language {language}" if language else "", conversation_hash(turn.tracker.sender_id))
     moment = clock.format_moment(expected, now, turn.lang) if expected else None
+    # A clock time ("vandaag vóór 17:00", "morgen om 8:30") only from verified KCC hours;
+    # placeholder hours promise "zo snel mogelijk", on the next working day when the KCC
+    # is presumably closed for the rest of today.
+    exact = oh.schedule_verified(content, "kcc", now, expected)
+    soon = in_hours or bool(expected and expected.astimezone(clock.TZ).date() == now.astimezone(clock.TZ).date())
+    on_number = (" op het nummer dat je noemde" if turn.lang == "nl" else " on the number you gave") if numbers else ""
     if turn.foreign:
         if not urgent:
             turn.say("utter_handoff_other_language")
+    elif not exact:
+        when = "soon" if soon else "next_working_day"
+        if urgent:
+            turn.say(f"utter_handoff_urgent_{when}")
+        elif callback:
+            turn.say(f"utter_handoff_callback_{when}", on_number=on_number)
+        else:
+            turn.say(f"utter_handoff_{when}")
     elif urgent:
         if in_hours and expected:
             turn.say("utter_handoff_urgent_in_hours", until=_clock_text(expected))
         else:
             turn.say("utter_handoff_urgent_out_of_hours", moment=moment or clock.next_working_day_text(turn.lang))
     elif callback:
-        on_number = (" op het nummer dat je noemde" if turn.lang == "nl" else " on the number you gave") if numbers else ""
         if in_hours and expected:
             turn.say("utter_handoff_callback_in_hours", on_number=on_number, until=_clock_text(expected))
         else:
@@ -138,8 +151,19 @@ def hand_off(turn: Turn, reason: str, callback: bool = False) -> None:
     turn.set("failed_attempts", 0)
 
 
+def _say_handoff_failed(turn: Turn) -> None:
+    """No ticket could be opened: the phone number (when it may be quoted), else try later."""
+    phone = turn.fact(turn.content.contact.phone)
+    if phone:
+        turn.say("utter_handoff_failed", phone=phone)
+    else:
+        turn.say("utter_handoff_failed_later")
+
+
 def _say_crisis_numbers(turn: Turn) -> None:
     crisis = turn.content.crisis
+    # The national crisis numbers are given in every mode, without a caveat: withholding
+    # or hedging them for a citizen in danger would be worse (content.SAFETY_PREFIXES).
     turn.say("utter_urgent_numbers", emergency=crisis.emergency.value,
              suicide_line=crisis.suicide_line.value, domestic_violence_line=crisis.domestic_violence_line.value)
     line = turn.fact(crisis.municipal_line)
@@ -196,7 +220,7 @@ class ActionRelayToKcc(AppcareAction):
         except Exception as exc:  # noqa: BLE001
             logger.error("could not append to ticket (%s); conversation %s",
                          type(exc).__name__, conversation_hash(turn.tracker.sender_id))
-            turn.say("utter_handoff_failed", phone=turn.content.contact.phone.value)
+            _say_handoff_failed(turn)
             return
         if ticket_id is None:
             # The ticket was closed outside Rasa (e.g. by a webcare tool): the bot is back.

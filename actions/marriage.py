@@ -9,45 +9,70 @@ CEREMONY_NAMES_EN = {"huwelijk": "marriage", "partnerschap": "registered partner
 
 
 def answer_marriage(turn: Turn, intent: str) -> None:
+    """Answers one marriage question. A fact that may not be quoted (unverified in strict
+    mode) is left out where the answer can do without it, otherwise the citizen is referred."""
     content = turn.content
     marriage = content.marriage
-    info_url = (marriage.info_url.value if marriage.info_url else content.contact.website.value)
-    phone = content.contact.phone.value
     english = turn.lang == "en"
     ceremony = (CEREMONY_NAMES_EN if english else CEREMONY_NAMES).get(
         (turn.remembered("ceremony_type") or "").lower(),
         "marriage or registered partnership" if english else "huwelijk of partnerschap")
-    min_days = marriage.notice_min_days.value
-    max_months = marriage.notice_max_months.value
+    # read only the facts the answer shows (an unverified one brings the caveat)
+    if intent in ("marriage_how", "marriage_notice"):
+        min_days, max_months = turn.fact(marriage.notice_min_days), turn.fact(marriage.notice_max_months)
+    if intent not in ("marriage_witnesses", "marriage_vs_partnership"):
+        info_url = turn.fact(marriage.info_url) or turn.fact(content.contact.website)
+    if intent in ("marriage_costs", "marriage_free", "marriage_location"):
+        phone = turn.fact(content.contact.phone)
 
     if intent == "marriage_how":
-        turn.say("utter_marriage_how", ceremony=ceremony, min_days=min_days, max_months=max_months, url=info_url)
+        if None in (min_days, max_months, info_url):
+            turn.refer()
+        else:
+            turn.say("utter_marriage_how", ceremony=ceremony, min_days=min_days, max_months=max_months, url=info_url)
     elif intent == "marriage_notice":
-        online = turn.fact(marriage.notice_online)
-        turn.say("utter_marriage_notice", how=marriage.notice_how.value, min_days=min_days,
-                 max_months=max_months, local=f" {online}" if online else "", url=info_url)
-        turn.warn_unverified(marriage.notice_online)
+        how = turn.fact(marriage.notice_how)
+        if None in (how, min_days, max_months, info_url):
+            turn.refer()
+        else:
+            online = turn.fact(marriage.notice_online)
+            turn.say("utter_marriage_notice", how=how, min_days=min_days, max_months=max_months,
+                     local=f" {online}" if online else "", url=info_url)
     elif intent == "marriage_costs":
         weekday, saturday = turn.fact(marriage.cost_weekday), turn.fact(marriage.cost_saturday)
         if weekday is None or saturday is None:
-            turn.say("utter_marriage_costs_unknown", municipality_name=content.municipality.name,
-                     url=info_url, phone=phone)
+            if info_url and phone:
+                turn.say("utter_marriage_costs_unknown", municipality_name=content.municipality.name,
+                         url=info_url, phone=phone)
+            else:
+                turn.refer()
         else:
             year = marriage.cost_weekday.year
             free = turn.fact(marriage.free_option)
-            turn.say("utter_marriage_costs", weekday=money(weekday), saturday=money(saturday),
-                     year_note=(f" ({'rate' if english else 'tarief'} {year})" if year else ""),
-                     free=f" {free}" if free else "")
-            turn.warn_unverified(marriage.cost_weekday, marriage.cost_saturday)
+            locations = turn.fact(marriage.locations)
+            amounts = {"weekday": money(weekday), "saturday": money(saturday),
+                       "year_note": (f" ({'rate' if english else 'tarief'} {year})" if year else "")}
+            if locations:
+                # the fees of the municipality's page hold for each of its fixed locations
+                turn.say("utter_marriage_costs", **amounts, locations="\n".join(f"- {loc.name}" for loc in locations),
+                         free=f"\n{free}" if free else "")
+            else:
+                turn.say("utter_marriage_costs_no_locations", **amounts, free=f" {free}" if free else "")
     elif intent == "marriage_free":
         free = turn.fact(marriage.free_option)
         if free:
             turn.say("utter_marriage_free", free=free)
-        else:
+        elif info_url and phone:
             turn.say("utter_marriage_free_unknown", municipality_name=content.municipality.name,
                      url=info_url, phone=phone)
+        else:
+            turn.refer()
     elif intent == "marriage_witnesses":
-        turn.say("utter_marriage_witnesses", witnesses=marriage.witnesses.value)
+        witnesses = turn.fact(marriage.witnesses)
+        if witnesses is None:
+            turn.refer()
+        else:
+            turn.say("utter_marriage_witnesses", witnesses=witnesses)
     elif intent == "marriage_location":
         locations = turn.fact(marriage.locations)
         own = turn.fact(marriage.own_location) or ""
@@ -57,11 +82,16 @@ def answer_marriage(turn: Turn, intent: str) -> None:
                 for loc in locations
             )
             turn.say("utter_marriage_location", locations=lines, own=own)
+        elif info_url and phone:
+            turn.say("utter_marriage_location_unknown", own=own, url=info_url, phone=phone)
         else:
-            turn.say("utter_marriage_location_unknown", own=own, url=info_url)
+            turn.refer()
     elif intent == "marriage_vs_partnership":
-        turn.say("utter_marriage_difference", difference=marriage.difference.value,
-                 conditions=marriage.conditions.value)
+        difference, conditions = turn.fact(marriage.difference), turn.fact(marriage.conditions)
+        if difference is None or conditions is None:
+            turn.refer()
+        else:
+            turn.say("utter_marriage_difference", difference=difference, conditions=conditions)
     AppcareAction.maybe_ask_feedback(turn)
 
 

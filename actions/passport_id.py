@@ -55,27 +55,30 @@ def answer_fees(turn: Turn, document: Optional[str]) -> None:
     fees = passport.fees
     age = age_of(turn)
     documents = [document] if document else list(DOCUMENT_NAMES)
-    used = []
+    if age is not None:
+        used = [fee_for(fees, doc, age) for doc in documents]
+    else:
+        used = [getattr(fees, f"{doc}_{group}") for doc in documents for group in ("18_plus", "under_18")]
+    if not turn.usable(*used, passport.validity_years_adult, passport.validity_years_minor):
+        turn.refer()  # strict mode and an unverified fee: the website and phone instead
+        return
+    adult_years, minor_years = turn.fact(passport.validity_years_adult), turn.fact(passport.validity_years_minor)
     if age is not None:
         minor = age < 18
-        validity = passport.validity_years_minor.value if minor else passport.validity_years_adult.value
-        for doc in documents:
-            fee = fee_for(fees, doc, age)
-            used.append(fee)
+        validity = minor_years if minor else adult_years
+        for doc, fee in zip(documents, used):
             if turn.lang == "en":
                 age_group = "under 18" if minor else "aged 18 or over"
             else:
                 age_group = "jonger dan 18" if minor else "van 18 jaar of ouder"
             turn.say("utter_passport_fee", document=document_name(turn, doc), age_group=age_group,
-                     amount=money(fee.value), year_note=_fee_year_note(turn, fee), validity=validity)
+                     amount=money(turn.fact(fee)), year_note=_fee_year_note(turn, fee), validity=validity)
     else:
         amounts = {}
         for doc in documents:
             adult, minor = getattr(fees, f"{doc}_18_plus"), getattr(fees, f"{doc}_under_18")
-            used += [adult, minor]
-            amounts.update({f"{doc}_adult": money(adult.value), f"{doc}_minor": money(minor.value)})
-        validity = {"adult_years": passport.validity_years_adult.value,
-                    "minor_years": passport.validity_years_minor.value}
+            amounts.update({f"{doc}_adult": money(turn.fact(adult)), f"{doc}_minor": money(turn.fact(minor))})
+        validity = {"adult_years": adult_years, "minor_years": minor_years}
         if document:
             turn.say("utter_passport_fee_by_age", document=document_name(turn, document),
                      adult=amounts[f"{document}_adult"], minor=amounts[f"{document}_minor"],
@@ -83,53 +86,123 @@ def answer_fees(turn: Turn, document: Optional[str]) -> None:
         else:
             turn.say("utter_passport_fee_overview", year_note=_fee_year_note(turn, used[0]), **amounts, **validity)
         turn.set("pending_question", "age")
-    old_years = sorted({f.year for f in used if f.year and f.year < turn.now.year})
-    if old_years:
-        turn.say("utter_passport_fee_old_year", year=old_years[-1], url=passport.fees_table_url.value)
+    say_old_fee_year(turn, used)
+
+
+def say_old_fee_year(turn: Turn, fees) -> None:
+    """After a maximum fee of an earlier year: the maxima rise every year, so this
+    year's fees are higher; the link to the current table."""
+    old_years = sorted({f.year for f in fees if f.year and f.year < turn.now.year})
+    url = turn.fact(turn.content.passport.fees_table_url) if old_years else None
+    if url:
+        turn.say("utter_passport_fee_old_year", year=old_years[-1], current_year=turn.now.year, url=url)
+
+
+def _booking(turn: Turn):
+    """("", the appointment page) or, when that page may not be quoted (unverified in
+    strict mode), ("_site", the website) for the responses whose "_site" twin names no
+    appointment; None when the website may not be quoted either."""
+    content = turn.content
+    if turn.usable(content.contact.appointment_url):
+        return "", turn.fact(content.contact.appointment_url)
+    site = turn.fact(content.contact.website)
+    return ("_site", site) if site else None
 
 
 def answer_passport(turn: Turn, intent: str) -> None:
     """Answers one passport/ID question; fees without an age or document list every
-    fee that can apply."""
+    fee that can apply. A fact that may not be quoted (unverified in strict mode) is left
+    out where the answer can do without it, otherwise the citizen is referred."""
     content = turn.content
     passport = content.passport
     document = document_of(turn)
     name = document_name(turn, document)
     desk_name = content.desks["balie"].name
-    url = content.contact.appointment_url.value
-    phone = content.contact.phone.value
+    booking = _booking(turn) if intent in BOOKING_INTENTS else None
 
     if intent == "passport_fees":
         answer_fees(turn, document)
+    elif intent in BOOKING_INTENTS and booking is None:
+        turn.refer()
     elif intent == "passport_apply":
-        turn.say("utter_passport_apply", document=name, desk_name=desk_name, url=url, phone=phone)
-        turn.warn_unverified(content.contact.appointment_url)
+        phone = turn.fact(content.contact.phone)
+        in_person, appointment = passport.apply_in_person, content.desks["balie"].by_appointment
+        # "Je komt zelf langs, meestal op afspraak" only as far as the content says so
+        if not turn.usable(in_person) or not in_person.value:
+            response, claims = "utter_passport_apply_site", []
+        elif turn.usable(appointment) and appointment.value and booking[0] == "":
+            response, claims = "utter_passport_apply", [in_person, appointment]
+        else:
+            response, claims = "utter_passport_apply_in_person_site", [in_person]
+        if not phone:
+            turn.refer()
+        else:
+            for claim in claims:
+                turn.fact(claim)  # an unverified claim brings the caveat
+            turn.say(response, document=name, desk_name=desk_name, url=booking[1], phone=phone)
     elif intent == "passport_bring":
-        turn.say("utter_passport_bring", items="\n".join(f"- {item}" for item in passport.bring.value), url=url)
-        turn.warn_unverified(content.contact.appointment_url)
+        items = turn.fact(passport.bring)
+        if items is None:
+            turn.refer()
+        else:
+            turn.say(f"utter_passport_bring{booking[0]}", items="\n".join(f"- {item}" for item in items),
+                     url=booking[1])
     elif intent == "passport_processing_time":
-        turn.say("utter_passport_processing", document=name, days=passport.processing_working_days.value, url=url)
-        turn.warn_unverified(content.contact.appointment_url)
+        days = turn.fact(passport.processing_working_days)
+        if days is None:
+            turn.refer()
+        else:
+            turn.say(f"utter_passport_processing{booking[0]}", document=name, days=days, url=booking[1])
+            if turn.fact(passport.pickup_notification):
+                turn.say("utter_passport_pickup_message", document=name)
     elif intent == "passport_validity":
-        turn.say("utter_passport_validity", document=name,
-                 adult=passport.validity_years_adult.value, minor=passport.validity_years_minor.value)
+        if not turn.usable(passport.validity_years_adult, passport.validity_years_minor):
+            turn.refer()
+        else:
+            turn.say("utter_passport_validity", document=name, adult=turn.fact(passport.validity_years_adult),
+                     minor=turn.fact(passport.validity_years_minor))
     elif intent == "passport_express":
-        fee = passport.fees.express_surcharge
-        turn.say("utter_passport_express", document=name, cutoff=passport.express_cutoff.value,
-                 amount=money(fee.value), year_note=_fee_year_note(turn, fee), url=url, phone=phone)
-        turn.warn_unverified(content.contact.appointment_url)
+        fee, phone = passport.fees.express_surcharge, turn.fact(content.contact.phone)
+        if not turn.usable(fee) or not phone:
+            turn.refer()
+        else:
+            cutoff = turn.fact(passport.express_cutoff)
+            response = "utter_passport_express" if cutoff else "utter_passport_express_no_cutoff"
+            turn.say(f"{response}{booking[0]}", document=name, amount=money(turn.fact(fee)),
+                     year_note=_fee_year_note(turn, fee), url=booking[1], phone=phone,
+                     **({"cutoff": cutoff} if cutoff else {}))
+            say_old_fee_year(turn, [fee])
     elif intent == "passport_lost":
-        steps = "\n".join(f"{i}. {step}" for i, step in enumerate(passport.lost_steps.value, 1))
-        turn.say("utter_passport_lost", document=name, steps=steps)
+        steps = turn.fact(passport.lost_steps)
+        if steps is None:
+            turn.refer()
+        else:
+            turn.say("utter_passport_lost", document=name,
+                     steps="\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1)))
     elif intent == "passport_pickup":
-        turn.say("utter_passport_pickup", document=name, desk_name=desk_name,
-                 months=passport.collect_within_months.value)
+        months = turn.fact(passport.collect_within_months)
+        if months is None:
+            turn.refer()
+        else:
+            turn.say("utter_passport_pickup", document=name, desk_name=desk_name, months=months)
+            if turn.fact(passport.pickup_bring_old_document):
+                turn.say("utter_passport_pickup_bring_old")
     elif intent == "passport_child":
-        turn.say("utter_passport_child", consent=passport.child_consent.value, document=name,
-                 minor=passport.validity_years_minor.value, url=url)
+        consent, minor = turn.fact(passport.child_consent), turn.fact(passport.validity_years_minor)
+        if consent is None or minor is None:
+            turn.refer()
+        else:
+            turn.say(f"utter_passport_child{booking[0]}", consent=consent, document=name, minor=minor,
+                     url=booking[1])
     if intent != "passport_fees" or age_of(turn) is not None:
         turn.set("pending_question", None)
     AppcareAction.maybe_ask_feedback(turn)
+
+
+# Answers that end with where to make an appointment (or, in their "_site" twin, where
+# to read more).
+BOOKING_INTENTS = ("passport_apply", "passport_bring", "passport_processing_time", "passport_express",
+                   "passport_child")
 
 
 # A question about the police report right after the lost/stolen answer ("moet ik dan

@@ -3,7 +3,13 @@ duration, looked up in the municipality's roadworks source.
 
 A conversation about roadworks remembers the place: "en tot wanneer?" or "is er een
 omleiding?" after an answer about a street or an area (a village, a district) is about
-that same street or area, until the citizen names another one."""
+that same street or area, until the citizen names another one.
+
+The answer says where it comes from: works from a feed marked as example data come with
+"this is example information" and the municipality's page in the same message (strict
+mode and production never use example data: the citizen gets the page); "no known works"
+names the date of the overview; without a feed the citizen gets the page instead of
+what would read like an all-clear."""
 from __future__ import annotations
 
 import re
@@ -11,15 +17,21 @@ from typing import List, Optional, Tuple
 
 from appcare import clock
 from appcare.nlu.streets import dutch_capitalisation
-from appcare.roadworks_feed import Roadwork, RoadworksUnavailable, default_client
+from appcare.roadworks_feed import Feed, Roadwork, RoadworksUnavailable, default_client, log_startup_status
 
 from actions.base import AppcareAction, Turn
 
 
 def _date(day, lang: str = "nl") -> str:
-    if not day:
-        return "unknown" if lang == "en" else "onbekend"
     return clock.format_date(day, with_weekday=False, lang=lang)
+
+
+def _until(end, lang: str = "nl") -> str:
+    """"tot 4 december" for a line of an overview; works without an end date in the
+    source say so instead of "tot onbekend"."""
+    if not end:
+        return "end date not known yet" if lang == "en" else "einddatum nog niet bekend"
+    return f"{'until' if lang == 'en' else 'tot'} {_date(end, lang)}"
 
 
 # Follow-up questions in a roadworks conversation without a street or area of their own.
@@ -30,6 +42,40 @@ _DURATION = re.compile(
     r"combien\s+de\s+temps|do\s+kiedy|jak\s+d[łl]ugo|ne\s+zaman|ne\s+kadar)", re.IGNORECASE)
 _DETOUR = re.compile(r"\b(?:omleiding|omrijden|omweg|andere\s+route|detour|diversion|umleitung|d[ée]viation|objazd)",
                      re.IGNORECASE)
+
+
+def roadworks_page(turn: Turn) -> str:
+    """The municipality's roadworks page, else its website (strict mode: verified only)."""
+    content = turn.content
+    return turn.fact(content.roadworks.page_url) or content.contact.website.value
+
+
+def _say_none(turn: Turn, feed: Feed, street: Optional[str], area: Optional[str], page: str) -> None:
+    """No known works on the street, in the area or on the day asked about. From example
+    data: no real overview (never an all-clear); from a dated overview: its date."""
+    if feed.example:
+        turn.say("utter_roadworks_example_none", url=page)
+        return
+    # "op Noordstraat"; "in Axel"; without a place: on the day or in the period asked about
+    name = "utter_roadworks_none" if street else ("utter_roadworks_none_area" if area else "utter_roadworks_none_then")
+    place = dutch_capitalisation(street) if street else area
+    today = turn.now.date()
+    if feed.generated == today:
+        turn.say(f"{name}_today", place=place, url=page)
+    elif feed.generated:
+        date = _date(feed.generated, turn.lang)
+        if feed.generated.year != today.year:
+            date = f"{date} {feed.generated.year}"
+        turn.say(f"{name}_dated", place=place, date=date, url=page)
+    else:
+        turn.say(name, place=place, url=page)
+
+
+def _say_example_notice(turn: Turn, feed: Optional[Feed], page: str) -> None:
+    """Works from example data: "Let op: dit is voorbeeldinformatie ..." right before them
+    (the channel sends the texts of one turn as one message)."""
+    if feed is not None and feed.example:
+        turn.say("utter_roadworks_example_notice", url=page)
 
 
 def followup_intent(text: str) -> Optional[str]:
@@ -62,7 +108,7 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
     """``followup``: the message continues a roadworks conversation (it came in as a bare
     value or a short question), so the street or area named before still counts."""
     content = turn.content
-    page = content.roadworks.page_url.value
+    page = roadworks_page(turn)
     street, area = place_of(turn, followup or intent != "roadworks_status")
     day_text = turn.entity("date_expr")
     if day_text and clock.is_bare_day_part(day_text):
@@ -72,22 +118,33 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
         # In one go: the known works (the citizen's street may be among them), then
         # which street or area it is about.
         try:
-            known = [r for r in default_client().find(content) if r.active_on(turn.now.date())
-                     or r.upcoming_after(turn.now.date())]
+            feed: Optional[Feed] = default_client().feed(content)
         except RoadworksUnavailable:
-            known = []
+            feed = None
+        if feed is not None and not feed.usable:
+            # no overview to look in (none configured, or example data in strict mode): the page
+            turn.say("utter_roadworks_no_feed", url=page)
+            turn.set("pending_question", None)
+            return
+        known = [r for r in feed.find() if r.active_on(turn.now.date())
+                 or r.upcoming_after(turn.now.date())] if feed else []
         if known:
-            until = "until" if turn.lang == "en" else "tot"
-            items = "\n".join(f"- {r.street}: {r.description} ({until} {_date(r.end, turn.lang)})" for r in known[:5])
+            items = "\n".join(f"- {r.street}: {r.description} ({_until(r.end, turn.lang)})" for r in known[:5])
+            _say_example_notice(turn, feed, page)
             turn.say("utter_roadworks_overview", items=items, url=page)
         turn.say("utter_roadworks_ask_street")
         turn.set("pending_question", "street")
         return
     try:
-        found = default_client().find(content, street=street, area=area)
+        feed = default_client().feed(content)
     except RoadworksUnavailable:
         turn.say("utter_roadworks_unavailable", url=page)
         return
+    if not feed.usable:  # no feed configured, or example data in strict mode / production
+        turn.say("utter_roadworks_no_feed", url=page)
+        turn.set("pending_question", None)
+        return
+    found = feed.find(street=street, area=area)
     today = turn.now.date()
     relevant: List[Roadwork] = [r for r in found if r.active_on(today) or r.upcoming_after(today)]
     if day_text:
@@ -97,25 +154,35 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
         if days:
             relevant = [r for r in relevant if any(r.active_on(day) for day in days)]
     english = turn.lang == "en"
-    place = dutch_capitalisation(street) if street else (area or ("that day" if english else "die dag"))
     if not relevant:
-        turn.say("utter_roadworks_none", place=place, url=page)
+        _say_none(turn, feed, street, area, page)
     elif not street and not area:
-        until = "until" if english else "tot"
-        items = "\n".join(f"- {r.street}: {r.description} ({until} {_date(r.end, turn.lang)})" for r in relevant[:8])
+        items = "\n".join(f"- {r.street}: {r.description} ({_until(r.end, turn.lang)})" for r in relevant[:8])
+        _say_example_notice(turn, feed, page)
         turn.say("utter_roadworks_overview", items=items, url=page)
     else:
+        _say_example_notice(turn, feed, page)
         for work in relevant[:3]:
             hindrance = (work.hindrance[0].upper() + work.hindrance[1:] + ".") if work.hindrance else ""
             detour = f" {'Detour' if english else 'Omleiding'}: {work.detour}." if work.detour else ""
+            # works without an end date: "Het is nog niet bekend ...", never "tot onbekend"
+            dates = {"start": _date(work.start, turn.lang)}
+            if work.end:
+                dates["end"] = _date(work.end, turn.lang)
+            open_end = "" if work.end else "_open_end"
             if work.upcoming_after(today):
-                turn.say("utter_roadworks_upcoming", street=work.street, description=work.description,
-                         start=_date(work.start, turn.lang), end=_date(work.end, turn.lang), hindrance=hindrance)
+                turn.say(f"utter_roadworks_upcoming{open_end}", street=work.street, description=work.description,
+                         hindrance=hindrance, **dates)
             else:
-                turn.say("utter_roadworks_found", street=work.street, description=work.description,
-                         start=_date(work.start, turn.lang), end=_date(work.end, turn.lang), hindrance=hindrance,
-                         detour=detour if intent != "roadworks_duration" or work.detour else "")
+                turn.say(f"utter_roadworks_found{open_end}", street=work.street, description=work.description,
+                         hindrance=hindrance, detour=detour if intent != "roadworks_duration" or work.detour else "",
+                         **dates)
     turn.set("pending_question", None)
+
+
+# The action server imports the actions at start-up: say where the roadworks come from
+# (an example feed, not used in strict mode; no feed configured; a real feed).
+log_startup_status()
 
 
 class ActionRoadworks(AppcareAction):

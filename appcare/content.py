@@ -38,6 +38,11 @@ def strict_facts() -> bool:
     return os.environ.get("APPCARE_STRICT_FACTS", "").lower() in {"1", "true", "yes", "on"}
 
 
+def money(amount: float) -> str:
+    """An amount as a citizen reads it: "€ 1.069,00"."""
+    return "€ " + f"{amount:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
 class ContentError(Exception):
     """A content file is missing, unreadable or invalid."""
 
@@ -162,6 +167,8 @@ class Desk(_Strict):
     name: str
     address: Optional[TextFact] = None
     hours: HoursFact
+    # true: a visit is (usually) by appointment ("meestal op afspraak"); absent: not known
+    by_appointment: Optional[BoolFact] = None
 
 
 class Kcc(_Strict):
@@ -201,13 +208,17 @@ class Passport(_Strict):
     fees_table_url: TextFact
     validity_years_adult: IntFact
     validity_years_minor: IntFact
-    processing_working_days: IntFact
-    express_cutoff: TextFact
+    processing_working_days: IntFact  # differs per municipality: set in its own file
+    express_cutoff: TextFact  # differs per municipality: set in its own file
     collect_within_months: IntFact
     id_duty_age: IntFact
     bring: TextListFact
     child_consent: TextFact
     lost_steps: TextListFact
+    # Facts the answers only state when the content has them (absent: not said):
+    apply_in_person: Optional[BoolFact] = None  # true: "you come in person" to apply
+    pickup_notification: Optional[BoolFact] = None  # true: "you get a message when it is ready"
+    pickup_bring_old_document: Optional[BoolFact] = None  # true: "bring your old document to the pick-up"
 
 
 class Marriage(_Strict):
@@ -268,6 +279,40 @@ class MunicipalContent(_Strict):
     # ----------------------------------------------------------- helpers for actions
     def unverified_facts(self) -> List[str]:
         return [path for path, fact in iter_facts(self) if not fact.verified]
+
+    def unverified_texts(self) -> List[str]:
+        """The texts an unverified fact shows in a reply (links, phone numbers, amounts,
+        sentences, list items), minus texts a verified fact has too: a reply containing one
+        quotes an unverified fact. Short values (numbers, times) are left out; the actions
+        check those themselves. Safety facts (crisis numbers) are never withheld."""
+        verified, unverified = set(), set()
+        for path, fact in iter_facts(self):
+            if is_safety_fact(path):
+                continue
+            (verified if fact.verified else unverified).update(fact_texts(fact))
+        return sorted(t for t in unverified - verified if len(t) >= MIN_MATCH_LENGTH)
+
+
+# Crisis numbers (112, 113, Veilig Thuis) are given to a citizen in danger at once, in
+# every mode: withholding them would be worse than quoting an unconfirmed number.
+SAFETY_PREFIXES = ("crisis.",)
+MIN_MATCH_LENGTH = 6
+
+
+def is_safety_fact(path: str) -> bool:
+    return path.startswith(SAFETY_PREFIXES)
+
+
+def fact_texts(fact: "Fact") -> List[str]:
+    """The forms in which a fact's value appears in a reply."""
+    value = fact.value
+    if isinstance(fact, FeeFact):
+        return [money(value)]
+    if isinstance(value, str):
+        return [value.strip()]
+    if isinstance(value, list):
+        return [(item.name if isinstance(item, MarriageLocation) else str(item)).strip() for item in value]
+    return []
 
 
 def iter_facts(obj: Any, path: str = "") -> Iterator[Tuple[str, Fact]]:
@@ -428,3 +473,13 @@ def load(municipality: Optional[str] = None) -> MunicipalContent:
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
+
+
+def use_content_dir(path: Path) -> Path:
+    """Loads content from ``path`` from now on (tests, tools); returns the previous
+    directory so the caller can switch back. Clears the cache."""
+    global CONTENT_DIR
+    with _lock:
+        previous, CONTENT_DIR = CONTENT_DIR, Path(path)
+        _cache.clear()
+    return previous

@@ -89,3 +89,19 @@ def next_opening(
                 continue
             return max(opening, local)
     return None
+
+
+def schedule_verified(
+    content: MunicipalContent, desk: str, start: dt.datetime, end: Optional[dt.datetime] = None
+) -> bool:
+    """True when the desk's hours on every day from ``start`` to ``end`` (inclusive; only
+    ``start``'s day without ``end``) come from verified facts: weekly hours, exceptions and
+    the public-holiday rule. Only then may a reply name a clock time derived from them."""
+    first = start.astimezone(TZ).date()
+    last = end.astimezone(TZ).date() if end else first
+    day = first
+    while day <= last:
+        if not hours_on(content, desk, day).verified:
+            return False
+        day += dt.timedelta(days=1)
+    return True

@@ -1,12 +1,18 @@
 """Client of a municipality's roadworks source.
 
 The source is JSON in the format documented in docs/roadworks-feed.md:
-``{"municipality": ..., "updated": ..., "roadworks": [{"id", "street", "area",
-"description", "start", "end", "hindrance", "detour", "url"}]}``.
+``{"municipality": ..., "generated": ..., "example": ..., "roadworks": [{"id", "street",
+"area", "description", "start", "end", "hindrance", "detour", "url"}]}``.
 It is fetched over HTTP with ``requests`` from ``ROADWORKS_URL_<MUNICIPALITY>`` or
 ``ROADWORKS_URL`` (``{municipality}`` in it is filled in), with a timeout, one retry
-and a short cache. Without a URL the local example file named in the content file
-is used (the embedded default).
+and a short cache. Without a URL the local file named in the content file is used
+(the embedded default: example entries, marked ``"example": true``).
+
+A feed marked as example data is never used in strict mode (``APPCARE_STRICT_FACTS``)
+or in production (``APPCARE_ENV=production``): :attr:`Feed.usable` is False and the
+citizen is referred to the municipality's roadworks page. Elsewhere the citizen is told
+in the same message that the works are examples. ``generated`` (the day the overview
+was made) lets "no known works" name the overview's date.
 """
 from __future__ import annotations
 
@@ -17,13 +23,17 @@ import os
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import requests
 
-from appcare.content import CONTENT_DIR, MunicipalContent
+from appcare import clock
+from appcare import content as content_module
+from appcare import secrets
+from appcare.content import MunicipalContent
 
 logger = logging.getLogger(__name__)
 CACHE_SECONDS = float(os.environ.get("ROADWORKS_CACHE_SECONDS", "60"))
@@ -62,6 +72,62 @@ def normalise(name: str) -> str:
     return " ".join(text.split())
 
 
+def examples_refused() -> bool:
+    """Strict mode and production never answer from example data."""
+    return content_module.strict_facts() or secrets.production()
+
+
+@dataclass
+class Feed:
+    """One municipality's roadworks overview as the assistant may use it."""
+
+    items: List[Roadwork] = field(default_factory=list)
+    example: bool = False  # top-level "example": true: example entries, not real works
+    generated: Optional[dt.date] = None  # the day the overview was made ("generated", else "updated")
+    source: str = "none"  # "url", "file" or "none" (no feed configured)
+    refused: bool = False  # example data in strict mode or production: not used
+
+    @property
+    def usable(self) -> bool:
+        """False without a feed or for refused example data: the citizen gets the page."""
+        return self.source != "none" and not self.refused
+
+    def find(self, street: Optional[str] = None, area: Optional[str] = None) -> List[Roadwork]:
+        if not self.usable:
+            return []
+        if street:
+            wanted = normalise(street)
+            return [r for r in self.items if normalise(r.street) == wanted or wanted in normalise(r.street)]
+        if area:
+            wanted = normalise(area)
+            return [r for r in self.items if r.area and normalise(r.area) == wanted]
+        return list(self.items)
+
+
+def _feed_date(document: dict) -> Optional[dt.date]:
+    """``generated`` (or the older ``updated``): a date or an ISO date-time (a date-time
+    with an offset counts in the municipality's time, Europe/Amsterdam)."""
+    for key in ("generated", "updated"):
+        value = document.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            if len(value) == 10:
+                return dt.date.fromisoformat(value)
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return moment.astimezone(clock.TZ).date() if moment.tzinfo else moment.date()
+        except ValueError:
+            logger.warning("roadworks feed: '%s' is no date (YYYY-MM-DD)", key)
+    return None
+
+
+def parse_feed(document: dict, source: str) -> Feed:
+    """The feed in ``document``; raises RoadworksUnavailable when it has no roadworks list."""
+    items = _parse(document)
+    example = document.get("example") is True or str(document.get("example")).lower() == "true"
+    return Feed(items=items, example=example, generated=_feed_date(document), source=source)
+
+
 def _parse(document: dict) -> List[Roadwork]:
     if not isinstance(document, dict) or not isinstance(document.get("roadworks"), list):
         raise RoadworksUnavailable("feed has no 'roadworks' list")
@@ -91,7 +157,7 @@ class RoadworksClient:
 
     def __init__(self, session: Optional[requests.Session] = None):
         self._session = session or requests.Session()
-        self._cache: Dict[str, Tuple[float, List[Roadwork]]] = {}
+        self._cache: Dict[Tuple[str, str], Tuple[float, Feed]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -99,25 +165,42 @@ class RoadworksClient:
         url = os.environ.get(f"ROADWORKS_URL_{municipality.upper()}") or os.environ.get("ROADWORKS_URL")
         return url.replace("{municipality}", municipality) if url else None
 
-    def all(self, content: MunicipalContent) -> List[Roadwork]:
-        municipality = content.municipality.id
-        with self._lock:
-            cached = self._cache.get(municipality)
-            if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-                return cached[1]
-        url = self.source_url(municipality)
-        items = self._fetch(url) if url else self._read_file(content)
-        with self._lock:
-            self._cache[municipality] = (time.monotonic(), items)
-        return items
+    @staticmethod
+    def feed_path(content: MunicipalContent) -> Optional[Path]:
+        """The local feed file (read when no URL is set); None when the content names none."""
+        if not content.roadworks.feed_file:
+            return None
+        return Path(content_module.CONTENT_DIR) / content.roadworks.feed_file
 
-    def _fetch(self, url: str) -> List[Roadwork]:
+    def feed(self, content: MunicipalContent) -> Feed:
+        """The municipality's feed; raises RoadworksUnavailable when the source is down or
+        invalid. Example data in strict mode or production comes back ``refused``."""
+        municipality = content.municipality.id
+        url = self.source_url(municipality)
+        path = None if url else self.feed_path(content)
+        key = (municipality, url or str(path or ""))
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
+            feed = cached[1]
+        else:
+            feed = self._fetch(url) if url else (self._read_file(path) if path else Feed(source="none"))
+            with self._lock:
+                self._cache[key] = (time.monotonic(), feed)
+        if feed.example and examples_refused():
+            return Feed(example=True, generated=feed.generated, source=feed.source, refused=True)
+        return feed
+
+    def all(self, content: MunicipalContent) -> List[Roadwork]:
+        return self.feed(content).find()
+
+    def _fetch(self, url: str) -> Feed:
         last_error: Optional[Exception] = None
         for attempt in range(2):  # one retry
             try:
                 response = self._session.get(url, timeout=TIMEOUT_SECONDS, headers={"Accept": "application/json"})
                 response.raise_for_status()
-                return _parse(response.json())
+                return parse_feed(response.json(), "url")
             except (requests.RequestException, ValueError) as exc:
                 last_error = exc
                 if attempt == 0:
@@ -126,25 +209,50 @@ class RoadworksClient:
         raise RoadworksUnavailable(type(last_error).__name__)
 
     @staticmethod
-    def _read_file(content: MunicipalContent) -> List[Roadwork]:
-        if not content.roadworks.feed_file:
-            return []
-        path = Path(CONTENT_DIR) / content.roadworks.feed_file
+    def _read_file(path: Path) -> Feed:
         try:
-            return _parse(json.loads(path.read_text(encoding="utf-8")))
+            return parse_feed(json.loads(path.read_text(encoding="utf-8")), "file")
         except (OSError, ValueError) as exc:
             logger.warning("local roadworks file unreadable (%s)", type(exc).__name__)
             raise RoadworksUnavailable(type(exc).__name__)
 
     def find(self, content: MunicipalContent, street: Optional[str] = None, area: Optional[str] = None) -> List[Roadwork]:
-        items = self.all(content)
-        if street:
-            wanted = normalise(street)
-            return [r for r in items if normalise(r.street) == wanted or wanted in normalise(r.street)]
-        if area:
-            wanted = normalise(area)
-            return [r for r in items if r.area and normalise(r.area) == wanted]
-        return items
+        return self.feed(content).find(street=street, area=area)
+
+
+def source_status(content: MunicipalContent) -> str:
+    """Where this municipality's roadworks come from, for the start-up report and log.
+    Reads a local file, never the network (start-up must not wait for a feed)."""
+    municipality = content.municipality.id
+    url = RoadworksClient.source_url(municipality)
+    if url:
+        host = urlsplit(url).hostname or "?"
+        return f"feed from {host} (ROADWORKS_URL)"
+    path = RoadworksClient.feed_path(content)
+    if path is None:
+        return f"no feed configured - citizens are referred to {content.roadworks.page_url.value}; set ROADWORKS_URL"
+    try:
+        feed = RoadworksClient._read_file(path)
+    except RoadworksUnavailable as exc:
+        return f"local feed {path.name} unreadable ({exc}) - citizens are referred to {content.roadworks.page_url.value}"
+    if feed.example and examples_refused():
+        return "example feed - not used in strict mode; set ROADWORKS_URL"
+    if feed.example:
+        return "example feed - answers say it is example data; set ROADWORKS_URL for the real works"
+    return f"local feed {path.name} ({len(feed.items)} entries)"
+
+
+def log_startup_status() -> None:
+    """Logs per municipality where the roadworks come from (the action server's start-up)."""
+    for municipality in content_module.available_municipalities():
+        try:
+            status = source_status(content_module.load(municipality))
+        except Exception as exc:  # noqa: BLE001 - a start-up note must never stop the server
+            logger.warning("roadworks %s: status unknown (%s)", municipality, type(exc).__name__)
+            continue
+        usable = status.startswith("feed from") or status.endswith("entries)")
+        level = logging.INFO if usable else logging.WARNING
+        logger.log(level, "roadworks %s: %s", municipality, status)
 
 
 _client: Optional[RoadworksClient] = None

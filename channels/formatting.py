@@ -24,11 +24,13 @@ ROW_DESCRIPTION_LIMIT = 72
 ROW_ID_LIMIT = 200
 ELLIPSIS = "\u2026"
 
-# Dutch UI strings of the list message
+# Dutch UI strings of the list message (last-resort texts of this pure formatting layer:
+# every response with buttons in domain/ has its own text and at most 3 buttons, so the
+# list and these labels do not occur in the current dialogue). Form of address: "je".
 LIST_BUTTON_LABEL = "Kies een optie"
 LIST_SECTION_TITLE = "Opties"
 DEFAULT_CHOICE_BODY = "Kies een optie:"
-MORE_OPTIONS_INTRO = "Meer keuzes (typ wat u kiest):"
+MORE_OPTIONS_INTRO = "Meer keuzes (typ wat je kiest):"
 
 _URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]]?\s+")

@@ -11,6 +11,10 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Facts for behaviour tests: copies of the content files (and test roadworks feeds) kept
+# in tests/, so an editor's legitimate change in content/ (a new fee) never turns a test
+# red. The shipped content/ is checked by the validator (tests/test_content.py).
+FIXTURE_CONTENT = ROOT / "tests" / "fixtures" / "content"
 os.environ.setdefault("APPCARE_DB_URL", "sqlite:///var/test-default.db")
 
 
@@ -24,6 +28,36 @@ def _isolated_db(tmp_path, monkeypatch):
     monkeypatch.delenv("ROADWORKS_URL", raising=False)
     yield
     clock.set_now(None)
+
+
+@pytest.fixture
+def fixture_content(monkeypatch):
+    """Points the content loader (and the local roadworks feed) at tests/fixtures/content
+    for this test; subprocesses get it with ``APPCARE_CONTENT_DIR``."""
+    from appcare import content, roadworks_feed
+
+    monkeypatch.setattr(content, "CONTENT_DIR", FIXTURE_CONTENT)
+    monkeypatch.setattr(roadworks_feed, "_client", None)
+    for name in ("APPCARE_ENV", "ROADWORKS_URL_TERNEUZEN", "ROADWORKS_URL_LELYSTAD"):
+        monkeypatch.delenv(name, raising=False)  # a test sets production or a feed itself
+    content.clear_cache()
+    yield FIXTURE_CONTENT
+    content.clear_cache()
+
+
+def fake_model(directory: Path) -> Path:
+    """A model archive with only metadata.json, for tools.run.startup_report."""
+    import io
+    import json
+    import tarfile
+
+    model = directory / "model.tar.gz"
+    with tarfile.open(model, "w:gz") as archive:
+        data = json.dumps({"trained_at": "test"}).encode()
+        info = tarfile.TarInfo("metadata.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return model
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Custom actions with real trackers and dispatchers; replies rendered from the domain."""
+"""Custom actions with real trackers and dispatchers; replies rendered from the domain.
+Facts (fees, hours, roadworks) come from tests/fixtures/content, not from the editors'
+content/ (see tests/conftest.py ``fixture_content``)."""
 from __future__ import annotations
 
 import pytest
@@ -15,6 +17,7 @@ from tests.support.http_server import ScriptedServer
 
 TERNEUZEN = {"municipality": "terneuzen"}
 LELYSTAD = {"municipality": "lelystad"}
+pytestmark = pytest.mark.usefixtures("fixture_content")
 
 
 def test_opening_hours_tomorrow(frozen_now):
@@ -154,7 +157,8 @@ def test_handoff_out_of_hours_creates_masked_ticket(frozen_now):
     events = [{"event": "user", "text": "mijn bsn is 123456782"}, {"event": "bot", "text": "Sorry?"}]
     result = run_action(ActionHandoffToKcc(), "ik wil een medewerker", "request_human", slots=TERNEUZEN,
                         events=events, sender="31612345678")
-    assert "maandag 30 november om 8:30" in result.text
+    # the KCC hours are not verified: no clock time is promised
+    assert "op de eerstvolgende werkdag" in result.text and "8:30" not in result.text
     assert result.slot("handoff_active") is True
     ticket = default_store().open_ticket_for("31612345678")
     assert ticket.reason == "request_human" and not ticket.in_kcc_hours
@@ -164,7 +168,8 @@ def test_handoff_out_of_hours_creates_masked_ticket(frozen_now):
 def test_handoff_in_hours_and_relay_and_return(frozen_now):
     frozen_now(2026, 11, 25, 10, 0)
     result = run_action(ActionHandoffToKcc(), "ik heb een klacht", "complaint", slots=LELYSTAD, sender="c-2")
-    assert "vandaag vóór 17:00" in result.text and result.responses[0] == "utter_handoff_complaint"
+    assert result.responses[0] == "utter_handoff_complaint"
+    assert "zo snel mogelijk" in result.text and "17:00" not in result.text  # unverified KCC hours: no time
     relay = run_action(ActionRelayToKcc(), "bel me op 0612345678", "greet",
                        slots={**LELYSTAD, "handoff_active": True}, sender="c-2")
     assert relay.messages == []  # the bot stays silent
@@ -173,6 +178,38 @@ def test_handoff_in_hours_and_relay_and_return(frozen_now):
     back = run_action(ActionReturnToBot(), "stop", "return_to_bot", slots={**LELYSTAD, "handoff_active": True},
                       sender="c-2")
     assert back.slot("handoff_active") is False and default_store().open_ticket_for("c-2") is None
+
+
+@pytest.fixture
+def verified_kcc_hours(tmp_path, monkeypatch):
+    """The test content with the KCC hours of both municipalities marked as verified."""
+    import shutil
+
+    from appcare import content
+    from tests.conftest import FIXTURE_CONTENT
+
+    target = tmp_path / "content"
+    shutil.copytree(FIXTURE_CONTENT, target)
+    for name in ("terneuzen", "lelystad"):
+        path = target / f"{name}.yml"
+        text = path.read_text(encoding="utf-8")
+        marker = "    verified: false\n    note: KCC hours for WhatsApp NOT FOUND; placeholder.\n"
+        assert text.count(marker) == 1
+        path.write_text(text.replace(marker, ""), encoding="utf-8")
+    monkeypatch.setattr(content, "CONTENT_DIR", target)
+    content.clear_cache()
+    yield target
+    content.clear_cache()
+
+
+def test_handoff_with_verified_kcc_hours_names_the_moment(frozen_now, verified_kcc_hours):
+    frozen_now(2026, 11, 28, 22, 0)  # Saturday night
+    night = run_action(ActionHandoffToKcc(), "ik wil een medewerker", "request_human", slots=TERNEUZEN,
+                       sender="c-night")
+    assert "maandag 30 november om 8:30" in night.text
+    frozen_now(2026, 11, 25, 10, 0)
+    day = run_action(ActionHandoffToKcc(), "ik heb een klacht", "complaint", slots=LELYSTAD, sender="c-day")
+    assert "vandaag vóór 17:00" in day.text
 
 
 def test_staff_close_returns_conversation_to_bot(frozen_now):
@@ -352,13 +389,13 @@ def test_recognised_street_without_works_is_named(frozen_now, library_extractor)
                          ("omleiding Burgemeester Smeetslaan", "Burgemeester Smeetslaan")):
         result = run_action(ActionRoadworks(), text, "roadworks_status", entities_of(library_extractor, text),
                             slots=TERNEUZEN)
-        assert result.responses == ["utter_roadworks_none"], result.text
-        assert f"Ik ken geen wegwerkzaamheden op {street}." in result.text
+        assert result.responses == ["utter_roadworks_none_dated"], result.text  # the feed has a date
+        assert f"In het overzicht van 20 november staan geen wegwerkzaamheden op {street}." in result.text
     # the answer to "which street?" is routed to roadworks and names it as well
     text = "zonnebloemhof 7"
     follow_up = run_action(ActionHandleInform(), text, "inform", entities_of(library_extractor, text),
                            slots={**TERNEUZEN, "pending_question": "street", "topic": "roadworks_status"})
-    assert "geen wegwerkzaamheden op Zonnebloemhof" in follow_up.text
+    assert "staan geen wegwerkzaamheden op Zonnebloemhof" in follow_up.text
 
 
 def test_roadworks_in_a_period(frozen_now):

@@ -7,6 +7,7 @@ import re
 import pytest
 import requests
 
+from tests.conftest import FIXTURE_CONTENT
 from tests.support.assistant import Assistant
 
 BSN = "123456782"
@@ -16,7 +17,9 @@ PHONE = "0612345678"
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("assistant")
-    running = Assistant(workdir, env={"APPCARE_MUNICIPALITY": "lelystad"}).start()
+    # facts (fees, the test roadworks feed) from tests/fixtures/content, not the editors' content/
+    running = Assistant(workdir, env={"APPCARE_MUNICIPALITY": "lelystad",
+                                      "APPCARE_CONTENT_DIR": str(FIXTURE_CONTENT)}).start()
     yield running
     running.stop()
 

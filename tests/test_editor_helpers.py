@@ -3,7 +3,8 @@
 * ``make_project``: a temporary copy of the project (content/, data/, domain/,
   config.yml, tests/nlu_holdout.yml, tests/test_stories.yml, models/), optionally
   with fewer NLU examples per intent (for fast training), so tests never touch the
-  repository's own files.
+  repository's own files. Its content/ is the test content (tests/fixtures/content):
+  the facts the tests expect do not change when the editors change content/.
 * ``TrackerDB``: writes Rasa-style rows into the ``events`` table of an SQLite
   tracker store, as Rasa's SQLTrackerStore does.
 * ``FakeRasaApi``: answers ``GET /status`` and ``PUT /model`` like ``rasa run --enable-api``.
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_project(target: Path, examples_per_intent: Optional[int] = None,
                  holdout_per_intent: Optional[int] = None) -> Path:
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("content", "data", "domain"):
+    shutil.copytree(ROOT / "tests" / "fixtures" / "content", target / "content")
+    for name in ("data", "domain"):
         shutil.copytree(ROOT / name, target / name)
     shutil.copy2(ROOT / "config.yml", target / "config.yml")
     (target / "tests").mkdir(exist_ok=True)

@@ -28,6 +28,9 @@ from tests.conftest import run_action, run_followup
 TERNEUZEN = {"municipality": "terneuzen"}
 LELYSTAD = {"municipality": "lelystad"}
 BALIE = "de publieksbalie in het stadhuis"
+# Facts (hours, fees, the roadworks on the Larserdreef) from tests/fixtures/content, not from
+# the editors' content/ whose roadworks are example data (tests/conftest.py fixture_content).
+pytestmark = pytest.mark.usefixtures("fixture_content")
 TZ = clock.TZ
 
 

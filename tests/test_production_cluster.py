@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from appcare.pii import conversation_hash  # noqa: E402
+from tests.conftest import FIXTURE_CONTENT  # noqa: E402
 from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 from tools import loadtest  # noqa: E402
 from tools.loadtest import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster  # noqa: E402
@@ -63,8 +64,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     redis = TcpProxy("127.0.0.1", 6379).start()
     # A database of this run's own: two test runs on one machine never share (or drop) tables.
     database = f"appcare_ptest_{uuid.uuid4().hex[:8]}"
+    # facts (the marriage fee) from tests/fixtures/content, not the editors' content/
     instance = Cluster(tmp_path_factory.mktemp("cluster"), database=database, pg_port=pg.port,
-                       redis_port=redis.port)
+                       redis_port=redis.port, extra_env={"APPCARE_CONTENT_DIR": str(FIXTURE_CONTENT)})
     instance.pg_proxy, instance.redis_proxy = pg, redis  # type: ignore[attr-defined]
     try:
         instance.start()

@@ -1,6 +1,8 @@
 """The roadworks client against a real HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from appcare import content, roadworks_feed
@@ -18,7 +20,7 @@ FEED = {
 
 
 @pytest.fixture
-def lelystad():
+def lelystad(fixture_content):
     return content.load("lelystad")
 
 
@@ -76,5 +78,63 @@ def test_short_cache(monkeypatch, lelystad):
 
 
 def test_embedded_default_is_local_file(lelystad):
-    items = RoadworksClient().find(lelystad, street="Larserdreef")
+    items = RoadworksClient().find(lelystad, street="Larserdreef")  # tests/fixtures/content/roadworks
     assert items and items[0].detour
+
+
+def test_example_marker_and_date_are_parsed(monkeypatch, lelystad):
+    with ScriptedServer() as server:
+        server.default = (200, {**FEED, "example": True, "generated": "2026-12-07"}, 0)
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        feed = RoadworksClient().feed(lelystad)
+    assert feed.example and feed.usable and feed.generated == dt.date(2026, 12, 7) and len(feed.items) == 1
+
+
+def test_older_updated_field_gives_the_date_in_dutch_time(monkeypatch, lelystad):
+    """`updated` as a UTC date-time late in the evening is the next day in the Netherlands."""
+    with ScriptedServer() as server:
+        server.default = (200, {**FEED, "updated": "2026-12-06T23:30:00Z"}, 0)
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        feed = RoadworksClient().feed(lelystad)
+    assert not feed.example and feed.generated == dt.date(2026, 12, 7)
+
+
+@pytest.mark.parametrize("variable,value", [("APPCARE_STRICT_FACTS", "1"), ("APPCARE_ENV", "production")])
+def test_example_feed_is_not_used_in_strict_mode_or_production(monkeypatch, lelystad, variable, value):
+    with ScriptedServer() as server:
+        server.default = (200, {**FEED, "example": True}, 0)
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        client = RoadworksClient()
+        assert client.find(lelystad, street="Larserdreef")  # development: used (and said to be examples)
+        monkeypatch.setenv(variable, value)
+        feed = client.feed(lelystad)
+        assert feed.example and not feed.usable and client.find(lelystad, street="Larserdreef") == []
+
+
+def test_a_real_feed_is_used_in_strict_mode(monkeypatch, lelystad):
+    monkeypatch.setenv("APPCARE_STRICT_FACTS", "1")
+    with ScriptedServer() as server:
+        server.default = (200, FEED, 0)
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        assert [r.street for r in RoadworksClient().find(lelystad, street="Larserdreef")] == ["Larserdreef"]
+
+
+def test_no_feed_configured_is_no_usable_feed(lelystad):
+    without_file = lelystad.copy(deep=True)
+    without_file.roadworks.feed_file = None
+    feed = RoadworksClient().feed(without_file)
+    assert feed.source == "none" and not feed.usable and feed.find() == []
+
+
+def test_shipped_feed_files_are_marked_as_examples():
+    """content/roadworks/*.json holds example entries only: the marker must stay, so that
+    citizens are told and strict mode / production never use them."""
+    import json
+
+    files = sorted((content.PROJECT_ROOT / "content" / "roadworks").glob("*.json"))
+    assert files
+    for path in files:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        assert document.get("example") is True, path.name
+        feed = roadworks_feed.parse_feed(document, "file")
+        assert feed.example and feed.generated, path.name

@@ -22,6 +22,9 @@ from appcare.handoff_store import default_store
 from tests.conftest import run_action, run_followup
 
 TERNEUZEN = {"municipality": "terneuzen"}
+# Facts (fees, crisis numbers, hours) from tests/fixtures/content, not from the editors'
+# content/ (tests/conftest.py fixture_content).
+pytestmark = pytest.mark.usefixtures("fixture_content")
 
 
 def bot_said(response: str):

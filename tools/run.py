@@ -20,8 +20,9 @@ from typing import List, Optional
 
 import requests
 
-from appcare import content, live_model
+from appcare import content, live_model, roadworks_feed
 from appcare.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
+from tools import validate_content
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -88,11 +89,16 @@ def startup_report(model: Path) -> None:
     print(f"[appcare] Dutch spaCy pipeline in this model: {model_spacy_pipeline(model)}")
     for municipality in content.available_municipalities():
         try:
-            count = len(content.load_uncached(municipality).unverified_facts())
-            print(f"[appcare] content {municipality}: {count} unverified fact(s) "
-                  f"(strict mode {'on' if content.strict_facts() else 'off'}; `make validate-content` lists them)")
+            loaded = content.load_uncached(municipality)
         except content.ContentError as exc:
             print(f"[appcare] content {municipality}: BROKEN ({len(exc.problems)} problem(s)); run `make validate-content`")
+            continue
+        count, stale = len(loaded.unverified_facts()), len(validate_content.stale_facts(loaded))
+        print(f"[appcare] content {municipality}: {count} unverified fact(s), {stale} stale fact(s) "
+              f"(checked more than a year ago) (strict mode {'on' if content.strict_facts() else 'off'}; "
+              f"`make validate-content` lists them)")
+        # where the roadworks come from: an example feed is never used in strict mode
+        print(f"[appcare] roadworks {municipality}: {roadworks_feed.source_status(loaded)}")
     print(f"[appcare] default municipality: {content.default_municipality()}")
 
 

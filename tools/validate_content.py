@@ -1,12 +1,25 @@
 """Validates every content file and lists facts that still need verification.
 
 Exit code 1 when a file is broken; the message names the file, line and problem.
+Facts whose ``checked`` date lies more than a year back are listed as a warning (the
+exit code stays 0): the editors' pages mark them too, and `make run` counts them.
 """
 from __future__ import annotations
 
+import datetime as dt
 import sys
+from typing import List, Optional, Tuple
 
-from appcare import content
+from appcare import clock, content
+from appcare.editor_content import STALE_AFTER_DAYS
+
+
+def stale_facts(loaded: content.MunicipalContent, today: Optional[dt.date] = None) -> List[Tuple[str, dt.date]]:
+    """(dotted path, checked date) of the facts checked at their source more than a year
+    (STALE_AFTER_DAYS, as on the editors' pages) before ``today``."""
+    today = today or clock.now().date()
+    return [(path, fact.checked) for path, fact in content.iter_facts(loaded)
+            if (today - fact.checked).days > STALE_AFTER_DAYS]
 
 
 def main() -> int:
@@ -25,9 +38,13 @@ def main() -> int:
                 print(f"  {problem}")
             continue
         unverified = loaded.unverified_facts()
-        print(f"{municipality}: OK, {len(unverified)} unverified fact(s) to confirm")
+        stale = stale_facts(loaded)
+        print(f"{municipality}: OK, {len(unverified)} unverified fact(s) to confirm, "
+              f"{len(stale)} fact(s) checked more than a year ago")
         for path in unverified:
             print(f"  - {path}")
+        for path, checked in stale:
+            print(f"  WARNING: {path} was checked on {checked}, more than a year ago: check it at its source again")
     return 1 if broken else 0
 
 
