@@ -348,7 +348,7 @@ def test_passport_texts_say_het_paspoort(frozen_now):
         assert not re.search(r"(?:^|\. )Het is", result.text), result.text
     processing = run_action(ActionPassportId(), "wanneer is mijn paspoort klaar", "passport_processing_time",
                             [("document_type", "paspoort")], slots=TERNEUZEN)
-    assert "Je krijgt bericht als je je paspoort kunt ophalen." in processing.text
+    assert "paspoort" in processing.text and not re.search(r"\b(hem|hij)\b", processing.text), processing.text
 
 
 def test_marriage_costs_unknown_names_de_gemeente(frozen_now):
