@@ -390,6 +390,25 @@ class HandoffStore:
             )
             return result.rowcount == 1
 
+    def assign(self, ticket_id: int, user: str) -> Optional[str]:
+        """Gives an open or claimed ticket to ``user`` (a coordinator assigns or
+        reassigns). Returns the previous claimer ("" when it was unclaimed); None when
+        the ticket is closed or does not exist."""
+        with self._session.begin() as session:
+            row = session.execute(
+                select(TicketRow).where(TicketRow.id == ticket_id, TicketRow.status.in_(list(OPEN_STATES)))
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            previous = row.claimed_by or ""
+            if row.status == "claimed" and previous == user:
+                return previous
+            row.status = "claimed"
+            row.claimed_by = user
+            row.claimed_at = utcnow()
+            row.version = (row.version or 0) + 1
+            return previous
+
     def release(self, ticket_id: int, user: Optional[str] = None) -> bool:
         """Puts a claimed ticket back in the queue (only the claimer's, unless ``user`` is None)."""
         conditions = [TicketRow.id == ticket_id, TicketRow.status == "claimed"]

@@ -93,6 +93,12 @@ NOTICES = {
     "closed": ("ok", "Het gesprek is gesloten; de inwoner praat weer met de assistent."),
     "forced": ("warn", "Het gesprek is gesloten zonder bericht aan de inwoner (assistent niet bereikbaar)."),
     "taken": ("error", "Dit gesprek is al opgepakt door een collega."),
+    "taken_reply": ("error", "Je antwoord is niet verstuurd: een collega heeft dit gesprek opgepakt. "
+                    "Overleg eerst, of vink 'Toch reageren' aan als je zeker weet dat je zelf wilt antwoorden."),
+    "assigned": ("ok", "Het gesprek is toegewezen."),
+    "assignee": ("error", "Kies een collega met een actief account."),
+    "confirm_close": ("warn", "Het gesprek is niet gesloten. Vink 'Ja, sluiten' aan om het echt te sluiten."),
+    "confirm_delete": ("warn", "Niet verwijderd. Vink 'Ja, verwijderen' aan om het standaardantwoord echt te verwijderen."),
     "not_yours": ("error", "Je kunt alleen een gesprek vrijgeven dat je zelf hebt opgepakt."),
     "closed_already": ("error", "Dit gesprek is al gesloten."),
     "close_failed": ("error", "Afsluiten is niet gelukt: de assistent is niet bereikbaar. Het gesprek staat nog open."),
@@ -391,7 +397,9 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     async def ticket_page(request: Request, ticket_id: int):
         ticket = await run(service.ticket_detail, ticket_id)
         answers = await run(service.answers_for, ticket["municipality"])
-        return render(request, "ticket.html", ticket=ticket, answers=answers, outcomes=settings.outcomes)
+        colleagues = await run(service.assignable) if can(user_of(request), "release_any") else []
+        return render(request, "ticket.html", ticket=ticket, answers=answers, outcomes=settings.outcomes,
+                      colleagues=colleagues)
 
     def back_to_ticket(ticket_id: int, msg: str, anchor: str = ""):
         return response.redirect(f"/tickets/{ticket_id}?msg={quote(msg)}{anchor}")
@@ -426,7 +434,16 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     @needs("desk")
     async def reply_form(request: Request, ticket_id: int):
         text = request.form.get("text", "")
-        return await form_action(request, ticket_id, service.reply, "sent", ticket_id, text, user_of(request))
+        override = request.form.get("override") == "1"
+        return await form_action(
+            request, ticket_id, service.reply, "sent", ticket_id, text, user_of(request), override=override
+        )
+
+    @app.post("/tickets/<ticket_id:int>/assign")
+    @needs("release_any")
+    async def assign_form(request: Request, ticket_id: int):
+        assignee = request.form.get("assignee", "")
+        return await form_action(request, ticket_id, service.assign, "assigned", ticket_id, assignee, user_of(request))
 
     @app.post("/tickets/<ticket_id:int>/messages/<message_id:int>/retry")
     @needs("desk")
@@ -444,6 +461,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     async def close_form(request: Request, ticket_id: int):
         outcome = request.form.get("outcome", "")
         force = request.form.get("force") == "1"
+        if request.form.get("confirm") != "1":  # a real confirmation step, also without JavaScript
+            return back_to_ticket(ticket_id, "confirm_close", "#close-form")
         return await form_action(
             request, ticket_id, service.close, "closed", ticket_id, outcome, user_of(request), force=force
         )
@@ -466,6 +485,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     @app.post("/answers/<answer_id:int>/delete")
     @needs("answers")
     async def answers_delete(request: Request, answer_id: int):
+        if request.form.get("confirm") != "1":  # a real confirmation step, also without JavaScript
+            return response.redirect("/answers?msg=confirm_delete")
         await run(delete_answer, answer_id, user_of(request))
         return response.redirect("/answers?msg=deleted")
 
@@ -535,8 +556,16 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     @needs("desk")
     async def api_reply(request: Request, ticket_id: int):
         data = body_of(request)
-        result = await run(service.reply, ticket_id, str(data.get("text") or ""), user_of(request))
+        result = await run(
+            service.reply, ticket_id, str(data.get("text") or ""), user_of(request), override=bool(data.get("override"))
+        )
         return jsonr(result, status=200 if result["ok"] else 502)
+
+    @app.post("/api/tickets/<ticket_id:int>/assign")
+    @needs("release_any")
+    async def api_assign(request: Request, ticket_id: int):
+        data = body_of(request)
+        return jsonr(await run(service.assign, ticket_id, str(data.get("assignee") or ""), user_of(request)))
 
     @app.post("/api/tickets/<ticket_id:int>/messages/<message_id:int>/retry")
     @needs("desk")

@@ -58,6 +58,8 @@ ACTION_LABELS = {
     "claim": "opgepakt",
     "claim_refused": "oppakken geweigerd",
     "release": "teruggezet",
+    "assign": "toegewezen",
+    "reply_override": "gereageerd op gesprek van collega",
     "reply": "antwoord geschreven",
     "reply_delivered": "antwoord verstuurd",
     "reply_deferred": "antwoord uitgesteld",
@@ -361,8 +363,11 @@ class DeskService:
         return self.store.list_answers(municipality)
 
     # ------------------------------------------------------------------ helpers
-    def _ensure_mine(self, ticket: Ticket, user: Optional[Dict[str, Any]], action: str) -> Ticket:
-        """Staff act on tickets they hold; an unclaimed ticket is claimed on the way."""
+    def _ensure_mine(
+        self, ticket: Ticket, user: Optional[Dict[str, Any]], action: str, override: bool = False
+    ) -> Ticket:
+        """Staff act on tickets they hold; an unclaimed ticket is claimed on the way.
+        ``override``: a reply on a colleague's ticket after "Toch reageren"."""
         if ticket.status not in OPEN_STATES:
             raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
         if user is None:  # the integration acts for the whole webcare team
@@ -394,6 +399,25 @@ class DeskService:
             raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
         raise DeskError(409, "taken", f"Dit gesprek is al opgepakt door {ticket.claimed_by}.")
 
+    def assignable(self) -> List[str]:
+        """Usernames of the active staff accounts a ticket can be given to."""
+        return [u["username"] for u in self.store.list_users() if u["active"] and can(u, "desk")]
+
+    def assign(self, ticket_id: int, assignee: str, user: Dict[str, Any]) -> Dict[str, Any]:
+        """A coordinator gives a ticket to a colleague (also one claimed by someone else)."""
+        if not can(user, "release_any"):
+            raise DeskError(403, "forbidden", "Alleen een coördinator kan een gesprek toewijzen.")
+        assignee = (assignee or "").strip()
+        if assignee not in self.assignable():
+            raise DeskError(400, "assignee", "Kies een collega met een actief account.")
+        self.require_ticket(ticket_id)
+        previous = self.handoff.assign(ticket_id, assignee)
+        if previous is None:
+            raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
+        if previous != assignee:
+            self.store.audit(user["username"], "assign", ticket_id, {"to": assignee, "from": previous or None})
+        return {"ok": True, "claimed_by": assignee, "previous": previous or None}
+
     def release(self, ticket_id: int, user: Dict[str, Any]) -> Dict[str, Any]:
         self.require_ticket(ticket_id)
         name = user["username"]
@@ -402,14 +426,19 @@ class DeskService:
             return {"ok": True}
         raise DeskError(409, "not_yours", "Je kunt alleen een gesprek vrijgeven dat je zelf hebt opgepakt.")
 
-    def reply(self, ticket_id: int, text: str, user: Optional[Dict[str, Any]], actor: Optional[str] = None) -> Dict[str, Any]:
+    def reply(
+        self, ticket_id: int, text: str, user: Optional[Dict[str, Any]], actor: Optional[str] = None,
+        override: bool = False,
+    ) -> Dict[str, Any]:
         text = (text or "").strip()
         if not text:
             raise DeskError(400, "empty", "Typ eerst een antwoord.")
         if len(text) > MAX_TEXT:
             raise DeskError(400, "too_long", f"Een antwoord mag hoogstens {MAX_TEXT} tekens hebben.")
-        ticket = self._ensure_mine(self.require_ticket(ticket_id), user, "reply")
+        ticket = self._ensure_mine(self.require_ticket(ticket_id), user, "reply", override=override)
         actor = actor or user["username"]
+        if user is not None and ticket.claimed_by and ticket.claimed_by != actor:
+            self.store.audit(actor, "reply_override", ticket_id, {"claimed_by": ticket.claimed_by})
         message_id = self.handoff.add_staff_reply(ticket_id, actor, text)
         self.store.audit(actor, "reply", ticket_id, {"message_id": message_id, "chars": len(text)})
         return self._deliver(ticket, message_id, text, actor)

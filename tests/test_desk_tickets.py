@@ -340,7 +340,7 @@ def test_form_flow_claim_reply_note_close(rig):
     assert "al opgepakt" in bert.get(f"/tickets/{ticket.id}?msg=taken").text
     assert anna.form(f"/tickets/{ticket.id}/reply", {"text": "Dag!"}).headers["Location"].endswith("msg=sent")
     assert anna.form(f"/tickets/{ticket.id}/note", {"text": "intern"}).headers["Location"].endswith("msg=noted")
-    closed = anna.form(f"/tickets/{ticket.id}/close", {"outcome": "beantwoord"})
+    closed = anna.form(f"/tickets/{ticket.id}/close", {"outcome": "beantwoord", "confirm": "1"})
     assert closed.status_code == 302 and closed.headers["Location"] == "/?msg=closed"
     assert rig.handoff.get(ticket.id).status == "closed"
     assert [a for _, a in _actions(rig.desk, ticket.id)] == [

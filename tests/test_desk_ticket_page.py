@@ -1,0 +1,133 @@
+"""The ticket page as a KCC colleague uses it (issue 18): a coordinator assigns and
+reassigns, a colleague who is not the claimer must confirm before replying, closing a
+ticket and deleting a standard answer need a confirmation (also without JavaScript)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
+    DeskClient,
+    FakeRasa,
+    make_user,
+    open_ticket,
+    sqlite_url,
+    start_desk,
+)
+
+from appcare.handoff_store import HandoffStore  # noqa: E402
+from desk.store import DeskStore  # noqa: E402
+
+
+@pytest.fixture
+def rig(sqlite_url):
+    handoff = HandoffStore(sqlite_url)
+    rasa = FakeRasa(handoff, sqlite_url)
+    for name, role in (("anna", "staff"), ("bert", "staff"), ("carla", "coordinator"), ("eddy", "editor")):
+        make_user(sqlite_url, name, role)
+    server = start_desk(sqlite_url, rasa.url)
+    rig = type("Rig", (), {})()
+    rig.handoff, rig.rasa, rig.desk = handoff, rasa, DeskStore(sqlite_url)
+
+    def client(name):
+        c = DeskClient(server.url)
+        assert c.login(name).status_code == 302
+        return c
+
+    rig.client = client
+    yield rig
+    server.stop()
+    rasa.stop()
+
+
+def _actions(desk, ticket_id):
+    return [(a["actor"], a["action"]) for a in reversed(desk.audit_log(ticket_id=ticket_id))]
+
+
+def test_coordinator_assigns_and_reassigns_a_ticket(rig):
+    ticket = open_ticket(rig.handoff)
+    carla = rig.client("carla")
+    page = carla.get(f"/tickets/{ticket.id}").text
+    assert 'id="assign-form"' in page
+    # Active staff accounts with desk access; not the editor.
+    assert '<option value="anna"' in page and '<option value="bert"' in page and 'value="eddy"' not in page
+
+    assigned = carla.form(f"/tickets/{ticket.id}/assign", {"assignee": "anna"})
+    assert assigned.headers["Location"].endswith("msg=assigned")
+    assert rig.handoff.get(ticket.id).claimed_by == "anna"
+    assert "Opnieuw toewijzen" in carla.get(f"/tickets/{ticket.id}").text
+
+    carla.form(f"/tickets/{ticket.id}/assign", {"assignee": "bert"})
+    assert rig.handoff.get(ticket.id).claimed_by == "bert"
+    assert _actions(rig.desk, ticket.id)[-2:] == [("carla", "assign"), ("carla", "assign")]
+    log = rig.desk.audit_log(ticket_id=ticket.id)
+    assert {"to": "bert", "from": "anna"}.items() <= log[0]["detail"].items()
+
+    # Not to an editor, and a staff member cannot assign.
+    assert carla.form(f"/tickets/{ticket.id}/assign", {"assignee": "eddy"}).headers["Location"].endswith("msg=assignee")
+    anna = rig.client("anna")
+    assert 'id="assign-form"' not in anna.get(f"/tickets/{ticket.id}").text
+    assert anna.form(f"/tickets/{ticket.id}/assign", {"assignee": "anna"}).status_code == 403
+    assert rig.handoff.get(ticket.id).claimed_by == "bert"
+
+
+def test_reply_on_a_colleagues_ticket_needs_toch_reageren(rig):
+    ticket = open_ticket(rig.handoff)
+    anna, bert, carla = rig.client("anna"), rig.client("bert"), rig.client("carla")
+    anna.form(f"/tickets/{ticket.id}/claim", {})
+
+    page = bert.get(f"/tickets/{ticket.id}").text
+    assert "Dit gesprek is opgepakt door <strong>anna</strong>" in page and "Toch reageren" in page
+    assert "Toch reageren" not in anna.get(f"/tickets/{ticket.id}").text
+
+    refused = bert.form(f"/tickets/{ticket.id}/reply", {"text": "Ik help u ook."})
+    assert refused.headers["Location"].endswith("msg=taken_reply")
+    assert "Je antwoord is niet verstuurd" in bert.get(refused.headers["Location"]).text
+    # Also a coordinator, and over the API: refused with a Dutch message.
+    api = carla.post(f"/api/tickets/{ticket.id}/reply", {"text": "Van de coördinator"})
+    assert api.status_code == 409 and "opgepakt door anna" in api.json()["error"]
+    assert rig.rasa.intents("EXTERNAL_kcc_reply") == []
+
+    sent = bert.form(f"/tickets/{ticket.id}/reply", {"text": "Ik help u ook.", "override": "1"})
+    assert sent.headers["Location"].endswith("msg=sent")
+    assert len(rig.rasa.intents("EXTERNAL_kcc_reply")) == 1
+    assert ("bert", "reply_override") in _actions(rig.desk, ticket.id)
+    assert rig.handoff.get(ticket.id).claimed_by == "anna"  # still anna's
+
+
+def test_closing_needs_ja_sluiten(rig):
+    ticket = open_ticket(rig.handoff)
+    anna = rig.client("anna")
+    page = anna.get(f"/tickets/{ticket.id}").text
+    assert 'name="confirm"' in page and "Ja, sluiten" in page
+    unconfirmed = anna.form(f"/tickets/{ticket.id}/close", {"outcome": "beantwoord"})
+    assert unconfirmed.headers["Location"].split("#")[0].endswith("msg=confirm_close")
+    assert "Vink &#39;Ja, sluiten&#39; aan" in anna.get(unconfirmed.headers["Location"].split("#")[0]).text \
+        or "Vink 'Ja, sluiten' aan" in anna.get(unconfirmed.headers["Location"].split("#")[0]).text
+    assert rig.handoff.get(ticket.id).status != "closed" and rig.rasa.intents("EXTERNAL_kcc_close") == []
+    closed = anna.form(f"/tickets/{ticket.id}/close", {"outcome": "beantwoord", "confirm": "1"})
+    assert closed.headers["Location"] == "/?msg=closed"
+    assert rig.handoff.get(ticket.id).status == "closed"
+
+
+def test_deleting_a_standard_answer_needs_ja_verwijderen(rig):
+    carla = rig.client("carla")
+    saved = carla.form("/answers", {"title": "Openingstijden", "text": "Wij zijn open van 9 tot 17 uur."})
+    assert saved.status_code == 302
+    answer_id = rig.desk.list_answers()[0]["id"]
+    assert "Ja, verwijderen" in carla.get("/answers").text
+    kept = carla.form(f"/answers/{answer_id}/delete", {})
+    assert kept.headers["Location"].endswith("msg=confirm_delete")
+    assert [a["title"] for a in rig.desk.list_answers()] == ["Openingstijden"]
+    carla.form(f"/answers/{answer_id}/delete", {"confirm": "1"})
+    assert rig.desk.list_answers() == []
+
+
+def test_one_message_is_bericht(rig):
+    ticket = open_ticket(rig.handoff, transcript=[{"sender": "citizen", "text": "hallo", "time": 1700000000.0}])
+    page = rig.client("anna").get(f"/tickets/{ticket.id}").text
+    assert "(1 bericht)" in page and "(1 berichten)" not in page
