@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
@@ -281,6 +281,39 @@ class EditorService:
         # The example itself stays out of the audit log (it started as a citizen message).
         self.audit(user, "inbox_assigned", {"item": item_id, "intent": intent, "files": result.changed_files})
         return {"example": example, "warnings": result.warnings, "files": result.changed_files}
+
+    def assign_many(self, item_ids: Sequence[int], intent: str, texts: Dict[int, str],
+                    user: Dict[str, Any]) -> Dict[str, Any]:
+        """Assigns several inbox items to one intent at once (one edit of the training data).
+
+        ``texts`` holds the editor's corrected text per item (else the suggestion is used).
+        Items already handled meanwhile are skipped; identical questions become one example."""
+        ids = list(dict.fromkeys(int(i) for i in item_ids))
+        if not ids:
+            raise EditorRefused(["Vink eerst een of meer vragen aan."], code="empty")
+        if not intent:
+            raise EditorRefused(["Kies een onderwerp."], code="empty")
+        items = [self.editor.inbox_item(i) for i in ids]
+        open_items = [item for item in items if item is not None and item["status"] == "new"]
+        if not open_items:
+            raise DeskError(409, "handled", "Deze vragen zijn al afgehandeld.")
+        examples: Dict[int, str] = {}
+        for item in open_items:
+            text = str(texts.get(item["id"]) or "")
+            examples[item["id"]] = (strip_placeholders(text) if text.strip()
+                                    else self.nlu.suggest_example(item["text"]))
+        try:
+            result = self.nlu.add(intent, list(examples.values()))
+            files, warnings = result.changed_files, result.warnings
+        except EditorRefused as exc:
+            if exc.code != "duplicate":
+                raise
+            files, warnings = [], []  # all of them are examples already: only mark them handled
+        done = [i for i, example in examples.items()
+                if self.editor.handle_inbox(i, "assigned", user["username"], intent=intent, example=example)]
+        # Only that examples were added, never their text (they started as citizen messages).
+        self.audit(user, "inbox_assigned", {"items": done, "count": len(done), "intent": intent, "files": files})
+        return {"assigned": len(done), "skipped": len(ids) - len(done), "warnings": warnings, "files": files}
 
     def with_suggestions(self, items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Inbox items with the training example each would become (entities marked)."""

@@ -316,3 +316,61 @@ def test_unknown_things_answer_404(env):
     post = editor.http.post(editor.url("/editor/facts/terneuzen/no.such.fact"), data={"csrf_token": csrf_of(page)})
     assert post.status_code == 404 and "bestaat niet" in post.text
     assert editor.post("/api/editor/inbox/999/assign", {"intent": "passport_fees", "text": "x y"}).status_code == 404
+
+
+def test_inbox_pages_groups_and_assigns_several_at_once(env):
+    db = env.tracker
+    for n in range(60):  # many different questions the assistant was unsure about
+        db.turn(f"3161000{n:04d}", f"vraag nummer {n} over het afval ophalen in straat {n}", "nlu_fallback", 0.2,
+                ["action_clarify"])
+    for n in range(3):  # the same question three times, with different spelling
+        db.turn(f"3162000{n:04d}", ["Wat kost een paspoort?", "wat kost een paspoort", "WAT KOST EEN PASPOORT!"][n],
+                "passport_fees", 0.45, ["action_passport_id"])
+    db.turn("31630000001", "hoeveel moet ik betalen voor een id kaart", "passport_fees", 0.5, ["action_passport_id"])
+    editor = login(env, "eddy")
+    page = editor.get("/editor/inbox").text
+    assert page.count('class="inbox-item"') == 25 and "Pagina 1 van 3" in page
+    assert page.count("<select") <= 3  # one subject choice per group, not one per question
+    second = editor.get("/editor/inbox?page=2").text
+    assert "Pagina 2 van 3" in second and second.count('class="inbox-item"') == 25
+    last = editor.get("/editor/inbox?page=3").text
+    assert "Pagina 3 van 3" in last
+    # The passport group: the same question once, with how often it was asked.
+    grouped = next(p for p in (page, second, last) if 'data-intent="passport_fees"' in p)
+    assert "3 keer gevraagd" in grouped and grouped.lower().count("kost een paspoort") == 1
+    section = grouped[grouped.index('data-intent="passport_fees"'):]
+    section = section[:section.index("</section>")]
+    assert "(4 berichten)" in section and '<option value="passport_fees" selected' in section
+    ids = re.findall(r'name="item" value="([\d,]+)"', section)
+    assert len(ids) == 2 and any(len(v.split(",")) == 3 for v in ids)
+    form = {"csrf_token": csrf_of(grouped), "intent": "passport_fees", "action": "assign", "item": ids}
+    for value in ids:
+        first = value.split(",")[0]
+        form[f"text_{first}"] = re.search(rf'name="text_{first}" value="([^"]*)"', section).group(1).replace("&#39;", "'")
+    assert editor.http.post(editor.url("/editor/inbox/bulk"), data=dict(form, csrf_token="wrong"),
+                            allow_redirects=False).status_code == 403
+    done = editor.http.post(editor.url("/editor/inbox/bulk"), data=form, allow_redirects=False)
+    assert done.status_code == 302 and "msg=inbox_assigned" in done.headers["Location"]
+    nlu = (env.project / "data" / "nlu" / "passport_id.yml").read_text()
+    assert "hoeveel moet ik betalen voor een" in nlu
+    weeks = editor.get("/api/editor/inbox").json()["weeks"][0]
+    assert (weeks["assigned"], weeks["new"]) == (4, 60)
+    assigned = editor.get("/editor/inbox?status=assigned").text
+    assert assigned.count('class="inbox-item"') == 2 and "3 keer gevraagd" in assigned
+    from desk.store import DeskStore
+
+    entry = DeskStore(env.db_url).audit_log(action="inbox_assigned")[0]
+    assert entry["actor"] == "eddy" and entry["detail"]["count"] == 4 and entry["detail"]["intent"] == "passport_fees"
+    assert "paspoort" not in str(entry["detail"]) and "betalen" not in str(entry["detail"])  # no citizen text
+    # Nothing ticked: a Dutch message, nothing changes.
+    empty = editor.http.post(editor.url("/editor/inbox/bulk"),
+                             data={"csrf_token": csrf_of(page), "intent": "passport_fees", "action": "assign"})
+    assert empty.status_code == 422 and "Vink eerst een of meer vragen aan" in empty.text
+    # Several at once as "ignore".
+    rest = editor.get("/editor/inbox").text
+    picks = re.findall(r'name="item" value="([\d,]+)"', rest)[:5]
+    ignored = editor.http.post(editor.url("/editor/inbox/bulk"),
+                               data={"csrf_token": csrf_of(rest), "action": "dismiss", "item": picks},
+                               allow_redirects=False)
+    assert ignored.status_code == 302
+    assert editor.get("/api/editor/inbox").json()["weeks"][0]["dismissed"] == 5

@@ -281,10 +281,12 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     assert text_of(browser, "week-counts").count("\n") >= 1
     from appcare.editor_nlu import plain_text
 
-    suggested = item.find_element(By.NAME, "text").get_attribute("value")  # placeholders gone, entities marked
+    suggested = item.find_element(By.CSS_SELECTOR, "input[name^='text_']").get_attribute("value")  # placeholders gone, entities marked
     assert plain_text(suggested) == "Hoi, ik ben, hoeveel pegels moet ik dokken voor een paspoort?", suggested
-    Select(item.find_element(By.NAME, "intent")).select_by_value("passport_fees")
-    item.find_element(By.CSS_SELECTOR, ".assign-button").click()
+    item.find_element(By.NAME, "item").click()  # tick it, one subject for the ticked questions of its group
+    group = item.find_element(By.XPATH, "./ancestor::form[1]")
+    Select(group.find_element(By.NAME, "intent")).select_by_value("passport_fees")
+    group.find_element(By.CSS_SELECTOR, ".assign-button").click()
     WebDriverWait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "notice"), "Toegevoegd"))
     nlu = (stack.project / "data" / "nlu" / "passport_id.yml").read_text()
     assert f"    - {suggested}\n" in nlu
