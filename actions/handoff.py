@@ -11,7 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from pathlib import Path
 from typing import Any, Dict, List
+
+import yaml
 
 from rasa_sdk.events import FollowupAction
 
@@ -50,23 +53,55 @@ BOT_FRUSTRATION = re.compile(
     r"begrijp(t|en)? (er )?(niks|niets|me niet|het niet)|useless|you don'?t understand", re.IGNORECASE)
 
 
+EXTERNAL_PREFIX = "EXTERNAL: "  # Rasa's text of a user event for an external intent (trigger_intent)
+
+
 def transcript_of(turn: Turn, limit: int = 30) -> List[Dict[str, Any]]:
+    """The conversation so far, for staff. The desk's own actions of an earlier
+    handoff come in as external intents (EXTERNAL_kcc_reply, EXTERNAL_kcc_close): the
+    citizen never typed those, so they are left out; what the bot said right after a
+    kcc_reply is the colleague's reply ("staff")."""
     items = []
+    after_staff_reply = False
     for event in turn.tracker.events:
         kind = event.get("event")
-        if kind == "user" and event.get("text") and not str(event.get("text")).startswith("/"):
-            items.append({"sender": "citizen", "text": event["text"], "time": event.get("timestamp")})
-        elif kind == "bot" and event.get("text"):
-            items.append({"sender": "bot", "text": event["text"], "time": event.get("timestamp")})
+        text = str(event.get("text") or "")
+        if kind == "user":
+            external = text.startswith(EXTERNAL_PREFIX) or (
+                (event.get("parse_data") or {}).get("intent", {}).get("name", "").startswith("EXTERNAL_")
+            )
+            after_staff_reply = external and "kcc_reply" in text + str(
+                ((event.get("parse_data") or {}).get("intent") or {}).get("name", "")
+            )
+            if text and not external and not text.startswith("/"):
+                items.append({"sender": "citizen", "text": text, "time": event.get("timestamp")})
+        elif kind == "bot" and text:
+            sender = "staff" if after_staff_reply else "bot"
+            items.append({"sender": sender, "text": text, "time": event.get("timestamp")})
     return items[-limit:]
 
 
+INTENT_LABELS_FILE = Path(__file__).resolve().parent.parent / "desk" / "intent_labels.yml"
+
+
+def intent_label(intent: str) -> str:
+    """The Dutch name the editors gave an intent (desk/intent_labels.yml, read each
+    time so their changes count); the intent name itself when it has none."""
+    try:
+        labels = yaml.safe_load(INTENT_LABELS_FILE.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        labels = {}
+    label = labels.get(intent) if isinstance(labels, dict) else None
+    return str(label).strip() if label else intent
+
+
 def summary_of(turn: Turn, reason: str) -> str:
+    """What staff read in the queue besides the reason (which has its own column)."""
     last_text = (turn.tracker.latest_message or {}).get("text") or ""
     topic = turn.tracker.get_slot("topic")
-    parts = [f"Reden: {REASON_LABELS.get(reason, reason)}."]
+    parts = []
     if topic:
-        parts.append(f"Onderwerp eerder in gesprek: {topic}.")
+        parts.append(f"Onderwerp eerder in gesprek: {intent_label(str(topic)).rstrip('.')}.")
     if last_text and not last_text.startswith("/"):
         parts.append(f"Laatste bericht: {last_text[:300]}")
     return " ".join(parts)

@@ -228,7 +228,12 @@ class HandoffStore:
         one is given now) and the language when it had none. Reason, summary and
         transcript stay those of the first handoff. A callback number implies the wish.
         """
-        masked = [dict(item, text=pii.mask(str(item.get("text", "")))) for item in transcript]
+        # Staff replies from an earlier handoff stay as written (as in add_staff_reply):
+        # masking would turn the colleague's own signature into "[naam]".
+        masked = [
+            dict(item, text=str(item.get("text", "")) if item.get("sender") == "staff" else pii.mask(str(item.get("text", ""))))
+            for item in transcript
+        ]
         language = _language(language)
         callback_number = _callback_number(callback_number)
         callback_requested = bool(callback_requested or callback_number)

@@ -30,7 +30,7 @@ from sanic.request import Request
 from appcare.handoff_store import HandoffStore
 from appcare.metrics import mount_desk
 
-from desk import editor_routes, user_routes
+from desk import editor_routes, report_routes, user_routes
 from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, throttle_message, tokens_equal
 from desk.editor_service import EditorService
 from desk.rasa_client import RasaClient
@@ -611,6 +611,8 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     editor_routes.register(app, editor, render=render, run=run, needs=needs, user_of=user_of, body_of=body_of,
                            jsonr=jsonr)
     user_routes.register(app, auth, render=render, run=run, needs=needs, user_of=user_of, body_of=body_of)
+    report_routes.register(app, store=store, endpoints=lambda: editor.endpoints, tickets_url=settings.db_url,
+                           render=render, run=run, needs=needs, user_of=user_of, overview=service.overview)
 
     # ------------------------------------------------------------------ webcare integration
     async def integration(request: Request, action: str):

@@ -337,7 +337,7 @@ class DeskService:
         data["callback_label"] = callback_label(ticket)
         data["transcript"] = [
             {
-                "sender": "citizen" if str(item.get("sender") or item.get("role") or "") in ("citizen", "user") else "bot",
+                "sender": _transcript_sender(item),
                 "text": str(item.get("text") or ""),
                 "time": _transcript_time(item.get("time") or item.get("timestamp")),
             }
@@ -664,6 +664,14 @@ class DeskService:
                 for a in self.store.audit_log(limit=30)
             ],
         }
+
+
+def _transcript_sender(item: Dict[str, Any]) -> str:
+    """citizen | staff (a colleague's reply in an earlier handoff) | bot."""
+    sender = str(item.get("sender") or item.get("role") or "")
+    if sender in ("citizen", "user"):
+        return "citizen"
+    return "staff" if sender == "staff" else "bot"
 
 
 def _transcript_time(value: Any) -> str:

@@ -131,3 +131,42 @@ def test_one_message_is_bericht(rig):
     ticket = open_ticket(rig.handoff, transcript=[{"sender": "citizen", "text": "hallo", "time": 1700000000.0}])
     page = rig.client("anna").get(f"/tickets/{ticket.id}").text
     assert "(1 bericht)" in page and "(1 berichten)" not in page
+
+
+SECOND_HANDOFF_EVENTS = [
+    {"event": "user", "text": "ik wil een medewerker", "timestamp": 1764702660.0},
+    {"event": "bot", "text": "Ik geef je vraag door aan een collega.", "timestamp": 1764702661.0},
+    {"event": "user", "text": "EXTERNAL: EXTERNAL_kcc_reply", "timestamp": 1764702700.0,
+     "parse_data": {"intent": {"name": "EXTERNAL_kcc_reply"}}},
+    {"event": "bot", "text": "Uw paspoort ligt klaar. Met vriendelijke groet, Sanne Jansen", "timestamp": 1764702700.5},
+    {"event": "user", "text": "EXTERNAL: EXTERNAL_kcc_close", "timestamp": 1764702760.0,
+     "parse_data": {"intent": {"name": "EXTERNAL_kcc_close"}}},
+    {"event": "bot", "text": "Het gesprek met de medewerker is afgesloten.", "timestamp": 1764702760.5},
+    {"event": "bot", "text": "Een paspoort kost 84,45 euro.", "timestamp": 1764702800.0},
+]
+
+
+def test_second_handoff_shows_the_colleagues_reply_as_staff_not_as_the_citizen(rig):
+    from actions.handoff import ActionHandoffToKcc
+    from appcare.handoff_store import default_store
+    from conftest import run_action
+
+    run_action(ActionHandoffToKcc(), "ik wil weer een medewerker", "request_human",
+               slots={"municipality": "lelystad", "topic": "passport_fees"},
+               events=SECOND_HANDOFF_EVENTS, sender="31612340000")
+    stored = default_store().open_ticket_for("31612340000")
+    texts = [(i["sender"], i["text"]) for i in stored.transcript]
+    assert not any("EXTERNAL" in t for _, t in texts)
+    assert ("staff", "Uw paspoort ligt klaar. Met vriendelijke groet, Sanne Jansen") in texts
+    # the citizen's own words are still masked
+    assert ("citizen", "ik wil een medewerker") in texts
+
+    # The summary names the topic as the editors do, and leaves the reason to its own column.
+    assert "Paspoort/ID-kaart: wat kost het" in stored.summary and "passport_fees" not in stored.summary
+    assert "Reden:" not in stored.summary
+
+    # On the desk (same database): "Medewerker", the colleague's name, no EXTERNAL lines.
+    ticket = open_ticket(rig.handoff, transcript=stored.transcript, summary=stored.summary)
+    page = rig.client("anna").get(f"/tickets/{ticket.id}").text
+    assert "EXTERNAL" not in page and "[naam]" not in page
+    assert 'class="msg msg-staff"' in page and "Medewerker" in page and "Sanne Jansen" in page
