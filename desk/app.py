@@ -154,6 +154,7 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
         lstrip_blocks=True,
     )
     templates.globals["outcome_labels"] = OUTCOME_LABELS
+    templates.filters["localtime"] = local_time_label
     app.ctx.templates = templates
     app.static("/static", str(HERE / "static"), name="desk_static")
 
@@ -695,6 +696,15 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
 
 
 _dumps = functools.partial(json.dumps, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def local_time_label(moment: Any, fmt: str = "%d-%m-%Y %H:%M") -> str:
+    """Jinja filter ``localtime``: a stored (UTC) moment in Amsterdam time; "–" for none."""
+    if not moment:
+        return "–"
+    from desk.service import local
+
+    return local(moment).strftime(fmt)
 
 
 def jsonr(body: Any, status: int = 200) -> response.HTTPResponse:

@@ -170,3 +170,16 @@ def test_second_handoff_shows_the_colleagues_reply_as_staff_not_as_the_citizen(r
     page = rig.client("anna").get(f"/tickets/{ticket.id}").text
     assert "EXTERNAL" not in page and "[naam]" not in page
     assert 'class="msg msg-staff"' in page and "Medewerker" in page and "Sanne Jansen" in page
+
+
+def test_accounts_page_shows_the_last_login_in_amsterdam_time(rig):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from desk.store import UserRow
+
+    with rig.desk.engine.begin() as conn:  # stored in UTC: 14:05 UTC on 1 December is 15:05 in Amsterdam
+        conn.execute(update(UserRow).where(UserRow.username == "anna").values(last_login_at=dt.datetime(2026, 12, 1, 14, 5)))
+    page = rig.client("carla").get("/users").text
+    assert "01-12-2026 15:05" in page and "01-12-2026 14:05" not in page
