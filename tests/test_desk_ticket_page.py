@@ -183,3 +183,21 @@ def test_accounts_page_shows_the_last_login_in_amsterdam_time(rig):
         conn.execute(update(UserRow).where(UserRow.username == "anna").values(last_login_at=dt.datetime(2026, 12, 1, 14, 5)))
     page = rig.client("carla").get("/users").text
     assert "01-12-2026 15:05" in page and "01-12-2026 14:05" not in page
+
+
+def test_colleagues_reply_goes_out_as_written_and_the_closing_text_is_the_municipalitys_response():
+    import yaml
+
+    from actions.handoff import ActionCloseHandoff, ActionDeliverStaffReply
+    from conftest import run_action
+
+    written = "Goedemiddag, uw paspoort ligt klaar. U kunt het ophalen met uw oude paspoort."
+    result = run_action(ActionDeliverStaffReply(), "EXTERNAL: EXTERNAL_kcc_reply", "EXTERNAL_kcc_reply",
+                        [{"entity": "kcc_text", "value": written}], slots={"municipality": "lelystad"})
+    assert result.text == written  # no "je" instead of "u", nothing added
+
+    domain = yaml.safe_load((Path(__file__).resolve().parent.parent / "domain" / "handoff.yml").read_text())
+    closing = domain["responses"]["utter_handoff_closed"][0]["text"]
+    closed = run_action(ActionCloseHandoff(), "EXTERNAL: EXTERNAL_kcc_close", "EXTERNAL_kcc_close",
+                        [{"entity": "kcc_outcome", "value": "beantwoord"}], slots={"municipality": "lelystad"})
+    assert closed.text == closing
