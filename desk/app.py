@@ -34,7 +34,7 @@ from desk import editor_routes, report_routes, user_routes
 from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, throttle_message, tokens_equal
 from desk.editor_service import EditorService
 from desk.rasa_client import RasaClient
-from desk.service import OUTCOME_LABELS, DeskError, DeskService
+from desk.service import CHANNEL_LABELS, OUTCOME_LABELS, QUEUE_SORTS, REASON_LABELS, DeskError, DeskService
 from desk.settings import Settings
 from desk.store import DeskStore, utcnow
 from desk.webhooks import (
@@ -383,6 +383,9 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
         auth.clear_session_cookie(resp)
         return resp
 
+    def queue_params(request: Request) -> Dict[str, str]:
+        return {key: request.args.get(key) for key in request.args}
+
     # ------------------------------------------------------------------ pages
     @app.get("/")
     async def queue_page(request: Request):
@@ -390,8 +393,10 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
             return render(request, "error.html", status=403, title="Geen toegang",
                           message="Je account heeft geen toegang tot de KCC-desk.",
                           link=("/editor", "Naar de redactie") if can(user_of(request), "edit") else None)
-        queue = await run(service.queue)
-        return render(request, "queue.html", queue=queue, settings=settings)
+        queue = await run(service.queue, queue_params(request), user_of(request)["username"])
+        choices = await run(service.queue_choices)
+        return render(request, "queue.html", queue=queue, settings=settings, choices=choices,
+                      reasons=REASON_LABELS, sorts=QUEUE_SORTS, channel_labels=CHANNEL_LABELS)
 
     @app.get("/tickets/<ticket_id:int>")
     @needs("desk")
@@ -399,8 +404,9 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
         ticket = await run(service.ticket_detail, ticket_id)
         answers = await run(service.answers_for, ticket["municipality"])
         colleagues = await run(service.assignable) if can(user_of(request), "release_any") else []
+        earlier = await run(service.earlier_tickets, ticket_id)
         return render(request, "ticket.html", ticket=ticket, answers=answers, outcomes=settings.outcomes,
-                      colleagues=colleagues)
+                      colleagues=colleagues, earlier=earlier)
 
     def back_to_ticket(ticket_id: int, msg: str, anchor: str = ""):
         return response.redirect(f"/tickets/{ticket_id}?msg={quote(msg)}{anchor}")
@@ -527,9 +533,12 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     @app.get("/api/queue")
     @needs("desk")
     async def api_queue(request: Request):
-        queue = await run(service.queue)
+        queue = await run(service.queue, queue_params(request), user_of(request)["username"])
         if request.args.get("fragment") == "1":
             queue["html"] = render_fragment(request, "_queue_rows.html", queue=queue)
+        # The sections by their ticket ids (the tickets themselves are in "tickets").
+        queue["sections"] = [{"key": s["key"], "title": s["title"], "more": s["more"],
+                              "ids": [t["id"] for t in s["tickets"]]} for s in queue["sections"]]
         return jsonr(queue)
 
     @app.get("/api/tickets/<ticket_id:int>")

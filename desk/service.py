@@ -245,6 +245,57 @@ class ChannelDelivery:
         return "sent", None
 
 
+QUEUE_PAGE_SIZE = 50
+QUEUE_SECTION_MAX = 50  # rows per "Dringend" / "Klachten" section
+QUEUE_SORTS = {
+    "default": "Te laat eerst, dan langst wachtend",
+    "oldest": "Oudste eerst",
+    "newest": "Nieuwste eerst",
+    "sla": "Minste tijd over (belofte)",
+}
+QUEUE_FILTER_KEYS = ("q", "reason", "municipality", "channel", "language", "claimed", "wait", "sla")
+
+
+def queue_filters(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The queue's GET parameters, checked: unknown values fall back to no filter."""
+    def text(key: str, size: int = 64) -> str:
+        value = params.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        return str(value or "").strip()[:size]
+
+    def number(key: str, default: int = 0) -> int:
+        value = text(key, 6)
+        return int(value) if value.isdigit() else default
+
+    f: Dict[str, Any] = {
+        "tab": "closed" if text("tab") == "closed" else "open",
+        "q": text("q", 100),
+        "reason": text("reason"),
+        "municipality": text("municipality"),
+        "channel": text("channel"),
+        "language": text("language", 16).lower(),
+        "claimed": text("claimed", 128),
+        "wait": number("wait"),
+        "sla": "late" if text("sla") == "late" else "",
+        "sort": text("sort") if text("sort") in QUEUE_SORTS else "default",
+        "page": max(1, number("page", 1)),
+    }
+    f["active"] = any(f[k] for k in QUEUE_FILTER_KEYS)
+    return f
+
+
+def queue_query(f: Dict[str, Any], page: Optional[int] = None) -> str:
+    """The query string of a queue view (for page links and live updates)."""
+    from urllib.parse import urlencode
+
+    pairs = [(k, f[k]) for k in ("tab",) + QUEUE_FILTER_KEYS + ("sort",)
+             if f.get(k) and not (k == "tab" and f[k] == "open") and not (k == "sort" and f[k] == "default")]
+    if page and page > 1:
+        pairs.append(("page", page))
+    return urlencode(pairs)
+
+
 class DeskService:
     def __init__(self, settings: Settings, handoff: HandoffStore, store: DeskStore, rasa: RasaClient):
         self.settings = settings
@@ -301,24 +352,141 @@ class DeskService:
             "callback_requested": bool(ticket.callback_requested or ticket.callback_number),
         }
 
-    def queue(self) -> Dict[str, Any]:
+    def queue(self, params: Optional[Dict[str, Any]] = None, username: Optional[str] = None) -> Dict[str, Any]:
+        """The queue page (and /api/queue): GET parameters as in :data:`QUEUE_SORTS` and
+        :meth:`queue_filters`. Urgent tickets and complaints come first in their own
+        sections (first page only); the rest is paged, ``QUEUE_PAGE_SIZE`` per page."""
         now = utcnow()
-        tickets = [
-            self.ticket_summary(t, now) for t in self.handoff.list(status=list(OPEN_STATES), urgent_first=True)
-        ]
-        # Urgent first; then overdue, then waiting longest first.
-        tickets.sort(key=lambda t: (not t["urgent"], not t["overdue"], t["status"] != "open", t["created_at"]))
-        version = ";".join(f"{t['id']}:{t['version']}:{int(t['overdue'])}" for t in tickets)
+        f = queue_filters(params or {})
+        pickup = dt.timedelta(minutes=self.settings.pickup_minutes)
+        closed_tab = f["tab"] == "closed"
+        claimed = f["claimed"]
+        index = self.store.queue_index(
+            ["closed"] if closed_tab else list(OPEN_STATES),
+            q=f["q"], reason=f["reason"], municipality=f["municipality"], channel=f["channel"],
+            language=f["language"],
+            unclaimed=claimed == "none",
+            claimed_by=(username if claimed == "me" else claimed) if claimed and claimed != "none" else None,
+            created_before=now - dt.timedelta(minutes=f["wait"]) if f["wait"] else None,
+        )
+
+        def deadline(r: Dict[str, Any]) -> Optional[dt.datetime]:
+            if r["status"] == "closed":
+                return None
+            # as is_overdue: picked up within pickup_minutes in KCC hours, else the promise
+            return r["created_at"] + pickup if r["in_kcc_hours"] else r["expected_reply_at"]
+
+        def late(r: Dict[str, Any]) -> bool:
+            due = deadline(r)
+            return r["status"] == "open" and (bool(r["flagged"]) or (due is not None and now >= due))
+
+        if f["sla"] == "late":
+            index = [r for r in index if late(r)]
+        far = dt.datetime.max
+        sorts = {
+            "default": lambda r: (not late(r), r["status"] != "open", r["created_at"]),
+            "oldest": lambda r: r["created_at"],
+            "newest": lambda r: -(r["closed_at"] or r["created_at"]).timestamp(),
+            "sla": lambda r: (deadline(r) or far, r["created_at"]),
+        }
+        index.sort(key=sorts[f["sort"]])
+
+        sections: List[Dict[str, Any]] = []
+        rest = index
+        if not closed_tab:
+            urgent = [r for r in index if r["urgent"] or r["reason"] == "urgent"]
+            complaints = [r for r in index if r["reason"] == "complaint" and r not in urgent]
+            taken = {r["id"] for r in urgent} | {r["id"] for r in complaints}
+            rest = [r for r in index if r["id"] not in taken]
+            if f["page"] == 1:
+                for key, title, rows in (("urgent", "Dringend", urgent), ("complaints", "Klachten", complaints)):
+                    if rows:
+                        sections.append({"key": key, "title": title, "rows": rows[:QUEUE_SECTION_MAX],
+                                         "more": max(0, len(rows) - QUEUE_SECTION_MAX)})
+        pages = max(1, -(-len(rest) // QUEUE_PAGE_SIZE))
+        page = min(f["page"], pages)
+        page_rows = rest[(page - 1) * QUEUE_PAGE_SIZE: page * QUEUE_PAGE_SIZE]
+        sections.append({"key": "main", "title": "Gesloten" if closed_tab else ("Overige gesprekken" if sections else ""),
+                         "rows": page_rows, "more": 0})
+
+        wanted = [r["id"] for s in sections for r in s["rows"]]
+        loaded = self.store.tickets_by_id(wanted)
+        for s in sections:
+            s["tickets"] = []
+            for r in s["rows"]:
+                if r["id"] not in loaded:
+                    continue
+                t = self.ticket_summary(loaded[r["id"]], now)
+                due = deadline(r)
+                if due is not None:
+                    left = (due - now).total_seconds()
+                    t["sla_seconds"] = int(left)
+                    t["sla_late"] = left <= 0
+                    t["sla_label"] = f"{duration_label(-left)} te laat" if left <= 0 else f"nog {duration_label(left)}"
+                else:
+                    t.update(sla_seconds=None, sla_late=False, sla_label=None)
+                t["section"] = s["key"]
+                closed_at = loaded[r["id"]].closed_at
+                t["closed_label"] = local(closed_at).strftime("%d-%m %H:%M") if closed_at else None
+                s["tickets"].append(t)
+            del s["rows"]
+        tickets = [t for s in sections for t in s["tickets"]]
+        version = ";".join(f"{t['id']}:{t['version']}:{int(t['overdue'])}:{t['section']}" for t in tickets)
+
+        if f["active"] or closed_tab:  # the counts at the top are the whole queue's
+            everything = self.store.queue_index(list(OPEN_STATES))
+        else:
+            everything = index
         return {
             "tickets": tickets,
+            "sections": [s for s in sections if s["tickets"] or s["key"] == "main"],
             "counts": {
-                "open": sum(1 for t in tickets if t["status"] == "open"),
-                "claimed": sum(1 for t in tickets if t["status"] == "claimed"),
-                "overdue": sum(1 for t in tickets if t["overdue"]),
+                "open": sum(1 for r in everything if r["status"] == "open"),
+                "claimed": sum(1 for r in everything if r["status"] == "claimed"),
+                "overdue": sum(1 for r in everything if late(r)),
             },
+            "matched": len(index),
+            "page": page,
+            "pages": pages,
+            "page_size": QUEUE_PAGE_SIZE,
+            "page_links": [{"page": n, "query": queue_query(f, page=n), "current": n == page}
+                           for n in range(1, pages + 1)],
+            "filters": f,
+            "query": queue_query(f),
             "version": version,
             "server_time": iso(now),
         }
+
+    def queue_choices(self) -> Dict[str, Any]:
+        """The values the queue's filter form offers (those that occur in the tickets)."""
+        choices = self.store.queue_choices()
+        names: Dict[str, str] = {}
+        for code in choices["languages"]:
+            primary = code.split("-", 1)[0]
+            if primary != "nl":
+                names.setdefault(primary, language_label(primary) or primary)
+        choices["language_options"] = sorted(names, key=lambda c: names[c])
+        choices["language_names"] = names
+        return choices
+
+    def earlier_tickets(self, ticket_id: int) -> List[Dict[str, Any]]:
+        """The citizen's other tickets (same conversation), newest first, for the
+        ticket page's "Eerdere gesprekken"."""
+        ticket = self.handoff.get(ticket_id, with_messages=False)
+        if ticket is None:
+            return []
+        return [
+            {
+                "id": t.id,
+                "created_label": local(t.created_at).strftime("%d-%m-%Y %H:%M"),
+                "reason_label": REASON_LABELS.get(t.reason, t.reason),
+                "status": t.status,
+                "status_label": STATUS_LABELS.get(t.status, t.status),
+                "outcome_label": OUTCOME_LABELS.get(t.outcome or "", t.outcome),
+                "summary": t.summary,
+            }
+            for t in self.store.earlier_tickets(ticket.conversation_id, ticket.id)
+        ]
 
     def require_ticket(self, ticket_id: int) -> Ticket:
         ticket = self.handoff.get(ticket_id, with_messages=True)
@@ -380,8 +548,16 @@ class DeskService:
             ticket = self.require_ticket(ticket.id)
             if ticket.status not in OPEN_STATES:
                 raise DeskError(409, "closed", "Dit gesprek is al gesloten.")
-        if ticket.claimed_by != name and not can(user, "release_any"):
-            raise DeskError(409, "taken", f"Dit gesprek is al opgepakt door {ticket.claimed_by}.")
+        if ticket.claimed_by != name:
+            if action == "reply":
+                if not override:
+                    raise DeskError(
+                        409, "taken_reply",
+                        f"Dit gesprek is opgepakt door {ticket.claimed_by}. Je antwoord is niet verstuurd. "
+                        "Overleg eerst met je collega, of kies 'Toch reageren' als je zeker weet dat je zelf wilt antwoorden.",
+                    )
+            elif not can(user, "release_any"):
+                raise DeskError(409, "taken", f"Dit gesprek is al opgepakt door {ticket.claimed_by}.")
         return ticket
 
     # ------------------------------------------------------------------ actions

@@ -718,3 +718,94 @@ class DeskStore:
                 }
                 for r in session.execute(select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)).scalars()
             ]
+
+    # ------------------------------------------------------------------ queue (issue 18)
+    def queue_index(
+        self,
+        statuses: List[str],
+        q: str = "",
+        reason: str = "",
+        municipality: str = "",
+        channel: str = "",
+        language: str = "",
+        claimed_by: Optional[str] = None,
+        unclaimed: bool = False,
+        created_before: Optional[dt.datetime] = None,
+        limit: int = 20000,
+    ) -> List[Dict[str, Any]]:
+        """The few columns the queue sorts and splits by, for every ticket matching the
+        filters (no texts: cheap for thousands of tickets). The page's rows are read by
+        id afterwards (:meth:`tickets_by_id`)."""
+        query = select(
+            TicketRow.id, TicketRow.status, TicketRow.created_at, TicketRow.closed_at,
+            TicketRow.expected_reply_at, TicketRow.in_kcc_hours, TicketRow.urgent,
+            TicketRow.reason, TicketRow.flagged,
+        ).where(TicketRow.status.in_(statuses))
+        text = (q or "").strip()
+        if text:
+            digits = text.lstrip("#").replace(" ", "").replace("-", "").lstrip("+")
+            if digits.isdigit():
+                cond = TicketRow.id == int(digits[:12])
+                if len(digits) >= 6:  # part of a phone number (the conversation id)
+                    cond = cond | TicketRow.conversation_id.like(f"%{digits}%")
+                query = query.where(cond)
+            else:
+                pattern = "%" + text.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+                query = query.where(
+                    func.lower(TicketRow.summary).like(pattern) | func.lower(TicketRow.transcript).like(pattern)
+                )
+        if reason:
+            query = query.where(TicketRow.reason == reason)
+        if municipality:
+            query = query.where(TicketRow.municipality == municipality)
+        if channel:
+            query = query.where(TicketRow.channel == channel)
+        if language:
+            if language == "nl":
+                query = query.where(TicketRow.language.is_(None) | (TicketRow.language == "") | TicketRow.language.like("nl%"))
+            else:
+                query = query.where(TicketRow.language.like(f"{language}%"))
+        if unclaimed:
+            query = query.where(TicketRow.claimed_by.is_(None))
+        elif claimed_by:
+            query = query.where(TicketRow.claimed_by == claimed_by)
+        if created_before is not None:
+            query = query.where(TicketRow.created_at <= created_before)
+        with self._session() as session:
+            return [dict(r._mapping) for r in session.execute(query.limit(limit))]
+
+    def tickets_by_id(self, ids: List[int]) -> Dict[int, Any]:
+        """Tickets (appcare.handoff_store.Ticket, without messages) by id."""
+        from appcare.handoff_store import _to_ticket
+
+        if not ids:
+            return {}
+        with self._session() as session:
+            rows = session.execute(select(TicketRow).where(TicketRow.id.in_(list(ids)))).scalars()
+            return {r.id: _to_ticket(r) for r in rows}
+
+    def queue_choices(self) -> Dict[str, List[str]]:
+        """Municipalities, channels and languages that occur, for the filter form."""
+        with self._session() as session:
+            def distinct(col):
+                return sorted(v for v in session.execute(select(col).distinct()).scalars() if v)
+
+            return {
+                "municipalities": distinct(TicketRow.municipality),
+                "channels": distinct(TicketRow.channel),
+                "languages": distinct(TicketRow.language),
+                "staff": distinct(TicketRow.claimed_by),
+            }
+
+    def earlier_tickets(self, conversation_id: str, ticket_id: int, limit: int = 20) -> List[Any]:
+        """The citizen's other tickets (same conversation id), newest first."""
+        from appcare.handoff_store import _to_ticket
+
+        with self._session() as session:
+            rows = session.execute(
+                select(TicketRow)
+                .where(TicketRow.conversation_id == conversation_id, TicketRow.id != ticket_id)
+                .order_by(TicketRow.created_at.desc())
+                .limit(limit)
+            ).scalars()
+            return [_to_ticket(r) for r in rows]

@@ -72,7 +72,8 @@ def test_queue_shows_open_tickets_with_waiting_time_and_flags_overdue(rig):
     queue = anna.get("/api/queue").json()
     by_id = {t["id"]: t for t in queue["tickets"]}
     assert set(by_id) == {fresh.id, late.id, evening.id}
-    assert queue["tickets"][0]["id"] == late.id  # overdue first
+    assert queue["tickets"][0]["id"] == fresh.id  # the complaint, in its own section "Klachten" (issue 18)
+    assert queue["tickets"][1]["id"] == late.id  # then overdue first
     assert by_id[late.id]["overdue"] and by_id[late.id]["waiting_label"] == "20 min"
     assert not by_id[fresh.id]["overdue"]
     assert not by_id[evening.id]["overdue"]  # outside KCC hours: the citizen knows when to expect an answer

@@ -67,7 +67,8 @@ def test_urgent_ticket_comes_first_and_is_marked(rig):
     urgent = open_ticket(rig.handoff, reason="urgent", urgent=True, summary="Reden: dringend.")
 
     queue = rig.anna.get("/api/queue").json()
-    assert [t["id"] for t in queue["tickets"]] == [urgent.id, waiting_long.id, waiting.id]
+    # Dringend, then the complaint (section "Klachten", issue 18), then the others.
+    assert [t["id"] for t in queue["tickets"]] == [urgent.id, waiting.id, waiting_long.id]
     first = queue["tickets"][0]
     assert first["urgent"] is True and first["reason_label"] == "dringend (mogelijk gevaar of nood)"
     assert [t["urgent"] for t in queue["tickets"][1:]] == [False, False]
@@ -75,12 +76,12 @@ def test_urgent_ticket_comes_first_and_is_marked(rig):
     page = rig.anna.get("/")
     assert page.status_code == 200
     rows = _rows(page.text)
-    assert list(rows) == [urgent.id, waiting_long.id, waiting.id]
+    assert list(rows) == [urgent.id, waiting.id, waiting_long.id]
     assert "Dringend" in _text(rows[urgent.id])  # a word, not only a colour
     assert 'class="ticket-row status-open urgent"' in page.text
     assert all("Dringend" not in _text(rows[i]) for i in (waiting_long.id, waiting.id))
     fragment = rig.anna.get("/api/queue?fragment=1").json()["html"]  # what the page refreshes to
-    assert list(_rows(fragment)) == [urgent.id, waiting_long.id, waiting.id]
+    assert list(_rows(fragment)) == [urgent.id, waiting.id, waiting_long.id]
     assert "Dringend" in _text(_rows(fragment)[urgent.id])
 
     ticket_page = _text(rig.anna.get(f"/tickets/{urgent.id}").text)
