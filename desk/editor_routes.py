@@ -18,6 +18,7 @@ from sanic.request import Request
 
 from appcare.editor_content import KIND_LABELS, NATIONAL, EditorRefused
 from appcare.editor_inbox import REASON_LABELS
+from appcare.editor_messages import explain_all, fact_changes
 from appcare.editor_nlu import strip_placeholders
 from desk.editor_service import EditorService
 from desk.service import DeskError
@@ -95,7 +96,8 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
     templates = app.ctx.templates
     templates.globals.update(kind_labels=KIND_LABELS, weekdays=WEEKDAYS, reason_labels=REASON_LABELS,
                              job_status=JOB_STATUS, national=NATIONAL,
-                             strip_placeholders=strip_placeholders)
+                             strip_placeholders=strip_placeholders, explain_all=explain_all,
+                             fact_changes=fact_changes)
     labels = intent_labels()
     templates.globals["intent_label"] = lambda name: labels.get(name or "", name or "–")
 

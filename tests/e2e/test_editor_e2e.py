@@ -240,7 +240,9 @@ def test_fee_change_is_quoted_at_once(stack, browser):
     year.send_keys("2025")
     browser.find_element(By.ID, "fact-save").click()
     WebDriverWait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "fact-notice"), "Opgeslagen"))
-    diff = text_of(browser, "diff")
+    changes = text_of(browser, "fact-changes")  # readable before/after for the editor
+    assert "Waarde 77,87 84,50" in changes and "Jaar" in changes, changes
+    diff = browser.find_element(By.ID, "diff").get_attribute("textContent")  # folded: Technische details
     assert "-      value: 77.87" in diff and "+      value: 84.50" in diff and "+      year: 2025" in diff
     assert "value: 84.50\n      year: 2025" in (stack.project / "content" / "national.yml").read_text()
     answer = stack.ask(FEE_QUESTION)  # no training, no restart
@@ -258,7 +260,9 @@ def test_change_that_breaks_validation_is_refused(stack, browser):
     browser.find_element(By.ID, "fact-save").click()
     problems = WebDriverWait(browser, 15).until(EC.presence_of_element_located((By.ID, "problems"))).text
     assert "Niet opgeslagen" in problems and "de bestanden zijn niet gewijzigd" in problems
-    assert "content/terneuzen.yml:44: desks.balie.hours.value: maandag: '9-17' is not a time range like 08:30-17:00" in problems
+    assert "Maandag: '9-17' is geen geldige tijd. Schrijf het zo: 08:30-17:00." in problems
+    technical = browser.find_element(By.ID, "problems").get_attribute("textContent")  # folded: Technische details
+    assert "content/terneuzen.yml:44: desks.balie.hours.value: maandag: '9-17' is not a time range like 08:30-17:00" in technical
     assert browser.find_element(By.ID, "day-maandag").get_attribute("value") == "9-17"
     assert stack.content_bytes() == before
     # The bot keeps the old hours (08:30, written 8:30 in a day's answer), not 9-17.
