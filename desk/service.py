@@ -452,7 +452,7 @@ class DeskService:
             "page_links": [{"page": n, "query": queue_query(f, page=n), "current": n == page}
                            for n in range(1, pages + 1)],
             "filters": f,
-            "query": queue_query(f),
+            "query": queue_query(f, page=page),  # the live update asks for the same view
             "version": version,
             "server_time": iso(now),
         }

@@ -751,8 +751,12 @@ class DeskStore:
                 query = query.where(cond)
             else:
                 pattern = "%" + text.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+                written_later = select(TicketMessageRow.ticket_id).where(
+                    TicketMessageRow.author == "citizen", func.lower(TicketMessageRow.text).like(pattern)
+                )
                 query = query.where(
                     func.lower(TicketRow.summary).like(pattern) | func.lower(TicketRow.transcript).like(pattern)
+                    | TicketRow.id.in_(written_later)
                 )
         if reason:
             query = query.where(TicketRow.reason == reason)

@@ -107,6 +107,7 @@ def test_a_queue_of_1000_tickets_is_paged(sqlite_url):
         body = api.json()
         print(f"/api/queue?fragment=1 with 1000 open tickets: {len(api.content)} bytes")
         assert body["page"] == 2 and body["pages"] == 20 and len(body["tickets"]) == 50
+        assert 'data-query="page=20"' in last.text  # the live update stays on page 20
         assert len(_row_ids(body["html"])) == 50 and len(api.content) < 250_000
     finally:
         server.stop()
@@ -126,8 +127,10 @@ def test_search_and_filters_as_get_parameters(rig):
     assert rig.bert.post(f"/api/tickets/{theirs.id}/claim", {}).status_code == 200
     h.close(closed.id, "beantwoord")
 
+    h.append_citizen_message(h.get(by_phone.id).conversation_id, "Mijn Rijbewijs is verlopen")
     a = rig.anna
     assert _api_ids(a, "q=paspoort") == [passport.id]  # the summary, case-insensitive
+    assert _api_ids(a, "q=rijbewijs") == [by_phone.id]  # what the citizen wrote after the handoff
     assert _api_ids(a, f"q=%23{polish.id}") == [polish.id]  # "#12": the ticket number
     assert _api_ids(a, "q=12345678") == [by_phone.id]  # part of the phone number
     assert _api_ids(a, "q=medewerker+spreken") and set(_api_ids(a, "q=niet+bestaand")) == set()
