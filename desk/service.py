@@ -395,8 +395,9 @@ class DeskService:
         rest = index
         if not closed_tab:
             urgent = [r for r in index if r["urgent"] or r["reason"] == "urgent"]
-            complaints = [r for r in index if r["reason"] == "complaint" and r not in urgent]
-            taken = {r["id"] for r in urgent} | {r["id"] for r in complaints}
+            urgent_ids = {r["id"] for r in urgent}
+            complaints = [r for r in index if r["reason"] == "complaint" and r["id"] not in urgent_ids]
+            taken = urgent_ids | {r["id"] for r in complaints}
             rest = [r for r in index if r["id"] not in taken]
             if f["page"] == 1:
                 for key, title, rows in (("urgent", "Dringend", urgent), ("complaints", "Klachten", complaints)):
