@@ -74,14 +74,25 @@ def explain(problem: str) -> Dict[str, Optional[str]]:
     return {"message": message, "field": field, "technical": problem}
 
 
-def explain_all(problems: Optional[List[str]]) -> Dict[str, Any]:
+def name_intents(text: str, labels: Optional[Dict[str, str]]) -> str:
+    """``text`` with intent ids (``passport_fees``) replaced by their Dutch names."""
+    if not labels:
+        return text
+    return re.sub(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", lambda m: labels.get(m.group(0), m.group(0)), text)
+
+
+def explain_all(problems: Optional[List[str]], labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The problems for a page: ``messages`` (Dutch, in order, without repeats), ``fields``
-    (form field -> its Dutch messages) and ``technical`` (the original lines)."""
+    (form field -> its Dutch messages) and ``technical`` (the original lines). With
+    ``labels`` (intent id -> Dutch name) intent ids in the messages become names."""
     messages: List[str] = []
     fields: Dict[str, List[str]] = {}
     technical: List[str] = []
     for problem in problems or []:
         info = explain(problem)
+        named = name_intents(info["message"] or "", labels)
+        if named != info["message"]:
+            info = dict(info, message=named, technical=info["technical"] or problem)
         if info["message"] not in messages:
             messages.append(info["message"])
         if info["field"]:

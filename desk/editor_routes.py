@@ -18,7 +18,7 @@ from sanic.request import Request
 
 from appcare.editor_content import KIND_LABELS, NATIONAL, EditorRefused
 from appcare.editor_inbox import REASON_LABELS
-from appcare.editor_messages import explain_all, fact_changes
+from appcare.editor_messages import explain_all, fact_changes, name_intents
 from appcare.editor_nlu import strip_placeholders
 from desk.editor_service import EditorService
 from desk.service import DeskError
@@ -100,6 +100,8 @@ def register(app: Sanic, service: EditorService, *, render: Callable, run: Calla
                              fact_changes=fact_changes)
     labels = intent_labels()
     templates.globals["intent_label"] = lambda name: labels.get(name or "", name or "–")
+    templates.globals["explain_all"] = lambda problems: explain_all(problems, labels)
+    templates.globals["name_intents"] = lambda text: name_intents(text, labels)
 
     @app.exception(EditorRefused)
     async def editor_refused(request: Request, exc: EditorRefused):

@@ -74,3 +74,20 @@ def test_preview_shows_old_and_new_value_and_folds_the_yaml(env):
     diff_fold = preview[preview.index('class="diff-box technical"'):]
     assert "<summary>Technische details" in diff_fold and "value: 84.50" in diff_fold
     assert 'class="diff-box technical" open' not in preview  # folded: not for the editor's eyes first
+
+
+def test_subjects_by_their_dutch_name_ids_and_files_folded(env):
+    editor = login(env, "eddy")
+    listing = editor.get("/editor/intents").text
+    table = listing[listing.index('id="intents-table"'):listing.index("</table>", listing.index('id="intents-table"'))]
+    assert "Paspoort/ID-kaart: wat kost het" in table and "passport_fees</span>" not in table
+    assert "data/nlu/" not in table and "data/nlu/passport_id.yml" in listing  # the file only in the fold
+    page = editor.get("/editor/intents/passport_fees").text
+    editor.http.post(editor.url("/editor/intents/passport_fees/add"),
+                     data={"csrf_token": csrf_of(page), "text": "wat moet ik neertellen voor zo'n reisboekje"})
+    again = editor.http.post(editor.url("/editor/intents/passport_apply/add"),
+                             data={"csrf_token": csrf_of(page), "text": "Wat moet ik neertellen voor zo'n reisboekje?"})
+    assert again.status_code == 409
+    notice = again.text[again.text.index('id="problems"'):again.text.index("Technische details", again.text.index('id="problems"'))]
+    assert "staat al bij een ander onderwerp (Paspoort/ID-kaart: wat kost het)" in notice
+    assert "passport_fees" not in notice
