@@ -63,6 +63,10 @@ def build_report(start: dt.date, end: dt.date, endpoints: Any, tickets_url: Opti
 
 def register(app: Sanic, *, store: Any, endpoints: Callable[[], Any], tickets_url: Optional[str],
              render: Callable, run: Callable, needs: Callable, user_of: Callable, overview: Callable) -> None:
+    from desk.service import ACTION_LABELS  # the overview's "Laatste acties" in Dutch
+
+    ACTION_LABELS.setdefault("report_downloaded", "rapport gedownload")
+    ACTION_LABELS.setdefault("report_failed", "rapport mislukt")
 
     @app.get("/overview/report")
     @needs("overview")

@@ -70,6 +70,7 @@ def test_coordinator_downloads_report_and_csv_files(env):
 
     entry = DeskStore(env.db_url).audit_log(action="report_downloaded")[0]
     assert entry["actor"] == "carla" and entry["detail"] == {"from": start, "to": end, "format": "zip"}
+    assert "rapport gedownload" in coordinator.get("/overview").text  # in the coordinator's latest actions
 
 
 def test_wrong_period_gets_a_dutch_message_and_others_may_not(env):
