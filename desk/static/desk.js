@@ -163,8 +163,8 @@
       if (notifyOn && notificationsAllowed()) {
         newRows.forEach(function (tr) {
           var id = tr.getAttribute("data-ticket-id");
-          var cells = tr.querySelectorAll("td");
-          var reason = cells.length > 2 ? cells[2].textContent.trim().split("\n")[0] : "";
+          var reasonCell = tr.querySelector("td.reason");
+          var reason = reasonCell ? reasonCell.textContent.trim().split("\n")[0] : "";
           try {
             var note = new window.Notification("Nieuw gesprek #" + id + " in de wachtrij", {
               body: reason, tag: "desk-ticket-" + id
