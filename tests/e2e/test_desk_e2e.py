@@ -188,6 +188,7 @@ def test_desk_flow_in_browser(processes, browser, tmp_path):
 
         # Close with an outcome: back to the queue, the ticket is gone.
         Select(browser.find_element(By.ID, "close-outcome")).select_by_value("beantwoord")
+        browser.find_element(By.ID, "close-confirm").click()  # "Ja, sluiten": closing is confirmed
         browser.find_element(By.ID, "close-button").click()
         WebDriverWait(browser, 15).until(EC.presence_of_element_located((By.ID, "queue-body")))
         assert "gesloten" in browser.find_element(By.ID, "notice").text
@@ -416,6 +417,7 @@ def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):
 
         # Staff close: the citizen gets a short closing message and the bot is back.
         Select(browser.find_element(By.ID, "close-outcome")).select_by_value("beantwoord")
+        browser.find_element(By.ID, "close-confirm").click()  # "Ja, sluiten": closing is confirmed
         browser.find_element(By.ID, "close-button").click()
         WebDriverWait(browser, 30).until(EC.presence_of_element_located((By.ID, "queue-body")))
         assert "gesloten" in browser.find_element(By.ID, "notice").text
