@@ -89,6 +89,7 @@ def test_fact_form_saves_validates_and_audits(env):
     home = editor.get("/editor").text  # who changed what, for the other editors
     recent = home[home.index('id="recent-changes"'):]
     assert "eddy" in recent and "feit gewijzigd: <code>passport.fees.paspoort_18_plus</code>" in recent
+    assert "UTC" not in home  # times in Amsterdam time, as everywhere in the desk
 
     # The same (now stale) form again: refused, someone else changed the file meanwhile.
     stale = editor.http.post(editor.url("/editor/facts/national/passport.fees.paspoort_18_plus"),
