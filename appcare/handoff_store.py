@@ -306,7 +306,8 @@ class HandoffStore:
                 ticket_id=ticket_id,
                 author=author,
                 staff_user=staff_user,
-                text=pii.mask(text or "")[:8000],
+                # a note keeps its writer's own name (e.g. a signature) but not the citizen's data
+                text=pii.mask(text or "", keep_names=[staff_user] if staff_user else [])[:8000],
                 delivery=delivery,
             )
             session.add(row)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from appcare.secrets import pseudonym_key
 
@@ -91,10 +91,22 @@ def _lower_name_sub(match: "re.Match[str]") -> str:
     return f"{match.group(1)}{PLACEHOLDERS['name']}{rest}"
 
 
-def mask(text: str) -> str:
-    """Returns the text with personal data replaced by placeholders."""
+def mask(text: str, keep_names: Iterable[str] = ()) -> str:
+    """Returns the text with personal data replaced by placeholders. ``keep_names``
+    (e.g. the staff member who wrote a note) are names that stay as written."""
     if not text:
         return text
+    kept = [n for n in dict.fromkeys(n.strip() for n in keep_names) if len(n) >= 2]
+    if kept:
+        originals: List[str] = []  # the kept names as written, behind markers no pattern matches
+
+        def hide(match: "re.Match[str]") -> str:
+            originals.append(match.group(0))
+            return f"\x00{len(originals) - 1}\x00"
+
+        pattern = "|".join(re.escape(n) for n in sorted(kept, key=len, reverse=True))
+        out = mask(re.sub(rf"(?<!\w)(?:{pattern})(?!\w)", hide, text, flags=re.IGNORECASE))
+        return re.sub(r"\x00(\d+)\x00", lambda m: originals[int(m.group(1))], out)
     name = PLACEHOLDERS["name"]
     out = _EMAIL.sub(PLACEHOLDERS["email"], text)
     out = _IBAN.sub(PLACEHOLDERS["iban"], out)

@@ -149,3 +149,18 @@ def test_development_key_is_generated_once_and_kept(monkeypatch, tmp_path):
     assert (tmp_path / "var" / "pseudonym.key").exists()
     secrets._pseudonym_key_cache.clear()  # a restart reads the same file
     assert conversation_hash("31612345678") == first
+
+
+def test_a_note_keeps_its_writers_name_but_not_the_citizens_data(tmp_path) -> None:
+    """Masking must not eat the staff member's own name (a signature in a note)."""
+    from appcare.handoff_store import HandoffStore
+    from appcare.pii import mask
+
+    assert mask("Groet, Anna", keep_names=["anna"]) == "Groet, Anna"
+    assert mask("Mijn naam is Piet Jansen, groet Anna", keep_names=["anna"]) == "Mijn naam is [naam], groet Anna"
+    store = HandoffStore(f"sqlite:///{tmp_path}/notes.db")
+    ticket = store.open_ticket("31600000001", "personal_case", "samenvatting", [], "terneuzen")
+    store.append_message(ticket.id, "note", "Teruggebeld op 06-12345678, BSN 111222333. Groet, Anna",
+                         staff_user="anna")
+    text = store.get(ticket.id).messages[-1]["text"]
+    assert text.endswith("Groet, Anna") and "12345678" not in text and "111222333" not in text
