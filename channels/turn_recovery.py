@@ -120,7 +120,8 @@ async def open_failure_ticket(conversation_id: str, text: Optional[str], municip
         ticket = default_store().open_ticket(
             conversation_id=conversation_id,
             reason=FAILURE_REASON,
-            summary=f"Reden: kon niet automatisch beantwoord worden ({why}). Laatste bericht: {(text or '')[:300]}",
+            # the reason has its own column in the desk: the summary holds what is new
+            summary=f"Laatste bericht: {(text or '')[:300]} (technische oorzaak: {why})",
             transcript=[{"sender": "citizen", "text": text or ""}],
             municipality=name,
             channel="whatsapp",

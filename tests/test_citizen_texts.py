@@ -44,7 +44,7 @@ PYTHON_SENTENCES: Dict[str, Dict[str, str]] = {
     "channels/turn_recovery.py": {
         "Sorry, door een storing kan ik je bericht nu niet beantwoorden. Een collega van het klantcontactcentrum "
         "kijkt ernaar. Heb je haast? Bel {phone}.": "last resort when the model has no utter_channel_failure",
-        "Reden: kon niet automatisch beantwoord worden (": "ticket summary for KCC staff, not for citizens",
+        "Laatste bericht: ": "ticket summary for KCC staff, not for citizens",
     },
     "channels/rest_input.py": {
         "Sorry, er ging iets mis aan mijn kant. Probeer het later nog eens of typ 'medewerker'.":
