@@ -149,7 +149,7 @@ SECOND_HANDOFF_EVENTS = [
 def test_second_handoff_shows_the_colleagues_reply_as_staff_not_as_the_citizen(rig):
     from actions.handoff import ActionHandoffToKcc
     from appcare.handoff_store import default_store
-    from conftest import run_action
+    from tests.conftest import run_action
 
     run_action(ActionHandoffToKcc(), "ik wil weer een medewerker", "request_human",
                slots={"municipality": "lelystad", "topic": "passport_fees"},
@@ -189,7 +189,7 @@ def test_colleagues_reply_goes_out_as_written_and_the_closing_text_is_the_munici
     import yaml
 
     from actions.handoff import ActionCloseHandoff, ActionDeliverStaffReply
-    from conftest import run_action
+    from tests.conftest import run_action
 
     written = "Goedemiddag, uw paspoort ligt klaar. U kunt het ophalen met uw oude paspoort."
     result = run_action(ActionDeliverStaffReply(), "EXTERNAL: EXTERNAL_kcc_reply", "EXTERNAL_kcc_reply",

@@ -327,7 +327,7 @@ def test_inbox_pages_groups_and_assigns_several_at_once(env):
     for n in range(3):  # the same question three times, with different spelling
         db.turn(f"3162000{n:04d}", ["Wat kost een paspoort?", "wat kost een paspoort", "WAT KOST EEN PASPOORT!"][n],
                 "passport_fees", 0.45, ["action_passport_id"])
-    db.turn("31630000001", "hoeveel moet ik betalen voor een id kaart", "passport_fees", 0.5, ["action_passport_id"])
+    db.turn("31630000001", "wat vragen jullie ervoor als ik een nieuw pasje nodig heb", "passport_fees", 0.5, ["action_passport_id"])
     editor = login(env, "eddy")
     page = editor.get("/editor/inbox").text
     assert page.count('class="inbox-item"') == 25 and "Pagina 1 van 3" in page
@@ -353,7 +353,7 @@ def test_inbox_pages_groups_and_assigns_several_at_once(env):
     done = editor.http.post(editor.url("/editor/inbox/bulk"), data=form, allow_redirects=False)
     assert done.status_code == 302 and "msg=inbox_assigned" in done.headers["Location"]
     nlu = (env.project / "data" / "nlu" / "passport_id.yml").read_text()
-    assert "hoeveel moet ik betalen voor een" in nlu
+    assert "wat vragen jullie ervoor" in nlu
     weeks = editor.get("/api/editor/inbox").json()["weeks"][0]
     assert (weeks["assigned"], weeks["new"]) == (4, 60)
     assigned = editor.get("/editor/inbox?status=assigned").text
