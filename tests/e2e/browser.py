@@ -7,12 +7,12 @@ tests fail with that reason, they are never skipped.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
+
+from tools import debian
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -33,33 +33,12 @@ class BrowserUnavailable(RuntimeError):
     pass
 
 
-def _run(cmd, timeout: int) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def ensure_chromium() -> Tuple[Path, Path]:
     """Returns (chromium, chromedriver), installing Debian's packages when needed."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return CHROMIUM, CHROMEDRIVER
-    if shutil.which("apt-get") is None:
-        raise BrowserUnavailable("chromium/chromedriver missing and apt-get is not available on this machine")
-    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
-    if prefix is None:
-        raise BrowserUnavailable("chromium/chromedriver missing; installing needs root (apt-get) and there is no sudo")
     try:
-        update = _run(prefix + ["apt-get", "update"], timeout=600)
-        if update.returncode != 0:
-            raise BrowserUnavailable(f"apt-get update failed ({update.returncode}): {update.stderr.strip()[-800:]}")
-        install = _run(prefix + ["apt-get", "install", "-y", "chromium", "chromium-driver"], timeout=1200)
-        if install.returncode != 0:
-            raise BrowserUnavailable(
-                f"apt-get install chromium chromium-driver failed ({install.returncode}): {install.stderr.strip()[-800:]}"
-            )
-    except subprocess.TimeoutExpired as exc:
-        raise BrowserUnavailable(f"installing chromium timed out: {exc}") from exc
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        raise BrowserUnavailable(f"after apt-get install, {CHROMIUM} or {CHROMEDRIVER} is still missing")
+        debian.ensure({str(CHROMIUM): "chromium", str(CHROMEDRIVER): "chromium-driver"})
+    except debian.PackageUnavailable as exc:
+        raise BrowserUnavailable(str(exc)) from exc
     return CHROMIUM, CHROMEDRIVER
 
 
