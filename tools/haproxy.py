@@ -38,6 +38,7 @@ class HAProxy:
     (the ``APPCARE_*`` variables the file reads)."""
 
     def __init__(self, addresses: Dict[str, str], socket_path: Path, log_path: Path) -> None:
+        socket_path = socket_path.resolve()  # HAProxy takes absolute socket paths only
         self.addresses = dict(addresses, APPCARE_HAPROXY_SOCKET=str(socket_path))
         self.socket_path = socket_path
         self.log_path = log_path
@@ -48,7 +49,7 @@ class HAProxy:
 
     def check(self) -> None:
         """Validates the configuration (``haproxy -c``); raises with HAProxy's message."""
-        done = subprocess.run([ensure_installed(), "-c", "-q", "-f", str(CONFIG)], env=self.env(),
+        done = subprocess.run([ensure_installed(), "-c", "-f", str(CONFIG)], env=self.env(),
                               capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise RuntimeError(f"deploy/haproxy.cfg is invalid: {(done.stdout + done.stderr).strip()[-1500:]}")

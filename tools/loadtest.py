@@ -1,28 +1,34 @@
 """Load and fault test of the production set-up, with real processes on 127.0.0.1.
 
-    python -m tools.loadtest                       # 50 senders x 20 messages (make loadtest)
-    python -m tools.loadtest --senders 10 --messages 5
+    python -m tools.loadtest                       # make loadtest: every phase below
+    python -m tools.loadtest --faults-only --senders 10 --messages 5
 
 Starts: PostgreSQL database ``appcare_load`` (created when missing, its tables
 dropped first) as Rasa's SQL tracker store and as ``APPCARE_DB_URL``; the Redis lock
 store (own key prefix); Rasa's Pika event broker on RabbitMQ (own queue, deleted
-afterwards); one action server; two ``rasa run`` instances with the same model and
-``endpoints.prod.yml``; the sticky front (tools/front.py, also balancing the action
-calls); a fake WhatsApp Graph API that records every read receipt and reply.
+afterwards); two action servers; two ``rasa run`` instances with the same model and
+``endpoints.prod.yml``; HAProxy with deploy/haproxy.cfg (Debian's package, installed
+with apt-get when missing) in front of the instances and of the action servers; a
+fake WhatsApp Graph API that records every read receipt and reply.
 
-Drives every sender's messages through the front as signed WhatsApp webhooks (a
-citizen waits for the answer most of the time and sometimes types on), mixes in
-Meta-style duplicate deliveries (~5 %), kills one Rasa instance (SIGKILL) in the
-middle and starts it again, and restarts the action server (SIGTERM, start) once.
-Each sender's last message waits until the killed instance is back, so the
-restarted instance takes traffic again even in a short run.
+Phases, measured in one run so that they compare as ratios (tools/throughput.py):
+1. the saturation throughput of the plain REST path of one instance (embedded stores);
+2. a fixed offered load (5 messages/s for 120 s) through HAProxy, with its reply latency;
+3. the saturation throughput of the WhatsApp production path with two instances;
+4. faults: every sender's messages as signed webhooks through HAProxy (a citizen waits
+   for the answer most of the time and sometimes types on), Meta-style duplicate
+   deliveries (~5 %), rasa-1 drained through HAProxy's runtime API and restarted (a
+   zero-downtime upgrade), rasa-2 killed (SIGKILL) and started again, one action
+   server restarted (SIGTERM, start). Each sender's last message waits until the
+   instances are back, so the restarted instances take traffic again in a short run.
 
 Counting (from what the fake Graph API received, i.e. what citizens saw): a reply
 belongs to the message whose read receipt came last for that citizen (the channel
 marks a message read when it starts on it). *lost*: a message without any reply;
 *doubled*: a message answered in two separate turns; *reordered*: a message whose
 first reply came before the first reply of an earlier message of the same
-citizen; latency: webhook POST to the first reply.
+citizen; latency: webhook POST to the first reply. lost/doubled/reordered count every
+WhatsApp phase; p50/p95/p99 and msgs_per_s are those of the fault phase.
 
 The last line is exactly:
 ``lost=N doubled=N reordered=N p50_ms=N p95_ms=N p99_ms=N msgs_per_s=N``
@@ -50,6 +56,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from tools.haproxy import HAProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -457,7 +465,10 @@ class Proc:
 
 
 class Cluster:
-    """The production topology as local processes (see module docstring)."""
+    """The production topology as local processes (see module docstring): HAProxy with
+    deploy/haproxy.cfg in front of ``instances`` Rasa instances and two action servers."""
+
+    ACTION_SERVERS = 2  # deploy/haproxy.cfg balances two action servers
 
     def __init__(
         self,
@@ -471,6 +482,8 @@ class Cluster:
         extra_env: Optional[Dict[str, str]] = None,
         model: Optional[Path] = None,
     ) -> None:
+        if instances != 2:
+            raise ValueError("deploy/haproxy.cfg names two Rasa instances")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.database = database
@@ -480,20 +493,22 @@ class Cluster:
         self.queue = queue or f"appcare_load_{self.run_id}"
         self.graph = RecordingGraph()
         self.model = model or latest_model()
-        self.front_port = free_port()
-        self.front_internal_port = free_port()
-        self.front_actions_port = free_port()
         # Production mode (APPCARE_ENV=production) with this run's own strong secrets:
         # every component checks them at start-up, as in a real installation.
         self.secrets = {
             "APPCARE_PSEUDONYM_KEY": secrets.token_hex(32), "ACTION_SERVER_TOKEN": secrets.token_urlsafe(32),
-            "RASA_JWT_SECRET": secrets.token_urlsafe(32), "FRONT_ADMIN_TOKEN": secrets.token_urlsafe(32),
+            "RASA_JWT_SECRET": secrets.token_urlsafe(32),
         }
-        self.action_port = free_port()
-        self.rasa_ports = [free_port() for _ in range(instances)]
+        self._choose_ports(instances)
         self.procs: Dict[str, Proc] = {}
+        self.haproxy: Optional[HAProxy] = None
         self.log_format = log_format
         self.extra_env = extra_env or {}
+
+    def _choose_ports(self, instances: int) -> None:
+        self.public_port, self.internal_port, self.lb_actions_port, self.stats_port = (free_port() for _ in range(4))
+        self.action_ports = [free_port() for _ in range(self.ACTION_SERVERS)]
+        self.rasa_ports = [free_port() for _ in range(instances)]
 
     # -------------------------------------------------------------- settings
     @property
@@ -501,16 +516,24 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{self.database}"
 
     @property
-    def front_url(self) -> str:
-        return f"http://127.0.0.1:{self.front_port}"
+    def public_url(self) -> str:
+        """HAProxy's public listener: Meta's webhook only."""
+        return f"http://127.0.0.1:{self.public_port}"
 
     @property
-    def front_internal_url(self) -> str:
-        """The front's internal listener: Rasa's HTTP API for the desk, metrics, admin."""
-        return f"http://127.0.0.1:{self.front_internal_port}"
+    def internal_url(self) -> str:
+        """HAProxy's internal listener: Rasa's HTTP API for the desk."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.stats_port}"
 
     def instance_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.rasa_ports[int(name.split('-')[1]) - 1]}"
+
+    def action_url(self, name: str = "actions-1") -> str:
+        return f"http://127.0.0.1:{self.action_ports[int(name.split('-')[1]) - 1]}"
 
     def base_env(self, component: str) -> Dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "APPCARE_"))}
@@ -519,7 +542,7 @@ class Cluster:
             "PYTHONWARNINGS": "ignore", "LOG_LEVEL": "INFO",
             "APPCARE_LOG_FORMAT": self.log_format, "APPCARE_COMPONENT": component,
             "APPCARE_DB_URL": self.db_url,
-            "ACTION_ENDPOINT_URL": f"http://127.0.0.1:{self.front_actions_port}/webhook",
+            "ACTION_ENDPOINT_URL": f"http://127.0.0.1:{self.lb_actions_port}/webhook",  # through HAProxy
             "DB_HOST": "127.0.0.1", "DB_PORT": str(self.pg_port), "DB_NAME": self.database,
             "DB_USER": "postgres", "DB_PASSWORD": "",
             "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(self.redis_port), "REDIS_PASSWORD": "", "REDIS_DB": "3",
@@ -540,9 +563,11 @@ class Cluster:
     def _define(self) -> None:
         credentials = ROOT / "credentials.prod.yml"  # WhatsApp only, as in production
         logging_file = str(ROOT / "deploy" / "logging.yml")
-        self.procs["actions"] = Proc("actions", [
-            sys.executable, "-m", "appcare.action_server", "--port", str(self.action_port), "--interface", "127.0.0.1",
-        ], self.base_env("actions"))
+        for i, port in enumerate(self.action_ports):
+            name = f"actions-{i + 1}"
+            self.procs[name] = Proc(name, [
+                sys.executable, "-m", "appcare.action_server", "--port", str(port), "--interface", "127.0.0.1",
+            ], self.base_env(name))
         for i, port in enumerate(self.rasa_ports):
             name = f"rasa-{i + 1}"
             env = self.base_env(name)
@@ -553,14 +578,17 @@ class Cluster:
                 "--endpoints", str(ROOT / "endpoints.prod.yml"), "--credentials", str(credentials),
                 "--logging-config-file", logging_file,
             ], env)
-        front_cmd = [sys.executable, "-m", "tools.front", "--listen", f"127.0.0.1:{self.front_port}",
-                     "--internal-listen", f"127.0.0.1:{self.front_internal_port}",
-                     "--actions-listen", f"127.0.0.1:{self.front_actions_port}",
-                     "--action-server", f"http://127.0.0.1:{self.action_port}",
-                     "--spool-dir", str(self.workdir / "front-spool"), "--health-interval", "0.5"]
+        addresses = {
+            "APPCARE_PUBLIC_BIND": f"127.0.0.1:{self.public_port}",
+            "APPCARE_INTERNAL_BIND": f"127.0.0.1:{self.internal_port}",
+            "APPCARE_ACTIONS_BIND": f"127.0.0.1:{self.lb_actions_port}",
+            "APPCARE_STATS_BIND": f"127.0.0.1:{self.stats_port}",
+        }
         for i, port in enumerate(self.rasa_ports):
-            front_cmd += ["--instance", f"rasa-{i + 1}=http://127.0.0.1:{port}"]
-        self.procs["front"] = Proc("front", front_cmd, self.base_env("front"))
+            addresses[f"APPCARE_RASA_{i + 1}"] = f"127.0.0.1:{port}"
+        for i, port in enumerate(self.action_ports):
+            addresses[f"APPCARE_ACTIONS_{i + 1}"] = f"127.0.0.1:{port}"
+        self.haproxy = HAProxy(addresses, self.workdir / "haproxy.sock", self.workdir / "haproxy.log")
 
     # ------------------------------------------------------------- processes
     def spawn(self, name: str) -> None:
@@ -621,54 +649,68 @@ class Cluster:
         except RuntimeError as exc:
             # e.g. a port taken by another program between choosing and binding it
             print(f"[cluster] start failed ({str(exc).splitlines()[0]}); retrying once with new ports", file=sys.stderr)
-            for name in list(self.procs):
-                self.kill(name, signal.SIGKILL)
-            self.front_port, self.front_actions_port, self.action_port = free_port(), free_port(), free_port()
-            self.front_internal_port = free_port()
-            self.rasa_ports = [free_port() for _ in self.rasa_ports]
+            self._stop_processes(signal.SIGKILL)
+            self._choose_ports(len(self.rasa_ports))
             self.procs.clear()
             return self._start_processes()
 
     def _start_processes(self) -> "Cluster":
-        self.graph.status_url = self.front_url + "/webhooks/whatsapp/webhook"  # Meta's status webhooks
+        self.graph.status_url = self.public_url + "/webhooks/whatsapp/webhook"  # Meta's status webhooks
         self._define()
-        self.spawn("actions")
         for name in self.procs:
-            if name.startswith("rasa-"):
-                self.spawn(name)
-        self.spawn("front")
-        self.wait_http(f"http://127.0.0.1:{self.action_port}/health", 180, "actions")
-        self.wait_http(self.front_url + "/health", 60, "front")
+            self.spawn(name)
+        assert self.haproxy is not None
+        self.haproxy.start()
+        for name in [n for n in self.procs if n.startswith("actions-")]:
+            self.wait_http(self.action_url(name) + "/health", 180, name)
         for name in [n for n in self.procs if n.startswith("rasa-")]:
             self.wait_instance(name)
-        self.wait_front_sees_all()
+        self.wait_balancer_sees_all()
         return self
 
-    def wait_front_sees_all(self, seconds: float = 30.0) -> None:
-        import requests
+    def wait_balancer_sees_all(self, seconds: float = 30.0) -> None:
+        """HAProxy's health checks have marked every instance and action server UP."""
+        assert self.haproxy is not None
+        for name in self.procs:
+            backend = "rasa" if name.startswith("rasa-") else "actions"
+            self.haproxy.wait_status(backend, name, "UP", seconds)
 
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                status = requests.get(self.front_url + "/health", timeout=2).json()
-                if all(i["healthy"] for i in status["instances"]):
-                    return
-            except (requests.RequestException, ValueError, KeyError):
-                pass
-            time.sleep(0.3)
+    def _stop_processes(self, sig: int) -> None:
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        for name in [n for n in self.procs if n.startswith("rasa-")] + [n for n in self.procs if n.startswith("actions-")]:
+            self.kill(name, sig, wait=30)
 
     def stop(self) -> None:
-        for name in ["front"] + [n for n in self.procs if n.startswith("rasa-")] + ["actions"]:
-            if name in self.procs:
-                self.kill(name, signal.SIGTERM, wait=30)
+        self._stop_processes(signal.SIGTERM)
         self.graph.stop()
         delete_queue(self.queue)
 
-    def restart_actions(self) -> float:
+    def restart_actions(self, name: str = "actions-1") -> float:
+        """Restarts one action server (SIGTERM, start); HAProxy sends the action calls to
+        the other meanwhile."""
         started = time.monotonic()
-        self.kill("actions", signal.SIGTERM)
-        self.spawn("actions")
-        self.wait_http(f"http://127.0.0.1:{self.action_port}/health", 180, "actions")
+        self.kill(name, signal.SIGTERM)
+        self.spawn(name)
+        self.wait_http(self.action_url(name) + "/health", 180, name)
+        return time.monotonic() - started
+
+    def drain_and_restart(self, name: str, progress: Callable[[str], None] = print) -> float:
+        """A zero-downtime upgrade of one instance through HAProxy's runtime API, as in
+        docs/production.md: drain, wait until its requests are done, stop it (SIGTERM:
+        running turns finish, its open messages go to the other instance), start it,
+        wait for its health, back to ready. Returns the seconds it took."""
+        assert self.haproxy is not None
+        started = time.monotonic()
+        self.haproxy.set_state("rasa", name, "drain")
+        self.haproxy.wait_status("rasa", name, "DRAIN", 10)
+        idle = self.haproxy.wait_idle("rasa", name, 60)
+        progress(f"[loadtest] {name} drained (no requests after {idle:.1f} s); stopping it (SIGTERM)")
+        self.kill(name, signal.SIGTERM, wait=60)
+        self.spawn(name)
+        self.wait_instance(name, 400)
+        self.haproxy.set_state("rasa", name, "ready")
+        self.haproxy.wait_status("rasa", name, "UP", 30)
         return time.monotonic() - started
 
     # ------------------------------------------------------------ messaging
@@ -706,14 +748,14 @@ class Cluster:
         import requests
 
         response = requests.post(
-            self.front_url + "/webhooks/whatsapp/webhook", data=body, timeout=timeout,
+            self.public_url + "/webhooks/whatsapp/webhook", data=body, timeout=timeout,
             headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature(body)},
         )
         return response.status_code
 
     def say(self, wa_id: str, text: str, pnid: str = PNID_TERNEUZEN, name: str = "Test Persoon",
             timeout: float = 60.0, settle: float = 1.5) -> List[str]:
-        """Sends one signed message through the front; returns the reply texts."""
+        """Sends one signed message through HAProxy; returns the reply texts."""
         wamid = f"wamid.T{uuid.uuid4().hex}"
         self.graph.expect(wamid, wa_id)
         before = len(self.graph.replies_for(wa_id))
@@ -748,6 +790,7 @@ class RunResult:
     kill_at: Optional[float] = None
     back_after: Optional[float] = None
     actions_restart_s: Optional[float] = None
+    drain_s: Optional[float] = None
     started: float = 0.0
     finished_sending: float = 0.0
     notes: List[str] = field(default_factory=list)
@@ -762,6 +805,8 @@ async def drive(
     actions_fraction: float = 0.6,
     kill_instance: str = "rasa-2",
     kill_mode: str = "count",
+    drain_fraction: float = 0.0,
+    drain_instance: str = "rasa-1",
     seed: int = 7,
     deadline_s: float = 1500.0,
     settle_s: float = 180.0,
@@ -778,13 +823,16 @@ async def drive(
     counter = {"sent": 0}
     kill_done = asyncio.Event()
     instance_back = asyncio.Event()
+    drained = asyncio.Event()  # the drained instance is back (or no drain in this run)
+    if drain_fraction <= 0:
+        drained.set()
     hold_last = kill_fraction > 0 and messages > 1 and int(total * kill_fraction) <= senders * (messages - 1)
     if not hold_last:
         instance_back.set()
     stop_at = time.monotonic() + deadline_s
     loop = asyncio.get_running_loop()
     background: List[asyncio.Task] = []
-    url = cluster.front_url + "/webhooks/whatsapp/webhook"
+    url = cluster.public_url + "/webhooks/whatsapp/webhook"
 
     async def post(session: aiohttp.ClientSession, body: bytes) -> Tuple[int, float]:
         started = time.monotonic()
@@ -826,6 +874,17 @@ async def drive(
         result.back_after = time.monotonic() - started
         progress(f"[loadtest] {kill_instance} is back after {result.back_after:.0f} s")
 
+    def drain_and_restart() -> None:
+        progress(f"[loadtest] draining {drain_instance} through HAProxy's runtime API after {counter['sent']} "
+                 "messages (zero-downtime upgrade)")
+        try:
+            result.drain_s = cluster.drain_and_restart(drain_instance, progress)
+        except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
+            result.notes.append(f"drain of {drain_instance} FAILED: {str(exc).splitlines()[0]}")
+            progress(f"[loadtest] drain of {drain_instance} failed: {exc}")
+            return
+        progress(f"[loadtest] {drain_instance} upgraded and ready again after {result.drain_s:.0f} s")
+
     def restart_actions() -> None:
         progress(f"[loadtest] restarting the action server after {counter['sent']} messages")
         result.actions_restart_s = cluster.restart_actions()
@@ -834,8 +893,16 @@ async def drive(
     async def events_watch() -> None:
         kill_after = int(total * kill_fraction) if kill_fraction > 0 else None
         actions_after = int(total * actions_fraction) if actions_fraction > 0 else None
-        while time.monotonic() < stop_at and (kill_after is not None or actions_after is not None):
-            if kill_after is not None and counter["sent"] >= kill_after:
+        drain_after = int(total * drain_fraction) if drain_fraction > 0 else None
+        while time.monotonic() < stop_at and (kill_after is not None or actions_after is not None
+                                              or drain_after is not None):
+            if drain_after is not None and counter["sent"] >= drain_after:
+                drain_after = None
+                future = loop.run_in_executor(None, drain_and_restart)
+                future.add_done_callback(lambda _f: loop.call_soon_threadsafe(drained.set))
+                background.append(asyncio.ensure_future(future))
+            # never both instances away at once: the kill waits for the drained instance
+            if kill_after is not None and counter["sent"] >= kill_after and drained.is_set():
                 kill_after = None
                 kill_done.set()
                 future = loop.run_in_executor(None, kill_and_restart)
@@ -854,7 +921,7 @@ async def drive(
                 return
             if k == messages - 1 and hold_last:
                 # the last message goes out when the killed instance is back
-                while not instance_back.is_set() and time.monotonic() < stop_at:
+                while not (instance_back.is_set() and drained.is_set()) and time.monotonic() < stop_at:
                     await asyncio.sleep(0.2)
             wamid = f"wamid.LOAD{run}{index:03d}{k:03d}{uuid.uuid4().hex[:8]}"
             cluster.graph.expect(wamid, wa_id)
@@ -942,12 +1009,14 @@ def analyse(cluster: Cluster, result: RunResult, senders: int, messages: int) ->
     span = max(0.001, end - result.started)
     throughput = len(answered) / span
     lines = [
-        f"loadtest: {senders} senders x {messages} messages through the front, "
+        f"loadtest: {senders} senders x {messages} messages through HAProxy, "
         f"{len(cluster.rasa_ports)} Rasa instances, PostgreSQL tracker + inbox, Redis lock store, RabbitMQ events",
         f"faults: killed rasa-2 (SIGKILL) at {time.strftime('%H:%M:%S', time.localtime(result.kill_at)) if result.kill_at else '-'}"
-        f", back after {result.back_after or 0:.0f} s; action server restarted in {result.actions_restart_s or 0:.1f} s",
+        f", back after {result.back_after or 0:.0f} s; action server actions-1 restarted in "
+        f"{result.actions_restart_s or 0:.1f} s; rasa-1 drained and upgraded in "
+        f"{'%.0f s' % result.drain_s if result.drain_s is not None else '-'}",
         f"received: {len(received)} messages (+{result.duplicates} duplicate deliveries, "
-        f"{result.webhook_retries} webhook retries); front ack p50 {percentile(result.ack_ms, 50):.0f} ms, "
+        f"{result.webhook_retries} webhook retries); webhook ack p50 {percentile(result.ack_ms, 50):.0f} ms, "
         f"p99 {percentile(result.ack_ms, 99):.0f} ms, max {max(result.ack_ms or [0]):.0f} ms",
         f"answered: {len(answered)}, lost: {len(lost)}, answered twice: {len(doubled)}, out of order: {reordered}, "
         f"unattributed replies: {unattributed}, reply messages taken twice by Meta: {sum(twice.values())}",
@@ -988,10 +1057,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of messages Meta delivers twice")
     parser.add_argument("--kill-at", type=float, default=0.4, help="kill rasa-2 after this share of messages (0: never)")
-    parser.add_argument("--restart-actions-at", type=float, default=0.6, help="restart the action server (0: never)")
+    parser.add_argument("--drain-at", type=float, default=0.1,
+                        help="drain and restart rasa-1 through HAProxy after this share of messages (0: never)")
+    parser.add_argument("--restart-actions-at", type=float, default=0.6, help="restart action server actions-1 (0: never)")
     parser.add_argument("--kill-mode", default="count", choices=("count",) + RecordingGraph.TRAPS,
                         help="when exactly rasa-2 dies: at the message count (count), at a read receipt "
                              "(before_rasa), during a turn, or at a reply send Meta took / that never reached it")
+    parser.add_argument("--saturation-users", type=int, default=24,
+                        help="citizens in the closed-loop saturation phases (REST and WhatsApp alike)")
+    parser.add_argument("--saturation-seconds", type=float, default=60.0, help="measured window of each saturation phase")
+    parser.add_argument("--rate", type=float, default=5.0, help="offered load of the fixed-rate phase (messages/s)")
+    parser.add_argument("--rate-seconds", type=float, default=120.0, help="duration of the fixed-rate phase")
+    parser.add_argument("--faults-only", action="store_true", help="skip the REST, saturation and fixed-rate phases")
     parser.add_argument("--database", default="appcare_load")
     parser.add_argument("--workdir", default=str(ROOT / "var" / "loadtest"))
     parser.add_argument("--seed", type=int, default=7)
@@ -999,36 +1076,92 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
+    from tools import throughput
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("*.log"):
         old.unlink()
     cluster = Cluster(workdir, database=args.database)
-    print(f"[loadtest] starting 2 Rasa instances, action server and front (logs in {workdir}); "
-          f"model {cluster.model.name}", flush=True)
+    say(f"[loadtest] starting HAProxy (deploy/haproxy.cfg), 2 Rasa instances and 2 action servers "
+        f"(logs in {workdir}); model {cluster.model.name}")
     started = time.monotonic()
+    phases: List[Any] = []
+    figures: Dict[str, Any] = {}
     try:
         cluster.start()
-        print(f"[loadtest] cluster up in {time.monotonic() - started:.0f} s", flush=True)
+        say(f"[loadtest] cluster up in {time.monotonic() - started:.0f} s")
+        if not args.faults_only:
+            warmup = 10.0
+            rest = throughput.RestInstance(cluster).start()
+            try:
+                rest.wait()
+                say(f"[loadtest] phase 1: plain REST of one instance, {args.saturation_users} citizens in a closed "
+                    f"loop for {args.saturation_seconds:.0f} s")
+                phases.append(throughput.rest_saturation(rest, args.saturation_users, warmup, args.saturation_seconds))
+            finally:
+                rest.stop()
+            say(f"[loadtest] phase 2: fixed load of {args.rate:g} messages/s for {args.rate_seconds:.0f} s through HAProxy")
+            phases.append(throughput.fixed_rate(cluster, args.rate, args.rate_seconds))
+            say(f"[loadtest] phase 3: WhatsApp production path saturated, {args.saturation_users} citizens in a closed "
+                f"loop for {args.saturation_seconds:.0f} s")
+            phases.append(throughput.whatsapp_saturation(cluster, args.saturation_users, warmup,
+                                                         args.saturation_seconds))
+        say(f"[loadtest] phase {4 if phases else 1}: faults: {args.senders} senders x {args.messages} messages")
         result = asyncio.run(drive(
             cluster, args.senders, args.messages, args.duplicates, args.kill_at, args.restart_actions_at,
-            kill_mode=args.kill_mode, seed=args.seed, deadline_s=args.timeout, progress=lambda m: print(m, flush=True),
+            kill_mode=args.kill_mode, drain_fraction=args.drain_at, seed=args.seed, deadline_s=args.timeout,
+            progress=say,
         ))
         result.notes.extend(database_notes(cluster))
         report = analyse(cluster, result, args.senders, args.messages)
+        extra = [analyse(cluster, p.result, 0, 0) for p in phases if p.result is not None]
     finally:
         cluster.stop()
-    for line in report.lines:
+    lines = list(report.lines)
+    if phases:
+        rest_phase, fixed, saturated = phases
+        ratio = saturated.answered_per_s / rest_phase.answered_per_s if rest_phase.answered_per_s else 0.0
+        p95_fixed = percentile(fixed.latencies_ms, 95)
+        figures = {
+            "rest_msgs_per_s": round(rest_phase.answered_per_s, 2),
+            "whatsapp_saturation_msgs_per_s": round(saturated.answered_per_s, 2),
+            "whatsapp_vs_rest": round(ratio, 3),
+            "fixed_rate": args.rate, "fixed_rate_answered_per_s": round(fixed.answered_per_s, 2),
+            "fixed_rate_p50_ms": round(percentile(fixed.latencies_ms, 50)), "fixed_rate_p95_ms": round(p95_fixed),
+        }
+        lines += [
+            f"saturation, plain REST of 1 instance: {rest_phase.answered_per_s:.1f} answered msgs/s "
+            f"(p50 {percentile(rest_phase.latencies_ms, 50):.0f} ms, p95 {percentile(rest_phase.latencies_ms, 95):.0f} ms)",
+            f"saturation, WhatsApp via HAProxy with 2 instances: {saturated.answered_per_s:.1f} answered msgs/s "
+            f"(p50 {percentile(saturated.latencies_ms, 50):.0f} ms, p95 {percentile(saturated.latencies_ms, 95):.0f} ms)",
+            f"ratio WhatsApp/REST: {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.70 else 'MISSED'})",
+            f"fixed load {args.rate:g} msgs/s for {args.rate_seconds:.0f} s: {len(fixed.latencies_ms)} answered, "
+            f"reply latency p50 {percentile(fixed.latencies_ms, 50):.0f} ms, p95 {p95_fixed:.0f} ms, "
+            f"p99 {percentile(fixed.latencies_ms, 99):.0f} ms (target p95 <= 2000 ms: "
+            f"{'met' if p95_fixed <= 2000 else 'MISSED'})",
+        ]
+        for phase, part in zip([p for p in phases if p.result is not None], extra):
+            lines.append(f"{phase.name}: lost {part.lost}, doubled {part.doubled}, reordered {part.reordered} "
+                         f"of {part.received} messages")
+    lost = report.lost + sum(p.lost for p in extra)
+    doubled = report.doubled + sum(p.doubled for p in extra)
+    reordered = report.reordered + sum(p.reordered for p in extra)
+    for line in lines:
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "senders": args.senders, "messages": args.messages, "received": report.received,
-            "answered": report.answered, "lost": report.lost, "doubled": report.doubled,
-            "reordered": report.reordered, "p50_ms": round(report.p50), "p95_ms": round(report.p95),
-            "p99_ms": round(report.p99), "msgs_per_s": round(report.throughput, 2), "lines": report.lines,
+            "answered": report.answered, "lost": lost, "doubled": doubled,
+            "reordered": reordered, "p50_ms": round(report.p50), "p95_ms": round(report.p95),
+            "p99_ms": round(report.p99), "msgs_per_s": round(report.throughput, 2), **figures, "lines": lines,
         }, indent=2), encoding="utf-8")
-    print(report.last_line, flush=True)
-    return 0 if report.lost == 0 and report.doubled == 0 and report.reordered == 0 else 1
+    print(f"lost={lost} doubled={doubled} reordered={reordered} p50_ms={round(report.p50)} "
+          f"p95_ms={round(report.p95)} p99_ms={round(report.p99)} msgs_per_s={report.throughput:.1f}", flush=True)
+    return 0 if lost == 0 and doubled == 0 and reordered == 0 else 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ for i in $(seq 1 "$RUNS"); do
   seed=$(( 10 + i ))
   log="$OUT/run-$i.log"
   APPCARE_LOADTEST_KILL_MODE=$mode APPCARE_LOADTEST_SEED=$seed .venv/bin/pytest -q -s -p no:cacheprovider \
-    "tests/test_production_cluster.py::test_load_short_form_with_instance_kill_and_action_server_restart" >"$log" 2>&1
+    "tests/test_production_cluster.py::test_load_short_form_with_drain_instance_kill_and_action_server_restart" >"$log" 2>&1
   rc=$?
   [ $rc = 0 ] && passed=$((passed + 1))
   last=$(grep -E '^lost=' "$log" | tail -1)

@@ -1,0 +1,267 @@
+"""Throughput and latency phases of the load test (tools/loadtest.py), measured in one run
+so that they can be compared as ratios on the same machine:
+
+* ``rest_saturation``: one Rasa instance with the plain REST channel and the embedded
+  settings of endpoints.yml (SQLite tracker store, in-memory lock store), the way
+  `make run` and `make bench` serve; ``users`` citizens each send their next message as
+  soon as the previous one is answered. Answered messages per second = its capacity.
+* ``whatsapp_saturation``: the same closed loop through the production path: signed
+  webhooks into HAProxy, two instances, PostgreSQL, Redis, RabbitMQ, the action servers
+  behind HAProxy, replies to the (fake) Graph API. A message counts as answered when its
+  first reply reaches the Graph API.
+* ``fixed_rate``: an open loop at a fixed offered load (5 messages/s: a national peak)
+  spread over many citizens; reports the reply latency (webhook POST to first reply).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+from tools.loadtest import PHRASES, BIN, ROOT, Cluster, RunResult, Sent, free_port, signature, text_payload
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Phase:
+    name: str
+    answered_per_s: float
+    window_s: float
+    latencies_ms: List[float] = field(default_factory=list)
+    result: Optional[RunResult] = None
+
+
+# ---------------------------------------------------------------- plain REST baseline
+class RestInstance:
+    """One ``rasa run`` with the REST channel and endpoints.yml's embedded stores; its
+    actions go straight to one of the cluster's action servers."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.port = free_port()
+        workdir = cluster.workdir
+        self.credentials = workdir / "credentials.rest.yml"
+        self.endpoints = workdir / "endpoints.rest.yml"
+        self.credentials.write_text("channels.rest_input.RestInput:\n", encoding="utf-8")
+        tracker = workdir / "rest-tracker.db"
+        if tracker.exists():
+            tracker.unlink()
+        self.endpoints.write_text(
+            "action_endpoint:\n"
+            f"  url: \"{cluster.action_url('actions-1')}/webhook\"\n"
+            "  headers:\n"
+            "    Authorization: Bearer ${ACTION_SERVER_TOKEN}\n"
+            "tracker_store:\n  type: SQL\n  dialect: sqlite\n"
+            f"  db: {tracker}\n", encoding="utf-8")
+        self.log = workdir / "rasa-rest.log"
+        self.popen = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "RestInstance":
+        import subprocess
+
+        env = self.cluster.base_env("rasa-rest")
+        env.pop("APPCARE_ENV", None)  # a newcomer's embedded set-up, not production
+        log = open(self.log, "ab")
+        self.popen = subprocess.Popen([
+            str(BIN / "rasa"), "run", "--port", str(self.port), "--model", str(self.cluster.model),
+            "--interface", "127.0.0.1", "--endpoints", str(self.endpoints), "--credentials", str(self.credentials),
+        ], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self
+
+    def wait(self, seconds: float = 400.0) -> None:
+        import requests
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.popen is None or self.popen.poll() is not None:
+                raise RuntimeError(f"REST instance exited:\n{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                answer = requests.post(self.url + "/webhooks/rest/webhook", timeout=30,
+                                       json={"sender": "warmup", "message": "hallo"})
+                if answer.status_code == 200 and answer.json():
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(1.0)
+        raise RuntimeError(f"REST instance did not answer in {seconds:.0f} s")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except Exception:  # noqa: BLE001
+                os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+async def _closed_loop(send: Callable[[int, str], "asyncio.Future"], users: int, warmup_s: float, window_s: float,
+                       seed: int) -> Tuple[int, List[float]]:
+    """``users`` loops of send-and-wait; counts the messages answered inside the window."""
+    rnd = random.Random(seed)
+    start = time.monotonic()
+    window_start, window_end = start + warmup_s, start + warmup_s + window_s
+    answered: List[float] = []
+
+    async def user(index: int) -> None:
+        await asyncio.sleep(rnd.uniform(0, 1.0))
+        while time.monotonic() < window_end:
+            posted = time.monotonic()
+            ok = await send(index, rnd.choice(PHRASES))
+            done = time.monotonic()
+            if ok and window_start <= done <= window_end:
+                answered.append((done - posted) * 1000)
+
+    await asyncio.gather(*(user(i) for i in range(users)))
+    return len(answered), answered
+
+
+def rest_saturation(instance: RestInstance, users: int, warmup_s: float, window_s: float, seed: int = 3) -> Phase:
+    import aiohttp
+
+    run = uuid.uuid4().hex[:6]
+
+    async def main() -> Tuple[int, List[float]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=users + 4)) as session:
+            async def send(index: int, text: str) -> bool:
+                try:
+                    async with session.post(instance.url + "/webhooks/rest/webhook",
+                                            json={"sender": f"rest-{run}-{index}", "message": text},
+                                            timeout=aiohttp.ClientTimeout(total=60)) as answer:
+                        return answer.status == 200 and bool(await answer.json())
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    return False
+
+            return await _closed_loop(send, users, warmup_s, window_s, seed)
+
+    count, latencies = asyncio.run(main())
+    return Phase("plain REST, 1 instance", count / window_s, window_s, latencies)
+
+
+# ------------------------------------------------------------------- production path
+class WebhookSender:
+    """Posts signed WhatsApp webhooks to HAProxy as Meta does (retrying a failed
+    delivery with back-off) and records every message for the lost/doubled/reordered
+    count of :func:`tools.loadtest.analyse`."""
+
+    def __init__(self, cluster: Cluster, session: "object", result: RunResult, run: str) -> None:
+        self.cluster, self.session, self.result, self.run = cluster, session, result, run
+        self.url = cluster.public_url + "/webhooks/whatsapp/webhook"
+        self.counter = 0
+
+    async def post(self, wa_id: str, index: int, text: str) -> Sent:
+        import aiohttp
+
+        self.counter += 1
+        wamid = f"wamid.TP{self.run}{self.counter:06d}{uuid.uuid4().hex[:6]}"
+        self.cluster.graph.expect(wamid, wa_id)
+        body = text_payload(wa_id, text, wamid)
+        item = Sent(wa_id, index, wamid, text, posted=time.time())
+        self.result.sent.append(item)
+        for attempt in range(6):
+            try:
+                async with self.session.post(self.url, data=body, timeout=aiohttp.ClientTimeout(total=15), headers={
+                    "Content-Type": "application/json", "X-Hub-Signature-256": signature(body),
+                }) as answer:
+                    await answer.read()
+                    item.status = answer.status
+                    if answer.status == 200:
+                        break
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                item.status = 0
+            self.result.webhook_retries += 1
+            await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
+        item.acked = time.time()
+        self.result.ack_ms.append((item.acked - item.posted) * 1000)
+        return item
+
+    async def answered(self, item: Sent, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.cluster.graph.answered(item.wamid):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+
+def _wa_ids(count: int, seed: int) -> List[str]:
+    rnd = random.Random(seed)
+    base = 31700000000 + rnd.randrange(10_000_000, 90_000_000)
+    return [str(base + i * 41) for i in range(count)]
+
+
+async def _settle(cluster: Cluster, result: RunResult, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(cluster.graph.answered(s.wamid) for s in result.sent):
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(2.0)  # paced reply parts and late doubles
+
+
+def whatsapp_saturation(cluster: Cluster, users: int, warmup_s: float, window_s: float, seed: int = 5) -> Phase:
+    import aiohttp
+
+    result = RunResult(started=time.time())
+    wa_ids = _wa_ids(users, seed)
+    indexes = [0] * users
+
+    async def main() -> Tuple[int, List[float]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=users + 20)) as session:
+            sender = WebhookSender(cluster, session, result, uuid.uuid4().hex[:6].upper())
+
+            async def send(index: int, text: str) -> bool:
+                item = await sender.post(wa_ids[index], indexes[index], text)
+                indexes[index] += 1
+                return item.status == 200 and await sender.answered(item, 60.0)
+
+            outcome = await _closed_loop(send, users, warmup_s, window_s, seed)
+            result.finished_sending = time.time()
+            await _settle(cluster, result, 120.0)
+            return outcome
+
+    count, latencies = asyncio.run(main())
+    return Phase("WhatsApp via HAProxy, 2 instances", count / window_s, window_s, latencies, result)
+
+
+def fixed_rate(cluster: Cluster, rate: float, seconds: float, citizens: int = 150, seed: int = 9) -> Phase:
+    """``rate`` messages per second for ``seconds``, message k from citizen k % citizens."""
+    import aiohttp
+
+    result = RunResult(started=time.time())
+    wa_ids = _wa_ids(citizens, seed + 1000)
+    rnd = random.Random(seed)
+    latencies: List[float] = []
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
+            sender = WebhookSender(cluster, session, result, uuid.uuid4().hex[:6].upper())
+            tasks = []
+
+            async def one(k: int) -> None:
+                item = await sender.post(wa_ids[k % citizens], k // citizens, rnd.choice(PHRASES))
+                if item.status == 200 and await sender.answered(item, 120.0):
+                    latencies.append((cluster.graph.first_reply[item.wamid] - item.posted) * 1000)
+
+            start = time.monotonic()
+            total = int(rate * seconds)
+            for k in range(total):
+                await asyncio.sleep(max(0.0, start + k / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(one(k)))
+            await asyncio.gather(*tasks)
+            result.finished_sending = time.time()
+            await _settle(cluster, result, 60.0)
+
+    asyncio.run(main())
+    answered = len(latencies)
+    return Phase(f"fixed load {rate:g} msgs/s for {seconds:.0f} s", answered / seconds, seconds, latencies, result)
+
