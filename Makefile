@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::PendingDeprecationWarning
 
-.PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu test-devset bench desk demo-report report loadtest retention front test-production clean
+.PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu test-devset bench desk demo-report report loadtest retention test-production clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -75,17 +75,14 @@ report: install  ## make report FROM=YYYY-MM-DD TO=YYYY-MM-DD [ENDPOINTS=endpoin
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make report FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(PY) -m report --from $(FROM) --to $(TO) $(if $(ENDPOINTS),--endpoints $(ENDPOINTS))
 
-loadtest: train  ## Load/fault test: 2 Rasa instances, PostgreSQL, Redis, RabbitMQ; last line lost=.. doubled=.. reordered=..
+loadtest: train  ## Load/fault test through HAProxy: 2 Rasa instances, PostgreSQL, Redis, RabbitMQ; last line lost=.. doubled=.. reordered=..
 	$(PY) -m tools.loadtest
 
 retention: install  ## Anonymise conversations older than RETENTION_DAYS (default 90)
 	$(PY) -m tools.retention --days $${RETENTION_DAYS:-90} --endpoints $${APPCARE_ENDPOINTS:-endpoints.yml}
 
-front: install  ## Sticky front for several Rasa instances (see docs/production.md)
-	$(PY) -m tools.front
-
 test-production: train  ## Production tests only (real PostgreSQL/Redis/RabbitMQ)
-	$(BIN)/pytest -q tests/test_production_units.py tests/test_production_cluster.py
+	$(BIN)/pytest -q tests/test_production_units.py tests/test_haproxy.py tests/test_production_cluster.py
 
 clean:  ## Remove trained models, results and runtime data (keeps .venv)
 	rm -rf models/*.tar.gz models/config.effective.yml results reports var .rasa .pytest_cache

@@ -7,7 +7,6 @@
   handoff store at scrape time (so every desk process reports the same numbers
   and they survive restarts); :func:`mount_desk` adds ``/metrics`` and
   ``/health`` routes plus request timing to a Sanic app.
-* Front: its own registry (tools/front.py).
 
 Labels never carry personal data: municipality, kind, reason, status only.
 """

@@ -141,8 +141,7 @@ def pseudonym(value: Optional[str], length: int = 12) -> str:
     HMAC-SHA256 with :func:`appcare.secrets.pseudonym_key`.
 
     The only way pseudonyms of senders (and message ids) are made: logs, the
-    ``sender_hash``/``recipient_hash`` columns and the front's ``X-Appcare-Route``
-    header. An unkeyed hash of a phone number is no pseudonym (Dutch mobile numbers
+    ``sender_hash``/``recipient_hash`` columns and the event stream. An unkeyed hash of a phone number is no pseudonym (Dutch mobile numbers
     are ~10^8, tried in seconds); without the key this one cannot be reversed. All
     components of an installation share the key (``APPCARE_PSEUDONYM_KEY``), so the
     same sender gets the same pseudonym everywhere. In production without the key

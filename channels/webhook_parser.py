@@ -332,7 +332,7 @@ def _parse_message(
         contact = {}
     if contact and user_id and contact.get("user_id") not in (None, user_id):
         contact = {}
-    routing_id = phone or user_id  # as tools/front.py hashes it (``from``, else ``from_user_id``)
+    routing_id = phone or user_id  # the message's sender: ``from``, else ``from_user_id``
     phone = phone or contact.get("wa_id")
     user_id = user_id or contact.get("user_id")
     if not wamid or not routing_id:

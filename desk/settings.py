@@ -114,7 +114,7 @@ class Settings:
     job_timeout: float = 3600.0  # APPCARE_EDITOR_JOB_TIMEOUT seconds for one training job
     model_load_timeout: float = 900.0  # seconds Rasa may take to load a published model
     # Every Rasa instance a published model must be loaded into (several instances
-    # behind the front, docs/production.md); empty: only RASA_URL.
+    # behind HAProxy, docs/production.md); empty: only RASA_URL.
     rasa_instances: tuple = ()  # APPCARE_RASA_INSTANCES=http://rasa-1:5005,http://rasa-2:5005
 
     @property

@@ -1,5 +1,5 @@
 """Production set-up without a Rasa model: deployment files, logging and redaction,
-the sticky front (against real HTTP servers), the WhatsApp channel with several
+the WhatsApp channel with several
 instances on one PostgreSQL database, metrics, retention and subject access on
 the real PostgreSQL of this machine (skipped only where a service is absent)."""
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_env_example_lists_every_variable() -> None:
     listed = env_example()
     compose = (ROOT / "deploy" / "compose.yml").read_text()
     needed = set(ENDPOINT_VARS) | set(ENV_KEYS.values()) | set(re.findall(r"\$\{([A-Z0-9_]+)", compose))
-    needed |= {"APPCARE_LOG_FORMAT", "APPCARE_INSTANCE_ID", "TICKET_LOCK_LIFETIME", "RASA_URL", "FRONT_ADMIN_TOKEN",
+    needed |= {"APPCARE_LOG_FORMAT", "APPCARE_INSTANCE_ID", "TICKET_LOCK_LIFETIME", "RASA_URL",
                "WHATSAPP_LEASE_SECONDS", "WHATSAPP_BOT_RETRY_SECONDS", "RETENTION_DAYS", "APPCARE_ANON_KEY"}
     needed -= {"APPCARE_VERSION", "POSTGRES_USER", "POSTGRES_DB", "VAR"}
     missing = sorted(v for v in needed if v not in listed)
@@ -94,7 +94,8 @@ def test_env_example_lists_every_variable() -> None:
 def test_compose_file_describes_the_topology() -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text())
     services = compose["services"]
-    for name in ("postgres", "redis", "rabbitmq", "actions-1", "actions-2", "rasa-1", "rasa-2", "front", "desk", "retention"):
+    for name in ("postgres", "redis", "rabbitmq", "actions-1", "actions-2", "rasa-1", "rasa-2", "haproxy", "desk",
+                 "retention"):
         assert name in services, name
     for name in ("rasa-1", "rasa-2"):
         command = " ".join(services[name]["command"])
@@ -102,23 +103,28 @@ def test_compose_file_describes_the_topology() -> None:
         assert services[name]["environment"]["APPCARE_INSTANCE_ID"] == name
         assert "webhooks/whatsapp/health" in " ".join(services[name]["healthcheck"]["test"])
         assert set(services[name]["depends_on"]) >= {"postgres", "redis", "rabbitmq"}
-    front = " ".join(services["front"]["command"])
-    assert "rasa-1=http://rasa-1:5005" in front and "rasa-2=http://rasa-2:5005" in front
-    assert "http://actions-1:5055" in front and "http://actions-2:5055" in front
-    assert services["desk"]["environment"]["RASA_URL"] == "http://front:8081"  # the front's internal listener
+    assert " ".join(services["haproxy"]["command"]) == "haproxy -W -db -f deploy/haproxy.cfg"
+    assert services["haproxy"]["ports"] == ["127.0.0.1:8080:8080"]  # the webhook listener only
+    listed = env_example()  # the addresses deploy/haproxy.cfg reads, as compose names the services
+    assert listed["APPCARE_RASA_1"] == "rasa-1:5005" and listed["APPCARE_RASA_2"] == "rasa-2:5005"
+    assert listed["APPCARE_ACTIONS_1"] == "actions-1:5055" and listed["APPCARE_ACTIONS_2"] == "actions-2:5055"
+    assert listed["ACTION_ENDPOINT_URL"] == "http://haproxy:5056/webhook"
+    assert services["desk"]["environment"]["RASA_URL"] == "http://haproxy:8081"  # HAProxy's internal listener
+    config = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert set(re.findall(r"\$\{(APPCARE_[A-Z0-9_]+)\}", config)) <= set(listed)
     assert "tools.retention" in " ".join(services["retention"]["command"])
-    for unit in ("appcare-rasa@.service", "appcare-actions@.service", "appcare-front.service",
+    for unit in ("appcare-rasa@.service", "appcare-actions@.service", "appcare-haproxy.service",
                  "appcare-desk.service", "appcare-retention.service", "appcare-retention.timer"):
         text = (ROOT / "deploy" / "systemd" / unit).read_text()
         assert "[Unit]" in text and ("[Service]" in text or "[Timer]" in text), unit
     procfile = (ROOT / "deploy" / "Procfile").read_text()
-    for name in ("rasa1:", "rasa2:", "actions:", "front:", "desk:"):
+    for name in ("rasa1:", "rasa2:", "actions1:", "actions2:", "haproxy:", "desk:"):
         assert name in procfile
 
 
 def test_production_start_commands_open_no_doors() -> None:
     """Production: WhatsApp-only credentials, Rasa's API with a JWT (no ?token=), the
-    action server with its token check, only the front's webhook listener public."""
+    action server with its token check, only HAProxy's webhook listener public."""
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text())["services"]
     units = {p.name: p.read_text() for p in (ROOT / "deploy" / "systemd").glob("*.service")}
     procfile = (ROOT / "deploy" / "Procfile").read_text()
@@ -129,11 +135,11 @@ def test_production_start_commands_open_no_doors() -> None:
     for command in rasa_commands[2:]:  # on one host: loopback only
         assert "--interface 127.0.0.1" in command
     action_commands = [" ".join(compose["actions-1"]["command"]), units["appcare-actions@.service"],
-                       next(l for l in procfile.splitlines() if l.startswith("actions:"))]
+                       next(l for l in procfile.splitlines() if l.startswith("actions1:"))]
     for command in action_commands:
         assert "appcare.action_server" in command and "rasa run actions" not in command
-    for command in [" ".join(compose["front"]["command"]), units["appcare-front.service"], procfile]:
-        assert "--internal-listen" in command
+    for command in [" ".join(compose["haproxy"]["command"]), units["appcare-haproxy.service"], procfile]:
+        assert "deploy/haproxy.cfg" in command
     assert [p for p in compose["rasa-1"].get("ports", [])] == [] and compose["actions-1"].get("ports") is None
     prod_channels = yaml.safe_load((ROOT / "credentials.prod.yml").read_text())
     assert list(prod_channels) == ["channels.whatsapp.WhatsAppInput"]
@@ -149,7 +155,7 @@ def test_prod_endpoints_are_read_by_rasa(monkeypatch: pytest.MonkeyPatch) -> Non
     assert endpoints.tracker_store.url == "postgres"
     assert endpoints.lock_store.type == "redis" and endpoints.lock_store.kwargs["key_prefix"] == "appcare"
     assert endpoints.event_broker.type == "appcare.event_broker.PseudonymisingPikaEventBroker" and endpoints.event_broker.kwargs["queues"] == ["appcare_events"]
-    assert endpoints.action.url == "http://front:5056/webhook"
+    assert endpoints.action.url == "http://haproxy:5056/webhook"
     assert set(ENDPOINT_VARS) >= {"DB_HOST", "REDIS_HOST", "RABBITMQ_HOST", "ACTION_ENDPOINT_URL"}
 
 
@@ -210,282 +216,6 @@ def test_coloredlogs_install_keeps_our_handler(monkeypatch: pytest.MonkeyPatch) 
             logging.getLogger(name).propagate = True
         coloredlogs.install = original_install
         logging_setup._coloredlogs_guarded = False
-
-
-# ==================================================================== front
-class FakeInstance:
-    """A Rasa instance stand-in: records webhook POSTs, answers with ``status``."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.health = 200
-        self.delay = 0.0
-        self.poison: Optional[bytes] = None  # a body containing this always gets 503
-        self.received: List[Tuple[str, Dict[str, str], bytes]] = []
-        self.accepted_at: List[float] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _answer(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._answer(fake.health, b'{"status":"ok"}')
-
-            def do_POST(self) -> None:  # noqa: N802
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if fake.delay:
-                    time.sleep(fake.delay)  # a deliberately slow instance (simulated), not a wait
-                status = 503 if fake.poison and fake.poison in raw else fake.status
-                if 200 <= status < 300:  # only what the instance accepted
-                    fake.received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, raw))
-                    fake.accepted_at.append(time.monotonic())
-                self._answer(status, b'{"status":"ok"}')
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class FrontRunner:
-    def __init__(self, front: Any) -> None:
-        from aiohttp import web
-
-        self.front = front
-        self.loop = asyncio.new_event_loop()
-        self.port = _free_port()
-        self.internal_port = _free_port()
-        self.actions_port = _free_port()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def boot() -> None:
-            self.runner = web.AppRunner(front.webhook_app())
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-            self.internal_runner = web.AppRunner(front.internal_app())
-            await self.internal_runner.setup()
-            await web.TCPSite(self.internal_runner, "127.0.0.1", self.internal_port).start()
-            self.actions_runner = web.AppRunner(front.actions_app())
-            await self.actions_runner.setup()
-            await web.TCPSite(self.actions_runner, "127.0.0.1", self.actions_port).start()
-
-        asyncio.run_coroutine_threadsafe(boot(), self.loop).result(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def internal_url(self) -> str:
-        return f"http://127.0.0.1:{self.internal_port}"
-
-    def stop(self) -> None:
-        async def down() -> None:
-            await self.actions_runner.cleanup()
-            await self.internal_runner.cleanup()
-            await self.runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(down(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _front_health(runner: "FrontRunner") -> Dict[str, Any]:
-    return requests.get(runner.url + "/health", timeout=5).json()
-
-
-def _metric_value(url: str, name: str) -> float:
-    """The value of an unlabelled metric on a Prometheus /metrics page (0 when absent)."""
-    match = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", requests.get(url, timeout=5).text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-def wa_payload(*messages: Tuple[str, str]) -> bytes:
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "1555", "phone_number_id": "1000000001"},
-        "contacts": [{"profile": {"name": "X"}, "wa_id": wa} for wa, _ in messages],
-        "messages": [{"from": wa, "id": f"wamid.{uuid.uuid4().hex}", "timestamp": str(int(time.time())),
-                      "type": "text", "text": {"body": text}} for wa, text in messages],
-    }
-    return json.dumps({"object": "whatsapp_business_account",
-                       "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}]}).encode()
-
-
-def signed_post(url: str, body: bytes, secret: str = "s3cret") -> requests.Response:
-    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return requests.post(url + "/webhooks/whatsapp/webhook", data=body, timeout=10,
-                         headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig})
-
-
-@pytest.fixture
-def two_instances(tmp_path: Path) -> Any:
-    from tools.front import Front
-
-    a, b = FakeInstance(), FakeInstance()
-    front = Front([("rasa-1", a.url), ("rasa-2", b.url)], tmp_path / "spool", health_interval=0.2,
-                  app_secret="s3cret")
-    runner = FrontRunner(front)
-    # The front's first health check of both instances is done (not a guess at how long it takes).
-    wait_for_state(
-        "the front's first health check of both instances",
-        lambda: [(up.name, up.checked, up.healthy) for up in front.instances],
-        lambda ups: all(checked and healthy for _, checked, healthy in ups),
-        timeout=10,
-    )
-    yield runner, a, b
-    runner.stop()
-    a.close()
-    b.close()
-
-
-def test_front_keeps_a_sender_on_one_instance_and_splits_mixed_posts(two_instances: Any) -> None:
-    from tools.front import rank
-
-    runner, a, b = two_instances
-    senders = [f"3161234{i:04d}" for i in range(40)]
-    owner = {s: rank(runner.front.instances, s)[0].name for s in senders}
-    assert set(owner.values()) == {"rasa-1", "rasa-2"}
-    for sender in senders[:10]:
-        for _ in range(2):
-            assert signed_post(runner.url, wa_payload((sender, "hoi"))).status_code == 200
-    for inst, name in ((a, "rasa-1"), (b, "rasa-2")):
-        got = {json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]["from"] for _, _, body in inst.received}
-        assert got == {s for s in senders[:10] if owner[s] == name}
-    a.received.clear()
-    b.received.clear()
-    one = next(s for s in senders if owner[s] == "rasa-1")
-    two = next(s for s in senders if owner[s] == "rasa-2")
-    body = wa_payload((one, "eerste"), (two, "tweede"))
-    sig = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    assert signed_post(runner.url, body).status_code == 200
-    (_, headers_a, body_a), = a.received
-    (_, headers_b, body_b), = b.received
-    assert body_a == body and body_b == body  # unchanged: the instances check Meta's signature
-    assert headers_a["x-hub-signature-256"] == sig and headers_b["x-hub-signature-256"] == sig
-    assert headers_a["x-appcare-route"] == conversation_hash(one)
-    assert headers_b["x-appcare-route"] == conversation_hash(two)
-
-
-def test_front_fails_over_and_spools_when_no_instance_takes_it(two_instances: Any) -> None:
-    from tools.front import rank
-
-    runner, a, b = two_instances
-    sender = next(f"3169{i:07d}" for i in range(100) if rank(runner.front.instances, f"3169{i:07d}")[0].name == "rasa-1")
-    a.status = 503  # e.g. its database is down
-    assert signed_post(runner.url, wa_payload((sender, "een"))).status_code == 200
-    assert len(b.received) == 1  # next instance in this sender's order
-    b.status = 503
-    bodies = [wa_payload((sender, t)) for t in ("twee", "drie")]
-    for body in bodies:
-        response = signed_post(runner.url, body)
-        assert response.status_code == 200 and response.json()["status"] == "queued"
-    assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 2
-    metrics = requests.get(runner.internal_url + "/metrics", timeout=5).text
-    assert "appcare_front_webhook_requests_total" in metrics and 'outcome="spooled"' in metrics
-    for inst in (a, b):
-        inst.received.clear()
-        inst.accepted_at.clear()
-    a.status = b.status = 200
-    # The front holds nothing it could still replay: both spooled requests were taken.
-    wait_for_state(
-        "the instances to take both spooled requests and the front to drain its spool",
-        lambda: (len(a.received) + len(b.received), _front_health(runner)["spooled"]),
-        lambda state: state[0] >= 2 and state[1] == 0,
-        timeout=15,
-    )
-    accepted = sorted(zip(a.accepted_at + b.accepted_at, [body for _, _, body in a.received + b.received]))
-    assert [body for _, body in accepted] == bodies  # in order, unchanged
-    assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
-
-
-def test_front_answers_meta_in_time_when_the_instance_is_slow(two_instances: Any) -> None:
-    runner, a, b = two_instances
-    runner.front.ack_deadline = 0.3
-    runner.front.forward_timeout = 10.0
-    a.delay = b.delay = 4.0  # e.g. an instance busy with many turns
-    started = time.monotonic()
-    response = signed_post(runner.url, wa_payload(("31612121212", "snel antwoord graag")))
-    # Meta got its 200 before the instance finished (not a latency goal: those are in make loadtest)
-    assert response.status_code == 200 and time.monotonic() - started < 3.5
-    # Meta's answer came after the front had put an "inflight" copy in its spool. The
-    # spool is empty again only once the slow forward ended: the copy is then dropped
-    # (forward succeeded) or replayed and dropped (it failed). Either way the front
-    # holds nothing it could still send, so the count below is a conclusion.
-    wait_for_state("the front to finish the slow forward", lambda: _front_health(runner)["spooled"],
-                   lambda spooled: spooled == 0, timeout=20)
-    assert len(a.received) + len(b.received) == 1  # the slow forward succeeded: no replay
-    assert 'appcare_front_webhook_requests_total{outcome="late_forwarded"} 1.0' in requests.get(
-        runner.internal_url + "/metrics", timeout=5).text
-    assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
-
-
-def test_front_passes_instance_refusals_through(two_instances: Any) -> None:
-    runner, a, b = two_instances
-    a.status = b.status = 401
-    assert signed_post(runner.url, wa_payload(("31611111111", "x"))).status_code == 401
-    assert requests.get(runner.url + "/health", timeout=5).json()["spooled"] == 0
-
-
-def test_action_balancer_holds_calls_while_the_action_server_restarts(tmp_path: Path) -> None:
-    from tools.front import Front
-
-    port = _free_port()
-    inst = FakeInstance()
-    front = Front([("rasa-1", inst.url)], tmp_path / "spool", [f"http://127.0.0.1:{port}"], health_interval=0.2,
-                  action_wait=10)
-    runner = FrontRunner(front)
-    try:
-        results: Dict[str, Any] = {}
-
-        def call() -> None:
-            results["r"] = requests.post(f"http://127.0.0.1:{runner.actions_port}/webhook", json={"next_action": "x"}, timeout=20)
-
-        thread = threading.Thread(target=call)
-        thread.start()
-        # The call reached the front and found no action server: it is being held.
-        wait_for_state(
-            "the front to hold the action call (a retry counted)",
-            lambda: _metric_value(f"http://127.0.0.1:{runner.actions_port}/metrics", "appcare_front_action_retries_total"),
-            lambda retries: retries >= 1,
-            timeout=10,
-        )
-        time.sleep(1.5)  # the simulated outage: the action server is "restarting" this long (not a wait for a state)
-        server = ThreadingHTTPServer(("127.0.0.1", port), type("H", (BaseHTTPRequestHandler,), {
-            "log_message": lambda self, *a: None,
-            "do_POST": lambda self: (self.rfile.read(int(self.headers.get("Content-Length") or 0)),
-                                     self.send_response(200), self.send_header("Content-Length", "2"),
-                                     self.end_headers(), self.wfile.write(b"{}")),
-            "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Length", "2"),
-                                    self.end_headers(), self.wfile.write(b"{}")),
-        }))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        thread.join(20)
-        assert results["r"].status_code == 200
-        server.shutdown()
-        server.server_close()
-    finally:
-        runner.stop()
-        inst.close()
 
 
 # ==================================================== channel, several instances

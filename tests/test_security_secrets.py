@@ -41,8 +41,8 @@ def test_development_warns_and_optional_secrets_may_be_missing(monkeypatch: pyte
                                                                caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv("APPCARE_ENV", raising=False)
     with caplog.at_level(logging.WARNING):
-        problems = secrets.check("front", {"FRONT_ADMIN_TOKEN": "CHANGE-ME", "OPTIONAL_X": None}, optional=["OPTIONAL_X"])
-    assert problems == ["FRONT_ADMIN_TOKEN is a placeholder"]
+        problems = secrets.check("desk", {"DESK_WEBHOOK_SECRET": "CHANGE-ME", "OPTIONAL_X": None}, optional=["OPTIONAL_X"])
+    assert problems == ["DESK_WEBHOOK_SECRET is a placeholder"]
     assert "development only" in caplog.text and "CHANGE-ME" not in caplog.text
     monkeypatch.setenv("APPCARE_ENV", "production")
     with pytest.raises(secrets.SecretError):

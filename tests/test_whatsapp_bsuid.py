@@ -379,16 +379,3 @@ def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
         assert store.identity_of(long_id)["user_id"] == "NL.7"
     finally:
         db.dispose_all()
-
-
-def test_front_routes_username_only_citizens_by_bsuid() -> None:
-    from appcare.pii import conversation_hash
-    from tools.front import senders_of
-
-    bsuid, phone = new_bsuid(), new_phone()
-    payload = message_payload("hoi", bsuid=bsuid)
-    (message,) = parse_webhook(payload).messages
-    assert senders_of(payload) == [bsuid] and conversation_hash(message.wa_id) == conversation_hash(bsuid)
-    both = message_payload("hoi", phone=phone, bsuid=bsuid)
-    assert senders_of(both) == [phone] and parse_webhook(both).messages[0].wa_id == phone
-    assert senders_of(status_payload("wamid.Z", "read", bsuid=bsuid)) == [bsuid]
