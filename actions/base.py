@@ -3,14 +3,18 @@
 Subclass :class:`AppcareAction` and implement ``answer``; ``run`` adds what every
 turn needs: the municipality's content, the one-time privacy notice, an apology
 for messages that reached us late, resetting the not-understood counter, and a
-friendly reply instead of a crash when content or a source is broken.
+friendly reply instead of a crash when content or a source is broken. All of it runs
+in a worker thread (``run_blocking``), so an action may block (files, database, HTTP).
 Wire a new action into the domain (``actions:``) and a rule in data/rules/.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Text
 
@@ -30,6 +34,11 @@ LATE_AFTER_SECONDS = 3600
 # short text in their own language (utter_other_language, offering a colleague) and the
 # answers in English.
 ANSWER_LANGUAGES = ("nl", "en")
+# The actions' blocking work (content files, the ticket database, the roadworks feed)
+# runs in these threads, never on the action server's event loop: one slow call must not
+# stall the other citizens. ``ACTION_THREADS`` calls run at the same time; more wait.
+ACTION_THREADS = max(1, int(os.environ.get("ACTION_THREADS", "16")))
+EXECUTOR = ThreadPoolExecutor(max_workers=ACTION_THREADS, thread_name_prefix="action")
 
 
 @dataclass
@@ -240,6 +249,15 @@ class AppcareAction(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> List[EventType]:
+        """Runs :meth:`run_blocking` in a thread of :data:`EXECUTOR`. The dispatcher and
+        the tracker belong to this call only, so that one thread may use them."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(EXECUTOR, self.run_blocking, dispatcher, tracker, domain)
+
+    def run_blocking(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> List[EventType]:
+        """The turn itself (content, preamble, answer, slot bookkeeping); may block."""
         intent = (tracker.latest_message or {}).get("intent", {}).get("name")
         municipality = municipality_of(tracker)
         try:

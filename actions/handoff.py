@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -239,6 +239,26 @@ def request_handoff(turn: Turn, trigger: str) -> None:
     turn.events.append(FollowupAction(ActionHandoffToKcc.NAME))
 
 
+def relay_id(tracker: Any) -> Optional[str]:
+    """What makes relaying the latest message idempotent: its ``message_id``, else one
+    derived from the sender, the user event's timestamp and the text.
+
+    Rasa gives every message an id, but a tracker without one (an older or imported
+    tracker, a channel that sets none) would get the text added again each time the
+    action call is retried. Rasa stamps the user event once, when the message arrives,
+    and a retried call carries that same event; a second message with the same text
+    ("ja") has a later timestamp, and the sender keeps other conversations apart. Without
+    a timestamp as well there is no way to tell a retry from a repeat: None (the text is
+    added, rather than a message lost)."""
+    latest = tracker.latest_message or {}
+    if latest.get("message_id"):
+        return str(latest["message_id"])
+    stamp = next((e.get("timestamp") for e in reversed(tracker.events or []) if e.get("event") == "user"), None)
+    if stamp is None:
+        return None
+    return f"derived:{tracker.sender_id}:{stamp}:{latest.get('text') or ''}"
+
+
 class ActionRelayToKcc(AppcareAction):
     """Appends a citizen message to the open ticket; the bot itself stays silent."""
 
@@ -249,9 +269,9 @@ class ActionRelayToKcc(AppcareAction):
         latest = turn.tracker.latest_message or {}
         text = latest.get("text") or ""
         try:
-            # message_id: a turn repeated after a crash does not add the text twice
+            # a retried action call (same message) does not add the text twice
             ticket_id = default_store().append_citizen_message(
-                turn.tracker.sender_id, text, message_id=latest.get("message_id"))
+                turn.tracker.sender_id, text, message_id=relay_id(turn.tracker))
         except Exception as exc:  # noqa: BLE001
             logger.error("could not append to ticket (%s); conversation %s",
                          type(exc).__name__, conversation_hash(turn.tracker.sender_id))

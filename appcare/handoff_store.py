@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -319,8 +320,10 @@ class HandoffStore:
 
     def append_citizen_message(self, conversation_id: str, text: str, message_id: Optional[str] = None) -> Optional[int]:
         """Adds a citizen message to the open ticket; returns the ticket id or None.
-        ``message_id`` (the channel's id of the message) makes it idempotent: the same
-        message is added once, however often the turn runs."""
+        ``message_id`` (the message's id, or another key unique to the message) makes it
+        idempotent: the same message is added once, however often the turn runs, also
+        when two runs of it append at the same moment (the key is the primary key of
+        RelayedMessageRow: the second insert fails and its transaction adds nothing)."""
         ticket = self.open_ticket_for(conversation_id)
         if not ticket:
             return None
@@ -617,11 +620,15 @@ def expire_stale_tickets(conn: Any, before: dt.datetime, now: Optional[dt.dateti
 
 
 _stores: Dict[str, HandoffStore] = {}
+_stores_lock = threading.Lock()
 
 
 def default_store() -> HandoffStore:
-    """The store for the current ``APPCARE_DB_URL``, created on first use (never at import)."""
+    """The store for the current ``APPCARE_DB_URL``, created on first use (never at import).
+    Actions run in several threads: the lock keeps two first calls from both creating the
+    tables (on SQLite the second ``CREATE TABLE`` would fail)."""
     url = db.db_url()
-    if url not in _stores:
-        _stores[url] = HandoffStore(url)
-    return _stores[url]
+    with _stores_lock:
+        if url not in _stores:
+            _stores[url] = HandoffStore(url)
+        return _stores[url]

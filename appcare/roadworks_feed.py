@@ -5,8 +5,12 @@ The source is JSON in the format documented in docs/roadworks-feed.md:
 "area", "description", "start", "end", "hindrance", "detour", "url"}]}``.
 It is fetched over HTTP with ``requests`` from ``ROADWORKS_URL_<MUNICIPALITY>`` or
 ``ROADWORKS_URL`` (``{municipality}`` in it is filled in), with a timeout, one retry
-and a short cache. Without a URL the local file named in the content file is used
-(the embedded default: example entries, marked ``"example": true``).
+and a short cache. A failure is remembered for a short time too
+(``ROADWORKS_FAILURE_CACHE_SECONDS``): meanwhile callers get RoadworksUnavailable at once
+instead of each waiting for the same timeout. Callers asking for a URL that is being
+fetched wait for that one request instead of opening another connection. Without a URL
+the local file named in the content file is used (the embedded default: example
+entries, marked ``"example": true``).
 
 A feed marked as example data is never used in strict mode (``APPCARE_STRICT_FACTS``)
 or in production (``APPCARE_ENV=production``): :attr:`Feed.usable` is False and the
@@ -38,6 +42,7 @@ from appcare.content import MunicipalContent
 logger = logging.getLogger(__name__)
 CACHE_SECONDS = float(os.environ.get("ROADWORKS_CACHE_SECONDS", "60"))
 TIMEOUT_SECONDS = float(os.environ.get("ROADWORKS_TIMEOUT_SECONDS", "2.5"))
+FAILURE_CACHE_SECONDS = float(os.environ.get("ROADWORKS_FAILURE_CACHE_SECONDS", "30"))
 
 
 class RoadworksUnavailable(Exception):
@@ -152,12 +157,23 @@ def _parse(document: dict) -> List[Roadwork]:
     return items
 
 
+@dataclass
+class _Flight:
+    """One fetch of a URL in progress; callers asking for the same URL wait for it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    feed: Optional[Feed] = None
+    error: str = "unavailable"
+
+
 class RoadworksClient:
-    """Fetches and caches roadworks per municipality."""
+    """Fetches and caches roadworks per municipality; safe to share between threads."""
 
     def __init__(self, session: Optional[requests.Session] = None):
         self._session = session or requests.Session()
-        self._cache: Dict[Tuple[str, str], Tuple[float, Feed]] = {}
+        self._cache: Dict[str, Tuple[float, Feed]] = {}  # by URL or file: (when, feed)
+        self._failed: Dict[str, Tuple[float, str]] = {}  # by URL: (when, error)
+        self._flights: Dict[str, _Flight] = {}  # by URL: the fetch in progress
         self._lock = threading.Lock()
 
     @staticmethod
@@ -175,21 +191,73 @@ class RoadworksClient:
     def feed(self, content: MunicipalContent) -> Feed:
         """The municipality's feed; raises RoadworksUnavailable when the source is down or
         invalid. Example data in strict mode or production comes back ``refused``."""
-        municipality = content.municipality.id
-        url = self.source_url(municipality)
+        url = self.source_url(content.municipality.id)
         path = None if url else self.feed_path(content)
-        key = (municipality, url or str(path or ""))
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-            feed = cached[1]
+        if url:
+            feed = self._from_url(url)
+        elif path:
+            feed = self._from_file(path)
         else:
-            feed = self._fetch(url) if url else (self._read_file(path) if path else Feed(source="none"))
-            with self._lock:
-                self._cache[key] = (time.monotonic(), feed)
+            feed = Feed(source="none")
         if feed.example and examples_refused():
             return Feed(example=True, generated=feed.generated, source=feed.source, refused=True)
         return feed
+
+    def _fresh(self, key: str) -> Optional[Feed]:
+        """The cached feed of ``key`` when younger than CACHE_SECONDS (hold the lock)."""
+        cached = self._cache.get(key)
+        return cached[1] if cached and time.monotonic() - cached[0] < CACHE_SECONDS else None
+
+    def _from_file(self, path: Path) -> Feed:
+        with self._lock:
+            feed = self._fresh(str(path))
+        if feed is None:
+            feed = self._read_file(path)
+            with self._lock:
+                self._cache[str(path)] = (time.monotonic(), feed)
+        return feed
+
+    def _from_url(self, url: str) -> Feed:
+        """The feed at ``url``: cached, or fetched once for every caller that asks while
+        the fetch runs. A failure within FAILURE_CACHE_SECONDS raises at once."""
+        with self._lock:
+            feed = self._fresh(url)
+            if feed is not None:
+                return feed
+            failed = self._failed.get(url)
+            if failed and time.monotonic() - failed[0] < FAILURE_CACHE_SECONDS:
+                raise RoadworksUnavailable(f"{failed[1]} (failed recently, not retried yet)")
+            flight = self._flights.get(url)
+            leading = flight is None
+            if leading:
+                flight = self._flights[url] = _Flight()
+        if not leading:
+            return self._wait_for(flight)
+        try:
+            flight.feed = self._fetch(url)
+            return flight.feed
+        except RoadworksUnavailable as exc:
+            flight.error = str(exc)
+            raise
+        finally:
+            # cache the outcome before the flight ends, so no caller starts a new fetch between
+            with self._lock:
+                if flight.feed is not None:
+                    self._cache[url] = (time.monotonic(), flight.feed)
+                    self._failed.pop(url, None)
+                else:
+                    self._failed[url] = (time.monotonic(), flight.error)
+                del self._flights[url]
+            flight.done.set()
+
+    @staticmethod
+    def _wait_for(flight: _Flight) -> Feed:
+        # The fetch ends within its two timeouts (plus the pause); the margin is a safety net.
+        if not flight.done.wait(timeout=4 * TIMEOUT_SECONDS + 5):
+            raise RoadworksUnavailable("waited too long for the fetch in progress")
+        if flight.feed is None:
+            raise RoadworksUnavailable(flight.error)
+        return flight.feed
 
     def all(self, content: MunicipalContent) -> List[Roadwork]:
         return self.feed(content).find()
@@ -256,10 +324,13 @@ def log_startup_status() -> None:
 
 
 _client: Optional[RoadworksClient] = None
+_client_lock = threading.Lock()
 
 
 def default_client() -> RoadworksClient:
+    """The client shared by all actions (one cache, one fetch per URL at a time)."""
     global _client
-    if _client is None:
-        _client = RoadworksClient()
-    return _client
+    with _client_lock:
+        if _client is None:
+            _client = RoadworksClient()
+        return _client

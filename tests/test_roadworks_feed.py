@@ -138,3 +138,62 @@ def test_shipped_feed_files_are_marked_as_examples():
         assert document.get("example") is True, path.name
         feed = roadworks_feed.parse_feed(document, "file")
         assert feed.example and feed.generated, path.name
+
+
+def test_a_failure_is_remembered_for_a_short_time(monkeypatch, lelystad):
+    """After a failed fetch the client raises at once, without asking the source, until
+    ROADWORKS_FAILURE_CACHE_SECONDS have passed; then it asks again."""
+    with ScriptedServer() as server:
+        server.replies = [(503, {}, 0), (503, {}, 0)]  # the attempt and its retry
+        server.default = (200, FEED, 0)
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        client = RoadworksClient()
+        with pytest.raises(RoadworksUnavailable):
+            client.all(lelystad)
+        with pytest.raises(RoadworksUnavailable, match="failed recently"):
+            client.all(lelystad)
+        assert len(server.requests) == 2  # the source is up again, but was not asked
+        monkeypatch.setattr(roadworks_feed, "FAILURE_CACHE_SECONDS", 0)
+        assert len(client.all(lelystad)) == 1
+        assert len(server.requests) == 3
+
+
+def test_concurrent_callers_share_one_fetch(monkeypatch, lelystad):
+    """Callers asking while the feed is being fetched wait for that fetch: one request
+    (and its retry) for all of them, and all get its outcome."""
+    import threading
+
+    monkeypatch.setattr(roadworks_feed, "TIMEOUT_SECONDS", 0.3)
+    with ScriptedServer() as server:
+        server.default = (200, FEED, 2.0)  # hangs past the timeout
+        monkeypatch.setenv("ROADWORKS_URL", server.url)
+        client = RoadworksClient()
+        barrier = threading.Barrier(6)
+        outcomes = []
+
+        def ask() -> None:
+            barrier.wait()
+            try:
+                client.all(lelystad)
+                outcomes.append("feed")
+            except RoadworksUnavailable:
+                outcomes.append("unavailable")
+
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert outcomes == ["unavailable"] * 6
+        assert len(server.requests) == 2
+        server.default = (200, FEED, 0)
+        barrier = threading.Barrier(6)
+        monkeypatch.setattr(roadworks_feed, "FAILURE_CACHE_SECONDS", 0)
+        outcomes.clear()
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert outcomes == ["feed"] * 6
+        assert len(server.requests) == 3  # one more request, then the cache
