@@ -460,3 +460,301 @@ def test_two_instances_alternating_never_strand_or_repeat_a_message(pg_url: str)
     for thread in threads:
         thread.join(10)
     assert handled == stored  # each once, in order
+
+
+# ============================================== no polling, LISTEN/NOTIFY hand-over
+def _server(graph: FakeGraphAPI, db_url: str, bot: Any, instance: str, **scale: Any) -> ChannelServer:
+    from channels.whatsapp import WhatsAppInput
+
+    settings = ScaleSettings(instance_id=instance, **{"lease_seconds": 60.0, "sweep_interval": 60.0,
+                                                      "stale_after": 60.0, **scale})
+    return ChannelServer(WhatsAppInput(make_config(graph, Path("unused.db"), db_url=db_url), settings), bot).start()
+
+
+def test_a_worker_leaves_a_sender_held_elsewhere_at_once(tmp_path: Path, graph: FakeGraphAPI) -> None:
+    """Another instance holds the citizen's lease: the worker claims once and ends
+    (before issue 19 it asked again every 0.3 s for up to 40 s)."""
+    db_url = f"sqlite:///{tmp_path}/held.db"
+    server = _server(graph, db_url, EchoBot(), "here")
+    try:
+        sender = new_sender()
+        claims: List[str] = []
+        real_claim = server.store.claim_next
+
+        def recording_claim(wa_id: str, owner: str, ttl: float, **kwargs: Any) -> Any:
+            claim = real_claim(wa_id, owner, ttl, **kwargs)
+            claims.append(claim.reason)
+            return claim
+
+        server.store.claim_next = recording_claim
+        assert server.store.acquire_lease(conversation_hash(sender), "elsewhere", 60.0)
+        payload = text_payload(sender, ["vraag"])
+        assert server.post(payload).status_code == 200
+        wait_for_state("the worker to end", lambda: not server.worker_running(sender), timeout=5)
+        assert claims == ["leased"]
+        assert server.store.inbound_status(wamid_of(payload)) == "pending" and graph.delivered(sender) == []
+        assert _lease(server.store, sender)[0] == "elsewhere"
+    finally:
+        server.stop()
+
+
+class HangingBot(EchoBot):
+    """Never finishes a turn (an instance that is stopped in the middle of one)."""
+
+    async def handle_message(self, message: Any) -> None:
+        with self.lock:
+            self.received.append({"sender": message.sender_id, "text": message.text})
+        await asyncio.sleep(3600)
+
+
+@needs_pg
+def test_an_instance_that_stops_hands_its_sender_over_by_notify(pg_url: str, graph: FakeGraphAPI) -> None:
+    """Instance A stops in the middle of a citizen's turn; instance B (sweep and
+    stale_after 60 s, so only the NOTIFY can explain it) takes the message over and
+    answers it."""
+    b_bot = EchoBot()
+    second = _server(graph, pg_url, b_bot, "inst-b")
+    first = _server(graph, pg_url, HangingBot(), "inst-a")
+    try:
+        listener = second.channel.service._listener
+        assert listener is not None and listener.connected.wait(10)
+        sender = new_sender()
+        payload = text_payload(sender, ["wanneer wordt het grofvuil opgehaald"])
+        assert first.post(payload).status_code == 200
+        wait_for_state("A to be in the middle of the turn", lambda: first.bot.for_sender(sender))
+        assert _lease(first.store, sender)[0] == "inst-a"
+        assert first.store.inbound_status(wamid_of(payload)) == "processing"
+        first.stop()  # the turn is cancelled; the lease is released with a NOTIFY
+        assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=20)
+        second.wait_handled(sender, [wamid_of(payload)])
+        assert b_bot.texts(sender) == ["wanneer wordt het grofvuil opgehaald"]
+        assert second.store.inbound_status(wamid_of(payload)) == "done"
+        assert [m["json"]["text"]["body"] for m in graph.delivered(sender)] == \
+            ["echo: wanneer wordt het grofvuil opgehaald"]
+    finally:
+        first.stop()
+        second.stop()
+
+
+@needs_pg
+def test_release_notifies_only_with_open_messages_and_without_personal_data(pg_url: str) -> None:
+    from channels.inbox import InboxListener
+
+    store = InboxStore(pg_url)
+    payloads: "queue.Queue[str]" = queue.Queue()
+    listener = InboxListener(store.engine, payloads.put).start()
+    try:
+        assert listener.connected.wait(10)
+        assert payloads.get(timeout=5) == ""  # the catch-up wake after connecting
+        idle, busy = new_sender(), new_sender()
+        for sender in (idle, busy):
+            store.record_inbound([_inbound(sender, 100.0)], time.time())
+            assert store.claim_next(sender, "inst-a", 30.0).reason == "claimed"
+        message = store.next_open_message(idle)
+        assert store.finish_and_next(message.wamid, "done", None, idle, "inst-a", 30.0).reason == "none"
+        assert store.release_lease(conversation_hash(idle), "inst-a", idle) is False  # nothing open: no NOTIFY
+        assert store.release_lease(conversation_hash(busy), "inst-a", busy) is True
+        # notifications arrive in commit order: the first one is the busy sender's
+        assert payloads.get(timeout=10) == conversation_hash(busy)
+        assert busy not in conversation_hash(busy)
+    finally:
+        listener.stop()
+
+
+@needs_pg
+def test_listener_reconnects_after_the_database_went_away(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from channels.inbox import InboxListener
+
+    caplog.set_level(logging.DEBUG, logger="channels.inbox")
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    proxied = InboxStore(pg_url.replace(":5432/", f":{proxy.port}/"))
+    direct = InboxStore(pg_url)
+    payloads: "queue.Queue[str]" = queue.Queue()
+    listener = InboxListener(proxied.engine, payloads.put, poll_seconds=0.2, backoff_max=0.5, check_every=0.5).start()
+    try:
+        assert listener.connected.wait(10) and payloads.get(timeout=5) == ""
+        proxy.cut()  # PostgreSQL "goes away"
+        wait_for_state("the listener to notice", lambda: not listener.connected.is_set(), timeout=10)
+        proxy.restore()
+        assert listener.connected.wait(15)
+        assert payloads.get(timeout=5) == ""  # woken once after reconnecting (catch-up)
+        sender = new_sender()
+        direct.record_inbound([_inbound(sender, 100.0)], time.time())
+        direct.claim_next(sender, "inst-a", 30.0)
+        direct.release_lease(conversation_hash(sender), "inst-a", sender)
+        assert payloads.get(timeout=10) == conversation_hash(sender)
+        assert any("inbox listener lost the database" in r.getMessage() for r in caplog.records)
+        assert not any(sender in r.getMessage() for r in caplog.records)
+    finally:
+        listener.stop()
+        proxy.stop()
+
+
+# ============================================================ threads and the pool
+class MeetingStore(InboxStore):
+    def meet(self, barrier: threading.Barrier) -> str:
+        """Passes only when ``barrier.parties`` calls run at the same time."""
+        barrier.wait(10)
+        self.open_count()
+        return threading.current_thread().name
+
+
+def test_database_work_runs_on_a_pool_of_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appcare import db
+    from channels.inbox import AsyncInbox
+
+    monkeypatch.setenv("WHATSAPP_DB_THREADS", "3")
+    assert db.db_threads() == 3 and ScaleSettings().db_threads == 3
+    assert db.pool_size() >= 3 + AsyncInbox.INGRESS_THREADS + 1
+    inbox = AsyncInbox(MeetingStore(f"sqlite:///{tmp_path}/pool.db"))
+    assert inbox.threads == 3
+
+    async def run() -> Tuple[List[str], List[bool]]:
+        barrier = threading.Barrier(3)
+        names = await asyncio.gather(*(inbox.meet(barrier) for _ in range(3)))
+        stored = await inbox.record_inbound([_inbound(new_sender(), 100.0)], time.time())
+        return names, stored
+
+    names, stored = asyncio.run(run())
+    assert len(set(names)) == 3 and all(n.startswith("whatsapp-inbox") for n in names)
+    assert stored == [True]
+    inbox.shutdown()
+
+
+@needs_pg
+def test_postgresql_pool_fits_the_threads(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appcare import db
+
+    monkeypatch.setenv("WHATSAPP_DB_THREADS", "6")
+    db.dispose_all()
+    store = InboxStore(pg_url)
+    assert store.engine.pool.size() == db.pool_size() >= 6 + 1 + db.POOL_HEADROOM
+
+
+# ====================================================================== timeouts
+def test_connect_args_merge_timeouts_with_existing_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appcare import db
+
+    monkeypatch.delenv("APPCARE_DB_CONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("APPCARE_DB_STATEMENT_TIMEOUT_MS", raising=False)
+    assert db.pg_connect_args("postgresql://u@h/d") == {"connect_timeout": 5, "options": "-c statement_timeout=15000"}
+    merged = db.pg_connect_args("postgresql://u@h/d", {"options": "-csearch_path=rasa"})
+    assert merged["options"] == "-csearch_path=rasa -c statement_timeout=15000"
+    from_url = db.pg_connect_args("postgresql://u@h/d?options=-csearch_path%3Drasa&connect_timeout=2")
+    assert from_url == {"options": "-csearch_path=rasa -c statement_timeout=15000"}  # the URL's timeout stays
+    own = db.pg_connect_args("postgresql://u@h/d?options=-c%20statement_timeout%3D500")
+    assert own["options"] == "-c statement_timeout=500"
+    monkeypatch.setenv("APPCARE_DB_STATEMENT_TIMEOUT_MS", "0")
+    monkeypatch.setenv("APPCARE_DB_CONNECT_TIMEOUT", "0")
+    assert db.pg_connect_args("postgresql://u@h/d") == {}
+
+
+@needs_pg
+def test_statement_timeout_and_connect_timeout_on_every_engine(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import exc, text
+
+    from appcare import db, tracker_store
+
+    monkeypatch.setenv("APPCARE_DB_STATEMENT_TIMEOUT_MS", "300")
+    monkeypatch.setenv("APPCARE_DB_CONNECT_TIMEOUT", "3")
+    monkeypatch.setenv("POSTGRESQL_SCHEMA", "public")
+    db.dispose_all()
+    tracker_store.dispose_engines()
+    try:
+        engines = {
+            "inbox": InboxStore(pg_url).engine,
+            "appcare": db.get_engine(pg_url),
+            "tracker": tracker_store.engine(pg_url),
+        }
+        for name, engine in engines.items():
+            with engine.connect() as conn:
+                assert conn.execute(text("SHOW statement_timeout")).scalar() == "300ms", name
+                dsn = conn.connection.dbapi_connection.get_dsn_parameters()
+                assert dsn.get("connect_timeout") == "3", (name, dsn)
+                with pytest.raises(exc.OperationalError, match="statement timeout"):
+                    conn.execute(text("SELECT pg_sleep(2)"))
+        with engines["tracker"].connect() as conn:
+            assert conn.execute(text("SHOW search_path")).scalar() == "public"  # merged, not replaced
+    finally:
+        db.dispose_all()
+        tracker_store.dispose_engines()
+
+
+# ================================================================ off the loop
+def test_no_database_call_on_the_event_loop_during_a_turn(tmp_path: Path, graph: FakeGraphAPI) -> None:
+    """A turn without any reply (the path that asks the handoff store whether silence
+    is right) and the inbox work: no statement runs on the event loop's thread."""
+    from sqlalchemy import event
+
+    from appcare import db
+    from appcare.handoff_store import default_store
+
+    class SilentBot(EchoBot):
+        async def handle_message(self, message: Any) -> None:
+            with self.lock:
+                self.received.append({"sender": message.sender_id, "text": message.text})
+
+    config = make_config(graph, tmp_path / "loop.db")
+    service = WhatsAppService(config, ScaleSettings(instance_id="loop", sweep_interval=60.0, stale_after=60.0))
+    bot = SilentBot()
+    service.app = SimpleNamespace(ctx=SimpleNamespace(agent=bot))
+    default_store()  # the handoff store's tables exist (APPCARE_DB_URL: this test's database)
+    engines = {"inbox": service.store.store.engine, "handoff": db.get_engine()}
+    assert engines["inbox"] is not engines["handoff"]
+    threads: Dict[str, List[int]] = {name: [] for name in engines}
+    handlers = []
+    for name, engine in engines.items():
+        def on_statement(*_args: Any, _name: str = name, **_kw: Any) -> None:
+            threads[_name].append(threading.get_ident())
+        event.listen(engine, "before_cursor_execute", on_statement)
+        handlers.append((engine, on_statement))
+    sender = new_sender()
+    loop_thread: List[int] = []
+
+    async def run() -> None:
+        loop_thread.append(threading.get_ident())
+        service.on_new_message = bot.handle_message
+        await service.accept(parse_webhook(text_payload(sender, ["hallo"])).messages, [], time.time())
+        while service._workers:
+            await asyncio.gather(*list(service._workers.values()), return_exceptions=True)
+        await service.graph.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        for engine, handler in handlers:
+            event.remove(engine, "before_cursor_execute", handler)
+    assert [m["json"]["text"]["body"] for m in graph.delivered(sender)] == [service.scale.error_text]  # no reply
+    assert threads["handoff"] and threads["inbox"], threads  # both were asked
+    assert loop_thread[0] not in threads["handoff"] + threads["inbox"]
+
+
+def test_failure_ticket_and_text_off_the_loop(fixture_content: Path) -> None:
+    from sqlalchemy import event
+
+    from appcare import db
+    from appcare.handoff_store import default_store
+    from channels import turn_recovery
+
+    default_store()
+    seen: List[int] = []
+
+    def on_statement(*_args: Any, **_kw: Any) -> None:
+        seen.append(threading.get_ident())
+
+    engine = db.get_engine()
+    event.listen(engine, "before_cursor_execute", on_statement)
+
+    async def run() -> Tuple[int, Optional[int], str]:
+        ticket = await turn_recovery.open_failure_ticket("31600000001", "hallo", "lelystad", "bot_unavailable")
+        text_ = await turn_recovery.failure_text_async(None, "lelystad")
+        return threading.get_ident(), ticket, text_
+
+    try:
+        loop_thread, ticket, text_ = asyncio.run(run())
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+    assert ticket is not None and seen and loop_thread not in seen
+    assert "14 0320" in text_
