@@ -3,6 +3,15 @@
 ``APPCARE_DB_URL`` selects the database: an SQLite file by default
 (``sqlite:///var/appcare.db`` relative to the working directory), a PostgreSQL
 URL in production (``postgresql://user@host/db``).
+
+Every PostgreSQL engine appcare creates (here and in :mod:`appcare.tracker_store`)
+gets :func:`pg_connect_args`: ``connect_timeout`` (``APPCARE_DB_CONNECT_TIMEOUT``,
+5 s) so an unreachable server fails fast instead of hanging a thread for minutes,
+and ``statement_timeout`` (``APPCARE_DB_STATEMENT_TIMEOUT_MS``, 15000 ms; 0 turns
+it off) so a statement stuck behind a lock fails instead of holding a connection.
+Values already in the URL (``?connect_timeout=...``, ``options=-c statement_timeout=...``)
+win. The pool is sized for the WhatsApp channel's database threads
+(``WHATSAPP_DB_THREADS``, see :func:`pool_size`).
 """
 from __future__ import annotations
 
@@ -11,16 +20,26 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from sqlalchemy import MetaData, create_engine, event, inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DB_URL = "sqlite:///var/appcare.db"
+CONNECT_TIMEOUT_VAR = "APPCARE_DB_CONNECT_TIMEOUT"
+STATEMENT_TIMEOUT_VAR = "APPCARE_DB_STATEMENT_TIMEOUT_MS"
+DB_THREADS_VAR = "WHATSAPP_DB_THREADS"
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds
+DEFAULT_STATEMENT_TIMEOUT_MS = 15000
+DEFAULT_DB_THREADS = 4
+# Connections beyond the channel's threads: its webhook (ingress) thread, the
+# handoff store's calls from the event loop's default executor, health checks,
+# start-up and maintenance work.
+POOL_HEADROOM = 4
 _engines: Dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -32,6 +51,50 @@ def utcnow() -> dt.datetime:
 
 def db_url() -> str:
     return os.environ.get("APPCARE_DB_URL", DEFAULT_DB_URL)
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    try:
+        value = int(float(os.environ.get(name, "") or default))
+    except ValueError:
+        logger.warning("%s is not a number; using %s", name, default)
+        value = default
+    return max(minimum, value)
+
+
+def db_threads() -> int:
+    """Threads the WhatsApp channel uses for its database work (``WHATSAPP_DB_THREADS``, 4)."""
+    return min(64, _env_int(DB_THREADS_VAR, DEFAULT_DB_THREADS, minimum=1))
+
+
+def pool_size() -> int:
+    """Connections kept in a PostgreSQL engine's pool: the channel's database threads,
+    its ingress thread and :data:`POOL_HEADROOM` (at least SQLAlchemy's default 5)."""
+    return max(5, db_threads() + 1 + POOL_HEADROOM)
+
+
+def pg_connect_args(url: Union[str, URL, None] = None, connect_args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """psycopg2 ``connect_args`` with ``connect_timeout`` and ``statement_timeout``
+    added to ``connect_args`` (whose ``options``, e.g. a ``search_path``, are kept).
+    A value the URL itself sets wins: SQLAlchemy would let ``connect_args`` replace
+    the URL's ``options``, so those are merged in here."""
+    args: Dict[str, Any] = dict(connect_args or {})
+    query: Dict[str, Any] = {}
+    if url is not None:
+        query = dict(make_url(url).query) if isinstance(url, str) else dict(url.query)
+    connect_timeout = _env_int(CONNECT_TIMEOUT_VAR, DEFAULT_CONNECT_TIMEOUT)
+    if connect_timeout > 0 and "connect_timeout" not in args and "connect_timeout" not in query:
+        args["connect_timeout"] = connect_timeout
+    url_options = query.get("options")
+    if isinstance(url_options, (tuple, list)):
+        url_options = " ".join(str(o) for o in url_options)
+    options = " ".join(o for o in (str(url_options or "").strip(), str(args.get("options") or "").strip()) if o)
+    statement_ms = _env_int(STATEMENT_TIMEOUT_VAR, DEFAULT_STATEMENT_TIMEOUT_MS)
+    if statement_ms > 0 and "statement_timeout" not in options:
+        options = f"{options} -c statement_timeout={statement_ms}".strip()
+    if options:
+        args["options"] = options
+    return args
 
 
 def get_engine(url: Optional[str] = None) -> Engine:
@@ -59,7 +122,13 @@ def _create(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, future=True)
+    kwargs: Dict[str, Any] = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        kwargs["pool_size"] = pool_size()
+        if parsed.get_driver_name() == "psycopg2":
+            kwargs["connect_args"] = pg_connect_args(parsed)
+    return create_engine(url, pool_pre_ping=True, future=True, **kwargs)
 
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises table creation.

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from appcare.db import pg_connect_args
+
 SQL_STORE_TYPES = ("sql", "rasa.core.tracker_store.sqltrackerstore")
 _ENV = re.compile(r"\$\{([^}]+)\}")
 
@@ -95,7 +97,8 @@ _engines_lock = threading.Lock()
 
 def engine(url: Union[str, sa.engine.URL]) -> sa.engine.Engine:
     """A cached engine for the tracker store (``POSTGRESQL_SCHEMA`` applied like Rasa's
-    create_engine_kwargs)."""
+    create_engine_kwargs; on PostgreSQL with appcare's connect and statement timeouts,
+    see :func:`appcare.db.pg_connect_args`)."""
     url = sa.engine.make_url(url) if isinstance(url, str) else url
     schema = os.environ.get("POSTGRESQL_SCHEMA", "")
     key = url.render_as_string(hide_password=False) + "|" + schema
@@ -105,8 +108,12 @@ def engine(url: Union[str, sa.engine.URL]) -> sa.engine.Engine:
             kwargs: Dict[str, Any] = {"future": True}
             if url.get_backend_name() == "postgresql":
                 kwargs["pool_pre_ping"] = True
-                if schema:
-                    kwargs["connect_args"] = {"options": f"-csearch_path={schema}"}
+                connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+                if url.get_driver_name() == "psycopg2":
+                    # connect_timeout and statement_timeout (APPCARE_DB_*), merged with the search_path
+                    connect_args = pg_connect_args(url, connect_args)
+                if connect_args:
+                    kwargs["connect_args"] = connect_args
             cached = sa.create_engine(url, **kwargs)
             _engines[key] = cached
         return cached

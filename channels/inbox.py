@@ -33,14 +33,30 @@ Tables (in the appcare database, ``APPCARE_DB_URL``):
                      key), and the username. Everything keyed on ``wa_id`` /
                      ``recipient`` above holds that conversation key.
 
-All methods are synchronous; :class:`AsyncInbox` runs them on one worker
-thread so the event loop never blocks on the database.
+All methods are synchronous; :class:`AsyncInbox` runs them on a small pool of
+threads (``WHATSAPP_DB_THREADS``, 4) plus one for the webhook path, so the event
+loop never blocks on the database.
+
+Round trips: a worker needs few transactions per answered message. :meth:`InboxStore.claim_next`
+takes (or renews) the sender's lease, reads the next open message and marks it
+processing in one transaction; :meth:`InboxStore.begin_reply_rows` stores the reply and
+returns what to send (with the address); :meth:`InboxStore.finish_and_next` finishes a
+message and claims the next one, or releases the lease when none is left.
+
+Wake-up across instances (PostgreSQL): an instance that lets go of a sender while
+that sender still has open messages (a worker that gave up, shutdown) sends
+``NOTIFY appcare_inbox`` in the same transaction; :class:`InboxListener` in every
+instance wakes that instance's maintenance loop, which takes the sender over at once
+instead of after ``stale_after``.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import select as select_module
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,10 +75,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    case,
     delete,
+    exists,
     func,
+    literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -76,6 +96,7 @@ WINDOW_SECONDS = 24 * 3600
 WINDOW_MARGIN_SECONDS = 60  # treat the window as closed a minute early
 
 OPEN_INBOX = ("pending", "processing", "replying")
+NOTIFY_CHANNEL = "appcare_inbox"  # PostgreSQL LISTEN/NOTIFY channel: a sender was let go with open messages
 IN_DOUBT = ("sending", "unknown")  # outbox rows that may or may not have reached Meta
 CALLBACK_PREFIX = "appcare:"  # biz_opaque_callback_data = CALLBACK_PREFIX + outbox row id
 FINISHED_INBOX = ("done", "ignored", "failed")
@@ -213,6 +234,24 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """Outcome of :meth:`InboxStore.claim_next` / :meth:`InboxStore.finish_and_next`.
+
+    ``reason``: ``claimed`` (``item`` is this sender's next open message and the
+    caller holds the lease), ``none`` (no open message left; the lease was released)
+    or ``leased`` (another live instance holds the sender: it also takes every open
+    message, so the caller lets go). ``attempts`` is the message's processing count
+    after it was marked ``processing``; None when it was not (``replying``: only the
+    rest of a stored reply is sent; or ``start=False``). ``has_deferred``: messages
+    deferred outside the 24h window wait for this citizen."""
+
+    reason: str
+    item: Optional[InboxItem] = None
+    attempts: Optional[int] = None
+    has_deferred: bool = False
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     id: int
     inbound_wamid: Optional[str]
@@ -234,6 +273,15 @@ class OutboxItem:
     billable: Optional[bool] = None
 
 
+@dataclass(frozen=True)
+class ReplyRows:
+    """A stored reply's rows still to send (in order) and where they go: ("to", phone
+    number) or ("recipient", BSUID), see :meth:`InboxStore.address_of`."""
+
+    rows: List["OutboxItem"]
+    address: Optional["tuple[str, str]"] = None
+
+
 def callback_data(outbox_id: int) -> str:
     """What goes into ``biz_opaque_callback_data`` of an outbound message."""
     return f"{CALLBACK_PREFIX}{outbox_id}"
@@ -250,6 +298,21 @@ def outbox_id_of(data: Optional[str]) -> Optional[int]:
 
 def _recipient_of(status: Any) -> Optional[str]:
     return status.recipient_id or getattr(status, "recipient_user_id", None)
+
+
+def _inbox_item(row: Any) -> InboxItem:
+    m = row._mapping
+    return InboxItem(
+        wamid=m["wamid"],
+        phone_number_id=m["phone_number_id"],
+        wa_id=m["wa_id"],
+        message_type=m["message_type"],
+        text=m["text"],
+        metadata=json.loads(m["metadata_json"]) if m["metadata_json"] else {},
+        status=m["status"],
+        attempts=m["attempts"],
+        sort_ts=m["sort_ts"],
+    )
 
 
 def _outbox_item(row: Any) -> OutboxItem:
@@ -292,6 +355,14 @@ def _insert_ignore(conn: Connection, table: Table, values: Dict[str, Any]) -> bo
         return False
     conn.execute(table.insert().values(**values))
     return True
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 class InboxStore:
@@ -406,10 +477,23 @@ class InboxStore:
         """Where a message for a conversation key goes: ("to", latest phone number) when
         one is known, else ("recipient", latest BSUID) - after a change of user id the
         new one."""
-        phone = self.phone_of(key)
+        with self.engine.connect() as conn:
+            return self._address(conn, key)
+
+    @staticmethod
+    def _address(conn: Connection, key: str) -> "tuple[str, str]":
+        """:meth:`address_of` in one query on ``conn``."""
+        latest: Dict[str, str] = {}
+        for identifier, kind in conn.execute(
+            select(identities.c.identifier, identities.c.kind)
+            .where(identities.c.conversation_key == key)
+            .order_by(identities.c.updated_ts.desc())
+        ):
+            latest.setdefault(kind, identifier)
+        phone = latest.get("phone") or (None if _is_bsuid(key) else key)
         if phone:
             return "to", phone
-        return "recipient", self._latest_identifier(key, "bsuid") or key
+        return "recipient", latest.get("bsuid") or key
 
     def _latest_identifier(self, key: str, kind: str) -> Optional[str]:
         """The most recently used identifier of ``kind`` ("phone" | "bsuid") of a conversation."""
@@ -502,20 +586,7 @@ class InboxStore:
                 .order_by(inbox.c.sort_ts, inbox.c.received_ts, inbox.c.position)
                 .limit(1)
             ).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return InboxItem(
-            wamid=m["wamid"],
-            phone_number_id=m["phone_number_id"],
-            wa_id=m["wa_id"],
-            message_type=m["message_type"],
-            text=m["text"],
-            metadata=json.loads(m["metadata_json"]) if m["metadata_json"] else {},
-            status=m["status"],
-            attempts=m["attempts"],
-            sort_ts=m["sort_ts"],
-        )
+        return _inbox_item(row) if row is not None else None
 
     def start_processing(self, wamid: str, now: Optional[float] = None) -> int:
         """Marks a message as being processed; returns how often that happened."""
@@ -532,36 +603,182 @@ class InboxStore:
         self, wamid: str, phone_number_id: str, recipient: str, payloads: Sequence[Dict[str, Any]], kinds: Sequence[str]
     ) -> None:
         """Stores the complete reply to a message and marks it ``replying`` in one transaction."""
-        now = time.time()
         with self.engine.begin() as conn:
-            for seq, (payload, kind) in enumerate(zip(payloads, kinds)):
-                _insert_ignore(
-                    conn,
-                    outbox,
-                    dict(
-                        inbound_wamid=wamid,
-                        seq=seq,
-                        phone_number_id=phone_number_id,
-                        recipient=recipient,
-                        recipient_hash=conversation_hash(recipient),
-                        kind=kind,
-                        payload_json=json.dumps(payload, ensure_ascii=False),
-                        status="pending",
-                        attempts=0,
-                        created_ts=now,
-                        updated_ts=now,
-                    ),
-                )
-            conn.execute(update(inbox).where(inbox.c.wamid == wamid).values(status="replying", updated_ts=now))
+            self._store_reply(conn, wamid, phone_number_id, recipient, payloads, kinds)
+
+    def begin_reply_rows(
+        self, wamid: str, phone_number_id: str, recipient: str, payloads: Sequence[Dict[str, Any]], kinds: Sequence[str]
+    ) -> ReplyRows:
+        """:meth:`begin_reply` and :meth:`reply_rows` in one transaction: stores the reply,
+        marks the message ``replying`` and returns the rows still to send with their address."""
+        with self.engine.begin() as conn:
+            self._store_reply(conn, wamid, phone_number_id, recipient, payloads, kinds)
+            return self._reply_rows(conn, wamid, recipient)
+
+    def reply_rows(self, wamid: str, recipient: Optional[str] = None) -> ReplyRows:
+        """The rows of a stored reply still to send (a resumed ``replying`` message) and,
+        with ``recipient``, its address, in one transaction."""
+        with self.engine.connect() as conn:
+            return self._reply_rows(conn, wamid, recipient)
+
+    def _reply_rows(self, conn: Connection, wamid: str, recipient: Optional[str]) -> ReplyRows:
+        rows = [_outbox_item(r) for r in conn.execute(
+            select(outbox)
+            .where(outbox.c.inbound_wamid == wamid, outbox.c.status.in_(("pending",) + IN_DOUBT))
+            .order_by(outbox.c.seq)
+        )]
+        address = self._address(conn, recipient) if rows and recipient else None
+        return ReplyRows(rows, address)
+
+    @staticmethod
+    def _store_reply(
+        conn: Connection, wamid: str, phone_number_id: str, recipient: str,
+        payloads: Sequence[Dict[str, Any]], kinds: Sequence[str],
+    ) -> None:
+        now = time.time()
+        recipient_hash = conversation_hash(recipient)
+        values = [
+            dict(
+                inbound_wamid=wamid,
+                seq=seq,
+                ref=None,
+                phone_number_id=phone_number_id,
+                recipient=recipient,
+                recipient_hash=recipient_hash,
+                kind=kind,
+                payload_json=json.dumps(payload, ensure_ascii=False),
+                status="pending",
+                attempts=0,
+                created_ts=now,
+                updated_ts=now,
+            )
+            for seq, (payload, kind) in enumerate(zip(payloads, kinds))
+        ]
+        if values:
+            if conn.dialect.name in ("sqlite", "postgresql"):
+                # one statement for all parts; a part stored by an earlier attempt stays as it is
+                conn.execute(_dialect_insert(conn)(outbox).values(values).on_conflict_do_nothing())
+            else:
+                for value in values:
+                    _insert_ignore(conn, outbox, value)
+        conn.execute(update(inbox).where(inbox.c.wamid == wamid).values(status="replying", updated_ts=now))
 
     def finish_inbound(self, wamid: str, status: str = "done", error: Optional[str] = None) -> None:
         """Finishes a message and erases its content (the wamid stays for de-duplication)."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(inbox)
-                .where(inbox.c.wamid == wamid)
-                .values(status=status, error=error, text=None, metadata_json=None, wa_id=None, updated_ts=time.time())
-            )
+            self._finish(conn, wamid, status, error)
+
+    @staticmethod
+    def _finish(conn: Connection, wamid: str, status: str, error: Optional[str]) -> None:
+        conn.execute(
+            update(inbox)
+            .where(inbox.c.wamid == wamid)
+            .values(status=status, error=error, text=None, metadata_json=None, wa_id=None, updated_ts=time.time())
+        )
+
+    # ------------------------------------------------- worker (combined steps)
+    def claim_next(
+        self, wa_id: str, owner: str, ttl: float, start: bool = True, deferred_since: float = 0.0,
+        now: Optional[float] = None,
+    ) -> Claim:
+        """One transaction for what a sender's worker needs before a turn: take (or
+        renew) the sender's lease, read its oldest open message and mark it
+        ``processing`` (``start``; not a ``replying`` one, which only sends the rest of
+        its stored reply). No open message left: the lease is released in the same
+        transaction. Another live instance holds the lease: ``leased``, nothing changed."""
+        now = now or time.time()
+        with self.engine.begin() as conn:
+            if not self._take_lease(conn, conversation_hash(wa_id), owner, ttl, now):
+                return Claim("leased")
+            return self._next_under_lease(conn, wa_id, owner, ttl, start, deferred_since, now, holds_lease=True)
+
+    def finish_and_next(
+        self, wamid: str, status: str, error: Optional[str], wa_id: str, owner: str, ttl: float,
+        start: bool = True, deferred_since: float = 0.0, now: Optional[float] = None,
+    ) -> Claim:
+        """:meth:`finish_inbound` and :meth:`claim_next` in one transaction: finishes
+        ``wamid``, then either claims the sender's next open message (the lease is
+        renewed) or, when none is left, releases the lease.
+
+        Why no message can be stranded between a release and a new message (without
+        polling): the lease row is deleted (so locked) *before* the open messages are
+        read. A new message's worker elsewhere either tried the lease before that lock
+        (then the message was committed before it, and the read below sees it), or its
+        attempt waits for this transaction and then finds the lease free (released) or
+        renewed (this worker takes the message next). On PostgreSQL each statement
+        reads the data committed before it started (READ COMMITTED); on SQLite the
+        transaction holds the database's write lock from its first statement."""
+        now = now or time.time()
+        sender_hash = conversation_hash(wa_id)
+        with self.engine.begin() as conn:
+            self._finish(conn, wamid, status, error)
+            held = conn.execute(
+                delete(leases).where(leases.c.sender_hash == sender_hash, leases.c.owner == owner)
+            ).rowcount == 1
+            if not held and not self._take_lease(conn, sender_hash, owner, ttl, now):
+                return Claim("leased")  # lost it (expired, taken over): the new holder goes on
+            return self._next_under_lease(conn, wa_id, owner, ttl, start, deferred_since, now, holds_lease=not held)
+
+    def _next_under_lease(
+        self, conn: Connection, wa_id: str, owner: str, ttl: float, start: bool, deferred_since: float,
+        now: float, holds_lease: bool,
+    ) -> Claim:
+        """The sender's next open message while the lease row is locked by this
+        transaction. ``holds_lease``: the row is ours (taken or renewed); else it was
+        deleted by this transaction and is put back only when there is work."""
+        sender_hash = conversation_hash(wa_id)
+        deferred = exists().where(
+            outbox.c.status == "deferred",
+            outbox.c.phone_number_id == inbox.c.phone_number_id,
+            outbox.c.recipient == inbox.c.wa_id,
+            outbox.c.created_ts >= deferred_since,
+        )
+        row = conn.execute(
+            select(inbox, deferred.label("has_deferred"))
+            .where(inbox.c.wa_id == wa_id, inbox.c.status.in_(OPEN_INBOX))
+            .order_by(inbox.c.sort_ts, inbox.c.received_ts, inbox.c.position)
+            .limit(1)
+        ).first()
+        if row is None:
+            if holds_lease:
+                conn.execute(delete(leases).where(leases.c.sender_hash == sender_hash, leases.c.owner == owner))
+            return Claim("none")
+        if not holds_lease:
+            conn.execute(leases.insert().values(sender_hash=sender_hash, owner=owner, expires_ts=now + ttl,
+                                                acquired_ts=now))
+        item = _inbox_item(row)
+        has_deferred = bool(row._mapping["has_deferred"])
+        if not start or item.status == "replying":
+            return Claim("claimed", item, None, has_deferred)
+        conn.execute(
+            update(inbox)
+            .where(inbox.c.wamid == item.wamid)
+            .values(status="processing", attempts=inbox.c.attempts + 1, updated_ts=now)
+        )
+        # the lease (and the row lock on it) keeps anybody else from changing this row meanwhile
+        return Claim("claimed", item, item.attempts + 1, has_deferred)
+
+    @staticmethod
+    def _take_lease(conn: Connection, sender_hash: str, owner: str, ttl: float, now: float) -> bool:
+        """Takes or renews a sender's lease in one statement (and locks its row): True
+        unless another owner holds a lease that has not expired."""
+        values = dict(sender_hash=sender_hash, owner=owner, expires_ts=now + ttl, acquired_ts=now)
+        if conn.dialect.name not in ("sqlite", "postgresql"):
+            if _insert_ignore(conn, leases, values):
+                return True
+            return conn.execute(
+                update(leases)
+                .where(leases.c.sender_hash == sender_hash)
+                .where(or_(leases.c.owner == owner, leases.c.expires_ts < now))
+                .values(owner=owner, expires_ts=now + ttl, acquired_ts=now)
+            ).rowcount == 1
+        statement = _dialect_insert(conn)(leases).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[leases.c.sender_hash],
+            set_=dict(owner=owner, expires_ts=now + ttl, acquired_ts=now),
+            where=or_(leases.c.owner == owner, leases.c.expires_ts < now),
+        )
+        return conn.execute(statement).rowcount == 1
 
     def inbound_status(self, wamid: str) -> Optional[str]:
         with self.engine.connect() as conn:
@@ -655,15 +872,20 @@ class InboxStore:
     def mark_sent(self, outbox_id: int, wamid: Optional[str]) -> None:
         """Meta accepted the row. A ``failed`` delivery report that overtook the
         HTTP answer keeps the row failed."""
+        failed = outbox.c.status == "failed"
         with self.engine.begin() as conn:
+            # one statement: a failed row keeps its state and only gets a missing wamid
             conn.execute(
                 update(outbox)
-                .where(outbox.c.id == outbox_id, outbox.c.status != "failed")
-                .values(status="sent", wamid=wamid, payload_json=None, error=None, error_code=None,
-                        updated_ts=time.time())
-            )
-            conn.execute(
-                update(outbox).where(outbox.c.id == outbox_id, outbox.c.wamid.is_(None)).values(wamid=wamid)
+                .where(outbox.c.id == outbox_id)
+                .values(
+                    status=case((failed, outbox.c.status), else_=literal("sent")),
+                    wamid=case((failed, func.coalesce(outbox.c.wamid, wamid)), else_=literal(wamid)),
+                    payload_json=case((failed, outbox.c.payload_json), else_=None),
+                    error=case((failed, outbox.c.error), else_=None),
+                    error_code=case((failed, outbox.c.error_code), else_=None),
+                    updated_ts=case((failed, outbox.c.updated_ts), else_=literal(time.time())),
+                )
             )
 
     def mark_failed(self, outbox_id: int, error_code: Optional[int], error: str) -> None:
@@ -908,9 +1130,45 @@ class InboxStore:
             )
             return result.rowcount == 1
 
-    def release_lease(self, sender_hash: str, owner: str) -> None:
+    def release_lease(self, sender_hash: str, owner: str, wa_id: Optional[str] = None) -> bool:
+        """Releases a sender's lease. With ``wa_id``: True when that sender still has
+        open messages, and then (PostgreSQL) other instances are woken in the same
+        transaction (``NOTIFY appcare_inbox``) to take them over at once."""
         with self.engine.begin() as conn:
             conn.execute(delete(leases).where(leases.c.sender_hash == sender_hash, leases.c.owner == owner))
+            if wa_id is None:
+                return False
+            remaining = conn.execute(
+                select(inbox.c.wamid).where(inbox.c.wa_id == wa_id, inbox.c.status.in_(OPEN_INBOX)).limit(1)
+            ).first() is not None
+            if remaining:
+                self._notify(conn, sender_hash)
+            return remaining
+
+    def wake_others(self) -> bool:
+        """Wakes the other instances (PostgreSQL) when open messages wait that nobody
+        holds, e.g. messages this instance stored while it stops. True when it did."""
+        if self.engine.dialect.name != "postgresql":
+            return False
+        now = time.time()
+        joined = inbox.outerjoin(leases, leases.c.sender_hash == inbox.c.sender_hash)
+        with self.engine.begin() as conn:
+            waiting = conn.execute(
+                select(inbox.c.wamid).select_from(joined)
+                .where(inbox.c.status.in_(OPEN_INBOX), inbox.c.wa_id.isnot(None))
+                .where(or_(leases.c.sender_hash.is_(None), leases.c.expires_ts < now))
+                .limit(1)
+            ).first() is not None
+            if waiting:
+                self._notify(conn, "")
+            return waiting
+
+    @staticmethod
+    def _notify(conn: Connection, payload: str) -> None:
+        """``NOTIFY appcare_inbox`` (sent when the transaction commits). The payload is
+        at most a keyed sender hash: never a number, text or wamid."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": payload})
 
     def renew_leases(self, owner: str, ttl: float, now: Optional[float] = None) -> int:
         now = now or time.time()
@@ -918,9 +1176,13 @@ class InboxStore:
             return conn.execute(update(leases).where(leases.c.owner == owner).values(expires_ts=now + ttl)).rowcount
 
     def drop_leases_of(self, owner: str) -> int:
-        """At start-up: leases left by an earlier run of this same instance are stale."""
+        """At start-up: leases left by an earlier run of this same instance are stale.
+        Other instances are woken (PostgreSQL) to help with those senders."""
         with self.engine.begin() as conn:
-            return conn.execute(delete(leases).where(leases.c.owner == owner)).rowcount
+            dropped = conn.execute(delete(leases).where(leases.c.owner == owner)).rowcount
+            if dropped:
+                self._notify(conn, "")
+            return dropped
 
     def unleased_senders(self, owner: str, idle_for: float = 0.0, now: Optional[float] = None) -> List[str]:
         """Senders with open messages that nobody (else) is working on: no lease,
@@ -966,16 +1228,29 @@ class InboxStore:
 
 
 class AsyncInbox:
-    """Runs :class:`InboxStore` methods off the event loop. The webhook path
-    (persisting what Meta sends) has its own thread so acknowledgements never
-    queue behind the workers' bookkeeping."""
+    """Runs :class:`InboxStore` methods off the event loop: the workers' bookkeeping
+    on a pool of ``threads`` (``WHATSAPP_DB_THREADS``, 4), so one sender's slow
+    transaction does not hold up the others; the webhook path (persisting what Meta
+    sends, resolving the citizen's conversation key) on its own thread so
+    acknowledgements never queue behind the workers."""
 
-    INGRESS = frozenset({"record_inbound", "record_statuses"})
+    INGRESS = frozenset({"record_inbound", "record_statuses", "conversation_key", "link_identifiers"})
+    INGRESS_THREADS = 1
 
-    def __init__(self, store: InboxStore) -> None:
+    def __init__(self, store: InboxStore, threads: Optional[int] = None) -> None:
         self.store = store
-        self._ingress = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsapp-ingress")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsapp-inbox")
+        self.threads = max(1, int(threads or appcare_db.db_threads()))
+        self._ingress = ThreadPoolExecutor(max_workers=self.INGRESS_THREADS, thread_name_prefix="whatsapp-ingress")
+        self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="whatsapp-inbox")
+        pool = getattr(store.engine, "pool", None)
+        size = pool.size() if pool is not None and hasattr(pool, "size") else None
+        wanted = self.threads + self.INGRESS_THREADS + 1
+        if store.engine.dialect.name == "postgresql" and isinstance(size, int) and size < wanted:
+            logger.warning(
+                "WhatsApp: the database pool keeps %d connections for %d database threads (+%d webhook); "
+                "threads will wait for connections (lower %s)",
+                size, self.threads, self.INGRESS_THREADS, appcare_db.DB_THREADS_VAR,
+            )
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self.store, name)
@@ -990,3 +1265,110 @@ class AsyncInbox:
     def shutdown(self) -> None:
         self._ingress.shutdown(wait=False)
         self._executor.shutdown(wait=False)
+
+
+class InboxListener:
+    """``LISTEN appcare_inbox`` on a dedicated PostgreSQL connection in a thread:
+    calls ``on_wake`` (from that thread) when another instance let go of a sender
+    with open messages, and once after every (re)connect, since notifications sent
+    while it was disconnected are lost. Reconnects with backoff when the database
+    goes away. Logs carry no personal data (the payload is a keyed sender hash)."""
+
+    def __init__(self, engine: Engine, on_wake: Callable[[str], None], poll_seconds: float = 5.0,
+                 backoff_max: float = 30.0, check_every: float = 30.0) -> None:
+        self.engine = engine
+        self.on_wake = on_wake
+        self.poll_seconds = poll_seconds
+        self.backoff_max = backoff_max
+        self.check_every = check_every  # an idle connection is checked this often (a dead one shows no error)
+        self.connected = threading.Event()
+        self.wakeups = 0
+        self._stop = threading.Event()
+        self._waker_r, self._waker_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._run, name="whatsapp-listen", daemon=True)
+
+    def start(self) -> "InboxListener":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        try:
+            self._waker_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        for sock in (self._waker_r, self._waker_w):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _connect(self) -> Any:
+        """A psycopg2 connection made like the engine's (URL, connect_args with the
+        connect and statement timeouts), detached from its pool, in autocommit."""
+        fairy = self.engine.raw_connection()
+        fairy.detach()
+        conn = fairy.dbapi_connection
+        conn.rollback()  # the pool's checkout ping may have opened a transaction
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return conn
+
+    def _run(self) -> None:
+        backoff, failures = 0.5, 0
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                self.connected.set()
+                if failures:
+                    logger.warning("WhatsApp: inbox listener connected again after %d failed attempt(s)", failures)
+                backoff, failures = 0.5, 0
+                self._wake("")  # catch up on anything announced while not listening
+                self._listen(conn)
+            except Exception as exc:  # noqa: BLE001 - database gone: retry with backoff
+                self.connected.clear()
+                failures += 1
+                if failures == 1:
+                    logger.warning("WhatsApp: inbox listener lost the database (%s); reconnecting with backoff",
+                                   type(exc).__name__)
+                else:
+                    logger.debug("WhatsApp: inbox listener still without database (%s), attempt %d",
+                                 type(exc).__name__, failures)
+                self._stop.wait(backoff)
+                backoff = min(self.backoff_max, backoff * 2)
+            finally:
+                self.connected.clear()
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def _listen(self, conn: Any) -> None:
+        last_activity = time.monotonic()
+        while not self._stop.is_set():
+            readable, _, _ = select_module.select([conn, self._waker_r], [], [], self.poll_seconds)
+            if self._stop.is_set():
+                return
+            if conn in readable:
+                conn.poll()  # raises when the server closed the connection
+                last_activity = time.monotonic()
+                payloads = [n.payload for n in conn.notifies]
+                conn.notifies.clear()
+                if payloads:
+                    self._wake(payloads[-1] if len(payloads) == 1 else "")
+            elif time.monotonic() - last_activity >= self.check_every:
+                with conn.cursor() as cur:  # a connection that died silently raises here
+                    cur.execute("SELECT 1")
+                last_activity = time.monotonic()
+
+    def _wake(self, payload: str) -> None:
+        self.wakeups += 1
+        try:
+            self.on_wake(payload)
+        except Exception as exc:  # noqa: BLE001 - e.g. the event loop closed at shutdown
+            logger.debug("WhatsApp: inbox listener could not wake the channel (%s)", type(exc).__name__)

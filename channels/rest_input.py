@@ -18,6 +18,7 @@ Configured in credentials.yml as ``channels.rest_input.RestInput``; its name sta
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from asyncio import CancelledError
@@ -45,6 +46,12 @@ def fallback_reply(request: Request) -> Text:
         return agent.domain.responses["utter_default"][0]["text"]
     except (AttributeError, KeyError, IndexError, TypeError):
         return LAST_RESORT_TEXT
+
+
+async def silence_expected_async(sender_id: Text) -> bool:
+    """:func:`silence_expected` on a worker thread: the handoff store's database
+    call never blocks the event loop (other conversations' turns)."""
+    return await asyncio.to_thread(silence_expected, sender_id)
 
 
 def silence_expected(sender_id: Text) -> bool:
@@ -102,7 +109,7 @@ class RestInput(RasaRestInput):
             except Exception as exc:  # noqa: BLE001
                 logger.error("REST message failed (%s); conversation %s",
                              type(exc).__name__, conversation_hash(sender_id))
-            if not collector.messages and not silence_expected(sender_id):
+            if not collector.messages and not await silence_expected_async(sender_id):
                 logger.warning("no reply produced; sent the default reply; conversation %s",
                                conversation_hash(sender_id))
                 collector.messages.append({"recipient_id": sender_id, "text": fallback_reply(request)})

@@ -13,6 +13,8 @@ WhatsApp message id, followed by the bot's utterances) or none of it:
 
 :func:`open_failure_ticket` and :func:`failure_text` serve a message that could not
 be handled at all: the desk gets a ticket, the citizen a text with the phone number.
+Both run on a worker thread when called from the event loop (:func:`failure_text_async`):
+the handoff store's database and the content files are never read on the loop.
 """
 from __future__ import annotations
 
@@ -88,6 +90,11 @@ def failure_text(agent: Any, municipality: Optional[str]) -> str:
     return text.replace("{phone}", _phone(municipality))
 
 
+async def failure_text_async(agent: Any, municipality: Optional[str]) -> str:
+    """:func:`failure_text` on a worker thread (it may read the content files)."""
+    return await asyncio.to_thread(failure_text, agent, municipality)
+
+
 def _phone(municipality: Optional[str]) -> str:
     try:
         from appcare import content
@@ -131,7 +138,7 @@ async def open_failure_ticket(conversation_id: str, text: Optional[str], municip
         return ticket.id
 
     try:
-        ticket_id = await asyncio.get_running_loop().run_in_executor(None, _open)
+        ticket_id = await asyncio.to_thread(_open)  # the handoff store's database call, off the event loop
     except Exception as exc:  # noqa: BLE001
         logger.error("WhatsApp: could not open a KCC ticket for an unanswered message conversation=%s (%s)",
                      conversation_hash(conversation_id), type(exc).__name__)

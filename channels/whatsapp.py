@@ -11,8 +11,12 @@ the database or the model is not available), Prometheus metrics:
 (see :mod:`channels.config`, docs/whatsapp.md and docs/production.md).
 
 Several Rasa instances may share one ``APPCARE_DB_URL`` (PostgreSQL): a sender is
-processed only by the instance holding its lease (``whatsapp_sender_leases``);
-messages left by a crashed instance are taken over when its lease expires. A
+processed only by the instance holding its lease (``whatsapp_sender_leases``); an
+instance that finds the lease held elsewhere leaves the sender to the holder, which
+reads the sender's open messages again before it lets go. An instance that lets go
+of a sender with open messages left (shutdown, a worker that gave up) wakes the
+others with PostgreSQL ``NOTIFY``; messages left by a crashed instance are taken over
+when its lease expires. A
 front that splits a webhook POST over instances passes ``X-Appcare-Route`` (the
 sender hashes this instance must take); the body and Meta's signature stay intact.
 
@@ -51,7 +55,8 @@ from sanic.response import HTTPResponse
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 
-from channels.rest_input import silence_expected
+from channels.rest_input import silence_expected_async
+from appcare import db as appcare_db
 from appcare import logging_setup
 from appcare import metrics as appcare_metrics
 from appcare import secrets
@@ -65,10 +70,13 @@ from channels.inbox import (
     WINDOW_MARGIN_SECONDS,
     WINDOW_SECONDS,
     AsyncInbox,
+    Claim,
     InboxItem,
+    InboxListener,
     InboxStore,
     NewInbound,
     OutboxItem,
+    ReplyRows,
     callback_data,
 )
 from channels import turn_recovery
@@ -120,7 +128,19 @@ class ScaleSettings:
     result is unknown (timeout after sending, 5xx, crash in flight) waits for Meta's
     status webhook before it is resent, once.
     ``APPCARE_INSTANCE_ID``: stable name of this instance (e.g. ``rasa-1``); a
-    restarted instance then frees its own leases at once."""
+    restarted instance then frees its own leases at once.
+
+    Channel database (environment only, shared with :mod:`appcare.db`):
+    ``WHATSAPP_DB_THREADS`` (4): threads that run the workers' database calls (the
+    webhook has its own thread); the PostgreSQL pool keeps that many connections
+    plus headroom (:func:`appcare.db.pool_size`).
+    ``APPCARE_DB_CONNECT_TIMEOUT`` (5 s) and ``APPCARE_DB_STATEMENT_TIMEOUT_MS``
+    (15000, 0 = off): on every PostgreSQL connection appcare opens.
+    Wake-up: on PostgreSQL each instance listens on ``appcare_inbox``; an instance
+    that lets go of a sender with open messages (shutdown, a worker that gave up)
+    notifies, and the others take the sender over at once instead of after
+    ``stale_after``. A worker that finds a sender's lease held by another instance
+    leaves at once (the holder reads the open messages again before it lets go)."""
 
     lease_seconds: float = 10.0
     sweep_interval: float = 3.0
@@ -129,10 +149,13 @@ class ScaleSettings:
     confirm_seconds: float = 30.0
     error_text: str = DEFAULT_ERROR_TEXT
     instance_id: str = ""
+    db_threads: int = 0  # 0: WHATSAPP_DB_THREADS (appcare.db.db_threads)
 
     def __post_init__(self) -> None:
         if not self.instance_id:
             self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        if self.db_threads <= 0:
+            self.db_threads = appcare_db.db_threads()
 
     @classmethod
     def load(cls, credentials: Optional[Dict[str, Any]] = None) -> "ScaleSettings":
@@ -167,10 +190,12 @@ def _ping_pooled_connections() -> None:
         return
 
     @event.listens_for(Pool, "checkout")
-    def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def _ping(dbapi_connection: Any, _record: Any, proxy: Any) -> None:
         module = type(dbapi_connection).__module__ or ""
         if not module.startswith("psycopg2"):
             return
+        if getattr(getattr(proxy, "_pool", None), "_pre_ping", False):
+            return  # the pool pings (pool_pre_ping) already: one round trip per checkout is enough
         try:
             cursor = dbapi_connection.cursor()
             try:
@@ -423,7 +448,7 @@ class WhatsAppService:
     def __init__(self, config: WhatsAppConfig, scale: Optional[ScaleSettings] = None) -> None:
         self.config = config
         self.scale = scale or ScaleSettings.load()
-        self.store = AsyncInbox(InboxStore(config.db_url))
+        self.store = AsyncInbox(InboxStore(config.db_url), threads=self.scale.db_threads)
         self.graph = GraphAPIClient(
             config.access_token or "",
             config.graph_url,
@@ -444,15 +469,21 @@ class WhatsAppService:
         self._db_ok = True
         self._started_at = time.time()
         self._resolving: Dict[int, asyncio.Task] = {}
+        self._listener: Optional[InboxListener] = None
+        self._wake: Optional[asyncio.Event] = None
+        self._cooldown: Dict[str, float] = {}  # sender -> until (monotonic): this instance gave up on it
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, app: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
         self.app = app
         self.on_new_message = on_new_message
         self._stopping = False
-        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeeping_loop())
-        self._maintenance = asyncio.get_running_loop().create_task(self._maintenance_loop())
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._housekeeping = loop.create_task(self._housekeeping_loop())
+        self._maintenance = loop.create_task(self._maintenance_loop())
         self._started_at = time.time()
+        self._start_listener(loop)
         try:
             interrupted = await self.store.fail_interrupted_direct_sends(DIRECT_PENDING_ORPHANED)
             if interrupted:
@@ -486,9 +517,29 @@ class WhatsAppService:
             for task in pending:
                 task.cancel()
             if pending:
+                # each worker releases its lease as it ends and wakes the other instances
+                # (PostgreSQL NOTIFY) when its sender still has open messages
                 await asyncio.gather(*pending, return_exceptions=True)
-                logger.warning("WhatsApp: %d sender worker(s) cancelled at shutdown; resumed on next start", len(pending))
+                logger.warning("WhatsApp: %d sender worker(s) cancelled at shutdown; their messages are left to "
+                               "the other instances or the next start", len(pending))
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await asyncio.to_thread(listener.stop)
         await self.graph.close()
+
+    def _start_listener(self, loop: asyncio.AbstractEventLoop) -> None:
+        """PostgreSQL: wake the maintenance loop when another instance lets go of a
+        sender with open messages (SQLite has one process: nothing to listen for)."""
+        engine = self.store.store.engine
+        if engine.dialect.name != "postgresql" or self._listener is not None:
+            return
+        wake = self._wake
+
+        def on_wake(payload: str) -> None:
+            if wake is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(wake.set)
+
+        self._listener = InboxListener(engine, on_wake).start()
 
     async def _housekeeping_loop(self) -> None:
         while not self._stopping:
@@ -509,8 +560,12 @@ class WhatsAppService:
         was down when they arrived). Says in the log when the database goes away
         and comes back."""
         first = True
+        next_sweep = time.monotonic() + self.scale.sweep_interval
         while not self._stopping:
-            await asyncio.sleep(self.scale.sweep_interval)
+            if await self._woken(next_sweep):
+                await self._sweep_now()
+                continue
+            next_sweep = time.monotonic() + self.scale.sweep_interval
             try:
                 if self._workers:
                     await self.store.renew_leases(self.scale.instance_id, self.scale.lease_seconds)
@@ -545,6 +600,41 @@ class WhatsAppService:
             except Exception as exc:  # noqa: BLE001
                 appcare_metrics.WA_ERRORS.labels("maintenance").inc()
                 logger.error("WhatsApp: checking sends with an unknown result failed (%s)", _where(exc))
+
+    async def _woken(self, until: float) -> bool:
+        """Waits until ``until`` (monotonic); True when another instance's NOTIFY
+        (via :class:`InboxListener`) came first."""
+        wake = self._wake
+        timeout = max(0.0, until - time.monotonic())
+        if wake is None:
+            await asyncio.sleep(timeout)
+            return False
+        try:
+            await asyncio.wait_for(wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        wake.clear()
+        return True
+
+    async def _sweep_now(self) -> None:
+        """Another instance let go of a sender with open messages: take over every
+        sender nobody holds, without waiting for ``stale_after``."""
+        try:
+            senders = await self.store.unleased_senders(self.scale.instance_id, 0.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the regular sweep retries
+            logger.warning("WhatsApp: wake-up sweep failed (%s)", _where(exc))
+            return
+        now = time.monotonic()
+        for wa_id, until in list(self._cooldown.items()):
+            if until <= now:
+                del self._cooldown[wa_id]
+        taken = [w for w in senders if w not in self._workers and w not in self._cooldown]
+        if taken:
+            logger.info("WhatsApp: woken by another instance; taking over %d sender(s)", len(taken))
+        for wa_id in taken:
+            self.notify(wa_id)
 
     async def _resolve_direct_sends(self) -> None:
         """Direct sends (staff replies) whose result is unknown, or left in flight by
@@ -622,6 +712,12 @@ class WhatsAppService:
                     "WhatsApp: received %s sender=%s msg=%s", item.message_type, sender, short_hash(item.wamid)
                 )
                 self.notify(item.wa_id)
+        if self._stopping and any(item.answerable for item, new in zip(items, new_flags) if new is not None):
+            # stored while this instance stops: no worker starts here, another instance takes them
+            try:
+                await self.store.wake_others()
+            except Exception as exc:  # noqa: BLE001 - picked up after stale_after anyway
+                logger.warning("WhatsApp: could not wake the other instances (%s)", _where(exc))
         for status in statuses:
             appcare_metrics.WA_STATUSES.labels(str(status.status)[:16]).inc()
             if status.status == "failed":
@@ -685,13 +781,14 @@ class WhatsAppService:
             key = await self.store.conversation_key(phone, user_id, message.username)
         return message if key == message.wa_id else dc_replace(message, wa_id=key)
 
-    async def _addressed(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+    async def _addressed(self, payload: Dict[str, Any], known: Optional["tuple[str, str]"] = None) -> Dict[str, Any]:
         """A payload addressed to a conversation key: ``to`` the phone number when one
-        is known, else ``recipient`` = the BSUID (username-only citizens)."""
+        is known, else ``recipient`` = the BSUID (username-only citizens). ``known``:
+        that address, read by the caller in an earlier transaction."""
         key = payload.get("to")
         if not isinstance(key, str) or not key:
             return payload
-        field, address = await self.store.address_of(key)
+        field, address = known or await self.store.address_of(key)
         out = dict(payload)
         out.pop("to", None)
         out[field] = address
@@ -709,48 +806,72 @@ class WhatsAppService:
 
     async def _worker(self, wa_id: str) -> None:
         """Processes a sender's open messages one at a time, in order, while
-        holding the sender's lease (only one instance works on a sender)."""
+        holding the sender's lease (only one instance works on a sender).
+
+        Per message: :meth:`InboxStore.claim_next` (lease + next message + processing,
+        one transaction), the turn, the reply (:meth:`InboxStore.begin_reply_rows`),
+        its sends, and :meth:`InboxStore.finish_and_next` (finished + next message, or
+        the lease released when none is left, one transaction). When another instance
+        holds the lease, this worker ends at once: the holder reads the open messages
+        again before it releases the lease (see ``finish_and_next``)."""
         failures = 0
         me = asyncio.current_task()
         sender_hash = conversation_hash(wa_id)
-        holding = False
-        lease_taken = 0.0
-        waited = 0.0
+        owner, ttl = self.scale.instance_id, self.scale.lease_seconds
+        holding = False  # the lease may be ours: release it when this worker ends
+        had_lease = False  # the last claim gave us the lease
+        claim: Optional[Claim] = None
         appcare_metrics.WA_WORKERS.inc()
         try:
             while not self._stopping:
                 self._dirty[wa_id] = False
                 try:
-                    item = await self.store.next_open_message(wa_id)
-                    if item is None:
-                        if holding:
-                            holding = False
-                            await self.store.release_lease(sender_hash, self.scale.instance_id)
-                            continue  # look once more: a message may have arrived meanwhile
+                    if claim is None:
+                        if not self._agent_ready():
+                            go_on = await self._wait_for_agent_unless_replying(wa_id)
+                            if go_on is None and self._dirty.get(wa_id):
+                                continue  # nothing was open, but a message arrived meanwhile
+                            if not go_on:
+                                return  # shutting down (the message stays open), or nothing open
+                        holding = True  # until told otherwise: a claim cut off by shutdown is released below
+                        claim = await self.store.claim_next(wa_id, owner, ttl, start=self._agent_ready(),
+                                                            deferred_since=self._deferred_since())
+                    if claim.reason == "leased":
+                        if had_lease:
+                            logger.warning("WhatsApp: lease of sender=%s taken over by another instance", sender_hash)
+                        holding = had_lease = False
+                        return  # the holder takes every open message of this sender
+                    if claim.reason == "none":
+                        holding = had_lease = False  # the lease was released in that transaction
+                        claim = None
                         if self._dirty.get(wa_id):
-                            continue
+                            continue  # a message arrived meanwhile
                         return  # no await between this check and the removal below
-                    if not holding or time.monotonic() - lease_taken > self.scale.lease_seconds / 3:
-                        if item.status != "replying" and not await self._wait_for_agent():
+                    holding = had_lease = True
+                    item = claim.item
+                    assert item is not None
+                    if claim.attempts is None and item.status != "replying":
+                        # Claimed without starting it: Rasa lost its model meanwhile. Let go
+                        # of the sender (an instance with a model may take it), wait, claim again.
+                        claim, holding, had_lease = None, False, False
+                        await self.store.release_lease(sender_hash, owner, wa_id)
+                        if not await self._wait_for_agent():
                             return  # shutting down; the message stays open
-                        if not await self.store.acquire_lease(sender_hash, self.scale.instance_id, self.scale.lease_seconds):
-                            if holding:
-                                logger.warning("WhatsApp: lease of sender=%s taken over by another instance", sender_hash)
-                                holding = False
-                            # Another instance is working on this sender; it takes
-                            # every open message. Wait while it does.
-                            if waited > 4 * self.scale.lease_seconds:
-                                return  # the maintenance loop picks it up if it stays orphaned
-                            await asyncio.sleep(0.3)
-                            waited += 0.3
-                            continue
-                        holding, lease_taken, waited = True, time.monotonic(), 0.0
-                        continue  # re-read under the lease: the previous holder may have finished it
-                    await self._process(item)
+                        continue
+                    outcome = await self._process(item, claim.attempts, claim.has_deferred)
+                    claim = None
+                    if outcome is None:
+                        continue  # stopping: the message stays open (resumed elsewhere or on the next start)
+                    status, error = outcome
+                    claim = await self.store.finish_and_next(
+                        item.wamid, status, error, wa_id, owner, ttl,
+                        start=self._agent_ready(), deferred_since=self._deferred_since(),
+                    )
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001
+                    claim = None
                     failures += 1
                     appcare_metrics.WA_ERRORS.labels("worker").inc()
                     logger.error(
@@ -758,7 +879,9 @@ class WhatsAppService:
                         sender_hash, _where(exc), failures,
                     )
                     if failures >= 5:
-                        return  # stays open; picked up again by the maintenance loop
+                        # left to another instance (woken below) or to this one's sweep after stale_after
+                        self._cooldown[wa_id] = time.monotonic() + self.scale.stale_after
+                        return
                     await asyncio.sleep(min(30.0, 0.5 * 2**failures))
         finally:
             appcare_metrics.WA_WORKERS.dec()
@@ -767,9 +890,35 @@ class WhatsAppService:
                 self._dirty.pop(wa_id, None)
             if holding:
                 try:
-                    await asyncio.shield(self.store.release_lease(sender_hash, self.scale.instance_id))
+                    # wakes the other instances (NOTIFY) when open messages are left
+                    await asyncio.shield(self.store.release_lease(sender_hash, owner, wa_id))
                 except BaseException:  # noqa: BLE001 - expires by itself
                     pass
+
+    def _deferred_since(self) -> float:
+        return time.time() - max(7.0, self.config.retention_days) * 86400
+
+    def _agent_ready(self) -> bool:
+        """Rasa can take a message now (a model is loaded), or there is no Rasa agent
+        to wait for (a custom handler)."""
+        ctx = getattr(self.app, "ctx", None)
+        if ctx is None or not hasattr(ctx, "agent"):
+            return True
+        agent = getattr(ctx, "agent", None)
+        is_ready = getattr(agent, "is_ready", None)
+        return agent is not None and (is_ready is None or bool(is_ready()))
+
+    async def _wait_for_agent_unless_replying(self, wa_id: str) -> Optional[bool]:
+        """Before a claim while Rasa has no model: a ``replying`` message (only sends
+        what is stored) goes on; anything else waits here, without the sender's lease,
+        so an instance with a model can take the sender meanwhile. True: go on; False:
+        stopping; None: no open message."""
+        item = await self.store.next_open_message(wa_id)
+        if item is None:
+            return None
+        if item.status == "replying":
+            return True
+        return await self._wait_for_agent()
 
     async def _wait_for_agent(self) -> bool:
         """Holds processing while Rasa has no model loaded (``app.ctx.agent`` not
@@ -790,14 +939,20 @@ class WhatsAppService:
             waited += 1
         return False
 
-    async def _process(self, item: InboxItem) -> None:
+    async def _process(self, item: InboxItem, attempts: Optional[int] = None,
+                       has_deferred: bool = True) -> Optional["tuple[str, Optional[str]]"]:
+        """One message: the turn, its reply stored and sent. Returns how the message
+        is to be finished, (status, error), or None when it stays open (the instance
+        stops). ``attempts``: the processing count from the claim (None: mark it
+        processing here); ``has_deferred``: deferred messages wait for this citizen."""
         sender = conversation_hash(item.wa_id)
         if item.status == "replying":
             logger.info("WhatsApp: resuming a half-sent reply sender=%s", sender)
-            if await self._send_reply_rows(item.wamid, item.sort_ts):
-                await self.store.finish_inbound(item.wamid, "done")
-            return
-        attempts = await self.store.start_processing(item.wamid)
+            if await self._send_reply_rows(item.wamid, item.sort_ts, recipient=item.wa_id):
+                return "done", None
+            return None
+        if attempts is None:
+            attempts = await self.store.start_processing(item.wamid)
         sender_id = conversation_id(item.wa_id, item.phone_number_id, self.config.phone_number_id)
         municipality = str(item.metadata.get("municipality") or "") or None
         replayed: Optional[List[Dict[str, Any]]] = None
@@ -811,9 +966,9 @@ class WhatsAppService:
                     len(replayed), sender,
                 )
         if replayed is None and attempts > self.config.max_processing_attempts:
-            await self._give_up(item, sender_id, municipality, "too_many_attempts", attempts - 1)
-            return
-        await self._deliver_deferred(item.phone_number_id, item.wa_id)
+            return await self._give_up(item, sender_id, municipality, "too_many_attempts", attempts - 1)
+        if has_deferred:
+            await self._deliver_deferred(item.phone_number_id, item.wa_id)
         await self.graph.mark_as_read(item.phone_number_id, item.wamid, typing_indicator=True)
 
         text = item.text
@@ -861,7 +1016,7 @@ class WhatsAppService:
                     break
                 if self._stopping:
                     logger.warning("WhatsApp: bot failed during shutdown sender=%s; message stays open", sender)
-                    return
+                    return None
                 if time.monotonic() >= deadline:
                     error = "bot_unavailable"
                     logger.error(
@@ -870,7 +1025,7 @@ class WhatsAppService:
                     )
                     collector = WhatsAppTurnCollector()
                     collector.messages.append(
-                        BotMessage("text", text=turn_recovery.failure_text(self._agent(), municipality))
+                        BotMessage("text", text=await turn_recovery.failure_text_async(self._agent(), municipality))
                     )
                     await turn_recovery.open_failure_ticket(sender_id, item.text, municipality, error)
                     break
@@ -880,7 +1035,7 @@ class WhatsAppService:
                     sender, _where(exc), tries, delay,
                 )
                 await asyncio.sleep(delay)
-        if error is None and not collector.messages and not silence_expected(message.sender_id):
+        if error is None and not collector.messages and not await silence_expected_async(message.sender_id):
             # No reply at all (e.g. the action server is unreachable): never leave the
             # citizen without an answer. Silence is right only during a KCC handoff.
             logger.warning("WhatsApp: bot produced no reply sender=%s; sent the error text", sender)
@@ -893,11 +1048,11 @@ class WhatsAppService:
         payloads = formatting.plan_turn(item.wa_id, collector.messages)
         if payloads:
             kinds = [formatting.describe(p) for p in payloads]
-            await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads, kinds)
-            if not await self._send_reply_rows(item.wamid, item.sort_ts, received_ts=item.metadata.get("received_at")):
-                return  # shutting down with a part still unsettled: resumed as ``replying``
+            reply = await self.store.begin_reply_rows(item.wamid, item.phone_number_id, item.wa_id, payloads, kinds)
+            if not await self._send_reply_rows(item.wamid, item.sort_ts, received_ts=item.metadata.get("received_at"),
+                                               reply=reply):
+                return None  # shutting down with a part still unsettled: resumed as ``replying``
         failed = error in ("bot_unavailable",)
-        await self.store.finish_inbound(item.wamid, "failed" if failed else "done", error)
         logger.info(
             "WhatsApp: answered sender=%s with %d message(s) in %.2fs%s",
             sender,
@@ -905,13 +1060,14 @@ class WhatsAppService:
             time.monotonic() - started,
             f" ({error})" if error else "",
         )
+        return ("failed" if failed else "done"), error
 
     def _agent(self) -> Any:
         ctx = getattr(self.app, "ctx", None)
         return getattr(ctx, "agent", None) if ctx is not None else None
 
     async def _give_up(self, item: InboxItem, sender_id: str, municipality: Optional[str], why: str,
-                       tries: int) -> None:
+                       tries: int) -> Optional["tuple[str, Optional[str]]"]:
         """A message that could not be handled after all its attempts (it kept
         crashing the process): never dropped silently. The citizen gets the failure
         text with the phone number, the desk a ticket, the log the reason."""
@@ -919,24 +1075,29 @@ class WhatsAppService:
         logger.error("WhatsApp: message not handled after %d attempts sender=%s; failure text sent, KCC ticket opened",
                      tries, sender)
         await turn_recovery.open_failure_ticket(sender_id, item.text, municipality, why)
-        text = turn_recovery.failure_text(self._agent(), municipality)
+        text = await turn_recovery.failure_text_async(self._agent(), municipality)
         payloads = formatting.plan_turn(item.wa_id, [BotMessage("text", text=text)])
-        await self.store.begin_reply(item.wamid, item.phone_number_id, item.wa_id, payloads,
-                                     [formatting.describe(p) for p in payloads])
-        if await self._send_reply_rows(item.wamid, item.sort_ts):
-            await self.store.finish_inbound(item.wamid, "failed", why)
+        reply = await self.store.begin_reply_rows(item.wamid, item.phone_number_id, item.wa_id, payloads,
+                                                  [formatting.describe(p) for p in payloads])
+        if await self._send_reply_rows(item.wamid, item.sort_ts, reply=reply):
+            return "failed", why
+        return None
 
     async def _send_reply_rows(
-        self, inbound_wamid: str, sent_ts: Optional[float] = None, received_ts: Optional[str] = None
+        self, inbound_wamid: str, sent_ts: Optional[float] = None, received_ts: Optional[str] = None,
+        reply: Optional[ReplyRows] = None, recipient: Optional[str] = None,
     ) -> bool:
-        """Sends a stored reply's rows in order. A row whose result is unknown (left
-        in flight by a crash, or a timeout after sending) is settled before the next
-        one goes out, so the citizen gets every part once and in order. False when
+        """Sends a stored reply's rows in order (``reply``: as returned when it was
+        stored; else read, with ``recipient``'s address). A row whose result is unknown
+        (left in flight by a crash, or a timeout after sending) is settled before the
+        next one goes out, so the citizen gets every part once and in order. False when
         the instance stops while a part is still unsettled (the message stays
         ``replying`` and is resumed)."""
         window_open = sent_ts is not None and time.time() - sent_ts < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS - 600
         first = True
-        for row in await self.store.unsent_reply_rows(inbound_wamid):
+        if reply is None:
+            reply = await self.store.reply_rows(inbound_wamid, recipient)
+        for row in reply.rows:
             if row.status in IN_DOUBT:
                 logger.warning(
                     "WhatsApp: resuming a send with unknown result recipient=%s", conversation_hash(row.recipient)
@@ -944,7 +1105,9 @@ class WhatsAppService:
                 outcome = await self._resolve_in_doubt(row)
             else:
                 outcome = await self._send_row(
-                    row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref, window_open
+                    row.id, row.phone_number_id, row.recipient, row.payload or {}, row.kind, row.ref, window_open,
+                    address=reply.address if reply.address and row.payload and row.payload.get("to") == row.recipient
+                    else None,
                 )
                 if outcome == "unknown":
                     fresh = await self.store.get_outgoing(row.id)
@@ -962,8 +1125,7 @@ class WhatsAppService:
         return True
 
     async def _deliver_deferred(self, phone_number_id: str, wa_id: str) -> None:
-        since = time.time() - max(7.0, self.config.retention_days) * 86400
-        rows = await self.store.deferred_for(phone_number_id, wa_id, since)
+        rows = await self.store.deferred_for(phone_number_id, wa_id, self._deferred_since())
         if rows:
             logger.info("WhatsApp: delivering %d deferred message(s) recipient=%s", len(rows), conversation_hash(wa_id))
         for row in rows:
@@ -1001,11 +1163,13 @@ class WhatsAppService:
         ref: Optional[str],
         window_open: bool = False,
         from_status: Sequence[str] = ("pending", "deferred"),
+        address: Optional["tuple[str, str]"] = None,
     ) -> str:
         """Sends one outbox row; returns ``sent``, ``failed``, ``deferred``,
         ``unknown`` (may have reached Meta: see :meth:`_resolve_in_doubt`) or
         ``skipped`` (another worker has the row). ``window_open``: the caller knows
-        the citizen wrote less than 24h ago (a reply to a fresh message)."""
+        the citizen wrote less than 24h ago (a reply to a fresh message). ``address``:
+        the recipient's address when the caller read it already (see ``_addressed``)."""
         if kind != "template" and not window_open and not await self.store.in_window(phone_number_id, recipient):
             return await self._outside_window(outbox_id, phone_number_id, recipient, ref)
         # Wait for the per-citizen pace *before* the row is marked in flight: a crash
@@ -1015,7 +1179,7 @@ class WhatsAppService:
             return "skipped"
         # Meta echoes this in every status webhook of the message: after a crash the
         # row is found again even when the HTTP answer with the wamid was lost.
-        tagged = dict(await self._addressed(payload), biz_opaque_callback_data=callback_data(outbox_id))
+        tagged = dict(await self._addressed(payload, address), biz_opaque_callback_data=callback_data(outbox_id))
         try:
             wamid = await self.graph.send_message(phone_number_id, tagged)
         except GraphAPIError as error:

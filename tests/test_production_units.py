@@ -346,23 +346,24 @@ def test_messages_of_a_crashed_instance_are_taken_over_after_its_lease(pg_url: s
             sender = new_sender()
             sender_hash = conversation_hash(sender)
             store = InboxStore(pg_url)
-            # The survivor's attempts to take this sender's lease, with their outcome.
+            # The survivor's attempts to claim this sender (lease + next message), with their outcome.
             attempts: List[Tuple[float, bool]] = []
-            real_acquire = server.store.acquire_lease
+            real_claim = server.store.claim_next
 
-            def recording_acquire(key: str, owner: str, ttl: float, now: Optional[float] = None) -> bool:
-                taken = real_acquire(key, owner, ttl, now)
-                if key == sender_hash:
-                    attempts.append((time.time(), taken))
-                return taken
+            def recording_claim(wa_id: str, owner: str, ttl: float, **kwargs: Any) -> Any:
+                claim = real_claim(wa_id, owner, ttl, **kwargs)
+                if conversation_hash(wa_id) == sender_hash:
+                    attempts.append((time.time(), claim.reason != "leased"))
+                return claim
 
-            server.store.acquire_lease = recording_acquire
+            server.store.claim_next = recording_claim
             # the crashed instance left a lease (3 s to live) while the message waits
             taken_at = time.time()
             lease_expires = taken_at + 3.0
             assert store.acquire_lease(sender_hash, "crashed", 3.0, now=taken_at)
             assert server.post(text_payload(sender, ["na de crash"])).status_code == 200
-            # The survivor saw the message and was refused the live lease: it waits.
+            # The survivor saw the message and was refused the live lease: it leaves the
+            # sender to the holder; its sweep takes the message once the lease has expired.
             wait_for_state("the survivor to be refused the crashed instance's lease",
                            lambda: [taken for _, taken in attempts], lambda seen: False in seen, timeout=10)
             assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=15)
