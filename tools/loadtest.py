@@ -796,6 +796,35 @@ class RunResult:
     notes: List[str] = field(default_factory=list)
 
 
+META_TIMEOUT_S = 20.0  # Meta waits about this long for the 200 of a webhook
+META_GIVE_UP_S = 600.0  # Meta retries for days; a run does not wait that long
+
+
+async def deliver_like_meta(session: Any, url: str, body: bytes, result: "RunResult") -> Tuple[int, float]:
+    """POSTs a signed webhook until it is answered 200, as Meta does: a refused or
+    unanswered delivery is repeated with back-off (counted in ``webhook_retries``).
+    Returns the last status and the time until it was acknowledged (ms)."""
+    import aiohttp
+
+    started = time.monotonic()
+    status, attempt = 0, 0
+    while time.monotonic() - started < META_GIVE_UP_S:
+        try:
+            async with session.post(url, data=body, headers={
+                "Content-Type": "application/json", "X-Hub-Signature-256": signature(body),
+            }, timeout=aiohttp.ClientTimeout(total=META_TIMEOUT_S)) as response:
+                await response.read()
+                status = response.status
+                if status == 200:
+                    break
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            status = 0
+        result.webhook_retries += 1
+        await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
+        attempt += 1
+    return status, (time.monotonic() - started) * 1000
+
+
 async def drive(
     cluster: Cluster,
     senders: int,
@@ -835,21 +864,7 @@ async def drive(
     url = cluster.public_url + "/webhooks/whatsapp/webhook"
 
     async def post(session: aiohttp.ClientSession, body: bytes) -> Tuple[int, float]:
-        started = time.monotonic()
-        for attempt in range(6):  # Meta retries a failed webhook, with backoff
-            try:
-                async with session.post(url, data=body, headers={
-                    "Content-Type": "application/json", "X-Hub-Signature-256": signature(body),
-                }, timeout=aiohttp.ClientTimeout(total=15)) as response:
-                    await response.read()
-                    if response.status == 200:
-                        return 200, (time.monotonic() - started) * 1000
-                    status = response.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                status = 0
-            result.webhook_retries += 1
-            await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
-        return status, (time.monotonic() - started) * 1000
+        return await deliver_like_meta(session, url, body, result)
 
     async def duplicate_later(session: aiohttp.ClientSession, body: bytes) -> None:
         await asyncio.sleep(rnd.uniform(0.3, 6.0))
@@ -987,7 +1002,7 @@ def analyse(cluster: Cluster, result: RunResult, senders: int, messages: int) ->
         unattributed = graph.unattributed
     received = [s for s in result.sent if s.status == 200]
     answered = [s for s in received if s.wamid in first]
-    lost = [s for s in received if s.wamid not in first]
+    lost = [s for s in result.sent if s.wamid not in first]  # never answered, acknowledged or not
     twice = graph.delivered_twice()  # a reply message Meta took twice (same outbox row)
     doubled = [s for s in received if turns.get(s.wamid, 0) > 1 or s.wamid in twice]
     reordered = 0

@@ -21,7 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
-from tools.loadtest import PHRASES, BIN, ROOT, Cluster, RunResult, Sent, free_port, signature, text_payload
+from tools.loadtest import (BIN, PHRASES, ROOT, Cluster, RunResult, Sent, deliver_like_meta, free_port,
+                            text_payload)
 
 Progress = Callable[[str], None]
 
@@ -161,27 +162,13 @@ class WebhookSender:
         self.counter = 0
 
     async def post(self, wa_id: str, index: int, text: str) -> Sent:
-        import aiohttp
-
         self.counter += 1
         wamid = f"wamid.TP{self.run}{self.counter:06d}{uuid.uuid4().hex[:6]}"
         self.cluster.graph.expect(wamid, wa_id)
         body = text_payload(wa_id, text, wamid)
         item = Sent(wa_id, index, wamid, text, posted=time.time())
         self.result.sent.append(item)
-        for attempt in range(6):
-            try:
-                async with self.session.post(self.url, data=body, timeout=aiohttp.ClientTimeout(total=15), headers={
-                    "Content-Type": "application/json", "X-Hub-Signature-256": signature(body),
-                }) as answer:
-                    await answer.read()
-                    item.status = answer.status
-                    if answer.status == 200:
-                        break
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                item.status = 0
-            self.result.webhook_retries += 1
-            await asyncio.sleep(min(8.0, 0.5 * 2 ** attempt))
+        item.status, _ack_ms = await deliver_like_meta(self.session, self.url, body, self.result)
         item.acked = time.time()
         self.result.ack_ms.append((item.acked - item.posted) * 1000)
         return item
