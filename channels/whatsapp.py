@@ -16,9 +16,8 @@ instance that finds the lease held elsewhere leaves the sender to the holder, wh
 reads the sender's open messages again before it lets go. An instance that lets go
 of a sender with open messages left (shutdown, a worker that gave up) wakes the
 others with PostgreSQL ``NOTIFY``; messages left by a crashed instance are taken over
-when its lease expires. A
-front that splits a webhook POST over instances passes ``X-Appcare-Route`` (the
-sender hashes this instance must take); the body and Meta's signature stay intact.
+when its lease expires. So a load balancer may send any webhook to any instance
+(HAProxy, round robin: deploy/haproxy.cfg).
 
 Flow of a message: the POST is authenticated (X-Hub-Signature-256), parsed,
 persisted in ``whatsapp_inbox`` (wamid unique: duplicates are dropped) and
@@ -96,7 +95,6 @@ _MAX_CHALLENGE = 512
 # whether Meta signed it: then the limit is too low for real traffic (issue 16).
 SIGNED_OVERSIZE_CHECK = 8 * 1024 * 1024
 _MAX_INT_DIGITS = 4000  # a longer JSON integer is no field we use (Python refuses > 4300 digits)
-ROUTE_HEADER = "x-appcare-route"  # sender hashes a front assigns to this instance
 DEFAULT_ERROR_TEXT = (
     "Sorry, door een storing kon ik je bericht nu niet verwerken. "
     "Probeer het over een paar minuten opnieuw."
@@ -129,6 +127,12 @@ class ScaleSettings:
     status webhook before it is resent, once.
     ``APPCARE_INSTANCE_ID``: stable name of this instance (e.g. ``rasa-1``); a
     restarted instance then frees its own leases at once.
+    ``max_turns`` / ``WHATSAPP_MAX_TURNS`` (8): Rasa turns this instance runs at the
+    same time; more citizens wait their turn. Rasa's NLU and policies run on the event
+    loop, so more turns at once add no throughput on a busy CPU, but every turn and every
+    webhook acknowledgement then waits behind all of them. A turn waiting for a slow
+    action (a hanging roadworks feed) holds its place, so keep it well above the number
+    of such turns at once.
 
     Channel database (environment only, shared with :mod:`appcare.db`):
     ``WHATSAPP_DB_THREADS`` (4): threads that run the workers' database calls (the
@@ -150,6 +154,7 @@ class ScaleSettings:
     error_text: str = DEFAULT_ERROR_TEXT
     instance_id: str = ""
     db_threads: int = 0  # 0: WHATSAPP_DB_THREADS (appcare.db.db_threads)
+    max_turns: int = 8
 
     def __post_init__(self) -> None:
         if not self.instance_id:
@@ -170,6 +175,12 @@ class ScaleSettings:
                 values[key] = default
         values["error_text"] = str(creds.get("error_text") or os.environ.get("WHATSAPP_ERROR_TEXT") or DEFAULT_ERROR_TEXT)
         values["instance_id"] = (os.environ.get("APPCARE_INSTANCE_ID") or "")[:120]
+        try:
+            raw_turns = creds.get("max_turns")
+            values["max_turns"] = max(1, int(float(raw_turns) if raw_turns is not None
+                                             else _env_float("WHATSAPP_MAX_TURNS", 8.0)))
+        except (TypeError, ValueError):
+            values["max_turns"] = 8
         settings = cls(**values)
         settings.lease_seconds = max(2.0, settings.lease_seconds)
         settings.sweep_interval = max(0.2, min(settings.sweep_interval, settings.lease_seconds / 3))
@@ -469,6 +480,7 @@ class WhatsAppService:
         self._db_ok = True
         self._started_at = time.time()
         self._resolving: Dict[int, asyncio.Task] = {}
+        self._turns = asyncio.Semaphore(self.scale.max_turns)  # Rasa turns at the same time
         self._listener: Optional[InboxListener] = None
         self._wake: Optional[asyncio.Event] = None
         self._cooldown: Dict[str, float] = {}  # sender -> until (monotonic): this instance gave up on it
@@ -997,7 +1009,8 @@ class WhatsAppService:
                 break
             try:
                 assert self.on_new_message is not None
-                await self.on_new_message(message)
+                async with self._turns:
+                    await self.on_new_message(message)
                 error = None
                 break
             except asyncio.CancelledError:
@@ -1339,7 +1352,7 @@ class WhatsAppInput(InputChannel):
 
     async def _connect_later(self, app: Any, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> None:
         """The inbox database was unavailable when Rasa started: keep trying, then start
-        the channel (Meta, or the front, retries webhooks that got a 503 meanwhile)."""
+        the channel (Meta retries webhooks that got a 503 meanwhile)."""
         loop = asyncio.get_running_loop()
         while self.service is None:
             await asyncio.sleep(DB_RETRY_SECONDS)
@@ -1368,7 +1381,7 @@ class WhatsAppInput(InputChannel):
         @bp.route("/health", methods=["GET"])
         async def health_check(request: Request) -> HTTPResponse:
             """200 only when this instance can take messages: channel configured,
-            inbox database reachable and a model loaded (for the front and probes)."""
+            inbox database reachable and a model loaded (HAProxy's health check, probes)."""
             service = self.service
             if service is None:
                 return response.json({"status": "unavailable", "reason": self.unavailable_reason}, status=503)
@@ -1439,7 +1452,7 @@ class WhatsAppInput(InputChannel):
                 return await self._receive(request, service)
             except Exception as exc:  # noqa: BLE001 - never a 500 with a trace
                 appcare_metrics.WA_ERRORS.labels("webhook").inc()
-                logger.error("WhatsApp: webhook failed (%s); not stored, Meta (or the front) will retry", _where(exc))
+                logger.error("WhatsApp: webhook failed (%s); not stored, Meta will retry", _where(exc))
                 return response.text("temporarily unavailable", status=503)
 
         if self.config.configured:
@@ -1503,16 +1516,7 @@ class WhatsAppInput(InputChannel):
             logger.warning("WhatsApp: webhook item skipped: %s", reason)
         for code, title in result.errors:
             logger.warning("WhatsApp: webhook reports error code=%s (%s)", code, (title or "")[:60])
-        route = request.headers.get(ROUTE_HEADER)
         messages, statuses = result.messages, result.statuses
-        if route:
-            # A front split this POST over instances: take only our senders. The
-            # body is still the signed original, so this can only narrow it.
-            mine = {part.strip() for part in route.split(",") if part.strip()}
-            messages = [m for m in messages if conversation_hash(m.wa_id) in mine]
-            # (the parser's wa_id / the status's ids: the number, else the BSUID, as the front hashes them)
-            statuses = [s for s in statuses
-                        if conversation_hash(s.recipient_id or s.recipient_user_id or "") in mine]
         received_ts = time.time()
         try:
             counts = await service.accept(messages, statuses, received_ts)
