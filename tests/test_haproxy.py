@@ -174,7 +174,8 @@ def test_drain_lets_running_requests_finish_and_sends_new_ones_elsewhere(rig: Ri
     threads = [threading.Thread(target=lambda: statuses.append(rig.post_webhook().status_code)) for _ in range(2)]
     for thread in threads:
         thread.start()
-    wait_for_state("a request in progress on rasa-1", lambda: slow.in_progress, lambda n: n == 1)
+    wait_for_state("a request in progress on rasa-1 and the other one received",
+                   lambda: (slow.in_progress, sum(f.posts() for f in rig.rasa.values())), lambda v: v == (1, 2))
     rig.haproxy.set_state("rasa", "rasa-1", "drain")
     rig.haproxy.wait_status("rasa", "rasa-1", "DRAIN", 10)
     before = {name: fake.posts() for name, fake in rig.rasa.items()}

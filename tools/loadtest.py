@@ -1154,6 +1154,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"saturation, WhatsApp via HAProxy with 2 instances: {saturated.answered_per_s:.1f} answered msgs/s "
             f"(p50 {percentile(saturated.latencies_ms, 50):.0f} ms, p95 {percentile(saturated.latencies_ms, 95):.0f} ms)",
             f"ratio WhatsApp/REST: {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.70 else 'MISSED'})",
+            f"plain REST: {rest_phase.cpu}",
+            f"WhatsApp: {saturated.cpu}",
             f"fixed load {args.rate:g} msgs/s for {args.rate_seconds:.0f} s: {len(fixed.latencies_ms)} answered, "
             f"reply latency p50 {percentile(fixed.latencies_ms, 50):.0f} ms, p95 {p95_fixed:.0f} ms, "
             f"p99 {percentile(fixed.latencies_ms, 99):.0f} ms (target p95 <= 2000 ms: "

@@ -15,11 +15,13 @@ so that they can be compared as ratios on the same machine:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 from tools.loadtest import (BIN, PHRASES, ROOT, Cluster, RunResult, Sent, deliver_like_meta, free_port,
                             text_payload)
@@ -34,6 +36,7 @@ class Phase:
     window_s: float
     latencies_ms: List[float] = field(default_factory=list)
     result: Optional[RunResult] = None
+    cpu: str = ""
 
 
 # ---------------------------------------------------------------- plain REST baseline
@@ -108,12 +111,14 @@ class RestInstance:
 
 
 async def _closed_loop(send: Callable[[int, str], "asyncio.Future"], users: int, warmup_s: float, window_s: float,
-                       seed: int) -> Tuple[int, List[float]]:
-    """``users`` loops of send-and-wait; counts the messages answered inside the window."""
+                       seed: int) -> Tuple[int, List[float], int]:
+    """``users`` loops of send-and-wait; counts the messages answered inside the window
+    (and, last, all messages answered in the phase)."""
     rnd = random.Random(seed)
     start = time.monotonic()
     window_start, window_end = start + warmup_s, start + warmup_s + window_s
     answered: List[float] = []
+    everything = [0]
 
     async def user(index: int) -> None:
         await asyncio.sleep(rnd.uniform(0, 1.0))
@@ -121,11 +126,12 @@ async def _closed_loop(send: Callable[[int, str], "asyncio.Future"], users: int,
             posted = time.monotonic()
             ok = await send(index, rnd.choice(PHRASES))
             done = time.monotonic()
+            everything[0] += 1 if ok else 0
             if ok and window_start <= done <= window_end:
                 answered.append((done - posted) * 1000)
 
     await asyncio.gather(*(user(i) for i in range(users)))
-    return len(answered), answered
+    return len(answered), answered, everything[0]
 
 
 def rest_saturation(instance: RestInstance, users: int, warmup_s: float, window_s: float, seed: int = 3) -> Phase:
@@ -133,7 +139,7 @@ def rest_saturation(instance: RestInstance, users: int, warmup_s: float, window_
 
     run = uuid.uuid4().hex[:6]
 
-    async def main() -> Tuple[int, List[float]]:
+    async def main() -> Tuple[int, List[float], int]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=users + 4)) as session:
             async def send(index: int, text: str) -> bool:
                 try:
@@ -146,8 +152,9 @@ def rest_saturation(instance: RestInstance, users: int, warmup_s: float, window_
 
             return await _closed_loop(send, users, warmup_s, window_s, seed)
 
-    count, latencies = asyncio.run(main())
-    return Phase("plain REST, 1 instance", count / window_s, window_s, latencies)
+    meter = CpuMeter(instance.cluster, {"rasa (REST)": instance.popen.pid} if instance.popen else {}).start()
+    count, latencies, total = asyncio.run(main())
+    return Phase("plain REST, 1 instance", count / window_s, window_s, latencies, cpu=meter.stop(total))
 
 
 # ------------------------------------------------------------------- production path
@@ -202,7 +209,7 @@ def whatsapp_saturation(cluster: Cluster, users: int, warmup_s: float, window_s:
     wa_ids = _wa_ids(users, seed)
     indexes = [0] * users
 
-    async def main() -> Tuple[int, List[float]]:
+    async def main() -> Tuple[int, List[float], int]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=users + 20)) as session:
             sender = WebhookSender(cluster, session, result, uuid.uuid4().hex[:6].upper())
 
@@ -216,8 +223,10 @@ def whatsapp_saturation(cluster: Cluster, users: int, warmup_s: float, window_s:
             await _settle(cluster, result, 120.0)
             return outcome
 
-    count, latencies = asyncio.run(main())
-    return Phase("WhatsApp via HAProxy, 2 instances", count / window_s, window_s, latencies, result)
+    meter = CpuMeter(cluster).start()
+    count, latencies, total = asyncio.run(main())
+    cpu = meter.stop(total)
+    return Phase("WhatsApp via HAProxy, 2 instances", count / window_s, window_s, latencies, result, cpu)
 
 
 def fixed_rate(cluster: Cluster, rate: float, seconds: float, citizens: int = 150, seed: int = 9) -> Phase:
@@ -252,3 +261,62 @@ def fixed_rate(cluster: Cluster, rate: float, seconds: float, citizens: int = 15
     answered = len(latencies)
     return Phase(f"fixed load {rate:g} msgs/s for {seconds:.0f} s", answered / seconds, seconds, latencies, result)
 
+
+
+# ------------------------------------------------------------------- where the CPU goes
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _pids_named(*names: str) -> List[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the set-up between :meth:`start` and
+    :meth:`stop` (processes of this machine; PostgreSQL, Redis and RabbitMQ count
+    all their processes, so run nothing else against them meanwhile)."""
+
+    def __init__(self, cluster: Cluster, extra: Optional[Dict[str, int]] = None) -> None:
+        self.cluster, self.extra = cluster, extra or {}
+        self.before: Dict[str, float] = {}
+
+    def _sample(self) -> Dict[str, float]:
+        parts: Dict[str, float] = {}
+        for name, proc in self.cluster.procs.items():
+            if proc.popen is not None:
+                parts[name.split("-")[0]] = parts.get(name.split("-")[0], 0.0) + _cpu_of(proc.popen.pid)
+        for name, pid in self.extra.items():
+            parts[name] = _cpu_of(pid)
+        haproxy = self.cluster.haproxy
+        if haproxy is not None and haproxy.popen is not None:
+            parts["haproxy"] = sum(_cpu_of(p) for p in _pids_named("haproxy"))
+        parts["postgresql"] = sum(_cpu_of(p) for p in _pids_named("postgres"))
+        parts["redis"] = sum(_cpu_of(p) for p in _pids_named("redis-server"))
+        parts["rabbitmq"] = sum(_cpu_of(p) for p in _pids_named("beam.smp"))
+        parts["load generator + fake Graph API"] = sum(os.times()[:2])
+        return parts
+
+    def start(self) -> "CpuMeter":
+        self.before = self._sample()
+        return self
+
+    def stop(self, answered: int) -> str:
+        after = self._sample()
+        used = {k: after[k] - self.before.get(k, 0.0) for k in after if after[k] - self.before.get(k, 0.0) > 0.05}
+        total = sum(used.values())
+        per = ", ".join(f"{k} {v / max(1, answered) * 1000:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+        return f"CPU ms per answered message: {per} (total {total / max(1, answered) * 1000:.0f})"
