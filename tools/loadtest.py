@@ -1078,8 +1078,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--kill-mode", default="count", choices=("count",) + RecordingGraph.TRAPS,
                         help="when exactly rasa-2 dies: at the message count (count), at a read receipt "
                              "(before_rasa), during a turn, or at a reply send Meta took / that never reached it")
-    parser.add_argument("--saturation-users", type=int, default=24,
-                        help="citizens in the closed-loop saturation phases (REST and WhatsApp alike)")
+    parser.add_argument("--saturation-users", type=int, default=48,
+                        help="citizens in the closed-loop saturation phases (REST and WhatsApp alike; enough that "
+                             "the WhatsApp channel's pacing of 1 message/s per citizen does not cap the loop)")
     parser.add_argument("--saturation-seconds", type=float, default=60.0, help="measured window of each saturation phase")
     parser.add_argument("--rate", type=float, default=5.0, help="offered load of the fixed-rate phase (messages/s)")
     parser.add_argument("--rate-seconds", type=float, default=120.0, help="duration of the fixed-rate phase")
