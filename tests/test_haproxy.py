@@ -92,14 +92,16 @@ def test_only_the_webhook_is_public_and_the_desk_api_is_internal(rig: Rig) -> No
     reached = sum(len(f.received) for f in rig.rasa.values())
     assert reached == 2  # the webhook POST and the verification GET; nothing else got through
     # The desk's listener passes Rasa's API on.
-    internal = requests.get(rig.url("internal") + "/conversations/abc/tracker", timeout=10)
+    internal = requests.get(rig.url("internal") + "/conversations/31687654321/tracker", timeout=10)
     assert internal.status_code == 200 and internal.json()["instance"] in rig.rasa
     # HAProxy's own metrics for Prometheus on the stats listener
     assert "haproxy_backend_active_servers" in requests.get(rig.url("stats") + "/metrics", timeout=10).text
     # The verification request was logged without its query string (the verify token).
-    log = wait_for_state("HAProxy to log the verification request",
-                         lambda: rig.log.read_text(errors="replace"), lambda text: f"GET {WEBHOOK}" in text)
+    log = wait_for_state("HAProxy to log the verification request and the desk's API call",
+                         lambda: rig.log.read_text(errors="replace"),
+                         lambda text: f"GET {WEBHOOK}" in text and "GET /conversations/-/tracker" in text)
     assert "VerifyTokenXYZ123" not in log and "hub.verify_token" not in log
+    assert "31687654321" not in log  # the conversation id (a phone number) in Rasa's API paths
 
 
 def test_webhooks_are_spread_over_both_instances(rig: Rig) -> None:
