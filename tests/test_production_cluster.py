@@ -428,7 +428,7 @@ SEED = int(os.environ.get("APPCARE_LOADTEST_SEED", "11"))
 def test_load_short_form_with_drain_instance_kill_and_action_server_restart(cluster: Cluster) -> None:
     result = asyncio.run(loadtest.drive(
         cluster, senders=10, messages=5, duplicate_rate=0.1, kill_fraction=0.3, actions_fraction=0.6,
-        kill_mode=KILL_MODE, drain_fraction=0.1, seed=SEED, deadline_s=400, settle_s=150, progress=lambda m: print(m, flush=True),
+        kill_mode=KILL_MODE, drain_fraction=0.5, seed=SEED, deadline_s=400, settle_s=150, progress=lambda m: print(m, flush=True),
     ))
     report = loadtest.analyse(cluster, result, 10, 5)
     for line in report.lines:

@@ -911,13 +911,18 @@ async def drive(
         drain_after = int(total * drain_fraction) if drain_fraction > 0 else None
         while time.monotonic() < stop_at and (kill_after is not None or actions_after is not None
                                               or drain_after is not None):
-            if drain_after is not None and counter["sent"] >= drain_after:
+            # Never both instances away at once: whichever of drain and kill comes second
+            # waits until the instance of the first one is back.
+            kill_started = kill_after is None and kill_fraction > 0
+            drain_started = drain_after is None and drain_fraction > 0
+            if (drain_after is not None and counter["sent"] >= drain_after
+                    and (not kill_started or instance_back.is_set())):
                 drain_after = None
                 future = loop.run_in_executor(None, drain_and_restart)
                 future.add_done_callback(lambda _f: loop.call_soon_threadsafe(drained.set))
                 background.append(asyncio.ensure_future(future))
-            # never both instances away at once: the kill waits for the drained instance
-            if kill_after is not None and counter["sent"] >= kill_after and drained.is_set():
+            if (kill_after is not None and counter["sent"] >= kill_after
+                    and (not drain_started or drained.is_set())):
                 kill_after = None
                 kill_done.set()
                 future = loop.run_in_executor(None, kill_and_restart)
