@@ -25,13 +25,11 @@ import pytest
 import requests
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from appcare import logging_setup
+from appcare.pii import conversation_hash
+from tests.support.waiting import wait_for_state
 
-from appcare import logging_setup  # noqa: E402
-from appcare.pii import conversation_hash  # noqa: E402
-from tests.support.waiting import wait_for_state  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _up(port: int) -> bool:
