@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from tests.test_desk_helpers import (
+from tests.support.desk_helpers import (
     PASSWORD,
     DeskClient,
     make_user,

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from tests.test_desk_helpers import (  # noqa: F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     any_db_url,
     free_port,

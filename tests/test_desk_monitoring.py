@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.test_desk_helpers import open_ticket, sqlite_url, start_desk  # noqa: F401
+from tests.support.desk_helpers import open_ticket, sqlite_url, start_desk  # noqa: F401
 
 from appcare.handoff_store import HandoffStore
 
@@ -23,7 +23,7 @@ def test_health_and_metrics_without_login(sqlite_url):
 
 
 def test_coordinator_overview_shows_report_key_figures(sqlite_url):
-    from tests.test_desk_helpers import DeskClient, make_user
+    from tests.support.desk_helpers import DeskClient, make_user
 
     make_user(sqlite_url, "carla", "coordinator")
     server = start_desk(sqlite_url)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_desk_helpers import (  # noqa: F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     any_db_url,

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from tests.test_desk_helpers import DeskClient, make_user, start_desk
-from tests.test_editor_helpers import TrackerDB
+from tests.support.desk_helpers import DeskClient, make_user, start_desk
+from tests.support.editor_helpers import TrackerDB
 
 
 

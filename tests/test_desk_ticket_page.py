@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_desk_helpers import (  # noqa: F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     make_user,

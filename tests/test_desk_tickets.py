@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.test_desk_helpers import (  # noqa: F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     any_db_url,

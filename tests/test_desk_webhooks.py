@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from tests.test_desk_helpers import (  # noqa: F401
+from tests.support.desk_helpers import (  # noqa: F401
     DeskClient,
     FakeRasa,
     WebhookReceiver,

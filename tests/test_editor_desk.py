@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_desk_helpers import DeskClient, make_user, start_desk
-from tests.test_editor_helpers import FakeRasaApi, TrackerDB, make_project
+from tests.support.desk_helpers import DeskClient, make_user, start_desk
+from tests.support.editor_helpers import FakeRasaApi, TrackerDB, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 

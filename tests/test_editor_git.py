@@ -12,7 +12,7 @@ import pytest
 from desk.editor_service import EditorService
 from desk.settings import Settings
 from desk.store import DeskStore
-from tests.test_editor_helpers import make_project
+from tests.support.editor_helpers import make_project
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}

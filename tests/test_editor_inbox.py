@@ -7,7 +7,7 @@ import time
 import sqlalchemy as sa
 
 from appcare.editor_inbox import read_events, scan, tracker_store_url
-from tests.test_editor_helpers import TrackerDB
+from tests.support.editor_helpers import TrackerDB
 
 
 

@@ -92,7 +92,7 @@ def test_training_uses_the_effective_config_of_the_project(tmp_path):
     from desk.editor_service import EditorService
     from desk.settings import Settings
     from desk.store import DeskStore
-    from tests.test_editor_helpers import make_project
+    from tests.support.editor_helpers import make_project
 
     project = make_project(tmp_path / "project")
     settings = Settings.from_env(db_url=f"sqlite:///{tmp_path}/desk.db", project_dir=str(project), train_config=None)

@@ -8,7 +8,7 @@ import pytest
 
 from appcare.editor_content import EditorRefused
 from appcare.editor_nlu import NluRepo, normalise, plain_text, similarity, strip_placeholders
-from tests.test_editor_helpers import make_project
+from tests.support.editor_helpers import make_project
 
 
 

@@ -12,7 +12,7 @@ import pytest
 from appcare import content as content_module
 from appcare import editor_yaml
 from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
-from tests.test_editor_helpers import make_project
+from tests.support.editor_helpers import make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 

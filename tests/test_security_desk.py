@@ -30,7 +30,7 @@ import requests
 from sqlalchemy import inspect, select, text, update
 
 from tests.support.waiting import wait_for_state
-from tests.test_desk_helpers import (  # noqa: F401
+from tests.support.desk_helpers import (  # noqa: F401
     PASSWORD,
     DeskClient,
     any_db_url,
@@ -451,7 +451,7 @@ def _routes(app, ids: Dict[str, int]):
 
 @pytest.fixture
 def locked_desk(tmp_path):
-    from tests.test_editor_helpers import make_project
+    from tests.support.editor_helpers import make_project
 
     project = make_project(tmp_path / "project")
     db_url = f"sqlite:///{tmp_path}/desk.db"

@@ -15,7 +15,7 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from tests.test_desk_helpers import (  # noqa: F401
+from tests.support.desk_helpers import (  # noqa: F401
     FakeRasa,
     any_db_url,
     open_ticket,

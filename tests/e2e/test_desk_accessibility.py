@@ -28,8 +28,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from test_desk_e2e import PASSWORD, create_user, desk_env, start_desk
-from tests.test_desk_helpers import FakeRasa, free_port, open_ticket
-from tests.test_editor_helpers import make_project
+from tests.support.desk_helpers import FakeRasa, free_port, open_ticket
+from tests.support.editor_helpers import make_project
 from tests.support.waiting import wait_for_state
 
 from appcare.handoff_store import HandoffStore

@@ -30,7 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.test_desk_helpers import FakeRasa, free_port, open_ticket
+from tests.support.desk_helpers import FakeRasa, free_port, open_ticket
 from tests.support.waiting import wait_for_state
 
 from appcare.handoff_store import HandoffStore

@@ -12,7 +12,7 @@
    second staff member sees 'Dit gesprek is opgepakt door ...', a reply without
    'Toch reageren' is refused (nothing sent), with the box ticked it is sent.
 
-The desk runs in a thread (``test_desk_helpers.start_desk``) against ``FakeRasa``;
+The desk runs in a thread (``tests.support.desk_helpers.start_desk``) against ``FakeRasa``;
 every wait is for a state (WebDriverWait / ``wait_for_state``), never a fixed sleep.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.test_desk_helpers import PASSWORD, FakeRasa, dispose, make_user, open_ticket
-from tests.test_desk_helpers import start_desk as start_desk_thread
+from tests.support.desk_helpers import PASSWORD, FakeRasa, dispose, make_user, open_ticket
+from tests.support.desk_helpers import start_desk as start_desk_thread
 from tests.support.waiting import wait_for_state
 
 from appcare.handoff_store import HandoffStore

@@ -38,9 +38,9 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import tests.support.assistant as assistant_module
-from tests.test_editor_helpers import make_project
+from tests.support.editor_helpers import make_project
 
-from tests.test_desk_helpers import PASSWORD  # make_user sets it
+from tests.support.desk_helpers import PASSWORD  # make_user sets it
 
 E2E = Path(__file__).resolve().parent
 ROOT = E2E.parents[1]
@@ -129,7 +129,7 @@ class Stack:
             "--name", "baseline", "--nlu-holdout", str(self.project / "tests" / "nlu_holdout.yml"),
             "--stories", str(self.project / "tests" / "test_stories.yml"), "--result", str(result), "--no-eval",
         ], self.project)
-        from tests.test_desk_helpers import make_user
+        from tests.support.desk_helpers import make_user
 
         make_user(self.db_url, "eddy", "editor")
         self.desk_proc = self.spawn("desk", [PYTHON, "-m", "desk"], ROOT)
