@@ -142,6 +142,7 @@ def test_messages_of_a_crashed_instance_are_taken_over_after_its_lease(pg_url: s
             wait_for_state("the survivor to be refused the crashed instance's lease",
                            lambda: [taken for _, taken in attempts], lambda seen: False in seen, timeout=10)
             assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=15)
+            server.wait_handled(sender)  # the survivor is finished with the sender: no second turn can come
             assert bot.texts(sender) == ["na de crash"]
             # not while the other instance may still work on it: the message reached the
             # bot only after the crashed instance's lease had expired (a conclusion from
@@ -187,6 +188,7 @@ def test_batched_senders_health_metrics_and_bot_outage(pg_url: str) -> None:
             sender = new_sender()
             server.post(text_payload(sender, ["storing"]))
             assert graph.wait_for(lambda g: len(g.delivered(sender)) == 1, timeout=20)
+            server.wait_handled(sender)  # finished (inbox final, worker ended): the one answer is all there is
             assert [m["json"]["text"]["body"] for m in graph.delivered(sender)] == ["echo: storing"]
 
             broken = new_sender()
