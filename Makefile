@@ -82,7 +82,9 @@ retention: install  ## Anonymise conversations older than RETENTION_DAYS (defaul
 	$(PY) -m tools.retention --days $${RETENTION_DAYS:-90} --endpoints $${APPCARE_ENDPOINTS:-endpoints.yml}
 
 test-production: train  ## Production tests only (real PostgreSQL/Redis/RabbitMQ)
-	$(BIN)/pytest -q tests/test_production_units.py tests/test_haproxy.py tests/test_production_cluster.py
+	$(BIN)/pytest -q tests/test_deploy_files.py tests/test_logging_setup.py tests/test_db.py \
+		tests/test_whatsapp_instances.py tests/test_metrics.py tests/test_retention.py tests/test_subject_access.py \
+		tests/test_haproxy.py tests/test_production_cluster.py
 
 clean:  ## Remove trained models, results and runtime data (keeps .venv)
 	rm -rf models/*.tar.gz models/config.effective.yml results reports var .rasa .pytest_cache

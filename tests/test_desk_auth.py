@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402
+from tests.support.desk_helpers import (
     PASSWORD,
     DeskClient,
     make_user,
@@ -23,8 +21,8 @@ from test_desk_helpers import (  # noqa: E402
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.store import DeskStore, SessionRow  # noqa: E402
+from appcare.handoff_store import HandoffStore
+from desk.store import DeskStore, SessionRow
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_SUMMARY = "GEHEIM-ONDERWERP-4711"

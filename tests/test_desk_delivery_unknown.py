@@ -18,19 +18,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 from urllib.parse import unquote, urlparse
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     any_db_url,
     free_port,
@@ -41,8 +37,8 @@ from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.store import DeskStore  # noqa: E402
+from appcare.handoff_store import HandoffStore
+from desk.store import DeskStore
 
 RASA_TIMEOUT = 1.0  # the desk's wait for Rasa in these tests (default 120 s)
 NOT_YET = "We weten nog niet of dit bericht is aangekomen."

@@ -1,16 +1,11 @@
 """The desk's /health and /metrics answer without a session and hold no personal data."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests.support.desk_helpers import open_ticket, sqlite_url, start_desk  # noqa: F401
 
-from test_desk_helpers import open_ticket, sqlite_url, start_desk  # noqa: E402,F401
-
-from appcare.handoff_store import HandoffStore  # noqa: E402
+from appcare.handoff_store import HandoffStore
 
 
 def test_health_and_metrics_without_login(sqlite_url):
@@ -28,7 +23,7 @@ def test_health_and_metrics_without_login(sqlite_url):
 
 
 def test_coordinator_overview_shows_report_key_figures(sqlite_url):
-    from test_desk_helpers import DeskClient, make_user
+    from tests.support.desk_helpers import DeskClient, make_user
 
     make_user(sqlite_url, "carla", "coordinator")
     server = start_desk(sqlite_url)

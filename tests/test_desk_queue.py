@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     any_db_url,
@@ -25,7 +21,7 @@ from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore, TicketRow, utcnow  # noqa: E402
+from appcare.handoff_store import HandoffStore, TicketRow, utcnow
 
 
 @pytest.fixture

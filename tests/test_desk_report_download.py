@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from tests.support.desk_helpers import DeskClient, make_user, start_desk
+from tests.support.editor_helpers import TrackerDB
 
-from test_desk_helpers import DeskClient, make_user, start_desk  # noqa: E402
-from test_editor_helpers import TrackerDB  # noqa: E402
 
 
 @pytest.fixture

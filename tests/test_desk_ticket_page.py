@@ -3,14 +3,11 @@ reassigns, a colleague who is not the claimer must confirm before replying, clos
 ticket and deleting a standard answer need a confirmation (also without JavaScript)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     make_user,
@@ -19,8 +16,8 @@ from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.store import DeskStore  # noqa: E402
+from appcare.handoff_store import HandoffStore
+from desk.store import DeskStore
 
 
 @pytest.fixture

@@ -3,15 +3,11 @@ claim races, replies delivered through (a fake) Rasa, failed deliveries and retr
 notes, closing, the audit log and a restart of the desk that loses nothing."""
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     any_db_url,
@@ -23,8 +19,8 @@ from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.store import DeskStore  # noqa: E402
+from appcare.handoff_store import HandoffStore
+from desk.store import DeskStore
 
 
 @pytest.fixture

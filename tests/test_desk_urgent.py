@@ -8,15 +8,12 @@ import datetime as dt
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
+from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported too
     DeskClient,
     FakeRasa,
     any_db_url,
@@ -27,7 +24,7 @@ from test_desk_helpers import (  # noqa: E402,F401 - fixtures are imported too
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore, TicketRow, utcnow  # noqa: E402
+from appcare.handoff_store import HandoffStore, TicketRow, utcnow
 
 NEW_COLUMNS = {"urgent", "language", "callback_requested", "callback_number"}
 

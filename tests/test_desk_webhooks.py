@@ -6,17 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401
+from tests.support.desk_helpers import (  # noqa: F401
     DeskClient,
     FakeRasa,
     WebhookReceiver,
@@ -25,11 +21,11 @@ from test_desk_helpers import (  # noqa: E402,F401
     sqlite_url,
     start_desk,
 )
-from support.waiting import wait_for_state  # noqa: E402
+from tests.support.waiting import wait_for_state
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.store import DeskStore  # noqa: E402
-from desk.webhooks import sign, verify  # noqa: E402
+from appcare.handoff_store import HandoffStore
+from desk.store import DeskStore
+from desk.webhooks import sign, verify
 
 SECRET = "webcare-shared-secret"
 

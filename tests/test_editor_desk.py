@@ -4,18 +4,14 @@ store. Training itself is covered by tests/e2e/test_editor_e2e.py."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from tests.support.desk_helpers import DeskClient, make_user, start_desk
+from tests.support.editor_helpers import FakeRasaApi, TrackerDB, make_project
 
-from test_desk_helpers import DeskClient, make_user, start_desk  # noqa: E402
-from test_editor_helpers import FakeRasaApi, TrackerDB, make_project  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

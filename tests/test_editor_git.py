@@ -5,20 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from desk.editor_service import EditorService  # noqa: E402
-from desk.settings import Settings  # noqa: E402
-from desk.store import DeskStore  # noqa: E402
-from test_editor_helpers import make_project  # noqa: E402
+from desk.editor_service import EditorService
+from desk.settings import Settings
+from desk.store import DeskStore
+from tests.support.editor_helpers import make_project
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}

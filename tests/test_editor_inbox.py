@@ -2,19 +2,13 @@
 from a real SQLite tracker store), stored masked. The masking itself: tests/test_pii.py."""
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from appcare.editor_inbox import read_events, scan, tracker_store_url
+from tests.support.editor_helpers import TrackerDB
 
-from appcare.editor_inbox import read_events, scan, tracker_store_url  # noqa: E402
-from test_editor_helpers import TrackerDB  # noqa: E402
 
 
 def url_of(db: TrackerDB):

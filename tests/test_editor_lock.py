@@ -3,19 +3,13 @@ comparison rules, and what the desk does when a publish cannot start."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from desk.editor_service import compare
+from desk.editor_store import EditorStore, LockBusy
 
-from desk.editor_service import compare  # noqa: E402
-from desk.editor_store import EditorStore, LockBusy  # noqa: E402
 
 
 @pytest.fixture
@@ -98,7 +92,7 @@ def test_training_uses_the_effective_config_of_the_project(tmp_path):
     from desk.editor_service import EditorService
     from desk.settings import Settings
     from desk.store import DeskStore
-    from test_editor_helpers import make_project
+    from tests.support.editor_helpers import make_project
 
     project = make_project(tmp_path / "project")
     settings = Settings.from_env(db_url=f"sqlite:///{tmp_path}/desk.db", project_dir=str(project), train_config=None)

@@ -3,16 +3,10 @@ before/after of a fact; the technical line (file:line, YAML diff) stays in a fol
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from appcare.editor_messages import explain, fact_changes
+from tests.test_editor_desk import csrf_of, env, login  # noqa: F401
 
-from appcare.editor_messages import explain, fact_changes  # noqa: E402
-from test_editor_desk import csrf_of, env, login  # noqa: E402,F401
 
 
 def test_technical_problems_become_dutch_with_their_field():

@@ -3,19 +3,13 @@ and everything else in the files; duplicates and near-duplicates are flagged."""
 from __future__ import annotations
 
 import difflib
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from appcare.editor_content import EditorRefused
+from appcare.editor_nlu import NluRepo, normalise, plain_text, similarity, strip_placeholders
+from tests.support.editor_helpers import make_project
 
-from appcare.editor_content import EditorRefused  # noqa: E402
-from appcare.editor_nlu import NluRepo, normalise, plain_text, similarity, strip_placeholders  # noqa: E402
-from test_editor_helpers import make_project  # noqa: E402
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ seen by the running bot's cached loader at once (mtime moves)."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from appcare import content as content_module
+from appcare import editor_yaml
+from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
+from tests.support.editor_helpers import make_project
 
-from appcare import content as content_module  # noqa: E402
-from appcare import editor_yaml  # noqa: E402
-from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused  # noqa: E402
-from test_editor_helpers import make_project  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

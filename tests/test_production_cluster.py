@@ -30,15 +30,13 @@ from typing import Any, Dict, List, Optional
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from appcare.pii import conversation_hash
+from tests.conftest import FIXTURE_CONTENT
+from tests.support.tcp_proxy import TcpProxy
+from tools import loadtest
+from tools.loadtest import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster
 
-from appcare.pii import conversation_hash  # noqa: E402
-from tests.conftest import FIXTURE_CONTENT  # noqa: E402
-from tests.support.tcp_proxy import TcpProxy  # noqa: E402
-from tools import loadtest  # noqa: E402
-from tools.loadtest import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(900)
 SERVICES = {5432: "PostgreSQL", 6379: "Redis", 5672: "RabbitMQ"}

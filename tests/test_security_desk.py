@@ -29,13 +29,8 @@ import pytest
 import requests
 from sqlalchemy import inspect, select, text, update
 
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from support.waiting import wait_for_state  # noqa: E402
-from test_desk_helpers import (  # noqa: E402,F401
+from tests.support.waiting import wait_for_state
+from tests.support.desk_helpers import (  # noqa: F401
     PASSWORD,
     DeskClient,
     any_db_url,
@@ -47,10 +42,12 @@ from test_desk_helpers import (  # noqa: E402,F401
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
-from desk.auth import ACCOUNT_THROTTLE, ADDRESS_THROTTLE, SESSION_COOKIE  # noqa: E402
-from desk.settings import Settings, SettingsError  # noqa: E402
-from desk.store import DeskStore, LoginThrottleRow  # noqa: E402
+from appcare.handoff_store import HandoffStore
+from desk.auth import ACCOUNT_THROTTLE, ADDRESS_THROTTLE, SESSION_COOKIE
+from desk.settings import Settings, SettingsError
+from desk.store import DeskStore, LoginThrottleRow
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ATTACKER = "203.0.113.7"
 COLLEAGUE = "198.51.100.4"
@@ -454,7 +451,7 @@ def _routes(app, ids: Dict[str, int]):
 
 @pytest.fixture
 def locked_desk(tmp_path):
-    from test_editor_helpers import make_project
+    from tests.support.editor_helpers import make_project
 
     project = make_project(tmp_path / "project")
     db_url = f"sqlite:///{tmp_path}/desk.db"

@@ -8,18 +8,14 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import update
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_desk_helpers import (  # noqa: E402,F401
+from tests.support.desk_helpers import (  # noqa: F401
     FakeRasa,
     any_db_url,
     open_ticket,
@@ -28,8 +24,8 @@ from test_desk_helpers import (  # noqa: E402,F401
     start_desk,
 )
 
-from appcare.handoff_store import HandoffStore, utcnow  # noqa: E402
-from desk.store import DeskStore, IntegrationRequestRow  # noqa: E402
+from appcare.handoff_store import HandoffStore, utcnow
+from desk.store import DeskStore, IntegrationRequestRow
 
 SECRET = "webcare-shared-secret-0123456789"
 

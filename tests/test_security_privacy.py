@@ -16,19 +16,12 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, List
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
 KEY = "privacy-test-pseudonym-key-0123456789"
@@ -342,7 +335,7 @@ def test_retention_removes_example_texts_from_old_audit_rows(pg):
 
 
 # The desk over real HTTP with the editors' test project (SQLite desk database).
-from test_editor_desk import csrf_of, env, login  # noqa: E402,F401  (env is a fixture)
+from tests.test_editor_desk import csrf_of, env, login  # noqa: E402,F401  (env is a fixture)
 
 
 def test_examples_from_the_inbox_leave_no_citizen_text_in_the_audit_log(env, monkeypatch):

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,13 +37,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
-from tests.support.waiting import wait_for_state  # noqa: E402
-from tests.test_whatsapp_channel import (  # noqa: E402
+from tests.fake_graph_api import FakeGraphAPI
+from tests.support.waiting import wait_for_state
+from tests.test_whatsapp_channel import (
     APP_SECRET,
     FIXTURE_TS,
     FIXTURE_WA_ID,

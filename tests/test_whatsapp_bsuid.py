@@ -3,18 +3,13 @@ key, replies with ``recipient``, statuses with ``recipient_user_id``, change eve
 subject access. Payloads follow Meta's documented shapes."""
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from channels.webhook_parser import BSUID_RE, parse_webhook  # noqa: E402
+from channels.webhook_parser import BSUID_RE, parse_webhook
 
 PNID = "106540352242922"
 

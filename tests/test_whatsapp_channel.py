@@ -11,7 +11,6 @@ import json
 import logging
 import random
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -24,24 +23,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pytest
 import requests
 
+from sanic import Sanic
+
+from rasa.core.channels.channel import register
+from rasa.shared.core.events import BotUttered
+
+from channels.config import WhatsAppConfig
+from channels.whatsapp import WhatsAppInput
+
+from tests.fake_graph_api import FakeGraphAPI
+from tests.support.waiting import wait_for_state
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from sanic import Sanic  # noqa: E402
-
-from rasa.core.channels.channel import register  # noqa: E402
-from rasa.shared.core.events import BotUttered  # noqa: E402
-
-from channels.config import WhatsAppConfig  # noqa: E402
-from channels.whatsapp import WhatsAppInput  # noqa: E402
-try:  # tests/ is a package (tests/__init__.py) or a plain directory on sys.path
-    from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
-    from tests.support.waiting import wait_for_state  # noqa: E402
-except ImportError:  # pragma: no cover
-    from fake_graph_api import FakeGraphAPI  # noqa: E402
-    from support.waiting import wait_for_state  # noqa: E402
-
 pytestmark = pytest.mark.timeout(60)
 # Several Sanic apps start in one process: keep Sanic's start-up code rewriting
 # ("touchup") re-entrant, as Sanic's own test client does.

@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Any, List
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from channels.whatsapp import ScaleSettings, WhatsAppInput  # noqa: E402
-from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
-from tests.support.tcp_proxy import TcpProxy  # noqa: E402
-from tests.test_whatsapp_channel import (  # noqa: E402
+from channels.whatsapp import ScaleSettings, WhatsAppInput
+from tests.fake_graph_api import FakeGraphAPI
+from tests.support.tcp_proxy import TcpProxy
+from tests.test_whatsapp_channel import (
     APP_SECRET,
     ChannelServer,
     EchoBot,

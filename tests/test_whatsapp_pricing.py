@@ -6,20 +6,15 @@ that carries pricing wins, so a message is never counted twice.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from channels.webhook_parser import parse_webhook  # noqa: E402
-from channels.whatsapp import ScaleSettings, WhatsAppInput  # noqa: E402
-from tests.fake_graph_api import FakeGraphAPI  # noqa: E402
-from tests.test_whatsapp_channel import (  # noqa: E402
+from channels.webhook_parser import parse_webhook
+from channels.whatsapp import ScaleSettings, WhatsAppInput
+from tests.fake_graph_api import FakeGraphAPI
+from tests.test_whatsapp_channel import (
     APP_SECRET,
     ChannelServer,
     EchoBot,
@@ -29,7 +24,7 @@ from tests.test_whatsapp_channel import (  # noqa: E402
     wait_until,
     wamid_of,
 )
-from tools.loadtest import status_payload  # noqa: E402
+from tools.loadtest import status_payload
 
 pytestmark = pytest.mark.timeout(90)
 

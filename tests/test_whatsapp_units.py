@@ -5,22 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from channels import formatting
+from channels.config import WhatsAppConfig, parse_tenants
+from channels.formatting import BotMessage
+from channels.inbox import InboxStore, NewInbound
+from channels.webhook_parser import WebhookPayloadError, parse_webhook
+from channels.whatsapp import verify_signature
 
-from channels import formatting  # noqa: E402
-from channels.config import WhatsAppConfig, parse_tenants  # noqa: E402
-from channels.formatting import BotMessage  # noqa: E402
-from channels.inbox import InboxStore, NewInbound  # noqa: E402
-from channels.webhook_parser import WebhookPayloadError, parse_webhook  # noqa: E402
-from channels.whatsapp import verify_signature  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIXTURES = ROOT / "tests" / "fixtures" / "whatsapp"
 

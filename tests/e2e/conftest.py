@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -14,14 +13,11 @@ from typing import Dict, List
 import pytest
 import requests
 
+from browser import BrowserUnavailable, start_browser, stop_browser
+
 E2E = Path(__file__).resolve().parent
 TESTS = E2E.parent
 ROOT = TESTS.parent
-for path in (str(E2E), str(TESTS), str(ROOT)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
-from browser import BrowserUnavailable, start_browser, stop_browser  # noqa: E402
 
 
 class Processes:

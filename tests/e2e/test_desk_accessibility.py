@@ -27,12 +27,12 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from test_desk_e2e import PASSWORD, create_user, desk_env, start_desk  # noqa: E402
-from test_desk_helpers import FakeRasa, free_port, open_ticket  # noqa: E402
-from test_editor_helpers import make_project  # noqa: E402
-from support.waiting import wait_for_state  # noqa: E402
+from test_desk_e2e import PASSWORD, create_user, desk_env, start_desk
+from tests.support.desk_helpers import FakeRasa, free_port, open_ticket
+from tests.support.editor_helpers import make_project
+from tests.support.waiting import wait_for_state
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
+from appcare.handoff_store import HandoffStore
 
 E2E = Path(__file__).resolve().parent
 NPM_DIR = E2E / ".npm"

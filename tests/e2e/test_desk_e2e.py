@@ -30,17 +30,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.support.desk_helpers import FakeRasa, free_port, open_ticket
+from tests.support.waiting import wait_for_state
+
+from appcare.handoff_store import HandoffStore
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-for _path in (str(Path(__file__).resolve().parent.parent), str(ROOT)):  # tests/ (helpers), the repo
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from test_desk_helpers import FakeRasa, free_port, open_ticket  # noqa: E402
-from support.waiting import wait_for_state  # noqa: E402
-
-from appcare.handoff_store import HandoffStore  # noqa: E402
 
 PASSWORD = "e2e-wachtwoord-123"
 
@@ -338,7 +335,7 @@ def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):
 
     graph = None
     if _whatsapp_ready():
-        from fake_graph_api import FakeGraphAPI
+        from tests.fake_graph_api import FakeGraphAPI
 
         graph = FakeGraphAPI().start()
     try:

@@ -12,7 +12,7 @@
    second staff member sees 'Dit gesprek is opgepakt door ...', a reply without
    'Toch reageren' is refused (nothing sent), with the box ticked it is sent.
 
-The desk runs in a thread (``test_desk_helpers.start_desk``) against ``FakeRasa``;
+The desk runs in a thread (``tests.support.desk_helpers.start_desk``) against ``FakeRasa``;
 every wait is for a state (WebDriverWait / ``wait_for_state``), never a fixed sleep.
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from test_desk_helpers import PASSWORD, FakeRasa, dispose, make_user, open_ticket  # noqa: E402
-from test_desk_helpers import start_desk as start_desk_thread  # noqa: E402
-from support.waiting import wait_for_state  # noqa: E402
+from tests.support.desk_helpers import PASSWORD, FakeRasa, dispose, make_user, open_ticket
+from tests.support.desk_helpers import start_desk as start_desk_thread
+from tests.support.waiting import wait_for_state
 
-from appcare.handoff_store import HandoffStore  # noqa: E402
+from appcare.handoff_store import HandoffStore
 
 WAIT = 20  # seconds: upper bound of every wait for a state
 

@@ -37,17 +37,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+import tests.support.assistant as assistant_module
+from tests.support.editor_helpers import make_project
+
+from tests.support.desk_helpers import PASSWORD  # make_user sets it
+
 E2E = Path(__file__).resolve().parent
 ROOT = E2E.parents[1]
-for _path in (str(ROOT), str(ROOT / "tests")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import tests.support.assistant as assistant_module  # noqa: E402
-from test_editor_helpers import make_project  # noqa: E402
-
 PYTHON = sys.executable
-from test_desk_helpers import PASSWORD  # noqa: E402  (make_user sets it)
 CLARIFY = "Sorry, dat begreep ik niet helemaal"
 FEE_QUESTION = "wat kost een paspoort voor iemand van 40"
 MISSED_QUESTION = "Hoi, ik ben Jan de Vries, 06-12345678, hoeveel pegels moet ik dokken voor een paspoort?"
@@ -132,7 +129,7 @@ class Stack:
             "--name", "baseline", "--nlu-holdout", str(self.project / "tests" / "nlu_holdout.yml"),
             "--stories", str(self.project / "tests" / "test_stories.yml"), "--result", str(result), "--no-eval",
         ], self.project)
-        from test_desk_helpers import make_user
+        from tests.support.desk_helpers import make_user
 
         make_user(self.db_url, "eddy", "editor")
         self.desk_proc = self.spawn("desk", [PYTHON, "-m", "desk"], ROOT)

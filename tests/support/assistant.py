@@ -12,12 +12,10 @@ from typing import Dict, List, Optional
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tools import run as run_tool
+from tools.loadtest import free_port  # noqa: F401  (also used by the e2e tests)
 
-from tools import run as run_tool  # noqa: E402
-from tools.loadtest import free_port  # noqa: E402,F401  (also used by the e2e tests)
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

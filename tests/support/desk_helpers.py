@@ -16,10 +16,8 @@ import json
 import os
 import re
 import socket
-import sys
 import threading
 import uuid
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 from urllib.parse import parse_qs, unquote, urlparse
@@ -27,11 +25,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the desk package, also before the editable install knows it
-    sys.path.insert(0, str(ROOT))
-
-import desk.app  # noqa: E402,F401 - early, so Sanic's touchup originals are kept
+import desk.app  # noqa: F401 - early, so Sanic's touchup originals are kept
 
 PG_URL = os.environ.get("DESK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct-horse-battery"

@@ -1,0 +1,74 @@
+"""appcare.logging_setup: redaction of personal data, JSON lines with the
+conversation hash and a redacted traceback, and our handler kept when Rasa installs
+coloredlogs."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+
+from appcare import logging_setup
+from appcare.pii import conversation_hash
+
+pytestmark = pytest.mark.timeout(120)
+
+
+PII_TEXT = "Mijn BSN is 111222333, bel 06-12345678 of +31 6 1234 5678, mail jan.jansen@example.nl, mijn naam is Jan de Vries, wa 31612345678"
+
+
+def test_redaction_removes_personal_data_and_keeps_hashes() -> None:
+    out = logging_setup.redact(PII_TEXT + " sender=abcdef012345 127.0.0.1:5432 took 1.25s")
+    for needle in ("111222333", "12345678", "1234 5678", "jan.jansen", "Jan de Vries", "31612345678"):
+        assert needle not in out, needle
+    assert "sender=abcdef012345" in out and "127.0.0.1:5432" in out and "1.25s" in out
+    assert logging_setup.redact(out) == out  # idempotent
+
+
+def test_json_lines_carry_hash_and_redacted_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    handler = logging_setup.make_handler(fmt="json", component="unit")
+    log = logging.getLogger("appcare.test.json")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        log.info("answered sender=%s", conversation_hash("31612345678"))
+        try:
+            raise ValueError("boom for 31612345678 / jan@example.nl")
+        except ValueError:
+            log.exception("failed on %s", "0612345678")
+    finally:
+        log.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["conversation"] == conversation_hash("31612345678") and lines[0]["component"] == "unit"
+    assert lines[0]["level"] == "INFO" and lines[0]["logger"] == "appcare.test.json" and lines[0]["ts"].endswith("+00:00")
+    assert "ValueError" in lines[1]["exc"]
+    text = stream.getvalue()
+    assert "31612345678" not in text and "0612345678" not in text and "jan@example.nl" not in text
+
+
+def test_coloredlogs_install_keeps_our_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    import coloredlogs
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    original_install = coloredlogs.install
+    try:
+        handler = logging_setup.make_handler(fmt="text")
+        root.handlers = [handler]
+        coloredlogs.install(level="DEBUG")  # what Rasa does after applying --logging-config-file
+        assert root.handlers == [handler]
+        logging_setup.adopt_sanic_loggers()
+        assert logging.getLogger("sanic.error").handlers == [handler]
+    finally:
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+        for name in logging_setup.SANIC_LOGGERS:
+            logging.getLogger(name).handlers = []
+            logging.getLogger(name).propagate = True
+        coloredlogs.install = original_install
+        logging_setup._coloredlogs_guarded = False
