@@ -151,6 +151,26 @@ def test_a_request_that_cannot_reach_an_instance_is_retried_on_the_other(rig: Ri
     assert rig.rasa["rasa-1"].posts() == 8
 
 
+def test_a_webhook_held_by_a_stuck_instance_is_answered_by_the_other(rig: Rig) -> None:
+    # rasa-1 accepts the connection but never answers (restarted, still loading its model)
+    rig.haproxy.runtime("disable health rasa/rasa-1")
+    rig.rasa["rasa-1"].hold.clear()
+    answers = [rig.post_webhook().status_code for _ in range(2)]  # round robin: rasa-1 gets its turn
+    assert answers == [200, 200]
+    assert rig.rasa["rasa-1"].posts() >= 1  # held there for 10 s ...
+    assert rig.rasa["rasa-2"].posts() == 2  # ... then tried on rasa-2, which answered both
+
+
+def test_a_desk_api_call_that_reached_an_instance_is_not_repeated(rig: Rig) -> None:
+    for fake in rig.rasa.values():
+        fake.status = 500
+    url = rig.url("internal") + "/conversations/31687654321/trigger_intent"
+    answers = [requests.post(url, json={"name": "EXTERNAL_kcc_reply"}, timeout=30).status_code for _ in range(4)]
+    assert answers == [500] * 4
+    assert sum(f.posts() for f in rig.rasa.values()) == 0  # (posts() counts webhooks only)
+    assert sum(len(f.received) for f in rig.rasa.values()) == 4  # once each: a staff reply is never sent twice
+
+
 def test_an_action_call_that_reached_a_server_is_not_repeated(rig: Rig) -> None:
     url = rig.url("actions") + "/webhook"
     for fake in rig.actions.values():
@@ -180,6 +200,7 @@ def test_drain_lets_running_requests_finish_and_sends_new_ones_elsewhere(rig: Ri
                    lambda: (slow.in_progress, sum(f.posts() for f in rig.rasa.values())), lambda v: v == (1, 2))
     rig.haproxy.set_state("rasa", "rasa-1", "drain")
     rig.haproxy.wait_status("rasa", "rasa-1", "DRAIN", 10)
+    rig.haproxy.wait_status("rasa_api", "rasa-1", "DRAIN", 10)  # the desk's backend follows (track)
     before = {name: fake.posts() for name, fake in rig.rasa.items()}
     for _ in range(6):
         assert rig.post_webhook().status_code == 200

@@ -704,7 +704,7 @@ class Cluster:
         started = time.monotonic()
         self.haproxy.set_state("rasa", name, "drain")
         self.haproxy.wait_status("rasa", name, "DRAIN", 10)
-        idle = self.haproxy.wait_idle("rasa", name, 60)
+        idle = self.haproxy.wait_idle("rasa", name, 60) + self.haproxy.wait_idle("rasa_api", name, 130)
         progress(f"[loadtest] {name} drained (no requests after {idle:.1f} s); stopping it (SIGTERM)")
         self.kill(name, signal.SIGTERM, wait=60)
         self.spawn(name)
