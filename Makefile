@@ -22,9 +22,11 @@ install:  ## Create .venv from requirements.lock and make a Dutch spaCy pipeline
 $(CONFIG): config.yml install
 	@$(PY) -m appcare.nlp_pipeline config >/dev/null
 
-train: install  ## Train the model (skipped by Rasa when data and config are unchanged)
+# Trains only when data/, domain/, the config, the component code or the libraries changed
+# since the newest model (Rasa 3.6 itself always trains a new model; appcare/training.py).
+train: install  ## Train the model when its inputs changed since the newest model (FORCE=1: always)
 	@$(PY) -m appcare.nlp_pipeline config >/dev/null
-	$(RASA) train --config $(CONFIG) --data data --domain domain --out models --quiet
+	@$(PY) -m appcare.training --config $(CONFIG) $(if $(FORCE),--force)
 	@$(PY) -m appcare.live_model after-train
 
 # `make run` trains when needed, except when the content editors published a model:
@@ -85,4 +87,4 @@ test-production: train  ## Production tests only (real PostgreSQL/Redis/RabbitMQ
 	$(BIN)/pytest -q tests/test_production_units.py tests/test_haproxy.py tests/test_production_cluster.py
 
 clean:  ## Remove trained models, results and runtime data (keeps .venv)
-	rm -rf models/*.tar.gz models/config.effective.yml results reports var .rasa .pytest_cache
+	rm -rf models/*.tar.gz models/*.inputs.json models/config.effective.yml results reports var .rasa .pytest_cache
