@@ -199,8 +199,9 @@ class Supervisor:
     def stop(self) -> List[Child]:
         """Stops every component and everything in their process groups: SIGTERM, up to
         ``stop_timeout`` seconds, then SIGKILL. Returns the components that needed SIGKILL."""
-        for signum in STOP_SIGNALS:  # a second Ctrl-C must not interrupt the clean-up
-            signal.signal(signum, self._on_signal)
+        if self._previous:  # ours are installed: a second Ctrl-C must not interrupt the clean-up
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._on_signal)
         for child in self.children:
             if child.anything_left():
                 child.signal(signal.SIGTERM)
@@ -236,6 +237,14 @@ class Supervisor:
                   flush=True)
             return 1
         return 0
+
+
+def stop(processes: List[subprocess.Popen], timeout: float = 15) -> None:
+    """Stops processes that lead their own process group (``start_new_session=True``), and
+    everything in those groups: SIGTERM, up to ``timeout`` seconds, then SIGKILL."""
+    supervisor = Supervisor(stop_timeout=timeout)
+    supervisor.children = [Child(str(p.args), p, own_group=True) for p in processes]
+    supervisor.stop()
 
 
 def startup_report(model: Path) -> None:
