@@ -4,12 +4,17 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-RASA := $(BIN)/rasa
+# Rasa's command line with a quiet console (appcare/quiet.py): no library deprecation
+# warnings or data checks that do not apply here. `VERBOSE=1 make ...` shows everything.
+RASA := $(PY) -m appcare.quiet rasa
 CONFIG := models/config.effective.yml
+export VERBOSE
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
+ifeq ($(filter-out 0,$(VERBOSE)),)
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::PendingDeprecationWarning
+endif
 
 .PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu test-devset bench desk demo-report report loadtest retention test-production clean
 

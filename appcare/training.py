@@ -43,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from appcare import live_model
+from appcare import live_model, quiet
 from appcare.nlp_pipeline import EFFECTIVE_CONFIG, STOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,9 +178,9 @@ def needs_training(models_dir: Path, inputs: Dict[str, str]) -> Tuple[bool, str]
 
 # ------------------------------------------------------------------ training
 def rasa_train_command(config: Path, force: bool, root: Path = ROOT, models_dir: Path = MODELS) -> List[str]:
-    command = [str(Path(sys.executable).parent / "rasa"), "train", "--config", os.path.relpath(config, root),
-               "--data", "data", "--domain", "domain", "--out", os.path.relpath(models_dir, root), "--quiet"]
-    return command + (["--force"] if force else [])
+    command = [sys.executable, "-m", "appcare.quiet", "rasa", "train", "--config", os.path.relpath(config, root),
+               "--data", "data", "--domain", "domain", "--out", os.path.relpath(models_dir, root)]
+    return command + ([] if quiet.verbose() else ["--quiet"]) + (["--force"] if force else [])
 
 
 def train(config: Path = EFFECTIVE_CONFIG, force: bool = False, check_only: bool = False,

@@ -27,12 +27,12 @@ from typing import Dict, List, Optional
 
 import requests
 
-from appcare import content, live_model, roadworks_feed
+from appcare import content, live_model, quiet, roadworks_feed
 from appcare.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
 from tools import validate_content
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+RASA = [sys.executable, "-m", "appcare.quiet", "rasa"]  # Rasa's command line, quiet unless VERBOSE=1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
             return 1
         return supervisor.report_end()
     if args.shell:
-        supervisor.start("rasa shell", [str(BIN / "rasa"), "shell", "--model", str(model),
+        supervisor.start("rasa shell", [*RASA, "shell", "--model", str(model),
                                         "--endpoints", str(endpoints)], own_group=False)
         supervisor.wait()
         shell = supervisor.children[-1]
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
             return shell.proc.returncode or 0  # the citizen typed /stop: a normal end
         return supervisor.report_end()
     supervisor.start("Rasa server", [
-        str(BIN / "rasa"), "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
+        *RASA, "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
         "--interface", interface, *jwt_args,
         "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
         *logging_config,
@@ -322,6 +322,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--shell", action="store_true", help="chat in this terminal with `rasa shell`")
     parser.add_argument("--no-desk", action="store_true")
     args = parser.parse_args(argv)
+    quiet.install()
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
     code = 1
