@@ -31,7 +31,7 @@ $(CONFIG): config.yml install
 # since the newest model (Rasa 3.6 itself always trains a new model; appcare/training.py).
 train: install  ## Train the model when its inputs changed since the newest model (FORCE=1: always)
 	@$(PY) -m appcare.nlp_pipeline config >/dev/null
-	@$(PY) -m appcare.training --config $(CONFIG) $(if $(FORCE),--force)
+	@$(PY) -m appcare.training --config $(CONFIG) $(if $(filter-out 0,$(FORCE)),--force)
 	@$(PY) -m appcare.live_model after-train
 
 # `make run` trains when needed, except when the content editors published a model:
