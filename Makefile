@@ -4,12 +4,17 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-RASA := $(BIN)/rasa
+# Rasa's command line with a quiet console (appcare/quiet.py): no library deprecation
+# warnings or data checks that do not apply here. `VERBOSE=1 make ...` shows everything.
+RASA := $(PY) -m appcare.quiet rasa
 CONFIG := models/config.effective.yml
+export VERBOSE
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export SQLALCHEMY_SILENCE_UBER_WARNING ?= 1
 export RASA_TELEMETRY_ENABLED ?= false
+ifeq ($(filter-out 0,$(VERBOSE)),)
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::PendingDeprecationWarning
+endif
 
 .PHONY: help install train model run shell chat test validate validate-content test-stories test-nlu test-devset bench desk demo-report report loadtest retention test-production clean
 
@@ -22,9 +27,11 @@ install:  ## Create .venv from requirements.lock and make a Dutch spaCy pipeline
 $(CONFIG): config.yml install
 	@$(PY) -m appcare.nlp_pipeline config >/dev/null
 
-train: install  ## Train the model (skipped by Rasa when data and config are unchanged)
+# Trains only when data/, domain/, the config, the component code or the libraries changed
+# since the newest model (Rasa 3.6 itself always trains a new model; appcare/training.py).
+train: install  ## Train the model when its inputs changed since the newest model (FORCE=1: always)
 	@$(PY) -m appcare.nlp_pipeline config >/dev/null
-	$(RASA) train --config $(CONFIG) --data data --domain domain --out models --quiet
+	@$(PY) -m appcare.training --config $(CONFIG) $(if $(filter-out 0,$(FORCE)),--force)
 	@$(PY) -m appcare.live_model after-train
 
 # `make run` trains when needed, except when the content editors published a model:
@@ -87,4 +94,4 @@ test-production: train  ## Production tests only (real PostgreSQL/Redis/RabbitMQ
 		tests/test_haproxy.py tests/test_production_cluster.py
 
 clean:  ## Remove trained models, results and runtime data (keeps .venv)
-	rm -rf models/*.tar.gz models/config.effective.yml results reports var .rasa .pytest_cache
+	rm -rf models/*.tar.gz models/*.inputs.json models/config.effective.yml results reports var .rasa .pytest_cache

@@ -57,8 +57,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--actions", default="actions", help="action package (default actions)")
     args = parser.parse_args(argv)
 
+    from appcare import quiet
     from appcare.logging_setup import configure
 
+    quiet.install()  # no library deprecation warnings unless VERBOSE=1
     configure("actions")  # the same redacting handler as deploy/logging.yml
     token = os.environ.get(TOKEN_VAR) or None
     try:

@@ -10,6 +10,8 @@ What it gives:
   digit runs (phone numbers, BSNs, WhatsApp ids, epoch stamps), Dutch phone and BSN
   notations, e-mail addresses, IBANs, postcode + house number and "mijn naam is ..."
   are replaced before the line is written, in the message *and* in tracebacks.
+  Tokens that are no personal data stay readable: Rasa model names
+  (``20261201-180026-brave-fox.tar.gz``), ISO dates and times and uuids.
   Our own code never logs message text, names or numbers in the first place (it logs
   ``appcare.pii.conversation_hash``); the filter catches what others might log.
   It cannot recognise a bare name, so never run production with ``LOG_LEVEL=DEBUG``
@@ -59,8 +61,36 @@ _NAME_INTRO = pii._NAME_INTRO
 _CONVERSATION = re.compile(r"\b(?:sender|recipient|conversation)=([0-9a-f]{12})\b")
 
 
+# Timestamps and ids that are no personal data, kept as they are by the number
+# patterns: they are strict shapes (a valid date and time, a uuid) that no phone
+# number, BSN, IBAN or postcode has.
+_DATE = r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_TIME = r"(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,9})?)?"
+_ZONE = r"(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?"
+_NOT_PERSONAL = re.compile(
+    # Rasa model names: YYYYMMDD-HHMMSS-<random name>[.tar.gz], also nlu-/core- models
+    r"(?<![\w-])(?:(?:nlu|core)-)?(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+    r"-(?:[01]\d|2[0-3])[0-5]\d[0-5]\d-[a-z]+(?:-[a-z]+)*(?:\.tar\.gz)?(?![\w-])"
+    # ISO 8601 dates, date-times and times (extended form), and the basic date-time form
+    rf"|(?<![\w.:+-]){_DATE}(?:[T ]{_TIME}{_ZONE})?(?![\w:]|[.,]\d)"
+    rf"|(?<![\w.:+-]){_TIME}{_ZONE}(?![\w:]|[.,]\d)"
+    r"|(?<![\w.:+-])(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3])[0-5]\d[0-5]\d"
+    r"(?:[.,]\d{1,9})?Z?(?![\w:])"
+    # uuids (8-4-4-4-12 hexadecimal)
+    r"|(?<![\w-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![\w-])"
+)
+
+
+def _redact_numbers(text: str) -> str:
+    out = _PHONE.sub("[telefoon]", text)
+    out = _BSN_GROUPED.sub("[nummer]", out)
+    out = _DIGIT_RUN.sub("[nummer]", out)
+    return _POSTCODE_NR.sub("[adres]", out)
+
+
 def redact(text: Any) -> str:
-    """Replaces personal data patterns in a log line (idempotent)."""
+    """Replaces personal data patterns in a log line (idempotent). Model names, ISO
+    dates and times and uuids are left as they are (see ``_NOT_PERSONAL``)."""
     if text is None:
         return ""
     out = str(text)
@@ -68,10 +98,14 @@ def redact(text: Any) -> str:
         return out
     out = _EMAIL.sub("[e-mail]", out)
     out = _IBAN.sub("[IBAN]", out)
-    out = _PHONE.sub("[telefoon]", out)
-    out = _BSN_GROUPED.sub("[nummer]", out)
-    out = _DIGIT_RUN.sub("[nummer]", out)
-    out = _POSTCODE_NR.sub("[adres]", out)
+    # the number patterns run on the text between the kept tokens only
+    parts, start = [], 0
+    for kept in _NOT_PERSONAL.finditer(out):
+        parts.append(_redact_numbers(out[start:kept.start()]))
+        parts.append(kept.group(0))
+        start = kept.end()
+    parts.append(_redact_numbers(out[start:]))
+    out = "".join(parts)
     out = _NAME_INTRO.sub(lambda m: f"{m.group(1)}[naam]", out)
     return out
 

@@ -117,6 +117,9 @@ def cmd_flag_overdue(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from appcare import quiet
+
+    quiet.install()  # no library deprecation warnings unless VERBOSE=1
     parser = argparse.ArgumentParser(prog="python -m desk", description="KCC-desk van appcare")
     parser.add_argument("--db-url", help="database (default: $APPCARE_DB_URL or sqlite:///var/appcare.db)")
     sub = parser.add_subparsers(dest="command")

@@ -27,6 +27,47 @@ def test_redaction_removes_personal_data_and_keeps_hashes() -> None:
     assert logging_setup.redact(out) == out  # idempotent
 
 
+@pytest.mark.parametrize("kept", [
+    "20261201-180026-brave-fox.tar.gz",  # Rasa model names
+    "models/20261201-180026-brave-fox.tar.gz",
+    "'models/nlu-20261207-070613-hot-wake.tar.gz'",
+    "2026-12-01",  # ISO dates and times
+    "2026-12-01T18:00:26",
+    "2026-12-01T18:00:26.123456+01:00",
+    "2026-12-01 18:00:26,123",
+    "18:00:26.123456789",
+    "20261201T180026Z",
+    "550e8400-e29b-41d4-a716-446655440000",  # uuids and hex ids
+    "12345678-1234-1234-1234-123456789012",
+    "0123456789abcdef0123456789abcdef",
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+])
+def test_redaction_keeps_model_names_timestamps_and_ids(kept: str) -> None:
+    line = f"loaded {kept} for sender=abcdef012345"
+    assert logging_setup.redact(line) == line
+
+
+@pytest.mark.parametrize("personal", [
+    "06-12345678", "+31 6 1234 5678", "0612345678", "31612345678", "+31612345678",
+    "111222333", "1112 22 333", "NL91ABNA0417164300", "NL91 ABNA 0417 1643 00", "1234 AB 56", "1234AB 5a",
+])
+def test_redaction_still_removes_numbers_next_to_kept_tokens(personal: str) -> None:
+    """The kept shapes are strict: a phone number, BSN, IBAN or postcode with house number
+    next to a model name, date or uuid, or glued to one, is still removed."""
+    for line in (f"{personal}", f"model 20261201-180026-brave-fox.tar.gz {personal}",
+                 f"2026-12-01T18:00:26 {personal} 2026-12-01", f"550e8400-e29b-41d4-a716-446655440000 {personal}",
+                 f"at 18:00:26: {personal}"):
+        out = logging_setup.redact(line)
+        assert personal not in out, (line, out)
+        assert logging_setup.redact(out) == out  # idempotent
+    glued = [f"{personal}-180026-brave-fox.tar.gz"]  # no model name
+    if personal.startswith("+"):  # no time zone, no uuid
+        glued += [f"2026-12-01T18:00:26{personal}", f"550e8400-e29b-41d4-a716-446655440000{personal}"]
+    for line in glued:
+        out = logging_setup.redact(line)
+        assert personal not in out and personal[-8:] not in out, (line, out)
+
+
 def test_json_lines_carry_hash_and_redacted_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)

@@ -1,8 +1,15 @@
 """Starts the whole assistant for `make run`: action server, Rasa server (REST channel,
-WhatsApp channel, HTTP API) and the KCC desk, with clean shutdown on Ctrl-C.
+WhatsApp channel, HTTP API) and the KCC desk, and stops all of them again.
 
 Ports come from ACTION_PORT (5055), RASA_PORT (5005) and DESK_PORT (5080).
 `--shell` starts the action server and `rasa shell` instead (chat in this terminal).
+
+Stopping: Ctrl-C (SIGINT), SIGTERM (systemd, a CI runner, `kill`) and SIGHUP (the
+terminal was closed) all stop every component: each runs in its own process group,
+which gets SIGTERM, then SIGKILL for whatever still runs after APPCARE_STOP_TIMEOUT
+seconds (default 15). Afterwards this process ends by the same signal (a shell shows
+status 128 + the signal number, e.g. 143 for SIGTERM). When one component exits on its
+own, the others are stopped too, the message names it, and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -16,16 +23,17 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import requests
 
-from appcare import content, live_model, roadworks_feed
+from appcare import content, live_model, quiet, roadworks_feed
 from appcare.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
 from tools import validate_content
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+RASA = [sys.executable, "-m", "appcare.quiet", "rasa"]  # Rasa's command line, quiet unless VERBOSE=1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def latest_model() -> Optional[Path]:
@@ -57,31 +65,186 @@ def write_endpoints(action_port: int) -> Path:
     return target
 
 
-def wait_for(url: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def group_alive(pgid: int) -> bool:
+    """True while any process of process group ``pgid`` runs (zombies do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel (a zombie then still counts)
         try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        # fields after "(comm)": state ppid pgrp ...; comm itself may contain spaces
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
     return False
 
 
-def start(cmd: List[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+class Child:
+    """One component: a subprocess, by default the leader of its own process group."""
 
+    def __init__(self, name: str, proc: subprocess.Popen, own_group: bool) -> None:
+        self.name, self.proc, self.own_group = name, proc, own_group
 
-def stop(processes: List[subprocess.Popen]) -> None:
-    for proc in processes:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in processes:
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        """The component itself still runs (reaps it when it has ended)."""
+        return self.proc.poll() is None
+
+    def anything_left(self) -> bool:
+        """The component or anything it started in its process group still runs."""
+        return self.running() or (self.own_group and group_alive(self.pid))
+
+    def signal(self, signum: int) -> None:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            if self.own_group:
+                os.killpg(self.pid, signum)
+            elif self.running():
+                self.proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    def describe_exit(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+
+class Supervisor:
+    """Starts the components and stops all of them on a stop signal, when one of them
+    ends, or when start-up fails.
+
+    The signal handlers only record the signal; the waiting loops below look at it.
+    So a signal that arrives while a component is being started never leaves an
+    untracked process behind.
+    """
+
+    def __init__(self, stop_timeout: Optional[float] = None) -> None:
+        self.children: List[Child] = []
+        self.stop_signal: Optional[int] = None
+        self.stop_timeout = stop_timeout if stop_timeout is not None else float(
+            os.environ.get("APPCARE_STOP_TIMEOUT", "15"))
+        self._previous: Dict[int, object] = {}
+
+    # ------------------------------------------------------------------ signals
+    def install_signal_handlers(self) -> None:
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    def stopping(self) -> bool:
+        return self.stop_signal is not None
+
+    # ------------------------------------------------------------------ children
+    def start(self, name: str, cmd: List[str], own_group: bool = True) -> Child:
+        """Starts a component. ``own_group=False`` keeps it in our process group and
+        terminal (for `rasa shell`, which reads this terminal)."""
+        proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=own_group)
+        child = Child(name, proc, own_group)
+        self.children.append(child)
+        return child
+
+    def ended(self) -> Optional[Child]:
+        """The first component that ended by itself, if any."""
+        return next((c for c in self.children if not c.running()), None)
+
+    def keep_going(self) -> bool:
+        return not self.stopping() and self.ended() is None
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleeps up to ``seconds``; False as soon as a stop signal came or a component ended."""
+        deadline = time.monotonic() + seconds
+        while self.keep_going():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(0.2, left))
+        return False
+
+    def wait_for(self, url: str, seconds: float) -> bool:
+        """Polls ``url`` until it answers (True), ``seconds`` pass, a stop signal comes
+        or a component ends (False)."""
+        deadline = time.monotonic() + seconds
+        while self.keep_going() and time.monotonic() < deadline:
+            try:
+                if requests.get(url, timeout=1).status_code < 500:
+                    return True
+            except requests.RequestException:
+                pass
+            self.sleep(0.5)
+        return False
+
+    def wait(self) -> None:
+        """Returns when a stop signal came or a component ended."""
+        while self.sleep(3600):
+            pass
+
+    def stop(self) -> List[Child]:
+        """Stops every component and everything in their process groups: SIGTERM, up to
+        ``stop_timeout`` seconds, then SIGKILL. Returns the components that needed SIGKILL."""
+        if self._previous:  # ours are installed: a second Ctrl-C must not interrupt the clean-up
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._on_signal)
+        for child in self.children:
+            if child.anything_left():
+                child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while any(c.anything_left() for c in self.children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        killed = [c for c in self.children if c.anything_left()]
+        for child in killed:
+            print(f"[appcare] {child.name} (pid {child.pid}) did not stop within {self.stop_timeout:g} s; killing it",
+                  flush=True)
+            child.signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(c.anything_left() for c in killed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return killed
+
+    def finish(self, code: int) -> int:
+        """Stops everything; after a stop signal ends this process by that signal."""
+        self.stop()
+        if self.stop_signal is not None:
+            print(f"[appcare] stopped ({signal.Signals(self.stop_signal).name})", flush=True)
+            sys.stdout.flush()
+            signal.signal(self.stop_signal, signal.SIG_DFL)
+            os.kill(os.getpid(), self.stop_signal)
+            return 128 + self.stop_signal  # only reached if the signal is blocked
+        return code
+
+    def report_end(self) -> int:
+        """Says why the components are being stopped; the exit status for that."""
+        ended = self.ended()
+        if self.stop_signal is None and ended is not None:
+            print(f"[appcare] {ended.name} (pid {ended.pid}) {ended.describe_exit()}; stopping the others",
+                  flush=True)
+            return 1
+        return 0
+
+
+def stop(processes: List[subprocess.Popen], timeout: float = 15) -> None:
+    """Stops processes that lead their own process group (``start_new_session=True``), and
+    everything in those groups: SIGTERM, up to ``timeout`` seconds, then SIGKILL."""
+    supervisor = Supervisor(stop_timeout=timeout)
+    supervisor.children = [Child(str(p.args), p, own_group=True) for p in processes]
+    supervisor.stop()
 
 
 def startup_report(model: Path) -> None:
@@ -102,11 +265,7 @@ def startup_report(model: Path) -> None:
     print(f"[appcare] default municipality: {content.default_municipality()}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shell", action="store_true", help="chat in this terminal with `rasa shell`")
-    parser.add_argument("--no-desk", action="store_true")
-    args = parser.parse_args()
+def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
     model = latest_model()
     if not model:
         print("[appcare] no trained model in models/; run `make train`")
@@ -116,42 +275,62 @@ def main() -> int:
     rasa_port = int(os.environ.get("RASA_PORT", "5005"))
     desk_port = int(os.environ.get("DESK_PORT", "5080"))
     endpoints = write_endpoints(action_port)
-    processes: List[subprocess.Popen] = []
-    try:
-        logging_config = ["--logging-config-file", str(ROOT / "deploy" / "logging.yml")]
-        interface = os.environ.get("RASA_INTERFACE", "127.0.0.1")  # nothing listens on other networks
-        # Rasa's HTTP API: on 127.0.0.1 without authentication for development tools (the dev
-        # set reads trackers), or with RASA_JWT_SECRET set, JWT as in production (the desk signs).
-        jwt_secret = os.environ.get("RASA_JWT_SECRET")
-        jwt_args = ["--jwt-secret", jwt_secret, "--jwt-method", "HS256"] if jwt_secret else []
-        processes.append(start([sys.executable, "-m", "appcare.action_server", "--port", str(action_port),
-                                "--interface", interface]))
-        if not wait_for(f"http://127.0.0.1:{action_port}/health", 120):
-            print("[appcare] action server did not start")
+    logging_config = ["--logging-config-file", str(ROOT / "deploy" / "logging.yml")]
+    interface = os.environ.get("RASA_INTERFACE", "127.0.0.1")  # nothing listens on other networks
+    # Rasa's HTTP API: on 127.0.0.1 without authentication for development tools (the dev
+    # set reads trackers), or with RASA_JWT_SECRET set, JWT as in production (the desk signs).
+    jwt_secret = os.environ.get("RASA_JWT_SECRET")
+    jwt_args = ["--jwt-secret", jwt_secret, "--jwt-method", "HS256"] if jwt_secret else []
+    if not supervisor.keep_going():  # stopped while the report was printed
+        return supervisor.report_end()
+    supervisor.start("action server", [sys.executable, "-m", "appcare.action_server", "--port", str(action_port),
+                                       "--interface", interface])
+    if not supervisor.wait_for(f"http://127.0.0.1:{action_port}/health", 120):
+        if supervisor.keep_going():
+            print("[appcare] the action server did not answer within 120 s")
             return 1
-        if args.shell:
-            return subprocess.call([str(BIN / "rasa"), "shell", "--model", str(model), "--endpoints", str(endpoints)], cwd=ROOT)
-        processes.append(start([
-            str(BIN / "rasa"), "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
-            "--interface", interface, *jwt_args,
-            "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
-            *logging_config,
-        ]))
-        if importlib.util.find_spec("desk") and not args.no_desk:
-            os.environ.setdefault("RASA_URL", f"http://127.0.0.1:{rasa_port}")
-            processes.append(start([sys.executable, "-m", "desk"]))
-        if wait_for(f"http://127.0.0.1:{rasa_port}/", 300):
-            print(f"[appcare] ready: REST http://127.0.0.1:{rasa_port}/webhooks/rest/webhook, "
-                  f"WhatsApp webhook /webhooks/whatsapp/webhook, desk http://127.0.0.1:{desk_port}/")
-            print("[appcare] chat in another terminal with `make chat`; stop with Ctrl-C")
-        while all(p.poll() is None for p in processes):
-            time.sleep(1)
-        print("[appcare] a component stopped; shutting down")
-        return 1
-    except KeyboardInterrupt:
-        return 0
+        return supervisor.report_end()
+    if args.shell:
+        supervisor.start("rasa shell", [*RASA, "shell", "--model", str(model),
+                                        "--endpoints", str(endpoints)], own_group=False)
+        supervisor.wait()
+        shell = supervisor.children[-1]
+        if supervisor.stop_signal is None and supervisor.ended() is shell:
+            return shell.proc.returncode or 0  # the citizen typed /stop: a normal end
+        return supervisor.report_end()
+    supervisor.start("Rasa server", [
+        *RASA, "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),
+        "--interface", interface, *jwt_args,
+        "--credentials", os.environ.get("APPCARE_CREDENTIALS", "credentials.yml"), "--endpoints", str(endpoints),
+        *logging_config,
+    ])
+    if importlib.util.find_spec("desk") and not args.no_desk:
+        os.environ.setdefault("RASA_URL", f"http://127.0.0.1:{rasa_port}")
+        supervisor.start("desk", [sys.executable, "-m", "desk"])
+    if supervisor.wait_for(f"http://127.0.0.1:{rasa_port}/", 300):
+        print(f"[appcare] ready: REST http://127.0.0.1:{rasa_port}/webhooks/rest/webhook, "
+              f"WhatsApp webhook /webhooks/whatsapp/webhook, desk http://127.0.0.1:{desk_port}/", flush=True)
+        print("[appcare] chat in another terminal with `make chat`; stop with Ctrl-C", flush=True)
+    elif supervisor.keep_going():
+        print("[appcare] the Rasa server did not answer within 300 s; still waiting (Ctrl-C stops)", flush=True)
+    supervisor.wait()
+    return supervisor.report_end()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shell", action="store_true", help="chat in this terminal with `rasa shell`")
+    parser.add_argument("--no-desk", action="store_true")
+    args = parser.parse_args(argv)
+    quiet.install()
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
+    code = 1
+    try:
+        code = run(args, supervisor)
     finally:
-        stop(processes)
+        code = supervisor.finish(code)
+    return code
 
 
 if __name__ == "__main__":
