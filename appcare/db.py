@@ -12,6 +12,9 @@ it off) so a statement stuck behind a lock fails instead of holding a connection
 Values already in the URL (``?connect_timeout=...``, ``options=-c statement_timeout=...``)
 win. The pool is sized for the WhatsApp channel's database threads
 (``WHATSAPP_DB_THREADS``, see :func:`pool_size`).
+
+The tables come from migrations (:mod:`appcare.migrations`): :func:`ensure_schema`
+brings a database to the newest revision when a store is constructed.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from sqlalchemy import MetaData, create_engine, event, inspect, text
+from sqlalchemy import MetaData, create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine, URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
@@ -131,40 +134,34 @@ def _create(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, future=True, **kwargs)
 
 
-# Any constant: the key of the PostgreSQL advisory lock that serialises table creation.
+# Any constant: the key of the PostgreSQL advisory lock that serialises schema changes
+# (appcare.migrations.locks; table creation used it before migrations).
 _SCHEMA_LOCK_KEY = 0x61707063  # "appc"
 
 
-def create_tables(metadata: MetaData, engine: Engine) -> None:
-    """``metadata.create_all`` that is safe when several processes start at once on an
-    empty database (two Rasa instances, the desk, ``docker compose up``): on
-    PostgreSQL concurrent ``CREATE TABLE`` races fail with a unique violation, so the
-    creation runs under a transaction-level advisory lock; the second process then
-    finds the tables and creates nothing.
+def ensure_schema(engine: Engine) -> None:
+    """appcare's tables at the newest migration (:mod:`appcare.migrations`): every store
+    calls this when it is constructed. The first call per engine runs the upgrade under
+    the schema lock (safe when several processes start at once on an empty database:
+    two Rasa instances, the desk, ``docker compose up``); later calls return at once."""
+    from appcare import migrations
 
-    Tables that exist already get the columns added since they were created
-    (:func:`add_missing_columns`), under the same lock."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as connection:
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-            metadata.create_all(connection, checkfirst=True)
-            add_missing_columns(metadata, connection)
-        return
-    metadata.create_all(engine, checkfirst=True)
-    add_missing_columns(metadata, engine)
+    migrations.upgrade(engine)
 
 
 def add_missing_columns(metadata: MetaData, bind: Union[Engine, Connection]) -> List[str]:
     """Additive schema upgrade: ``ALTER TABLE ... ADD COLUMN`` for every column of
     ``metadata`` that an existing table lacks (``create_all`` never changes a table
-    that exists). Only columns that can be added to a table with rows: nullable, or
-    with a ``server_default`` (which existing rows then get). Nothing is dropped,
+    that exists), for installations from before migrations
+    (:mod:`appcare.migrations.legacy`); later changes are migrations. Only columns
+    that can be added to a table with rows: nullable, or with a ``server_default``
+    (which existing rows then get). Nothing is dropped,
     renamed or retyped; a missing column that cannot be added this way is logged as
     an error and left alone (startup goes on as before). Returns the added columns
     as ``table.column``.
 
     On PostgreSQL call it inside the transaction that holds the schema advisory lock
-    (:func:`create_tables` does). On SQLite a column added by another process at the
+    (:mod:`appcare.migrations.locks`). On SQLite a column added by another process at the
     same moment is recognised and skipped."""
     if isinstance(bind, Engine):
         with bind.begin() as connection:

@@ -72,8 +72,9 @@ class TicketRow(Base):
     outcome = Column(String(64), nullable=True)
     flagged = Column(Boolean, nullable=False, default=False)
     version = Column(Integer, nullable=False, default=0)
-    # Added later: nullable or with a server default, so db.add_missing_columns can
-    # add them to an existing table (existing rows: not urgent, no callback wish).
+    # Added later: nullable or with a server default, so that an installation from
+    # before migrations gets them (appcare.migrations.legacy; existing rows: not
+    # urgent, no callback wish). A new column now needs a migration (docs/production.md).
     urgent = Column(Boolean, nullable=False, default=False, server_default=false())
     language = Column(String(16), nullable=True)  # ISO 639-1; None / "nl": Dutch
     callback_requested = Column(Boolean, nullable=False, default=False, server_default=false())
@@ -203,7 +204,7 @@ class HandoffStore:
 
     def __init__(self, url: Optional[str] = None):
         self.engine = db.get_engine(url)
-        db.create_tables(Base.metadata, self.engine)
+        db.ensure_schema(self.engine)
         self._session = sessionmaker(bind=self.engine, expire_on_commit=False, future=True)
 
     # ------------------------------------------------------------------ bot side
@@ -625,8 +626,7 @@ _stores_lock = threading.Lock()
 
 def default_store() -> HandoffStore:
     """The store for the current ``APPCARE_DB_URL``, created on first use (never at import).
-    Actions run in several threads: the lock keeps two first calls from both creating the
-    tables (on SQLite the second ``CREATE TABLE`` would fail)."""
+    Actions run in several threads: the lock keeps two first calls from making two stores."""
     url = db.db_url()
     with _stores_lock:
         if url not in _stores:

@@ -368,29 +368,7 @@ def _dialect_insert(conn: Connection) -> Any:
 class InboxStore:
     def __init__(self, db_url: Optional[str] = None, engine: Optional[Engine] = None) -> None:
         self.engine = engine or appcare_db.get_engine(db_url)
-        appcare_db.create_tables(metadata, self.engine)
-        self._widen_key_columns()
-
-    def _widen_key_columns(self) -> None:
-        """Tables created before BSUIDs had VARCHAR(64) for the citizen's id; a
-        BSUID may be longer. PostgreSQL enforces the length: widen (no table rewrite)."""
-        if self.engine.dialect.name != "postgresql":
-            return
-        from sqlalchemy import inspect, text
-
-        wanted = [(inbox, "wa_id"), (outbox, "recipient"), (contacts, "wa_id")]
-        with self.engine.begin() as conn:
-            inspector = inspect(conn)
-            narrow = [
-                (t, c) for t, c in wanted
-                if any(col["name"] == c and (getattr(col["type"], "length", None) or KEY_LENGTH) < KEY_LENGTH
-                       for col in inspector.get_columns(t.name))
-            ]
-            if not narrow:
-                return
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": appcare_db._SCHEMA_LOCK_KEY})
-            for t, c in narrow:
-                conn.exec_driver_sql(f'ALTER TABLE {t.name} ALTER COLUMN {c} TYPE VARCHAR({KEY_LENGTH})')
+        appcare_db.ensure_schema(self.engine)
 
     # ------------------------------------------------------------ identities
     def conversation_key(

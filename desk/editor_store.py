@@ -166,7 +166,7 @@ class LockBusy(Exception):
 class EditorStore:
     def __init__(self, url: Optional[str] = None):
         self.engine = db.get_engine(url)
-        db.create_tables(Base.metadata, self.engine)
+        db.ensure_schema(self.engine)
         self._session = sessionmaker(bind=self.engine, expire_on_commit=False, future=True)
 
     # ------------------------------------------------------------------ lock

@@ -480,8 +480,9 @@ def whatsapp_rates(environ: Optional[Dict[str, str]] = None) -> Dict[str, float]
 
 def load_sent_messages(url: Optional[str], period: Period) -> Optional[List[SentMessage]]:
     """Messages the WhatsApp channel sent in the period (outbox of ``APPCARE_DB_URL``);
-    None when there is no outbox table (REST-only or development installs). A table
-    that predates the pricing columns gives messages without pricing."""
+    None when the outbox has never held a message (REST-only or development installs:
+    since migrations every installation has the table) or there is no outbox table. A
+    table that predates the pricing columns gives messages without pricing."""
     from appcare import db
 
     url = url or db.db_url()
@@ -500,6 +501,8 @@ def load_sent_messages(url: Optional[str], period: Period) -> Optional[List[Sent
     )
     result = []
     with engine.connect() as connection:
+        if connection.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is None:
+            return None
         for row in connection.execute(query):
             m = row._mapping
             billable = m.get("billable")

@@ -123,11 +123,18 @@ def test_html_and_csv_show_the_cost_table(priced, monkeypatch, tmp_path):
     assert json.loads((tmp_path / "kerncijfers.json").read_text(encoding="utf-8"))["whatsapp_cost_eur"] == 0.07
 
 
-def test_without_outbox_table_the_report_has_no_whatsapp_figures(dataset, tmp_path):  # noqa: F811
+def test_without_whatsapp_messages_the_report_has_no_whatsapp_figures(dataset, tmp_path):  # noqa: F811
+    """A REST-only installation: its outbox table (every installation has one since
+    migrations) never held a message; an older one has no table at all."""
+    from appcare import db
     from report import metrics, render
 
     data = metrics.collect(metrics.Period.of(*PERIOD), endpoints=dataset[0], tickets_url=dataset[1])
     assert data.totals["whatsapp_outbox_read"] is False
+    with db.get_engine(dataset[1]).begin() as connection:
+        connection.exec_driver_sql("DROP TABLE whatsapp_outbox")
+    assert metrics.collect(metrics.Period.of(*PERIOD), endpoints=dataset[0],
+                           tickets_url=dataset[1]).totals["whatsapp_outbox_read"] is False
     assert data.totals["whatsapp_cost_eur"] is None
     assert not any(row[0].startswith("WhatsApp") for row in data.tables["kerncijfers"].rows)
     render.write_report(data, tmp_path)

@@ -355,10 +355,12 @@ def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
         store = InboxStore(url)
-        with store.engine.begin() as conn:  # tables as created before BSUIDs
+        with store.engine.begin() as conn:  # tables as created before BSUIDs (and before migrations)
             for table, column in (("whatsapp_inbox", "wa_id"), ("whatsapp_outbox", "recipient"),
                                   ("whatsapp_contacts", "wa_id")):
                 conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)")
+            conn.exec_driver_sql("DROP TABLE alembic_version")
+        db.dispose_all()  # a new process: it looks at the schema again
         store = InboxStore(url)
         lengths = {(t, c["name"]): c["type"].length for t in ("whatsapp_inbox", "whatsapp_outbox", "whatsapp_contacts")
                    for c in inspect(store.engine).get_columns(t) if c["name"] in ("wa_id", "recipient")}

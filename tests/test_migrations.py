@@ -1,0 +1,390 @@
+"""Schema migrations (issue 20): Alembic revisions in appcare/migrations, run by every
+store at start-up under the schema lock.
+
+On an empty SQLite file and an empty PostgreSQL database: the newest revision is the
+models' schema (Alembic's own comparison finds nothing), the first revision is exactly
+what ``create_all`` made before, an installation made by ``create_all`` (today's or an
+older release's) is stamped and keeps its rows, a second upgrade does nothing, and
+processes starting together on an empty database do not collide.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from appcare import db, migrations
+from appcare.migrations import locks, runner
+from appcare.migrations.__main__ import main as migrations_cli
+from appcare.migrations.models import include_object, model_metadatas, target_metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+pytestmark = pytest.mark.timeout(180)
+
+
+# ---------------------------------------------------------------------- fixtures
+def _admin_connection() -> Any:
+    import psycopg2
+
+    try:
+        connection = psycopg2.connect(dbname="test", connect_timeout=3, **PG)
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, db test): {exc}")
+    connection.autocommit = True
+    return connection
+
+
+class Databases:
+    """Engines of one test, disposed at its end (so the database can be dropped)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engines: List[sa.engine.Engine] = []
+
+    def engine(self, url: Optional[str] = None) -> sa.engine.Engine:
+        """A new engine (another process, as far as the upgrade's once-per-engine is concerned)."""
+        engine = sa.create_engine(url or self.url, future=True)
+        self.engines.append(engine)
+        return engine
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.dispose()
+        db.dispose_all()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Databases]:
+    databases = Databases(f"sqlite:///{tmp_path}/appcare.db")
+    yield databases
+    databases.close()
+
+
+@pytest.fixture
+def pg_db() -> Iterator[Databases]:
+    """An empty PostgreSQL database of its own, dropped afterwards."""
+    admin = _admin_connection()
+    name = f"appcare_ptest_migrations_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    databases = Databases(f"postgresql://postgres@127.0.0.1:5432/{name}")
+    try:
+        yield databases
+    finally:
+        databases.close()
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest) -> Databases:
+    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
+
+
+# ---------------------------------------------------------------------- helpers
+def schema_diffs(engine: sa.engine.Engine) -> List[Any]:
+    """What Alembic's autogenerate would change to make the database the models."""
+    target = target_metadata()
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={
+            "compare_type": True, "compare_server_default": True, "include_object": include_object(target)})
+        return compare_metadata(context, target)
+
+
+def revisions(engine: sa.engine.Engine) -> set:
+    with engine.connect() as connection:
+        return runner.current_revisions(connection)
+
+
+def appcare_tables(engine: sa.engine.Engine) -> set:
+    return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def make_with_create_all(engine: sa.engine.Engine) -> None:
+    """The tables as start-up made them before migrations."""
+    with engine.begin() as connection:
+        for metadata in model_metadatas():
+            metadata.create_all(connection)
+
+
+def ddl_snapshot(engine: sa.engine.Engine, schema: Optional[str] = None) -> Dict[str, Any]:
+    """Every table's DDL (SQLite) or columns, indexes and constraints (PostgreSQL)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(
+                "SELECT type, name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version' ORDER BY name")
+            return {"sqlite_master": [tuple(r) for r in rows]}
+        prefix = f"{schema}."
+        query = {
+            "columns": "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, "
+                       "column_default FROM information_schema.columns WHERE table_schema = :s",
+            "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = :s",
+            "constraints": "SELECT cl.relname, con.conname, con.contype, pg_get_constraintdef(con.oid) "
+                           "FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid "
+                           "JOIN pg_namespace n ON n.oid = con.connamespace WHERE n.nspname = :s",
+        }
+        snapshot = {}
+        for key, sql in query.items():
+            rows = connection.execute(sa.text(sql), {"s": schema})
+            snapshot[key] = sorted(
+                tuple(str(v).replace(prefix, "") if isinstance(v, str) else v for v in row)
+                for row in rows if row[0] != "alembic_version"
+            )
+        return snapshot
+
+
+def start_stores(url: str) -> None:
+    """What the bot, the channel and the desk do when they start."""
+    from appcare.handoff_store import HandoffStore
+    from channels.inbox import InboxStore
+    from desk.editor_store import EditorStore
+    from desk.store import DeskStore
+
+    for kind in (HandoffStore, InboxStore, DeskStore, EditorStore):
+        kind(url)
+
+
+# ---------------------------------------------------------------------- empty databases
+def test_an_empty_database_is_migrated_to_the_models(any_db: Databases) -> None:
+    engine = any_db.engine()
+    migrations.upgrade(engine)
+    assert revisions(engine) == {migrations.head()}
+    assert appcare_tables(engine) == set(target_metadata().tables)
+    assert schema_diffs(engine) == []
+
+
+def test_the_first_revision_makes_what_create_all_made(any_db: Databases, tmp_path: Path) -> None:
+    """Revision 0001 is today's create_all, to the DDL: an installation stamped at it
+    has exactly the tables a new one gets."""
+    if any_db.url.startswith("sqlite"):
+        made, migrated = any_db.engine(f"sqlite:///{tmp_path}/made.db"), any_db.engine()
+        schemas = (None, None)
+    else:
+        with any_db.engine().begin() as connection:
+            connection.exec_driver_sql("CREATE SCHEMA made; CREATE SCHEMA migrated")
+        made = any_db.engine(f"{any_db.url}?options=-csearch_path%3Dmade")
+        migrated = any_db.engine(f"{any_db.url}?options=-csearch_path%3Dmigrated")
+        schemas = ("made", "migrated")
+    make_with_create_all(made)
+    with locks.schema_lock(migrated) as connection:
+        command.upgrade(runner.alembic_config(connection), migrations.BASELINE)
+    assert ddl_snapshot(migrated, schemas[1]) == ddl_snapshot(made, schemas[0])
+
+
+def test_the_upgrade_leaves_rasas_events_table_alone(any_db: Databases) -> None:
+    engine = any_db.engine()
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id VARCHAR(255) NOT NULL)")
+        connection.exec_driver_sql("INSERT INTO events (id, sender_id) VALUES (1, 'rasa')")
+    migrations.upgrade(engine)
+    assert schema_diffs(engine) == []  # autogenerate would not drop it either
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT sender_id FROM events").scalar_one() == "rasa"
+
+
+# ---------------------------------------------------------------------- existing installations
+def test_a_database_made_by_create_all_is_stamped_and_keeps_its_rows(any_db: Databases, caplog) -> None:
+    from appcare.handoff_store import TicketRow
+    from channels.inbox import inbox
+    from desk.store import UserRow
+
+    engine = any_db.engine()
+    make_with_create_all(engine)
+    now = db.utcnow()
+    with engine.begin() as connection:
+        ticket_id = connection.execute(TicketRow.__table__.insert().values(
+            conversation_id="31600000031", channel="whatsapp", municipality="terneuzen", reason="complaint",
+            summary="s", transcript="[]", status="open", created_at=now, in_kcc_hours=True, flagged=False,
+            version=0)).inserted_primary_key[0]
+        connection.execute(UserRow.__table__.insert().values(
+            username="anna", password_hash="x", role="staff", active=True, created_at=now))
+        connection.execute(inbox.insert().values(
+            wamid="wamid.old", phone_number_id="1", wa_id="31600000031", sender_hash="h", message_type="text",
+            text="hallo", sort_ts=1.0, received_ts=1.0, position=0, status="done", attempts=1, updated_ts=1.0))
+
+    with caplog.at_level(logging.INFO, logger="appcare.migrations"):
+        start_stores(any_db.url)
+    assert "stamped at revision 0001" in caplog.text
+    assert revisions(engine) == {migrations.head()}
+    assert schema_diffs(engine) == []
+
+    from appcare.handoff_store import HandoffStore
+    from channels.inbox import InboxStore
+    from desk.store import DeskStore
+
+    assert HandoffStore(any_db.url).get(ticket_id).conversation_id == "31600000031"
+    assert [u["username"] for u in DeskStore(any_db.url).list_users()] == ["anna"]
+    assert InboxStore(any_db.url).inbound_status("wamid.old") == "done"
+
+
+def test_an_older_installation_gets_the_first_revision_before_it_is_stamped(any_db: Databases) -> None:
+    """An installation of an older release: only some tables (the desk never ran), a
+    ticket table without the later columns, a VARCHAR(64) citizen id, an index missing."""
+    engine = any_db.engine()
+    # PostgreSQL enforces VARCHAR lengths and gets the column widened; SQLite ignores
+    # them (a VARCHAR(64) there holds a BSUID all the same and is left as declared).
+    old_key_length = 64 if engine.dialect.name == "postgresql" else 191
+    metadata = sa.MetaData()
+    tickets = sa.Table(
+        "handoff_tickets", metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("conversation_id", sa.String(128), nullable=False, index=True),
+        sa.Column("channel", sa.String(32), nullable=False),
+        sa.Column("municipality", sa.String(64), nullable=False),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
+        sa.Column("transcript", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False, index=True),
+        sa.Column("created_at", sa.DateTime, nullable=False, index=True),
+        sa.Column("in_kcc_hours", sa.Boolean, nullable=False),
+        sa.Column("expected_reply_at", sa.DateTime),
+        sa.Column("claimed_by", sa.String(128)),
+        sa.Column("claimed_at", sa.DateTime),
+        sa.Column("first_staff_reply_at", sa.DateTime),
+        sa.Column("closed_at", sa.DateTime),
+        sa.Column("outcome", sa.String(64)),
+        sa.Column("flagged", sa.Boolean, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+    )
+    sa.Table(
+        "whatsapp_contacts", metadata,
+        sa.Column("phone_number_id", sa.String(64), primary_key=True),
+        sa.Column("wa_id", sa.String(old_key_length), primary_key=True),
+        sa.Column("last_inbound_ts", sa.Float),
+        sa.Column("template_sent_ts", sa.Float),
+        sa.Column("updated_ts", sa.Float, nullable=False),
+    )
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(tickets.insert().values(
+            id=7, conversation_id="31600000032", channel="whatsapp", municipality="lelystad", reason="complaint",
+            summary="s", transcript="[]", status="open", created_at=db.utcnow(), in_kcc_hours=True, flagged=False,
+            version=0))
+
+    migrations.upgrade(engine)
+    assert revisions(engine) == {migrations.head()}
+    assert schema_diffs(engine) == []
+    lengths = {c["name"]: getattr(c["type"], "length", None) for c in sa.inspect(engine).get_columns("whatsapp_contacts")}
+    assert lengths["wa_id"] == 191
+    from appcare.handoff_store import HandoffStore
+
+    old = HandoffStore(any_db.url).get(7)
+    assert (old.conversation_id, old.urgent, old.callback_requested, old.language) == ("31600000032", False, False, None)
+
+
+# ---------------------------------------------------------------------- repeated and concurrent upgrades
+def test_a_second_upgrade_does_nothing(any_db: Databases) -> None:
+    engine = any_db.engine()
+    migrations.upgrade(engine)
+    before = ddl_snapshot(engine, "public")
+
+    statements: List[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    migrations.upgrade(engine)  # the same process again: not even a query
+    start_stores(any_db.url)  # the stores' own engine: looks once, finds head
+    assert statements == []
+
+    again = any_db.engine()  # another process
+    with locks.schema_lock(again) as connection:
+        assert runner.upgrade_connection(connection) == "current"
+    assert ddl_snapshot(again, "public") == before
+    with again.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar_one() == 1
+
+
+def test_stores_starting_together_on_an_empty_database_do_not_collide(any_db: Databases) -> None:
+    """Like processes starting at once: each with its own engine (own connections, own
+    once-per-engine state), so only the schema lock keeps them apart."""
+    barrier = threading.Barrier(4)
+    errors: List[BaseException] = []
+    engines = [any_db.engine() for _ in range(4)]
+
+    def start(engine: sa.engine.Engine) -> None:
+        try:
+            barrier.wait(10)
+            migrations.upgrade(engine)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert revisions(engines[0]) == {migrations.head()}
+    assert schema_diffs(engines[0]) == []
+
+
+def test_processes_starting_together_on_an_empty_postgresql_do_not_collide(pg_db: Databases) -> None:
+    start_at = time.time() + 4  # every process imports first, then all upgrade at this moment
+    code = (
+        "import time, sqlalchemy as sa\n"
+        "from appcare import migrations\n"
+        f"engine = sa.create_engine({pg_db.url!r}, future=True)\n"
+        f"time.sleep(max(0.0, {start_at!r} - time.time()))\n"
+        "migrations.upgrade(engine)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    processes = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in processes]
+    for process, (out, err) in zip(processes, results):
+        assert process.returncode == 0 and out.strip() == "ok", err[-2000:]
+    engine = pg_db.engine()
+    assert revisions(engine) == {migrations.head()}
+    assert schema_diffs(engine) == []
+
+
+def test_a_database_of_a_newer_version_is_left_alone(any_db: Databases, caplog) -> None:
+    """The old instance of a rolling restart starts after the new one migrated."""
+    engine = any_db.engine()
+    migrations.upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    with caplog.at_level(logging.WARNING, logger="appcare.migrations"):
+        migrations.upgrade(any_db.engine())
+    assert "at revision 9999, which this version does not know" in caplog.text
+    assert revisions(engine) == {"9999"}
+
+
+def test_downgrade_to_nothing_and_up_again(any_db: Databases) -> None:
+    engine = any_db.engine()
+    migrations.upgrade(engine)
+    with locks.schema_lock(engine) as connection:
+        command.downgrade(runner.alembic_config(connection), "base")
+    assert appcare_tables(engine) == set() and revisions(engine) == set()
+    migrations.upgrade(any_db.engine())
+    assert schema_diffs(engine) == []
+
+
+# ---------------------------------------------------------------------- command line
+def test_the_command_line_upgrades_checks_and_writes_sql(any_db: Databases, capsys) -> None:
+    assert migrations_cli(["-x", f"url={any_db.url}", "upgrade", "head"]) == 0
+    assert capsys.readouterr().out.startswith("upgraded: ")
+    # autogenerate finds nothing to do: the models and the migrations agree
+    assert migrations_cli(["--raiseerr", "-x", f"url={any_db.url}", "check"]) == 0
+    assert "No new upgrade operations detected" in capsys.readouterr().out
+    assert migrations_cli(["-x", f"url={any_db.url}", "upgrade", "head"]) == 0
+    assert capsys.readouterr().out.startswith("current: ")
+    assert migrations_cli(["-x", f"url={any_db.url}", "upgrade", "head", "--sql"]) == 0
+    sql = capsys.readouterr().out
+    assert "CREATE TABLE handoff_tickets" in sql and "INSERT INTO alembic_version" in sql
+    from appcare.migrations.__main__ import next_revision_id
+
+    assert next_revision_id() == f"{int(migrations.head()) + 1:04d}"
