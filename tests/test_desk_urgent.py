@@ -25,6 +25,7 @@ from tests.support.desk_helpers import (  # noqa: F401 - fixtures are imported t
 )
 
 from appcare.handoff_store import HandoffStore, TicketRow, utcnow
+from tests.support.legacy_schema import old_tickets_table
 
 NEW_COLUMNS = {"urgent", "language", "callback_requested", "callback_number"}
 
@@ -188,27 +189,7 @@ def test_summary_stays_masked_while_the_callback_number_is_kept_for_staff(any_db
 def _old_shaped_tables(url: str) -> int:
     """The ticket tables as they were before urgent/language/callback, with one ticket."""
     metadata = sa.MetaData()
-    tickets = sa.Table(
-        "handoff_tickets", metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("conversation_id", sa.String(128), index=True, nullable=False),
-        sa.Column("channel", sa.String(32), nullable=False),
-        sa.Column("municipality", sa.String(64), nullable=False),
-        sa.Column("reason", sa.String(64), nullable=False),
-        sa.Column("summary", sa.Text, nullable=False),
-        sa.Column("transcript", sa.Text, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False, index=True),
-        sa.Column("created_at", sa.DateTime, nullable=False, index=True),
-        sa.Column("in_kcc_hours", sa.Boolean, nullable=False),
-        sa.Column("expected_reply_at", sa.DateTime),
-        sa.Column("claimed_by", sa.String(128)),
-        sa.Column("claimed_at", sa.DateTime),
-        sa.Column("first_staff_reply_at", sa.DateTime),
-        sa.Column("closed_at", sa.DateTime),
-        sa.Column("outcome", sa.String(64)),
-        sa.Column("flagged", sa.Boolean, nullable=False),
-        sa.Column("version", sa.Integer, nullable=False),
-    )
+    tickets = old_tickets_table(metadata)
     sa.Table(
         "handoff_messages", metadata,
         sa.Column("id", sa.Integer, primary_key=True),

@@ -29,6 +29,7 @@ from appcare import db, migrations
 from appcare.migrations import locks, runner
 from appcare.migrations.__main__ import main as migrations_cli
 from appcare.migrations.models import include_object, model_metadatas, target_metadata
+from tests.support.legacy_schema import old_tickets_table
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -239,27 +240,7 @@ def test_an_older_installation_gets_the_first_revision_before_it_is_stamped(any_
     # them (a VARCHAR(64) there holds a BSUID all the same and is left as declared).
     old_key_length = 64 if engine.dialect.name == "postgresql" else 191
     metadata = sa.MetaData()
-    tickets = sa.Table(
-        "handoff_tickets", metadata,
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("conversation_id", sa.String(128), nullable=False, index=True),
-        sa.Column("channel", sa.String(32), nullable=False),
-        sa.Column("municipality", sa.String(64), nullable=False),
-        sa.Column("reason", sa.String(64), nullable=False),
-        sa.Column("summary", sa.Text, nullable=False),
-        sa.Column("transcript", sa.Text, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False, index=True),
-        sa.Column("created_at", sa.DateTime, nullable=False, index=True),
-        sa.Column("in_kcc_hours", sa.Boolean, nullable=False),
-        sa.Column("expected_reply_at", sa.DateTime),
-        sa.Column("claimed_by", sa.String(128)),
-        sa.Column("claimed_at", sa.DateTime),
-        sa.Column("first_staff_reply_at", sa.DateTime),
-        sa.Column("closed_at", sa.DateTime),
-        sa.Column("outcome", sa.String(64)),
-        sa.Column("flagged", sa.Boolean, nullable=False),
-        sa.Column("version", sa.Integer, nullable=False),
-    )
+    tickets = old_tickets_table(metadata)
     sa.Table(
         "whatsapp_contacts", metadata,
         sa.Column("phone_number_id", sa.String(64), primary_key=True),

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ import requests
 
 from appcare.pii import conversation_hash
 from tests.conftest import FIXTURE_CONTENT
+from tests.support.postgres import port_open
 from tests.support.tcp_proxy import TcpProxy
 from tools import loadtest
 from tools.loadtest import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster
@@ -42,21 +42,13 @@ pytestmark = pytest.mark.timeout(900)
 SERVICES = {5432: "PostgreSQL", 6379: "Redis", 5672: "RabbitMQ"}
 
 
-def _up(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def new_wa_id() -> str:
     return "3165" + str(uuid.uuid4().int)[:7]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    missing = [name for port, name in SERVICES.items() if not _up(port)]
+    missing = [name for port, name in SERVICES.items() if not port_open(port)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not running on 127.0.0.1 (needed for the production set-up)")
     if not list((ROOT / "models").glob("*.tar.gz")):

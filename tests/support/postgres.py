@@ -16,7 +16,8 @@ from typing import Any, Dict, List
 import pytest
 
 
-def _up(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """True when something listens on 127.0.0.1:``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
@@ -24,7 +25,7 @@ def _up(port: int) -> bool:
         return False
 
 
-PG_UP = _up(5432)
+PG_UP = port_open(5432)
 needs_pg = pytest.mark.skipif(not PG_UP, reason="PostgreSQL is not running on 127.0.0.1:5432")
 
 
