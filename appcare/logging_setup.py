@@ -78,6 +78,9 @@ _NOT_PERSONAL = re.compile(
     r"(?:[.,]\d{1,9})?Z?(?![\w:])"
     # uuids (8-4-4-4-12 hexadecimal)
     r"|(?<![\w-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![\w-])"
+    # our keyed pseudonyms (appcare.pii.conversation_hash) after sender=/recipient=/conversation=:
+    # 12 hex characters, all digits in about 1 of 280 (which the digit-run pattern would eat)
+    r"|(?<![\w-])(?:sender|recipient|conversation)=[0-9a-f]{12}(?![\w-])"
 )
 
 

@@ -68,6 +68,18 @@ def test_redaction_still_removes_numbers_next_to_kept_tokens(personal: str) -> N
         assert personal not in out and personal[-8:] not in out, (line, out)
 
 
+@pytest.mark.parametrize("pseudonym", ["505004416571", "0a1b2c3d4e5f", "123456789abc"])
+def test_redaction_keeps_pseudonyms_even_when_they_are_all_digits(pseudonym: str) -> None:
+    """A keyed pseudonym is 12 hex characters; about 1 in 280 is all digits. It stays
+    readable after sender=/recipient=/conversation= (the JSON formatter takes it from
+    there), while a bare 12-digit number is still removed."""
+    for key in ("sender", "recipient", "conversation"):
+        line = f"answered {key}={pseudonym} in 1.2s"
+        assert logging_setup.redact(line) == line
+    if pseudonym.isdigit():
+        assert logging_setup.redact(f"bel {pseudonym}") == "bel [nummer]"
+
+
 def test_json_lines_carry_hash_and_redacted_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
