@@ -45,6 +45,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, replace as dc_replace
+from functools import partial
 import traceback
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Text
 
@@ -71,12 +72,14 @@ from channels.inbox import (
     AsyncInbox,
     Claim,
     InboxItem,
+    LISTENER_PREFIX,
     InboxListener,
     InboxStore,
     NewInbound,
     OutboxItem,
     ReplyRows,
     callback_data,
+    listener_name,
 )
 from channels import turn_recovery
 from channels.payload_guard import guard_payload
@@ -517,6 +520,10 @@ class WhatsAppService:
         """Lets in-flight work finish for ``shutdown_grace`` seconds, then cancels.
         Cancelled messages stay open in the inbox and are resumed on the next start."""
         self._stopping = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # first: from now on the other instances see this one as gone and hand it no sender
+            await asyncio.to_thread(listener.stop)
         if self._housekeeping:
             self._housekeeping.cancel()
         if self._maintenance:
@@ -534,9 +541,6 @@ class WhatsAppService:
                 await asyncio.gather(*pending, return_exceptions=True)
                 logger.warning("WhatsApp: %d sender worker(s) cancelled at shutdown; their messages are left to "
                                "the other instances or the next start", len(pending))
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await asyncio.to_thread(listener.stop)
         await self.graph.close()
 
     def _start_listener(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -546,12 +550,15 @@ class WhatsAppService:
         if engine.dialect.name != "postgresql" or self._listener is not None:
             return
         wake = self._wake
+        me = listener_name(self.scale.instance_id)
 
         def on_wake(payload: str) -> None:
+            if payload.startswith(LISTENER_PREFIX) and payload != me:
+                return  # a sender handed to another instance (finish_and_next)
             if wake is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(wake.set)
 
-        self._listener = InboxListener(engine, on_wake).start()
+        self._listener = InboxListener(engine, on_wake, instance=self.scale.instance_id).start()
 
     async def _housekeeping_loop(self) -> None:
         while not self._stopping:
@@ -697,7 +704,8 @@ class WhatsAppService:
                     opens_window=message.message_type not in NO_WINDOW_KINDS,
                 )
             )
-        new_flags = await self._store_each(self.store.record_inbound, "message", items, received_ts)
+        record = partial(self.store.record_inbound, received_by=self.scale.instance_id)
+        new_flags = await self._store_each(record, "message", items, received_ts)
         await self._store_each(self.store.record_statuses, "status", statuses, received_ts)
         counts = {"new": 0, "duplicate": 0, "ignored": 0, "statuses": len(statuses)}
         for item, is_new in zip(items, new_flags):
@@ -853,6 +861,9 @@ class WhatsAppService:
                             logger.warning("WhatsApp: lease of sender=%s taken over by another instance", sender_hash)
                         holding = had_lease = False
                         return  # the holder takes every open message of this sender
+                    if claim.reason == "handed":
+                        holding = had_lease = False  # released for the instance that received the message
+                        return
                     if claim.reason == "none":
                         holding = had_lease = False  # the lease was released in that transaction
                         claim = None
@@ -877,7 +888,7 @@ class WhatsAppService:
                     status, error = outcome
                     claim = await self.store.finish_and_next(
                         item.wamid, status, error, wa_id, owner, ttl,
-                        start=self._agent_ready(), deferred_since=self._deferred_since(),
+                        start=self._agent_ready(), deferred_since=self._deferred_since(), hand_over=True,
                     )
                     failures = 0
                 except asyncio.CancelledError:

@@ -758,3 +758,95 @@ def test_failure_ticket_and_text_off_the_loop(fixture_content: Path) -> None:
         event.remove(engine, "before_cursor_execute", on_statement)
     assert ticket is not None and seen and loop_thread not in seen
     assert "14 0320" in text_
+
+
+# ================================== spreading the load: the receiving instance answers
+@needs_pg
+def test_the_next_message_goes_to_the_live_instance_that_received_it(pg_url: str) -> None:
+    """A holds the citizen while B receives the citizen's next message (a citizen who
+    answers as soon as the reply arrives): when A finishes, it lets go and wakes B
+    alone, and B answers. A keeps messages it received itself, messages of an
+    instance that is not alive (no listener connection), and everything when it is
+    not asked to hand over."""
+    from channels.inbox import InboxListener, listener_name
+
+    store = InboxStore(pg_url)
+    heard_b: "queue.Queue[str]" = queue.Queue()
+    listener_b = InboxListener(store.engine, heard_b.put, instance="inst-b").start()
+    try:
+        assert listener_b.connected.wait(10) and heard_b.get(timeout=5) == ""
+        sender = new_sender()
+        first, second, third, fourth, fifth = (_inbound(sender, 100.0 + n) for n in range(5))
+        store.record_inbound([first], time.time(), received_by="inst-a")
+        assert store.claim_next(sender, "inst-a", 30.0).item.wamid == first.wamid
+        store.record_inbound([second], time.time(), received_by="inst-b")  # arrives mid-turn, at B
+
+        claim = store.finish_and_next(first.wamid, "done", None, sender, "inst-a", 30.0, hand_over=True)
+        assert claim.reason == "handed" and _lease(store, sender) is None
+        assert store.inbound_status(second.wamid) == "pending"
+        assert heard_b.get(timeout=10) == listener_name("inst-b")  # addressed to B, no personal data
+        claim = store.claim_next(sender, "inst-b", 30.0)
+        assert claim.reason == "claimed" and claim.item.wamid == second.wamid
+
+        store.record_inbound([third], time.time(), received_by="inst-gone")  # no listener: not alive
+        claim = store.finish_and_next(second.wamid, "done", None, sender, "inst-b", 30.0, hand_over=True)
+        assert claim.reason == "claimed" and claim.item.wamid == third.wamid
+        store.record_inbound([fourth], time.time(), received_by="inst-b")  # its own
+        claim = store.finish_and_next(third.wamid, "done", None, sender, "inst-b", 30.0, hand_over=True)
+        assert claim.reason == "claimed" and claim.item.wamid == fourth.wamid
+        store.record_inbound([fifth], time.time(), received_by="inst-a")  # alive? A has no listener here
+        claim = store.finish_and_next(fourth.wamid, "done", None, sender, "inst-b", 30.0)  # not asked to
+        assert claim.reason == "claimed" and claim.item.wamid == fifth.wamid
+        assert _lease(store, sender)[0] == "inst-b"
+    finally:
+        listener_b.stop()
+    wait_for_state("B's listener connection to close",
+                   lambda: not store.is_listening("inst-b"), timeout=10)
+    sender = new_sender()
+    first, second = _inbound(sender, 100.0), _inbound(sender, 101.0)
+    store.record_inbound([first], time.time(), received_by="inst-a")
+    assert store.claim_next(sender, "inst-a", 30.0).item.wamid == first.wamid
+    store.record_inbound([second], time.time(), received_by="inst-b")
+    claim = store.finish_and_next(first.wamid, "done", None, sender, "inst-a", 30.0, hand_over=True)
+    assert claim.reason == "claimed" and claim.item.wamid == second.wamid  # B stopped: A answers
+
+
+class GatedBot(EchoBot):
+    """Holds each turn until the test opens the gate (a turn that takes a while)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    async def handle_message(self, message: Any) -> None:
+        while not self.gate.is_set():
+            await asyncio.sleep(0.01)
+        await super().handle_message(message)
+
+
+@needs_pg
+def test_a_message_is_answered_by_the_instance_haproxy_gave_it_to(pg_url: str, graph: FakeGraphAPI) -> None:
+    """Two instances behind round robin: the citizen's second message reaches B while
+    A is still busy with the first. A answers the first, B the second (not A, which
+    would end up with every quick citizen while B idles), in order."""
+    a_bot, b_bot = GatedBot(), EchoBot()
+    first_server = _server(graph, pg_url, a_bot, "inst-a")
+    second_server = _server(graph, pg_url, b_bot, "inst-b")
+    try:
+        for server in (first_server, second_server):
+            assert server.channel.service._listener.connected.wait(10)
+        sender = new_sender()
+        one = text_payload(sender, ["eerste vraag"], ts=int(time.time()))
+        two = text_payload(sender, ["tweede vraag"], ts=int(time.time()) + 1)
+        assert first_server.post(one).status_code == 200
+        wait_for_state("A to hold the citizen", lambda: (_lease(first_server.store, sender) or ("",))[0] == "inst-a")
+        assert second_server.post(two).status_code == 200
+        wait_for_state("B's worker to leave the citizen to A", lambda: not second_server.worker_running(sender))
+        a_bot.gate.set()
+        assert graph.wait_for(lambda g: len(g.delivered(sender)) == 2, timeout=20)
+        assert a_bot.texts(sender) == ["eerste vraag"] and b_bot.texts(sender) == ["tweede vraag"]
+        assert [m["json"]["text"]["body"] for m in graph.delivered(sender)] == \
+            ["echo: eerste vraag", "echo: tweede vraag"]
+    finally:
+        first_server.stop()
+        second_server.stop()

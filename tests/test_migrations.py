@@ -28,7 +28,7 @@ from alembic.migration import MigrationContext
 from appcare import db, migrations
 from appcare.migrations import locks, runner
 from appcare.migrations.__main__ import main as migrations_cli
-from appcare.migrations.models import include_object, model_metadatas, target_metadata
+from appcare.migrations.models import include_object, target_metadata
 from tests.support.legacy_schema import old_tickets_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,10 +116,10 @@ def appcare_tables(engine: sa.engine.Engine) -> set:
 
 
 def make_with_create_all(engine: sa.engine.Engine) -> None:
-    """The tables as start-up made them before migrations."""
+    """The tables as start-up made them before migrations: ``create_all`` of the
+    models as they were then (revision 0001's frozen copy; later revisions changed them)."""
     with engine.begin() as connection:
-        for metadata in model_metadatas():
-            metadata.create_all(connection)
+        runner.baseline_schema().create_all(connection)
 
 
 def ddl_snapshot(engine: sa.engine.Engine, schema: Optional[str] = None) -> Dict[str, Any]:
@@ -352,6 +352,32 @@ def test_downgrade_to_nothing_and_up_again(any_db: Databases) -> None:
     assert appcare_tables(engine) == set() and revisions(engine) == set()
     migrations.upgrade(any_db.engine())
     assert schema_diffs(engine) == []
+
+
+def test_an_installation_at_the_first_revision_gets_received_by_and_keeps_its_messages(any_db: Databases) -> None:
+    """Revision 0002 (the first column change): an installation at 0001 with open
+    messages gets ``whatsapp_inbox.received_by``; the messages are still there,
+    without a receiver (answered as before), and new ones store theirs."""
+    from channels.inbox import InboxStore, NewInbound
+
+    engine = any_db.engine()
+    with locks.schema_lock(engine) as connection:
+        command.upgrade(runner.alembic_config(connection), "0001")
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO whatsapp_inbox (wamid, phone_number_id, wa_id, sender_hash, message_type, text, "
+            "metadata_json, sort_ts, received_ts, position, status, attempts, updated_ts) VALUES "
+            "('wamid.OLD', '1000000001', '31600000001', 'abc', 'text', 'hoi', '{}', 1, 1, 0, 'pending', 0, 1)"))
+    migrations.upgrade(any_db.engine())
+    assert revisions(engine) == {migrations.head()} and schema_diffs(engine) == []
+    store = InboxStore(any_db.url)
+    store.record_inbound([NewInbound("wamid.NEW", "1000000001", "31600000001", "text", "nog een vraag", {}, 2.0,
+                                     True, True)], 2.0, received_by="rasa-2")
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT wamid, text, received_by FROM whatsapp_inbox ORDER BY wamid")).all()
+    assert [tuple(r) for r in rows] == [("wamid.NEW", "nog een vraag", "rasa-2"), ("wamid.OLD", "hoi", None)]
+    assert store.claim_next("31600000001", "rasa-1", 30.0).item.wamid == "wamid.OLD"
 
 
 # ---------------------------------------------------------------------- command line

@@ -298,7 +298,10 @@ class CpuMeter:
         parts: Dict[str, float] = {}
         for name, proc in self.cluster.procs.items():
             if proc.popen is not None:
-                parts[name.split("-")[0]] = parts.get(name.split("-")[0], 0.0) + _cpu_of(proc.popen.pid)
+                cpu = _cpu_of(proc.popen.pid)
+                parts[name.split("-")[0]] = parts.get(name.split("-")[0], 0.0) + cpu
+                if name.startswith("rasa-"):
+                    parts[name] = cpu  # each instance too: how evenly the load is spread
         for name, pid in self.extra.items():
             parts[name] = _cpu_of(pid)
         haproxy = self.cluster.haproxy
@@ -317,6 +320,11 @@ class CpuMeter:
     def stop(self, answered: int) -> str:
         after = self._sample()
         used = {k: after[k] - self.before.get(k, 0.0) for k in after if after[k] - self.before.get(k, 0.0) > 0.05}
+        instances = {k: used.pop(k) for k in sorted(used) if k.startswith("rasa-")}
         total = sum(used.values())
         per = ", ".join(f"{k} {v / max(1, answered) * 1000:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
-        return f"CPU ms per answered message: {per} (total {total / max(1, answered) * 1000:.0f})"
+        line = f"CPU ms per answered message: {per} (total {total / max(1, answered) * 1000:.0f})"
+        if len(instances) > 1:
+            shares = ", ".join(f"{k} {100 * v / sum(instances.values()):.0f} %" for k, v in instances.items())
+            line += f"; Rasa CPU per instance: {shares}"
+        return line
