@@ -54,7 +54,7 @@ desk: install  ## Start the KCC desk alone on 127.0.0.1:$${DESK_PORT:-5080}
 validate: install validate-content  ## Validate content files and Rasa training data
 	$(RASA) data validate --data data --domain domain --config config.yml
 
-validate-content: install  ## Validate content/*.yml and list unverified facts
+validate-content: install  ## Validate content/*.yml and appcare/labels.yml, list unverified facts
 	$(PY) -m tools.validate_content
 
 test: validate train  ## Run the whole test suite (pytest, browser tests, test stories, NLU evaluation)

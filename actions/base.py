@@ -23,7 +23,7 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from appcare import clock, content as content_module
+from appcare import clock, content as content_module, labels
 from appcare.content import ContentError, Fact, MunicipalContent, money  # noqa: F401 - money for actions
 from appcare.pii import conversation_hash, number_spans
 
@@ -34,6 +34,8 @@ LATE_AFTER_SECONDS = 3600
 # short text in their own language (utter_other_language, offering a colleague) and the
 # answers in English.
 ANSWER_LANGUAGES = ("nl", "en")
+# The button to a colleague under the offer in another language (Dutch: the colleague's language).
+COLLEAGUE_BUTTON_TITLE = labels.text("button.colleague", "nl")
 # The actions' blocking work (content files, the ticket database, the roadworks feed)
 # runs in these threads, never on the action server's event loop: one slow call must not
 # stall the other citizens. ``ACTION_THREADS`` calls run at the same time; more wait.
@@ -344,6 +346,6 @@ def say_privacy_notice(turn: Turn) -> None:
 def offer_colleague_in_language(turn: Turn) -> None:
     """One short text in the citizen's language: the assistant answers in Dutch and
     English, and a colleague can take over (a "yes" to that hands off)."""
-    turn.say("utter_other_language", buttons=[{"title": "Medewerker", "payload": "/request_human"}])
+    turn.say("utter_other_language", buttons=[{"title": COLLEAGUE_BUTTON_TITLE, "payload": "/request_human"}])
     turn.set("pending_question", "colleague")
     turn.set("other_language_notice", turn.native)

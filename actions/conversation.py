@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from appcare import labels
 from appcare.nlu import dates
 from appcare.nlu.ages import no_age_after
 from appcare.pii import number_spans
@@ -29,30 +30,11 @@ from actions.opening_hours import answer_opening_hours
 from actions.passport_id import answer_lost_followup, answer_passport
 from actions.roadworks import answer_roadworks, followup_intent
 
-# Short button titles (WhatsApp allows 20 characters) for intents offered in a clarifying question.
-INTENT_TITLES = {
-    "opening_hours": "Openingstijden",
-    "opening_hours_now": "Nu open?",
-    "passport_apply": "Paspoort aanvragen",
-    "passport_fees": "Kosten paspoort/ID",
-    "passport_bring": "Wat meenemen?",
-    "passport_processing_time": "Wanneer klaar?",
-    "passport_validity": "Hoe lang geldig?",
-    "passport_express": "Spoedaanvraag",
-    "passport_lost": "Kwijt of gestolen",
-    "passport_pickup": "Document ophalen",
-    "passport_child": "ID voor een kind",
-    "marriage_how": "Trouwen",
-    "marriage_notice": "Melding huwelijk",
-    "marriage_costs": "Kosten trouwen",
-    "marriage_free": "Gratis trouwen",
-    "marriage_witnesses": "Getuigen",
-    "marriage_location": "Trouwlocaties",
-    "marriage_vs_partnership": "Trouwen/partnerschap",
-    "roadworks_status": "Wegwerkzaamheden",
-    "roadworks_detour": "Omleiding",
-    "roadworks_duration": "Duur werkzaamheden",
-}
+# Short button titles (WhatsApp allows 20 characters) for intents offered in a clarifying
+# question, and the button to a colleague (appcare/labels.yml).
+INTENT_TITLES = labels.group("intent_title", "nl")
+EN_INTENT_TITLES = labels.group("intent_title", "en")
+COLLEAGUE_BUTTON = labels.per_language("button.colleague")
 _URL_ONLY = re.compile(r"^\s*(https?://|www\.)\S+\s*$", re.IGNORECASE)
 MAX_FAILED_ATTEMPTS = 2
 LONG_MESSAGE = 1500
@@ -366,22 +348,10 @@ CLARIFY_MIN_CONFIDENCE = 0.12
 # is still a reason to hand off at once rather than ask which topic was meant.
 HANDOFF_MIN_CONFIDENCE = 0.16
 HANDOFF_INTENTS = ("urgent", "personal_case", "request_human", "request_callback", "complaint")
-EN_INTENT_TITLES = {
-    "opening_hours": "Opening hours", "opening_hours_now": "Open now?",
-    "passport_apply": "Apply for passport", "passport_fees": "Passport/ID costs",
-    "passport_bring": "What to bring", "passport_processing_time": "When ready?",
-    "passport_validity": "How long valid?", "passport_express": "Express service",
-    "passport_lost": "Lost or stolen", "passport_pickup": "Collect document",
-    "passport_child": "ID for a child", "marriage_how": "Getting married",
-    "marriage_notice": "Notice of marriage", "marriage_costs": "Wedding costs",
-    "marriage_free": "Free wedding", "marriage_witnesses": "Witnesses",
-    "marriage_location": "Wedding venues", "marriage_vs_partnership": "Marriage/partnership",
-    "roadworks_status": "Roadworks", "roadworks_detour": "Detour", "roadworks_duration": "How long?",
-}
 
 
 def human_button(turn: Turn) -> dict:
-    return {"title": "Colleague" if turn.lang == "en" else "Medewerker", "payload": "/request_human"}
+    return {"title": COLLEAGUE_BUTTON["en" if turn.lang == "en" else "nl"], "payload": "/request_human"}
 
 
 def triage_handoff(turn: Turn, ranking) -> bool:

@@ -18,7 +18,7 @@ import yaml
 
 from rasa_sdk.events import FollowupAction
 
-from appcare import clock, opening_hours as oh
+from appcare import clock, labels, opening_hours as oh
 from appcare.handoff_store import default_store
 from appcare.pii import conversation_hash, phone_numbers
 
@@ -107,6 +107,10 @@ def summary_of(turn: Turn, reason: str) -> str:
     return " ".join(parts)
 
 
+# {on_number} of the callback promise when the citizen wrote a phone number.
+ON_NUMBER = labels.per_language("handoff.on_number")
+
+
 def _clock_text(moment: dt.datetime) -> str:
     return f"{moment.hour}:{moment.minute:02d}"
 
@@ -154,7 +158,7 @@ def hand_off(turn: Turn, reason: str, callback: bool = False) -> None:
     # is presumably closed for the rest of today.
     exact = oh.schedule_verified(content, "kcc", now, expected)
     soon = in_hours or bool(expected and expected.astimezone(clock.TZ).date() == now.astimezone(clock.TZ).date())
-    on_number = (" op het nummer dat je noemde" if turn.lang == "nl" else " on the number you gave") if numbers else ""
+    on_number = ON_NUMBER["nl" if turn.lang == "nl" else "en"] if numbers else ""
     if turn.foreign:
         if not urgent:
             turn.say("utter_handoff_other_language")

@@ -2,10 +2,18 @@
 witnesses, locations, and the difference between huwelijk and partnerschap."""
 from __future__ import annotations
 
+from appcare import labels
+
 from actions.base import AppcareAction, Turn, money
 
-CEREMONY_NAMES = {"huwelijk": "huwelijk", "partnerschap": "partnerschap"}
-CEREMONY_NAMES_EN = {"huwelijk": "marriage", "partnerschap": "registered partnership"}
+# {ceremony} of the marriage responses, and the words of the costs and locations lines
+# (appcare/labels.yml).
+_MARRIAGE, _PARTNERSHIP = labels.per_language("ceremony.huwelijk"), labels.per_language("ceremony.partnerschap")
+CEREMONY_NAMES = {"huwelijk": _MARRIAGE["nl"], "partnerschap": _PARTNERSHIP["nl"]}
+CEREMONY_NAMES_EN = {"huwelijk": _MARRIAGE["en"], "partnerschap": _PARTNERSHIP["en"]}
+ANY_CEREMONY = labels.per_language("ceremony.either")
+RATE = labels.per_language("marriage.rate")
+SEATS = labels.per_language("marriage.seats")
 
 
 def answer_marriage(turn: Turn, intent: str) -> None:
@@ -14,9 +22,10 @@ def answer_marriage(turn: Turn, intent: str) -> None:
     content = turn.content
     marriage = content.marriage
     english = turn.lang == "en"
+    lang = "en" if english else "nl"
     ceremony = (CEREMONY_NAMES_EN if english else CEREMONY_NAMES).get(
         (turn.remembered("ceremony_type") or "").lower(),
-        "marriage or registered partnership" if english else "huwelijk of partnerschap")
+        ANY_CEREMONY[lang])
     # read only the facts the answer shows (an unverified one brings the caveat)
     if intent in ("marriage_how", "marriage_notice"):
         min_days, max_months = turn.fact(marriage.notice_min_days), turn.fact(marriage.notice_max_months)
@@ -51,7 +60,7 @@ def answer_marriage(turn: Turn, intent: str) -> None:
             free = turn.fact(marriage.free_option)
             locations = turn.fact(marriage.locations)
             amounts = {"weekday": money(weekday), "saturday": money(saturday),
-                       "year_note": (f" ({'rate' if english else 'tarief'} {year})" if year else "")}
+                       "year_note": (f" ({RATE[lang]} {year})" if year else "")}
             if locations:
                 # the fees of the municipality's page hold for each of its fixed locations
                 turn.say("utter_marriage_costs", **amounts, locations="\n".join(f"- {loc.name}" for loc in locations),
@@ -78,7 +87,7 @@ def answer_marriage(turn: Turn, intent: str) -> None:
         own = turn.fact(marriage.own_location) or ""
         if locations:
             lines = "\n".join(
-                f"- {loc.name}" + (f" ({loc.seats} {'seats' if english else 'plaatsen'})" if loc.seats else "")
+                f"- {loc.name}" + (f" ({loc.seats} {SEATS[lang]})" if loc.seats else "")
                 for loc in locations
             )
             turn.say("utter_marriage_location", locations=lines, own=own)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import List, Optional
 
-from appcare import clock, opening_hours as oh
+from appcare import clock, labels, opening_hours as oh
 from appcare.clock import WEEKDAY_NAMES
 
 from actions.base import AppcareAction, Turn
@@ -78,10 +78,22 @@ def answer_opening_hours(turn: Turn, now_question: bool = False, followup: bool 
     turn.warn_unverified(hours_fact)
 
 
+# Words of the hours lines (appcare/labels.yml): between two time ranges, a closed day,
+# the line after the first days of a period, a day part the desk is not open in.
+AND = labels.per_language("hours.and")
+CLOSED = labels.per_language("hours.closed")
+MORE = labels.per_language("hours.more")
+NOT_IN_PART = labels.per_language("hours.not_in_part")
+
+
+def _lang(lang: str) -> str:
+    return "en" if lang == "en" else "nl"
+
+
 def _ranges_text(ranges, lang: str = "nl") -> str:
     if not ranges:
-        return "closed" if lang == "en" else "gesloten"
-    return (" and " if lang == "en" else " en ").join(r.replace("-", " - ") for r in ranges)
+        return CLOSED[_lang(lang)]
+    return AND[_lang(lang)].join(r.replace("-", " - ") for r in ranges)
 
 
 # Hours of a day part; a desk is open in a part when one of its ranges overlaps it.
@@ -91,9 +103,9 @@ DAY_PART_WINDOWS = {
     "avond": (dt.time(18, 0), dt.time(23, 59)),
     "nacht": (dt.time(0, 0), dt.time(6, 0)),
 }
-PART_ADVERB = {"ochtend": "'s ochtends", "middag": "'s middags", "avond": "'s avonds", "nacht": "'s nachts"}
-PART_ADVERB_EN = {"ochtend": "in the morning", "middag": "in the afternoon", "avond": "in the evening",
-                  "nacht": "at night"}
+# "'s avonds" / "in the evening" per day part.
+PART_ADVERB = {"ochtend": labels.per_language("day_part.ochtend"), "middag": labels.per_language("day_part.middag"),
+               "avond": labels.per_language("day_part.avond"), "nacht": labels.per_language("day_part.nacht")}
 SHORT_WEEKDAYS = ["ma", "di", "wo", "do", "vr", "za", "zo"]
 SHORT_MONTHS = ["jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec"]
 MAX_PERIOD_LINES = 14
@@ -123,7 +135,7 @@ def _answer_day(turn: Turn, desk: str, day: dt.date, label: str, part: Optional[
         if turn.lang == "en":
             plain_label = clock.day_label(day, turn.now.date(), "en")
         plain_label = plain_label[0].upper() + plain_label[1:]
-        not_then = f"not {PART_ADVERB_EN[part]}" if turn.lang == "en" else f"{PART_ADVERB[part]} niet"
+        not_then = NOT_IN_PART[_lang(turn.lang)].format(part=PART_ADVERB[part][_lang(turn.lang)])
         turn.say("utter_hours_day", day_label=plain_label, desk_name=desk_name,
                  hours=f"{hours.text(turn.lang)}, {not_then}")
         return
@@ -148,8 +160,8 @@ def _period_line(day: dt.date, hours: oh.DayHours, lang: str = "nl") -> str:
     else:
         head = f"{SHORT_WEEKDAYS[day.weekday()]} {day.day} {SHORT_MONTHS[day.month - 1]}"
     if hours.closed:
-        return f"{head}: {'closed' if lang == 'en' else 'gesloten'}" + (f" ({hours.reason})" if hours.reason else "")
-    ranges = (" and " if lang == "en" else " en ").join(f"{_clock(a)}-{_clock(b)}" for a, b in hours.ranges)
+        return f"{head}: {CLOSED[_lang(lang)]}" + (f" ({hours.reason})" if hours.reason else "")
+    ranges = AND[_lang(lang)].join(f"{_clock(a)}-{_clock(b)}" for a, b in hours.ranges)
     return f"{head}: {ranges}" + (f" ({hours.reason})" if hours.reason else "")
 
 
@@ -158,7 +170,7 @@ def _answer_period(turn: Turn, desk: str, days: List[dt.date], label: str) -> No
     content = turn.content
     lines = [_period_line(day, oh.hours_on(content, desk, day), turn.lang) for day in days[:MAX_PERIOD_LINES]]
     if len(days) > MAX_PERIOD_LINES:
-        lines.append(f"{'More' if turn.lang == 'en' else 'Verder'}: {content.contact.website.value}")
+        lines.append(f"{MORE[_lang(turn.lang)]}: {content.contact.website.value}")
     if turn.lang == "en" and days:
         label = f"{clock.format_date(days[0], False, 'en')} - {clock.format_date(days[-1], False, 'en')}"
     turn.say("utter_hours_week", desk_name=f"{content.desks[desk].name} {label}", week="\n".join(lines))

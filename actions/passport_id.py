@@ -5,19 +5,26 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from appcare import labels
 from appcare.nlu.ages import age_value
 
 from actions.base import AppcareAction, Turn, money
 
-DOCUMENT_NAMES = {"paspoort": "paspoort", "id_kaart": "ID-kaart"}
-DOCUMENT_NAMES_EN = {"paspoort": "passport", "id_kaart": "ID card"}
+# {document} of the passport responses, {age_group} and {year_note} of the fee texts
+# (appcare/labels.yml).
+_PASSPORT, _ID_CARD = labels.per_language("document.paspoort"), labels.per_language("document.id_kaart")
+DOCUMENT_NAMES = {"paspoort": _PASSPORT["nl"], "id_kaart": _ID_CARD["nl"]}
+DOCUMENT_NAMES_EN = {"paspoort": _PASSPORT["en"], "id_kaart": _ID_CARD["en"]}
+ANY_DOCUMENT = labels.per_language("document.either")
+AGE_GROUP_MINOR = labels.per_language("age_group.minor")
+AGE_GROUP_ADULT = labels.per_language("age_group.adult")
+FEE_YEAR_NOTE = labels.per_language("fee_year_note")
 
 
 def document_name(turn: Turn, document: Optional[str]) -> str:
     """The document's name in the conversation's language ("paspoort of ID-kaart" when none)."""
-    if turn.lang == "en":
-        return DOCUMENT_NAMES_EN.get(document or "", "passport or ID card")
-    return DOCUMENT_NAMES.get(document or "", "paspoort of ID-kaart")
+    names = DOCUMENT_NAMES_EN if turn.lang == "en" else DOCUMENT_NAMES
+    return names.get(document or "", ANY_DOCUMENT["en" if turn.lang == "en" else "nl"])
 
 
 def document_of(turn: Turn) -> Optional[str]:
@@ -43,7 +50,7 @@ def fee_for(fees, document: str, age: int):
 
 def _fee_year_note(turn: Turn, fact) -> str:
     if fact.year and fact.year < turn.now.year:
-        return f" (maximum fee {fact.year})" if turn.lang == "en" else f" (maximumbedrag {fact.year})"
+        return FEE_YEAR_NOTE["en" if turn.lang == "en" else "nl"].format(year=fact.year)
     return ""
 
 
@@ -67,10 +74,7 @@ def answer_fees(turn: Turn, document: Optional[str]) -> None:
         minor = age < 18
         validity = minor_years if minor else adult_years
         for doc, fee in zip(documents, used):
-            if turn.lang == "en":
-                age_group = "under 18" if minor else "aged 18 or over"
-            else:
-                age_group = "jonger dan 18" if minor else "van 18 jaar of ouder"
+            age_group = (AGE_GROUP_MINOR if minor else AGE_GROUP_ADULT)["en" if turn.lang == "en" else "nl"]
             turn.say("utter_passport_fee", document=document_name(turn, doc), age_group=age_group,
                      amount=money(turn.fact(fee)), year_note=_fee_year_note(turn, fee), validity=validity)
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
-from appcare import clock
+from appcare import clock, labels
 from appcare.nlu.streets import dutch_capitalisation
 from appcare.roadworks_feed import Feed, Roadwork, RoadworksUnavailable, default_client, log_startup_status
 
@@ -26,12 +26,19 @@ def _date(day, lang: str = "nl") -> str:
     return clock.format_date(day, with_weekday=False, lang=lang)
 
 
+# Words of the roadworks lines (appcare/labels.yml).
+UNTIL = labels.per_language("roadworks.until")
+NO_END_DATE = labels.per_language("roadworks.no_end_date")
+DETOUR = labels.per_language("roadworks.detour")
+
+
 def _until(end, lang: str = "nl") -> str:
     """"tot 4 december" for a line of an overview; works without an end date in the
     source say so instead of "tot onbekend"."""
+    words = "en" if lang == "en" else "nl"
     if not end:
-        return "end date not known yet" if lang == "en" else "einddatum nog niet bekend"
-    return f"{'until' if lang == 'en' else 'tot'} {_date(end, lang)}"
+        return NO_END_DATE[words]
+    return f"{UNTIL[words]} {_date(end, lang)}"
 
 
 # Follow-up questions in a roadworks conversation without a street or area of their own.
@@ -164,7 +171,7 @@ def answer_roadworks(turn: Turn, intent: str, followup: bool = False) -> None:
         _say_example_notice(turn, feed, page)
         for work in relevant[:3]:
             hindrance = (work.hindrance[0].upper() + work.hindrance[1:] + ".") if work.hindrance else ""
-            detour = f" {'Detour' if english else 'Omleiding'}: {work.detour}." if work.detour else ""
+            detour = f" {DETOUR['en' if english else 'nl']}: {work.detour}." if work.detour else ""
             # works without an end date: "Het is nog niet bekend ...", never "tot onbekend"
             dates = {"start": _date(work.start, turn.lang)}
             if work.end:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlparse
 
+from appcare import labels
+
 TEXT_LIMIT = 4096
 INTERACTIVE_BODY_LIMIT = 1024
 MAX_REPLY_BUTTONS = 3
@@ -24,13 +26,13 @@ ROW_DESCRIPTION_LIMIT = 72
 ROW_ID_LIMIT = 200
 ELLIPSIS = "\u2026"
 
-# Dutch UI strings of the list message (last-resort texts of this pure formatting layer:
-# every response with buttons in domain/ has its own text and at most 3 buttons, so the
-# list and these labels do not occur in the current dialogue). Form of address: "je".
-LIST_BUTTON_LABEL = "Kies een optie"
-LIST_SECTION_TITLE = "Opties"
-DEFAULT_CHOICE_BODY = "Kies een optie:"
-MORE_OPTIONS_INTRO = "Meer keuzes (typ wat je kiest):"
+# Dutch UI strings of the list message (appcare/labels.yml; last-resort texts of this
+# pure formatting layer: every response with buttons in domain/ has its own text and at
+# most 3 buttons, so the list and these labels do not occur in the current dialogue).
+LIST_BUTTON_LABEL = labels.text("whatsapp_list.button")
+LIST_SECTION_TITLE = labels.text("whatsapp_list.section")
+DEFAULT_CHOICE_BODY = labels.text("whatsapp_list.default_body")
+MORE_OPTIONS_INTRO = labels.text("whatsapp_list.more_options")
 
 _URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]]?\s+")

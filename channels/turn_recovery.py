@@ -22,6 +22,7 @@ import asyncio
 import logging
 from typing import Any, Dict, List, Optional
 
+from appcare import labels
 from appcare.pii import conversation_hash
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ FALLBACK_FAILURE_TEXT = (
     "klantcontactcentrum kijkt ernaar. Heb je haast? Bel {phone}."
 )
 LOCK_WAIT_SECONDS = 30.0
+# {phone} of the failure text when the municipality's content cannot be read.
+NO_PHONE_TEXT = labels.text("failure.no_phone")
 
 
 async def replies_of_completed_turn(agent: Any, sender_id: str, message_id: str) -> Optional[List[Dict[str, Any]]]:
@@ -102,7 +105,7 @@ def _phone(municipality: Optional[str]) -> str:
         return str(content.load(municipality or None).contact.phone.value)
     except Exception as exc:  # noqa: BLE001 - a broken content file must not hide the failure
         logger.error("WhatsApp: no phone number for the failure text (%s)", type(exc).__name__)
-        return "het algemene nummer van je gemeente"
+        return NO_PHONE_TEXT
 
 
 async def open_failure_ticket(conversation_id: str, text: Optional[str], municipality: Optional[str],

@@ -5,6 +5,9 @@ The list (:func:`citizen_texts`):
 * every domain response (domain/*.yml): every variation and every button title, the
   Dutch ones also rendered with the real values of their placeholders that change the
   sentence (municipality name, desk names, document names from content/ and actions/);
+* every label of appcare/labels.yml (button titles, list labels and parts of sentences
+  the actions and the channel put into a response), per language; the titles of the
+  buttons count as button titles;
 * every string literal of the Python modules whose strings reach a citizen
   (:data:`CITIZEN_MODULES`: the actions, the channels, the clock and the opening-hours
   and roadworks code), found with the ``ast`` module; docstrings, log calls and regular
@@ -14,8 +17,9 @@ The Dutch rules apply to the Dutch texts only (no condition, or condition ``nl``
 form of address is "je" (never "u"/"uw"), "het paspoort" is never "hij"/"hem", no "tot
 onbekend", "in de gemeente Lelystad" (never "in gemeente Lelystad"), desk names that
 fit "... is open van", "ID-kaart" spelled one way, no officialese. Dutch sentences live
-in domain/*.yml (editors can change them there); a Python module holds a Dutch sentence
-only as an allow-listed last-resort fallback (:data:`PYTHON_SENTENCES`).
+in domain/*.yml and shorter texts in appcare/labels.yml (editors can change them there);
+a Python module holds a Dutch sentence only as an allow-listed last-resort fallback
+(:data:`PYTHON_SENTENCES`).
 
 The behaviour tests at the end show what the citizen gets in the conversations where
 these rules were broken before.
@@ -53,10 +57,6 @@ PYTHON_SENTENCES: Dict[str, Dict[str, str]] = {
     "channels/whatsapp.py": {
         "Sorry, door een storing kon ik je bericht nu niet verwerken. Probeer het over een paar minuten opnieuw.":
             "channel setting error_text / WHATSAPP_ERROR_TEXT (default), for a turn without any reply",
-    },
-    "channels/formatting.py": {
-        "Meer keuzes (typ wat je kiest):": "WhatsApp list layout; pure formatting without a domain "
-                                           "(more than 10 options: no response has them)",
     },
     "actions/handoff.py": {
         "Onderwerp eerder in gesprek: ": "ticket summary for KCC staff, not for citizens",
@@ -210,8 +210,21 @@ def _english_only(text: str) -> bool:
                                                                          "until", "at", "not", "or"})
 
 
+# Labels that are the title of a button (WhatsApp: at most 20 characters).
+BUTTON_LABELS = re.compile(r"^(?:button|intent_title)\.|^whatsapp_list\.button$")
+
+
+def label_texts() -> Iterator[CitizenText]:
+    from appcare import labels
+
+    for key, texts in labels.load().items():
+        for lang, text in texts.items():
+            where = f"appcare/labels.yml {key} ({lang})" + (" button" if BUTTON_LABELS.search(key) else "")
+            yield CitizenText(where, text, dutch=lang == "nl", english=lang == "en", template=text)
+
+
 def citizen_texts() -> List[CitizenText]:
-    return list(domain_texts()) + list(python_texts())
+    return list(domain_texts()) + list(label_texts()) + list(python_texts())
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +248,18 @@ def test_the_list_holds_every_response_variation_and_the_python_strings(texts):
     assert listed == set(responses)
     variations = sum(len(v) for v in responses.values())
     assert len({t.where.split(" button")[0] for t in texts if t.where.startswith("domain ")}) == variations
-    modules = {t.where.split(":")[0] for t in texts if not t.where.startswith("domain ")}
-    for module in ("channels/formatting.py", "channels/turn_recovery.py", "channels/rest_input.py",
-                   "actions/roadworks.py", "actions/conversation.py", "appcare/clock.py"):
+    modules = {t.where.split(":")[0] for t in texts if not t.where.startswith(("domain ", "appcare/labels.yml "))}
+    for module in ("channels/turn_recovery.py", "channels/rest_input.py", "actions/opening_hours.py",
+                   "appcare/clock.py"):
         assert module in modules
+    # every label in every language (the button titles, list labels and sentence parts
+    # of the actions and channels, issue 20)
+    from appcare import labels
+
+    listed_labels = {t.where.removesuffix(" button") for t in texts if t.where.startswith("appcare/labels.yml ")}
+    assert listed_labels == {f"appcare/labels.yml {key} ({lang})" for key, by_lang in labels.load().items()
+                             for lang in by_lang}
+    assert any(t.text == "Meer keuzes (typ wat je kiest):" and t.dutch for t in texts)
     # the Dutch texts are rendered with every desk and document name
     assert any("de telefonische klantenservice" in t.text for t in texts if "utter_hours_day[0]" in t.where)
     documents = [t.text for t in texts if t.template and "{document}" in t.template and t.dutch]

@@ -1,4 +1,5 @@
-"""Validates every content file and lists facts that still need verification.
+"""Validates every content file and the citizen labels (appcare/labels.yml), and lists
+facts that still need verification.
 
 Exit code 1 when a file is broken; the message names the file, line and problem.
 Facts whose ``checked`` date lies more than a year back are listed as a warning (the
@@ -10,7 +11,7 @@ import datetime as dt
 import sys
 from typing import List, Optional, Tuple
 
-from appcare import clock, content
+from appcare import clock, content, labels
 from appcare.editor_content import STALE_AFTER_DAYS
 
 
@@ -45,6 +46,13 @@ def main() -> int:
             print(f"  - {path}")
         for path, checked in stale:
             print(f"  WARNING: {path} was checked on {checked}, more than a year ago: check it at its source again")
+    try:
+        found = labels.load()
+    except labels.LabelError as exc:
+        broken = True
+        print(f"ERROR in the labels: {exc}")
+    else:
+        print(f"labels: OK, {len(found)} label(s) in {labels.LABELS_FILE}")
     return 1 if broken else 0
 
 
