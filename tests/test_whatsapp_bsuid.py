@@ -279,7 +279,7 @@ def test_subject_access_finds_the_citizen_by_bsuid_or_number(
 ) -> None:
     import json
 
-    from tools import subject_access
+    from jobs import subject_access
 
     phone, bsuid = new_phone(), new_bsuid()
     server.post(message_payload("privacy", phone=phone, bsuid=bsuid, username="anna", ts=now_ts()))
@@ -321,7 +321,7 @@ def test_retention_treats_the_identifiers_as_personal_data(tmp_path: Path) -> No
     import time as _time
 
     from channels.inbox import InboxStore
-    from tools import retention
+    from jobs import retention
 
     store = InboxStore(f"sqlite:///{tmp_path}/r.db")
     bsuid, phone = new_bsuid(), new_phone()
@@ -359,6 +359,7 @@ def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
             for table, column in (("whatsapp_inbox", "wa_id"), ("whatsapp_outbox", "recipient"),
                                   ("whatsapp_contacts", "wa_id")):
                 conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)")
+            conn.exec_driver_sql("ALTER TABLE whatsapp_inbox DROP COLUMN received_by")  # came with revision 0002
             conn.exec_driver_sql("DROP TABLE alembic_version")
         db.dispose_all()  # a new process: it looks at the schema again
         store = InboxStore(url)
