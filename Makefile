@@ -86,7 +86,7 @@ loadtest: train  ## Load/fault test through HAProxy: 2 Rasa instances, PostgreSQ
 	$(PY) -m tools.loadtest
 
 retention: install  ## Anonymise conversations older than RETENTION_DAYS (default 90)
-	$(PY) -m tools.retention --days $${RETENTION_DAYS:-90} --endpoints $${APPCARE_ENDPOINTS:-endpoints.yml}
+	$(PY) -m jobs.retention --days $${RETENTION_DAYS:-90} --endpoints $${APPCARE_ENDPOINTS:-endpoints.yml}
 
 test-production: train  ## Production tests only (real PostgreSQL/Redis/RabbitMQ)
 	$(BIN)/pytest -q tests/test_deploy_files.py tests/test_logging_setup.py tests/test_db.py \

@@ -63,7 +63,7 @@ REMOVED = "[removed]"
 HEADER = "appcare-pseudonymised"
 HEADER_VALUE = "v1"
 
-# The same lists as tools/retention.py (KEEP_METADATA, KEEP_SLOTS): the warehouse gets
+# The same lists as jobs/retention.py (KEEP_METADATA, KEEP_SLOTS): the warehouse gets
 # what survives retention in the tracker store, plus masked texts and entity categories.
 # Metadata kept (scalar values only); everything else is dropped. Not kept, among
 # others: profile_name, username, wamid, context_wamid, reacted_wamid, emoji.

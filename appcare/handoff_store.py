@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_STATES = ("open", "claimed")
 CALLBACK_NUMBER_MAX = 64
-# Retention (tools/retention.py): an open ticket without any activity for the retention
+# Retention (jobs/retention.py): an open ticket without any activity for the retention
 # period is closed with this outcome and a system note in its history, then anonymised
 # like every closed ticket.
 EXPIRED_OUTCOME = "bewaartermijn verstreken"

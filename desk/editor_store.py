@@ -108,7 +108,7 @@ def example_id(text: str) -> str:
 def example_audit_detail(detail: Dict[str, Any]) -> Dict[str, Any]:
     """The audit detail of a change to example questions without their texts: the
     texts (``examples``, ``new``, ...) become ``count`` and ``example_ids``. Used when
-    auditing and by tools/retention.py to repair rows written before."""
+    auditing and by jobs/retention.py to repair rows written before."""
     out = {k: v for k, v in detail.items() if k not in EXAMPLE_TEXT_KEYS}
     texts: List[str] = []
     for key in EXAMPLE_TEXT_KEYS:

@@ -1,9 +1,9 @@
 """Retention (AVG): anonymise conversations older than N days, keep the counts.
 
-    python -m tools.retention --days 90 [--dry-run] [--endpoints endpoints.prod.yml]
+    python -m jobs.retention --days 90 [--dry-run] [--endpoints endpoints.prod.yml]
 
 Schedule it daily (deploy/appcare-retention.timer, or cron:
-``15 3 * * * cd /opt/appcare && .venv/bin/python -m tools.retention --days 90``).
+``15 3 * * * cd /opt/appcare && .venv/bin/python -m jobs.retention --days 90``).
 
 What happens to data older than ``--days``:
 
@@ -545,7 +545,7 @@ def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool
 def main(argv: Optional[List[str]] = None) -> int:
     from appcare import logging_setup
 
-    parser = argparse.ArgumentParser(prog="python -m tools.retention", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.retention", description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, required=True, help="keep personal data this many days")
     parser.add_argument("--dry-run", action="store_true", help="only count what would change")
     parser.add_argument("--endpoints", default=os.environ.get("APPCARE_ENDPOINTS", "endpoints.yml"),

@@ -1,8 +1,8 @@
 """Subject access and erasure (AVG art. 15 and 17) for one phone number.
 
-    python -m tools.subject_access export --phone +31612345678 [--out export.json]
-    python -m tools.subject_access erase  --phone +31612345678 [--dry-run] [--yes]
-    python -m tools.subject_access export --bsuid NL.13491208655302741918
+    python -m jobs.subject_access export --phone +31612345678 [--out export.json]
+    python -m jobs.subject_access erase  --phone +31612345678 [--dry-run] [--yes]
+    python -m jobs.subject_access export --bsuid NL.13491208655302741918
 
 A WhatsApp citizen is found by phone number OR business-scoped user id (BSUID,
 ``--bsuid``; citizens with a username may have no number): both lead to the one
@@ -35,7 +35,7 @@ never found inside a longer one. Pseudonym columns (``sender_hash``,
 the same as the bot's) and, for rows written before pseudonyms were keyed, the old
 unkeyed one (such rows disappear with the retention period).
 
-Not covered, by design: conversations already anonymised by tools/retention.py
+Not covered, by design: conversations already anonymised by jobs/retention.py
 (no longer linkable to the number), logs (never contain the number: they carry
 a hash), and events already published to RabbitMQ (the consumer, e.g. the data
 warehouse, handles its own copy; the export lists how many events were published
@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional
 import sqlalchemy as sa
 
 from appcare.pii import conversation_hash
-from tools.retention import appcare_engine, events_table, tracker_engine
+from jobs.retention import appcare_engine, events_table, tracker_engine
 
 
 def _legacy_hash(sender_id: str) -> str:
@@ -298,7 +298,7 @@ def counts_of(data: Dict[str, Any]) -> Dict[str, int]:
 def main(argv: Optional[List[str]] = None) -> int:
     from appcare import logging_setup
 
-    parser = argparse.ArgumentParser(prog="python -m tools.subject_access", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.subject_access", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["export", "erase"])
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--phone", help="phone number, e.g. +31612345678")

@@ -63,7 +63,7 @@ def test_compose_file_describes_the_topology() -> None:
     assert services["desk"]["environment"]["RASA_URL"] == "http://haproxy:8081"  # HAProxy's internal listener
     config = (ROOT / "deploy" / "haproxy.cfg").read_text()
     assert set(re.findall(r"\$\{(APPCARE_[A-Z0-9_]+)\}", config)) <= set(listed)
-    assert "tools.retention" in " ".join(services["retention"]["command"])
+    assert "jobs.retention" in " ".join(services["retention"]["command"])
     for unit in ("appcare-rasa@.service", "appcare-actions@.service", "appcare-haproxy.service",
                  "appcare-desk.service", "appcare-retention.service", "appcare-retention.timer"):
         text = (ROOT / "deploy" / "systemd" / unit).read_text()

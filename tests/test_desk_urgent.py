@@ -271,7 +271,7 @@ def _tracker_endpoints(tmp_path: Path) -> Path:
 
 
 def test_subject_access_exports_and_erases_the_callback_number(any_db_url, tmp_path):
-    from tools import subject_access
+    from jobs import subject_access
 
     store = HandoffStore(any_db_url)
     mine = store.open_ticket("31612345678", "urgent", "Reden: dringend.", [], "terneuzen", urgent=True,
@@ -300,7 +300,7 @@ def test_subject_access_exports_and_erases_the_callback_number(any_db_url, tmp_p
 
 
 def test_retention_removes_the_callback_number_and_keeps_the_rest(any_db_url):
-    from tools import retention
+    from jobs import retention
 
     store = HandoffStore(any_db_url)
     old = store.open_ticket("31600000031", "urgent", "Reden: dringend.", [], "terneuzen", urgent=True,

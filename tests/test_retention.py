@@ -1,4 +1,4 @@
-"""tools.retention on the real PostgreSQL of this machine (skipped when it is
+"""jobs.retention on the real PostgreSQL of this machine (skipped when it is
 absent): old conversations, tickets, WhatsApp inbox rows and editor inbox items are
 anonymised; recent ones and the report's figures stay."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_retention_anonymises_old_conversations_and_keeps_the_counts(
 
     from appcare.handoff_store import HandoffStore, TicketMessageRow, TicketRow
     from channels.inbox import InboxStore, NewInbound
-    from tools import retention
+    from jobs import retention
 
     db_name = pg_url.rsplit("/", 1)[1]
     monkeypatch.setenv("T_DB_HOST", "127.0.0.1")

@@ -123,8 +123,8 @@ def test_retention_removes_profile_name_and_wamid_from_session_metadata_and_repa
     anonymised before removes what was left there."""
     import sqlalchemy as sa
 
-    from tools import retention
-    from tools.retention import anonymise_event
+    from jobs import retention
+    from jobs.retention import anonymise_event
 
     now = time.time()
     old = now - 40 * 86400
@@ -187,7 +187,7 @@ def test_subject_access_never_reaches_a_citizen_whose_number_shares_digits(pg, t
     from desk.editor_store import EditorStore
     from desk.store import DeskStore
     from desk.webhooks import message_payload, ticket_payload
-    from tools import subject_access
+    from jobs import subject_access
 
     now = time.time()
     me, other = "31612345678", "316123456789"
@@ -262,7 +262,7 @@ def test_old_open_ticket_is_closed_as_expired_then_anonymised(pg):
     import sqlalchemy as sa
 
     from appcare.handoff_store import EXPIRED_NOTE, EXPIRED_OUTCOME, HandoffStore, TicketMessageRow, TicketRow
-    from tools import retention
+    from jobs import retention
 
     now = time.time()
     old = dt.datetime.utcfromtimestamp(now - 40 * 86400)
@@ -304,7 +304,7 @@ def test_old_open_ticket_is_closed_as_expired_then_anonymised(pg):
 def test_retention_removes_example_texts_from_old_audit_rows(pg):
     from desk.editor_store import EditorStore, example_id
     from desk.store import DeskStore
-    from tools import retention
+    from jobs import retention
 
     desk = DeskStore(pg.url)
     citizen = "mijn naam is [naam], kan ik mijn hond aanmelden"

@@ -1,4 +1,4 @@
-"""tools.subject_access on the real PostgreSQL of this machine (skipped when it is
+"""jobs.subject_access on the real PostgreSQL of this machine (skipped when it is
 absent): a citizen's data exported and erased across the tracker store, tickets, the
 WhatsApp inbox and outbox and the editors' inbox, and nobody else's."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ def test_subject_access_export_and_erase(pg_url: str, tmp_path: Path, monkeypatc
 
     from appcare.handoff_store import HandoffStore
     from channels.inbox import InboxStore, NewInbound
-    from tools import subject_access
+    from jobs import subject_access
 
     db_name = pg_url.rsplit("/", 1)[1]
     monkeypatch.setenv("T_DB_HOST", "127.0.0.1")
