@@ -4,41 +4,18 @@ schema of its own (``POSTGRESQL_SCHEMA``, which Rasa and the report both honour)
 the schema is dropped afterwards. Skipped only when PostgreSQL is unreachable."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
+from tests.support.postgres import PG, connect, fresh_schema
 from tests.test_report_dataset import EXPECTED, PERIOD, save_scripts, scripts, write_tickets
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
-
-
-def _connect():
-    import psycopg2
-
-    return psycopg2.connect(connect_timeout=3, **PG)
 
 
 @pytest.fixture
 def pg_schema(monkeypatch):
-    try:
-        connection = _connect()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, db test): {exc}")
-    schema = f"report_test_{uuid.uuid4().hex[:10]}"
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{schema}"')
-    monkeypatch.setenv("POSTGRESQL_SCHEMA", schema)
-    try:
+    with fresh_schema("report_test") as schema:
+        monkeypatch.setenv("POSTGRESQL_SCHEMA", schema)
         yield schema
-    finally:
-        from report import metrics
-
-        metrics.dispose_engines()
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        connection.close()
 
 
 def test_same_figures_from_postgresql(pg_schema, tmp_path, monkeypatch):
@@ -54,7 +31,7 @@ def test_same_figures_from_postgresql(pg_schema, tmp_path, monkeypatch):
         save_scripts(store, scripts())
     finally:
         store.engine.dispose()
-    with _connect() as connection, connection.cursor() as cursor:
+    with connect() as connection, connection.cursor() as cursor:
         cursor.execute(f'SELECT count(*), count(DISTINCT sender_id) FROM "{pg_schema}".events')
         events, senders = cursor.fetchone()
     assert senders == 8 and events == 100  # as in the SQLite store

@@ -17,13 +17,13 @@ import datetime as dt
 import hashlib
 import json
 import time
-import uuid
 from types import SimpleNamespace
 from typing import Any, Dict, List
 
 import pytest
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+from tests.support.postgres import PG, fresh_schema, schema_url
+
 KEY = "privacy-test-pseudonym-key-0123456789"
 METADATA = {"channel": "whatsapp", "municipality": "terneuzen", "phone_number_id": "1000000001",
             "wamid": "wamid.HBgLMzE2MTExMTExMTEVAgASGBQzQUUw", "profile_name": "Jan de Vries",
@@ -32,42 +32,19 @@ METADATA = {"channel": "whatsapp", "municipality": "terneuzen", "phone_number_id
 pytestmark = pytest.mark.timeout(180)
 
 
-def _connect():
-    import psycopg2
-
-    return psycopg2.connect(connect_timeout=3, **PG)
-
-
 @pytest.fixture
 def pg(monkeypatch, tmp_path):
     """A schema of its own in database ``test``: the tracker store (POSTGRESQL_SCHEMA,
     honoured by Rasa and appcare) and the appcare tables (search_path in the URL)."""
-    try:
-        connection = _connect()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, db test): {exc}")
-    schema = f"privacy_test_{uuid.uuid4().hex[:10]}"
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE SCHEMA "{schema}"')
-    monkeypatch.setenv("POSTGRESQL_SCHEMA", schema)
-    monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY)
-    monkeypatch.delenv("APPCARE_ENV", raising=False)
-    monkeypatch.setenv("T_PG_HOST", PG["host"])
-    endpoints = tmp_path / "endpoints.yml"
-    endpoints.write_text("tracker_store:\n  type: SQL\n  dialect: postgresql\n  url: ${T_PG_HOST}\n  port: 5432\n"
-                         "  db: test\n  username: postgres\n", encoding="utf-8")
-    url = f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    try:
-        yield SimpleNamespace(url=url, schema=schema, endpoints=str(endpoints))
-    finally:
-        from appcare import db, tracker_store
-
-        db.dispose_all()
-        tracker_store.dispose_engines()
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        connection.close()
+    with fresh_schema("privacy_test") as schema:
+        monkeypatch.setenv("POSTGRESQL_SCHEMA", schema)
+        monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY)
+        monkeypatch.delenv("APPCARE_ENV", raising=False)
+        monkeypatch.setenv("T_PG_HOST", PG["host"])
+        endpoints = tmp_path / "endpoints.yml"
+        endpoints.write_text("tracker_store:\n  type: SQL\n  dialect: postgresql\n  url: ${T_PG_HOST}\n  port: 5432\n"
+                             "  db: test\n  username: postgres\n", encoding="utf-8")
+        yield SimpleNamespace(url=schema_url(schema), schema=schema, endpoints=str(endpoints))
 
 
 def save_trackers(trackers: Dict[str, List[Any]]) -> None:

@@ -9,9 +9,11 @@ pg_url  # noqa: F401``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -42,6 +44,46 @@ def pg_url() -> Any:
     ensure_database(name)
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     db.dispose_all()
+
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+
+
+def connect() -> Any:
+    """A psycopg2 connection to the database ``test`` (autocommit off)."""
+    import psycopg2
+
+    return psycopg2.connect(connect_timeout=3, **PG)
+
+
+@contextlib.contextmanager
+def fresh_schema(prefix: str) -> Iterator[str]:
+    """A PostgreSQL schema of its own in database ``test`` for one test (skipped when
+    PostgreSQL is not reachable), dropped afterwards with everything in it; engines of
+    appcare, its tracker-store readers and the report are disposed first."""
+    try:
+        connection = connect()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, db test): {exc}")
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        from appcare import db, tracker_store
+
+        db.dispose_all()
+        tracker_store.dispose_engines()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        connection.close()
+
+
+def schema_url(schema: str) -> str:
+    """appcare's database URL with ``schema`` as its search_path."""
+    return f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
 
 
 def write_endpoints(tmp_path: Path, db_name: str) -> Path:
