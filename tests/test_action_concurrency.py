@@ -41,6 +41,7 @@ pytestmark = pytest.mark.timeout(120)
 FEED_HANG_SECONDS = 10.0
 NOW = "2026-11-25T10:00:00"  # a Wednesday morning: every opening-hours call gets the same answer
 
+
 class ActionServer:
     """``python -m appcare.action_server`` as a subprocess; its log goes to a file."""
 
@@ -82,12 +83,14 @@ class ActionServer:
                 self.process.kill()
                 self.process.wait()
 
+
 @pytest.fixture(scope="module")
 def feed() -> Iterator[ScriptedServer]:
     """The municipality's roadworks feed; every answer takes FEED_HANG_SECONDS."""
     with ScriptedServer() as server:
         server.default = (200, {"roadworks": []}, FEED_HANG_SECONDS)
         yield server
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, feed: ScriptedServer) -> Iterator[ActionServer]:
@@ -97,6 +100,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, feed: ScriptedServer) -> It
         yield action_server
     finally:
         action_server.stop()
+
 
 def action_call(action: str, sender: str, text: str, intent: str, entities: Optional[List[Dict[str, Any]]] = None,
                 slots: Optional[Dict[str, Any]] = None, message_id: Optional[str] = "auto",
@@ -113,21 +117,26 @@ def action_call(action: str, sender: str, text: str, intent: str, entities: Opti
                "latest_input_channel": "rest"}
     return {"next_action": action, "sender_id": sender, "tracker": tracker, "domain": {}, "version": "3.6.21"}
 
+
 def post(server: ActionServer, body: Dict[str, Any]) -> Tuple[List[Optional[str]], float]:
     """POSTs an action call; returns the response names of its replies and when it returned."""
     response = requests.post(server.url + "/webhook", json=body, timeout=60)
     assert response.status_code == 200, response.text
     return [r.get("response") for r in response.json()["responses"]], time.monotonic()
 
+
 def opening_hours(citizen: str) -> Dict[str, Any]:
     return action_call("action_opening_hours", citizen, "hoe laat is het stadhuis open", "opening_hours")
+
 
 def roadworks(citizen: str) -> Dict[str, Any]:
     return action_call("action_roadworks", citizen, "wegwerkzaamheden op de Noordstraat?", "roadworks_status",
                        entities=[{"entity": "street", "value": "Noordstraat"}])
 
+
 def feed_requests(feed: ScriptedServer, municipality: str) -> int:
     return sum(1 for path in list(feed.requests) if path == f"/{municipality}.json")
+
 
 def test_other_citizens_are_answered_while_roadworks_calls_hang(server: ActionServer, feed: ScriptedServer) -> None:
     baseline = []
@@ -162,6 +171,7 @@ def test_other_citizens_are_answered_while_roadworks_calls_hang(server: ActionSe
     # ... from one fetch (a first attempt and its retry), not one per citizen
     assert feed_requests(feed, "terneuzen") == 2
 
+
 def test_a_failed_feed_is_not_asked_again_within_the_failure_cache_time(server: ActionServer,
                                                                          feed: ScriptedServer) -> None:
     before = feed_requests(feed, "lelystad")
@@ -183,9 +193,11 @@ def test_a_failed_feed_is_not_asked_again_within_the_failure_cache_time(server: 
     # at once: well within the first call's wait (two timeouts of 2.5 s)
     assert returned - started < first_duration / 2, (returned - started, first_duration)
 
+
 def relay_call(sender: str, text: str, message_id: Optional[str], timestamp: float) -> Dict[str, Any]:
     return action_call("action_relay_to_kcc", sender, text, "inform", slots={"handoff_active": True},
                        message_id=message_id, timestamp=timestamp)
+
 
 def open_ticket(db_url: Optional[str], sender: str) -> int:
     from appcare.handoff_store import HandoffStore, default_store
@@ -194,11 +206,13 @@ def open_ticket(db_url: Optional[str], sender: str) -> int:
     return store.open_ticket(conversation_id=sender, reason="request_human", summary="", transcript=[],
                              municipality="terneuzen").id
 
+
 def citizen_texts(db_url: Optional[str], ticket_id: int) -> List[str]:
     from appcare.handoff_store import HandoffStore, default_store
 
     store = HandoffStore(db_url) if db_url else default_store()
     return [m["text"] for m in store.get(ticket_id).messages if m["author"] == "citizen"]
+
 
 def at_once(calls: List[Any]) -> List[Any]:
     """Runs the callables in threads that start together (a barrier)."""
@@ -210,6 +224,7 @@ def at_once(calls: List[Any]) -> List[Any]:
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         return [future.result() for future in [pool.submit(run, call) for call in calls]]
+
 
 def test_a_retried_relay_call_adds_the_text_once(server: ActionServer) -> None:
     sender = "31611112222"
@@ -229,6 +244,7 @@ def test_a_retried_relay_call_adds_the_text_once(server: ActionServer) -> None:
     post(server, relay_call(sender, "ja", None, stamp + 5))
     assert citizen_texts(server.db_url, ticket_id) == ["mijn aanvraag is nog niet binnen", "ja", "ja"]
 
+
 # ----------------------------------------------------------- two threads, two databases
 def run_relay(sender: str, text: str, message_id: Optional[str], timestamp: float) -> List[Dict[str, Any]]:
     """The real action on a real tracker (as the action server builds it), in this thread."""
@@ -242,6 +258,7 @@ def run_relay(sender: str, text: str, message_id: Optional[str], timestamp: floa
     asyncio.run(ActionRelayToKcc().run(dispatcher, tracker, {}))
     return dispatcher.messages
 
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """APPCARE_DB_URL for the test: the test's SQLite file, or a schema of its own in
@@ -253,6 +270,7 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         url = schema_url(schema)
         monkeypatch.setenv("APPCARE_DB_URL", url)
         yield url
+
 
 @pytest.mark.usefixtures("fixture_content")
 def test_two_runs_of_the_same_relay_at_the_same_moment_add_the_text_once(database: str) -> None:
