@@ -1,7 +1,7 @@
 """Reading Rasa's SQL tracker store directly: its URL from an endpoints file, a
 cached engine, and the ``events`` table as rows.
 
-Shared by the performance report (report/metrics.py), the editors' not-understood
+Shared by the performance report (report/sources.py), the editors' not-understood
 inbox (appcare/editor_inbox.py), retention and subject access (tools/). Rasa's own
 ``SQLTrackerStore`` rebuilds whole trackers; these readers need the events of many
 conversations at once, so they query the table Rasa writes.

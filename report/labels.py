@@ -1,0 +1,123 @@
+"""Dutch labels of the report and how intents, municipalities and channels are named:
+weekdays and months, handoff reasons, topic groups, intents and channels."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+WEEKDAYS_NL = ["maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag"]
+MONTHS_NL = [
+    "januari", "februari", "maart", "april", "mei", "juni",
+    "juli", "augustus", "september", "oktober", "november", "december",
+]
+
+REASON_LABELS = {
+    "request_human": "Vraagt om een medewerker",
+    "urgent": "Dringend (mogelijk gevaar of nood)",
+    "personal_case": "Persoonlijke zaak",
+    "complaint": "Klacht",
+    "out_of_scope": "Onderwerp buiten de assistent",
+    "not_understood": "Assistent begreep de vraag niet",
+    "technical_failure": "Kon niet automatisch beantwoord worden (storing)",
+}
+
+# Topic groups (key, Dutch label); the first ones are questions citizens ask.
+TOPICS: List[Tuple[str, str]] = [
+    ("opening_hours", "Openingstijden"),
+    ("passport_id", "Paspoort en ID-kaart"),
+    ("marriage", "Trouwen en partnerschap"),
+    ("roadworks", "Wegwerkzaamheden"),
+    ("request_human", "Vraagt om een medewerker"),
+    ("personal_case", "Persoonlijke zaak"),
+    ("complaint", "Klacht"),
+    ("out_of_scope_municipal", "Ander gemeentelijk onderwerp"),
+    ("out_of_scope_other", "Geen gemeentelijk onderwerp"),
+    ("urgent", "Dringend (gevaar of nood)"),  # not a question topic: no example texts
+    ("followup", "Vervolgantwoord (ja, nee, een waarde)"),
+    ("smalltalk", "Begroeting, bedankt, tot ziens"),
+    ("feedback", "Feedback (duim omhoog/omlaag)"),
+    ("return_to_bot", "Terug naar de assistent"),
+    ("non_text", "Foto, spraakbericht of bestand"),
+    ("nlu_fallback", "Niet begrepen"),
+    ("other", "Overig"),
+]
+TOPIC_LABELS = dict(TOPICS)
+QUESTION_TOPICS = frozenset(key for key, _ in TOPICS[:9])
+INTENT_LABELS = {
+    "opening_hours": "Openingstijden",
+    "opening_hours_now": "Nu open?",
+    "passport_apply": "Paspoort/ID aanvragen",
+    "passport_fees": "Kosten paspoort/ID",
+    "passport_bring": "Wat meenemen?",
+    "passport_processing_time": "Wanneer is het klaar?",
+    "passport_validity": "Geldigheid paspoort/ID",
+    "passport_express": "Spoedaanvraag",
+    "passport_lost": "Kwijt of gestolen",
+    "passport_pickup": "Document ophalen",
+    "passport_child": "ID voor een kind",
+    "marriage_how": "Hoe trouwen",
+    "marriage_notice": "Melding voorgenomen huwelijk",
+    "marriage_costs": "Kosten trouwen",
+    "marriage_free": "Gratis trouwen",
+    "marriage_witnesses": "Getuigen",
+    "marriage_location": "Trouwlocaties",
+    "marriage_vs_partnership": "Huwelijk of partnerschap",
+    "roadworks_status": "Wegwerkzaamheden",
+    "roadworks_detour": "Omleiding",
+    "roadworks_duration": "Duur werkzaamheden",
+    "request_human": "Vraagt om een medewerker",
+    "request_callback": "Wil teruggebeld worden",
+    "urgent": "Dringend (gevaar of nood)",
+    "personal_case": "Persoonlijke zaak",
+    "complaint": "Klacht",
+    "out_of_scope_municipal": "Ander gemeentelijk onderwerp",
+    "out_of_scope_other": "Geen gemeentelijk onderwerp",
+    "return_to_bot": "Terug naar de assistent",
+    "inform": "Vervolg: een waarde",
+    "affirm": "Ja",
+    "deny": "Nee",
+    "greet": "Begroeting",
+    "goodbye": "Tot ziens",
+    "thanks": "Bedankt",
+    "bot_challenge": "Ben je een robot?",
+    "feedback_positive": "Duim omhoog",
+    "feedback_negative": "Duim omlaag",
+    "non_text_message": "Foto, spraak of bestand",
+    "nlu_fallback": "Niet begrepen",
+}
+CHANNEL_LABELS = {"whatsapp": "WhatsApp", "rest": "Web (REST)", "cmdline": "Test", "socketio": "Webchat"}
+ALL = "alle"
+
+
+def topic_of(intent: Optional[str]) -> str:
+    if not intent:
+        return "other"
+    for prefix, key in (("opening_hours", "opening_hours"), ("passport_", "passport_id"),
+                        ("marriage_", "marriage"), ("roadworks_", "roadworks")):
+        if intent.startswith(prefix):
+            return key
+    if intent == "request_callback":
+        return "request_human"
+    if intent in ("inform", "affirm", "deny"):
+        return "followup"
+    if intent in ("greet", "goodbye", "thanks", "bot_challenge"):
+        return "smalltalk"
+    if intent in ("feedback_positive", "feedback_negative"):
+        return "feedback"
+    if intent == "non_text_message":
+        return "non_text"
+    if intent in TOPIC_LABELS:
+        return intent
+    return "other"
+
+
+def municipality_label(municipality: str) -> str:
+    return municipality.replace("_", " ").replace("-", " ").title() if municipality != ALL else "Alle"
+
+
+def channel_label(channel: str) -> str:
+    return CHANNEL_LABELS.get(channel, channel) if channel != ALL else "Alle"
+
+
+def default_municipality() -> str:
+    return os.environ.get("APPCARE_MUNICIPALITY", "terneuzen").strip().lower() or "terneuzen"
