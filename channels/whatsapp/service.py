@@ -85,7 +85,7 @@ from channels import turn_recovery
 from channels.payload_guard import guard_payload
 from channels.webhook_parser import NON_TEXT_PAYLOAD, THANKS_PAYLOAD, InboundMessage, WebhookPayloadError, parse_webhook
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("channels.whatsapp")  # the package's one logger (its name predates the package)
 
 CHANNEL_NAME = "whatsapp"
 REF_KWARG = "whatsapp_ref"  # utter_message(..., whatsapp_ref="kcc:42") -> outbox.ref
@@ -1385,7 +1385,7 @@ class WhatsAppInput(InputChannel):
         return {"channel": CHANNEL_NAME}
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("whatsapp_webhook", __name__)
+        bp = Blueprint("whatsapp_webhook", "channels.whatsapp")
         config = self.config
         logging_setup.adopt_sanic_loggers()  # no-op unless appcare logging is configured
 
