@@ -54,7 +54,7 @@ PYTHON_SENTENCES: Dict[str, Dict[str, str]] = {
         "Sorry, er ging iets mis aan mijn kant. Probeer het later nog eens of typ 'medewerker'.":
             "last resort when the model has no utter_default",
     },
-    "channels/whatsapp/service.py": {
+    "channels/whatsapp/settings.py": {
         "Sorry, door een storing kon ik je bericht nu niet verwerken. Probeer het over een paar minuten opnieuw.":
             "channel setting error_text / WHATSAPP_ERROR_TEXT (default), for a turn without any reply",
     },
