@@ -8,7 +8,8 @@ Cloud API. The modules are split by concern:
 * ``formatting``     - Rasa bot messages -> Graph API message bodies (no I/O)
 * ``graph_api``      - the Graph API HTTP client (retries, pacing)
 * ``inbox``          - persistent inbox/outbox: de-duplication, order, 24h window
-* ``whatsapp``       - the Rasa input/output channel classes
+* ``whatsapp``       - the Rasa input/output channel (a package: routes, service,
+                       scheduling, turn, sending, output, settings)
 
 Importing this package does not import Rasa.
 """

@@ -131,7 +131,7 @@ class RoundTrips:
                 return super().execute(query, params)
 
         class CountingConnection(ext.connection):
-            # channels.whatsapp's checkout ping looks at the module of the connection class
+            # channels.whatsapp.db_ping's checkout ping looks at the module of the connection class
             __module__ = ext.connection.__module__
 
             def cursor(self, *args: Any, **kwargs: Any) -> Any:

@@ -40,7 +40,7 @@ from tests.conftest import run_action
 ROOT = Path(__file__).resolve().parent.parent
 CITIZEN_MODULES = sorted(
     [p for p in (ROOT / "actions").glob("*.py") if p.name != "__init__.py"]
-    + [p for p in (ROOT / "channels").glob("*.py") if p.name != "__init__.py"]
+    + [p for p in (ROOT / "channels").rglob("*.py") if p.name != "__init__.py"]
     + [ROOT / "appcare" / name for name in ("clock.py", "opening_hours.py", "roadworks_feed.py")]
 )
 # Dutch sentences that may stay in Python: module -> {text: why}.
@@ -54,7 +54,7 @@ PYTHON_SENTENCES: Dict[str, Dict[str, str]] = {
         "Sorry, er ging iets mis aan mijn kant. Probeer het later nog eens of typ 'medewerker'.":
             "last resort when the model has no utter_default",
     },
-    "channels/whatsapp.py": {
+    "channels/whatsapp/settings.py": {
         "Sorry, door een storing kon ik je bericht nu niet verwerken. Probeer het over een paar minuten opnieuw.":
             "channel setting error_text / WHATSAPP_ERROR_TEXT (default), for a turn without any reply",
     },

@@ -96,7 +96,7 @@ async def consume(queue: str, expected: int, seconds: float = 15) -> List[Tuple[
 
 
 def metadata() -> Dict[str, Any]:
-    """What channels/whatsapp.py hands to Rasa with a message."""
+    """What channels/whatsapp/service.py hands to Rasa with a message."""
     return {
         "channel": "whatsapp", "phone_number_id": NUMBER_ID, "wamid": WAMID, "profile_name": PROFILE,
         "username": USERNAME, "sent_at": "2026-03-02T09:00:00+00:00", "received_at": "2026-03-02T09:00:01+00:00",

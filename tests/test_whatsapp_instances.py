@@ -70,7 +70,7 @@ def test_two_instances_on_one_database_answer_each_message_once_in_order(pg_url:
 
 @needs_pg
 def test_channel_waits_for_a_database_that_is_down_at_start(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from channels import whatsapp
+    from channels.whatsapp import routes as whatsapp
     from tests.fake_graph_api import FakeGraphAPI
     from tests.support.tcp_proxy import TcpProxy
     from tests.test_whatsapp_channel import EchoBot, new_sender, text_payload

@@ -211,7 +211,7 @@ APP_SECRET = "e2e-app-secret"
 def _whatsapp_ready() -> bool:
     if os.environ.get("DESK_E2E_CHANNEL") == "rest":  # force the REST channel
         return False
-    return (ROOT / "channels" / "whatsapp.py").exists() and (ROOT / "tests" / "fake_graph_api.py").exists()
+    return (ROOT / "channels" / "whatsapp" / "__init__.py").exists() and (ROOT / "tests" / "fake_graph_api.py").exists()
 
 
 def _graph_text(record: Dict[str, Any]) -> str:
