@@ -22,12 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from jinja2 import Environment, select_autoescape  # noqa: E402
 
+from appcare.stats import percentile  # noqa: E402
 from report.metrics import (  # noqa: E402
     WEEKDAYS_NL,
     ReportData,
     Table,
     municipality_label,
-    percentile,
 )
 
 COLORS = ["#1f5fa8", "#e07b00", "#2e9e5b", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d"]
