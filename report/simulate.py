@@ -50,7 +50,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,6 +60,8 @@ from typing import Any, Dict, List, Optional
 from zoneinfo import ZoneInfo
 
 import requests
+
+from appcare.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Europe/Amsterdam")
@@ -217,12 +218,6 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def latest_model() -> Optional[Path]:

@@ -30,6 +30,7 @@ import pytest
 import requests
 
 from appcare.pii import conversation_hash
+from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT
 from tests.support.postgres import port_open
 from tests.support.tcp_proxy import TcpProxy
@@ -185,7 +186,7 @@ PII = {
 def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
     """The KCC desk on the cluster's database, talking to Rasa through HAProxy's internal listener.
     None when the desk cannot be started (it is being finished elsewhere)."""
-    port = loadtest.free_port()
+    port = free_port()
     env = cluster.base_env("desk")
     env.update({"RASA_URL": cluster.internal_url, "DESK_PORT": str(port), "DESK_BCRYPT_ROUNDS": "4"})
     create = subprocess.run(

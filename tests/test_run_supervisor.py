@@ -16,9 +16,9 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
+from appcare.ports import free_port
 from tests.conftest import ROOT
 from tools import run as run_tool
-from tools.loadtest import free_port
 
 pytestmark = [
     pytest.mark.timeout(900),

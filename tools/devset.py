@@ -34,8 +34,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import requests
 
+from appcare.ports import free_port
 from tools import run as run_tool
-from tools.loadtest import free_port  # same helper as tests/support/assistant.py
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -46,7 +46,6 @@ import queue
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -57,6 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from appcare.ports import free_port
 from tools.haproxy import HAProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,12 +80,6 @@ PHRASES = [
     "wat is het verschil tussen trouwen en geregistreerd partnerschap?", "zijn er wegwerkzaamheden?",
     "bedankt!", "dank je wel", "nee",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def latest_model() -> Path:

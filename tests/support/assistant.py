@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 
 import requests
 
+from appcare.ports import free_port  # noqa: F401  (also used by the e2e tests)
 from tools import run as run_tool
-from tools.loadtest import free_port  # noqa: F401  (also used by the e2e tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
