@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import requests
 
+from appcare import live_model
 from appcare.pii import conversation_hash
 from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT
@@ -52,7 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     missing = [name for port, name in SERVICES.items() if not port_open(port)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not running on 127.0.0.1 (needed for the production set-up)")
-    if not list((ROOT / "models").glob("*.tar.gz")):
+    if live_model.served() is None:
         pytest.skip("no trained model in models/ (run `make train`)")
     pg = TcpProxy("127.0.0.1", 5432).start()
     redis = TcpProxy("127.0.0.1", 6379).start()

@@ -56,6 +56,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from appcare import live_model
 from appcare.ports import free_port
 from tools.haproxy import HAProxy
 
@@ -83,10 +84,11 @@ PHRASES = [
 
 
 def latest_model() -> Path:
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    if not models:
+    """The model `make run` would serve (appcare.live_model.served)."""
+    model = live_model.served(ROOT / "models")
+    if model is None:
         raise SystemExit("no trained model in models/: run `make train` first")
-    return models[-1]
+    return model
 
 
 def percentile(values: List[float], p: float) -> float:
