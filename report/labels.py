@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-WEEKDAYS_NL = ["maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag"]
-MONTHS_NL = [
-    "januari", "februari", "maart", "april", "mei", "juni",
-    "juli", "augustus", "september", "oktober", "november", "december",
-]
+from appcare.clock import MONTH_NAMES, WEEKDAY_NAMES
+
+# The names of appcare.clock, under the names the report's modules use.
+WEEKDAYS_NL = WEEKDAY_NAMES
+MONTHS_NL = MONTH_NAMES
 
 REASON_LABELS = {
     "request_human": "Vraagt om een medewerker",
