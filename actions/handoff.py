@@ -18,7 +18,7 @@ import yaml
 
 from rasa_sdk.events import FollowupAction
 
-from appcare import clock, labels, opening_hours as oh
+from appcare import action_names, clock, labels, opening_hours as oh
 from appcare.handoff_store import default_store
 from appcare.pii import conversation_hash, phone_numbers
 
@@ -214,7 +214,7 @@ class ActionHandoffToKcc(AppcareAction):
     """Every explicit wish for a person, a callback, a personal or urgent matter, a
     complaint and municipal topics the bot does not cover: a colleague takes over."""
 
-    NAME = "action_handoff_to_kcc"
+    NAME = action_names.HANDOFF_ACTION
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
@@ -266,7 +266,7 @@ def relay_id(tracker: Any) -> Optional[str]:
 class ActionRelayToKcc(AppcareAction):
     """Appends a citizen message to the open ticket; the bot itself stays silent."""
 
-    NAME = "action_relay_to_kcc"
+    NAME = action_names.RELAY_ACTION
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
@@ -288,7 +288,7 @@ class ActionRelayToKcc(AppcareAction):
 
 
 class ActionReturnToBot(AppcareAction):
-    NAME = "action_return_to_bot"
+    NAME = action_names.RETURN_ACTION
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
@@ -306,7 +306,7 @@ class ActionReturnToBot(AppcareAction):
 class ActionDeliverStaffReply(AppcareAction):
     """Sends a KCC staff reply (external intent EXTERNAL_kcc_reply) on the citizen's channel."""
 
-    NAME = "action_deliver_staff_reply"
+    NAME = action_names.DELIVER_STAFF_REPLY_ACTION
     answers_other_languages = True
 
     def _preamble(self, turn: Turn, municipality: str) -> None:
@@ -321,7 +321,7 @@ class ActionDeliverStaffReply(AppcareAction):
 
 
 class ActionCloseHandoff(AppcareAction):
-    NAME = "action_close_handoff"
+    NAME = action_names.CLOSE_HANDOFF_ACTION
     answers_other_languages = True
 
     def _preamble(self, turn: Turn, municipality: str) -> None:
