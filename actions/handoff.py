@@ -36,15 +36,6 @@ REASONS = {
     "complaint": ("complaint", "utter_handoff_complaint"),
     "out_of_scope_municipal": ("out_of_scope", "utter_handoff_scope"),
 }
-REASON_LABELS = {
-    "request_human": "vraagt om een medewerker",
-    "urgent": "dringend (mogelijk gevaar of nood)",
-    "personal_case": "persoonlijke zaak",
-    "complaint": "klacht",
-    "out_of_scope": "onderwerp buiten de assistent",
-    "not_understood": "assistent begreep de vraag niet",
-    "technical_failure": "kon niet automatisch beantwoord worden",
-}
 
 
 # A complaint about the assistant itself ("stomme bot", "je snapt er niks van").

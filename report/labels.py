@@ -6,20 +6,13 @@ import os
 from typing import List, Optional, Tuple
 
 from appcare.clock import MONTH_NAMES, WEEKDAY_NAMES
+from appcare.staff_labels import REPORT_REASON_LABELS
 
 # The names of appcare.clock, under the names the report's modules use.
 WEEKDAYS_NL = WEEKDAY_NAMES
 MONTHS_NL = MONTH_NAMES
 
-REASON_LABELS = {
-    "request_human": "Vraagt om een medewerker",
-    "urgent": "Dringend (mogelijk gevaar of nood)",
-    "personal_case": "Persoonlijke zaak",
-    "complaint": "Klacht",
-    "out_of_scope": "Onderwerp buiten de assistent",
-    "not_understood": "Assistent begreep de vraag niet",
-    "technical_failure": "Kon niet automatisch beantwoord worden (storing)",
-}
+REASON_LABELS = REPORT_REASON_LABELS  # appcare.staff_labels
 
 # Topic groups (key, Dutch label); the first ones are questions citizens ask.
 TOPICS: List[Tuple[str, str]] = [
