@@ -11,15 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from pathlib import Path
 from typing import Any, Dict, List, Optional
-
-import yaml
 
 from rasa_sdk.events import FollowupAction
 
 from appcare import action_names, clock, labels, opening_hours as oh
 from appcare.handoff_store import default_store
+from appcare.staff_labels import intent_labels
 from appcare.pii import conversation_hash, phone_numbers
 
 from actions.base import AppcareAction, Turn
@@ -72,18 +70,10 @@ def transcript_of(turn: Turn, limit: int = 30) -> List[Dict[str, Any]]:
     return items[-limit:]
 
 
-INTENT_LABELS_FILE = Path(__file__).resolve().parent.parent / "desk" / "intent_labels.yml"
-
-
 def intent_label(intent: str) -> str:
-    """The Dutch name the editors gave an intent (desk/intent_labels.yml, read each
-    time so their changes count); the intent name itself when it has none."""
-    try:
-        labels = yaml.safe_load(INTENT_LABELS_FILE.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        labels = {}
-    label = labels.get(intent) if isinstance(labels, dict) else None
-    return str(label).strip() if label else intent
+    """The Dutch name the editors gave an intent (appcare.staff_labels.intent_labels, read
+    each time so their changes count); the intent name itself when it has none."""
+    return intent_labels().get(intent) or intent
 
 
 def summary_of(turn: Turn, reason: str) -> str:

@@ -88,8 +88,8 @@ from report.kcc_hours import KccHours  # noqa: F401  (re-exported)
 from report.labels import (  # noqa: F401  (re-exported)
     ALL,
     CHANNEL_LABELS,
-    INTENT_LABELS,
     MONTHS_NL,
+    OTHER_INTENT_LABELS,
     QUESTION_TOPICS,
     REASON_LABELS,
     TOPIC_LABELS,

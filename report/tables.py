@@ -9,12 +9,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from appcare.staff_labels import intent_labels
 from appcare.stats import percentile
 from report.conversations import Conversation, link_sent_messages, link_tickets
 from report.kcc_hours import common_weekday_kcc_hours
 from report.labels import (
     ALL,
-    INTENT_LABELS,
+    OTHER_INTENT_LABELS,
     QUESTION_TOPICS,
     REASON_LABELS,
     TOPIC_LABELS,
@@ -388,9 +389,11 @@ def topics_table(scope: Scope) -> Table:
 def intents_table(scope: Scope) -> Table:
     """intenties: handled messages per recognised intent."""
     intents = Counter("nlu_fallback" if m.not_understood else (m.intent or "onbekend") for m in _handled(scope))
+    intent_names = intent_labels()
     return Table(
         "intenties", "Herkende vragen (intenties)", ["Intentie", "Omschrijving", "Berichten"],
-        [[name, INTENT_LABELS.get(name, name), count] for name, count in sorted(intents.items(), key=lambda i: (-i[1], i[0]))],
+        [[name, intent_names.get(name) or OTHER_INTENT_LABELS.get(name, name), count]
+         for name, count in sorted(intents.items(), key=lambda i: (-i[1], i[0]))],
     )
 
 
