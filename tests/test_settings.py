@@ -38,3 +38,15 @@ def test_unset_or_blank_is_the_default_and_values_are_read():
                         "APPCARE_EDITOR_GIT_COMMIT": "off", "RASA_JWT_SECRET": " exact "})
     assert (env.port, env.session_hours, env.cookie_secure, env.git_commit) == (5081, 4.5, True, False)
     assert env.rasa_jwt_secret == " exact "  # a secret keeps its exact characters
+
+
+def test_whatsapp_channel_reads_its_variables_the_same_way():
+    from channels.config import WhatsAppConfig
+
+    env = {"WHATSAPP_ACCESS_TOKEN": " token ", "WHATSAPP_PHONE_NUMBER_ID": "111", "WHATSAPP_APP_SECRET": "",
+           "WHATSAPP_TENANTS": "222:lelystad"}
+    config = WhatsAppConfig.load({"phone_number_id": 333, "app_secret": "  ", "verify_token": "v"}, environ=env)
+    assert config.access_token == "token"  # from the environment, stripped
+    assert config.phone_number_id == "333"  # credentials.yml wins
+    assert config.app_secret is None and config.missing == ["WHATSAPP_APP_SECRET"]  # blank = not given
+    assert config.tenants == {"222": "lelystad"} and config.db_url == "sqlite:///var/appcare.db"
