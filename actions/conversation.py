@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from appcare import labels
+from appcare import action_names, labels
 from appcare.nlu import dates
 from appcare.nlu.ages import no_age_after
 from appcare.pii import number_spans
@@ -389,7 +389,7 @@ class ActionClarify(AppcareAction):
     after the second miss, a "no" to the clarifying question or "that is not what I
     meant" after it."""
 
-    NAME = "action_clarify"
+    NAME = action_names.CLARIFY_ACTION
     understood = False
     answers_other_languages = True
 

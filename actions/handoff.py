@@ -11,15 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from pathlib import Path
 from typing import Any, Dict, List, Optional
-
-import yaml
 
 from rasa_sdk.events import FollowupAction
 
-from appcare import clock, labels, opening_hours as oh
+from appcare import action_names, clock, labels, opening_hours as oh
 from appcare.handoff_store import default_store
+from appcare.staff_labels import intent_labels
 from appcare.pii import conversation_hash, phone_numbers
 
 from actions.base import AppcareAction, Turn
@@ -35,15 +33,6 @@ REASONS = {
     "personal_case": ("personal_case", "utter_handoff_personal"),
     "complaint": ("complaint", "utter_handoff_complaint"),
     "out_of_scope_municipal": ("out_of_scope", "utter_handoff_scope"),
-}
-REASON_LABELS = {
-    "request_human": "vraagt om een medewerker",
-    "urgent": "dringend (mogelijk gevaar of nood)",
-    "personal_case": "persoonlijke zaak",
-    "complaint": "klacht",
-    "out_of_scope": "onderwerp buiten de assistent",
-    "not_understood": "assistent begreep de vraag niet",
-    "technical_failure": "kon niet automatisch beantwoord worden",
 }
 
 
@@ -81,18 +70,10 @@ def transcript_of(turn: Turn, limit: int = 30) -> List[Dict[str, Any]]:
     return items[-limit:]
 
 
-INTENT_LABELS_FILE = Path(__file__).resolve().parent.parent / "desk" / "intent_labels.yml"
-
-
 def intent_label(intent: str) -> str:
-    """The Dutch name the editors gave an intent (desk/intent_labels.yml, read each
-    time so their changes count); the intent name itself when it has none."""
-    try:
-        labels = yaml.safe_load(INTENT_LABELS_FILE.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        labels = {}
-    label = labels.get(intent) if isinstance(labels, dict) else None
-    return str(label).strip() if label else intent
+    """The Dutch name the editors gave an intent (appcare.staff_labels.intent_labels, read
+    each time so their changes count); the intent name itself when it has none."""
+    return intent_labels().get(intent) or intent
 
 
 def summary_of(turn: Turn, reason: str) -> str:
@@ -214,7 +195,7 @@ class ActionHandoffToKcc(AppcareAction):
     """Every explicit wish for a person, a callback, a personal or urgent matter, a
     complaint and municipal topics the bot does not cover: a colleague takes over."""
 
-    NAME = "action_handoff_to_kcc"
+    NAME = action_names.HANDOFF_ACTION
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
@@ -266,7 +247,7 @@ def relay_id(tracker: Any) -> Optional[str]:
 class ActionRelayToKcc(AppcareAction):
     """Appends a citizen message to the open ticket; the bot itself stays silent."""
 
-    NAME = "action_relay_to_kcc"
+    NAME = action_names.RELAY_ACTION
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
@@ -288,7 +269,7 @@ class ActionRelayToKcc(AppcareAction):
 
 
 class ActionReturnToBot(AppcareAction):
-    NAME = "action_return_to_bot"
+    NAME = action_names.RETURN_ACTION
     answers_other_languages = True
 
     def answer(self, turn: Turn) -> None:
@@ -306,7 +287,7 @@ class ActionReturnToBot(AppcareAction):
 class ActionDeliverStaffReply(AppcareAction):
     """Sends a KCC staff reply (external intent EXTERNAL_kcc_reply) on the citizen's channel."""
 
-    NAME = "action_deliver_staff_reply"
+    NAME = action_names.DELIVER_STAFF_REPLY_ACTION
     answers_other_languages = True
 
     def _preamble(self, turn: Turn, municipality: str) -> None:
@@ -321,7 +302,7 @@ class ActionDeliverStaffReply(AppcareAction):
 
 
 class ActionCloseHandoff(AppcareAction):
-    NAME = "action_close_handoff"
+    NAME = action_names.CLOSE_HANDOFF_ACTION
     answers_other_languages = True
 
     def _preamble(self, turn: Turn, municipality: str) -> None:

@@ -10,21 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import List, Optional
 
-from appcare import clock, labels, opening_hours as oh
+from appcare import clock, labels, opening_hours as oh, synonyms
 from appcare.clock import WEEKDAY_NAMES
 
 from actions.base import AppcareAction, Turn
 
-DESK_ALIASES = {
-    "balie": "balie", "stadhuis": "balie", "gemeentehuis": "balie", "stadswinkel": "balie",
-    "loket": "balie", "publieksbalie": "balie", "burgerzaken": "balie",
-    "telefoon": "telefoon", "telefonisch": "telefoon", "bellen": "telefoon", "kcc": "telefoon",
-}
-
-
 def desk_of(turn: Turn) -> str:
-    value = (turn.entity("desk") or "").lower()
-    desk = DESK_ALIASES.get(value, "balie")
+    """The desk asked about ("stadhuis" -> balie, "bellen" -> telefoon: data/nlu/synonyms.yml),
+    the counter when none or another."""
+    desk = synonyms.canonical(turn.entity("desk") or "")
     return desk if desk in turn.content.desks else "balie"
 
 

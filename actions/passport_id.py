@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from appcare import labels
+from appcare import labels, synonyms
 from appcare.nlu.ages import age_value
 
 from actions.base import AppcareAction, Turn, money
@@ -28,9 +28,8 @@ def document_name(turn: Turn, document: Optional[str]) -> str:
 
 
 def document_of(turn: Turn) -> Optional[str]:
-    value = (turn.remembered("document_type") or "").lower().replace("-", "_").replace(" ", "_")
-    if value in ("id", "idkaart", "identiteitskaart"):
-        value = "id_kaart"
+    """paspoort or id_kaart, from any spelling in data/nlu/synonyms.yml ("ID-kaart", "id")."""
+    value = synonyms.canonical(turn.remembered("document_type") or "").replace("-", "_").replace(" ", "_")
     return value if value in DOCUMENT_NAMES else None
 
 

@@ -21,11 +21,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from appcare.clock import WEEKDAY_NAMES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONTENT_DIR = Path(os.environ.get("APPCARE_CONTENT_DIR", PROJECT_ROOT / "content"))
 NATIONAL_FILE = "national.yml"
 DEFAULT_MUNICIPALITY = "terneuzen"
-WEEKDAYS = ["maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag"]
+WEEKDAYS = WEEKDAY_NAMES  # the keys of weekly opening hours (also used by appcare.editor_content)
 _RANGE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
 

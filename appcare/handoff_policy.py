@@ -25,15 +25,20 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.generator import TrackerWithCachedStates
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from appcare.action_names import (
+    CLOSE_HANDOFF_ACTION,
+    DELIVER_STAFF_REPLY_ACTION,
+    HANDOFF_ACTION,
+    RELAY_ACTION,
+    RETURN_ACTION,
+)
+
 HANDOFF_SLOT = "handoff_active"
-RELAY_ACTION = "action_relay_to_kcc"
 RETURN_INTENT = "return_to_bot"
-RETURN_ACTION = "action_return_to_bot"
 EXTERNAL_ACTIONS = {
-    "EXTERNAL_kcc_reply": "action_deliver_staff_reply",
-    "EXTERNAL_kcc_close": "action_close_handoff",
+    "EXTERNAL_kcc_reply": DELIVER_STAFF_REPLY_ACTION,
+    "EXTERNAL_kcc_close": CLOSE_HANDOFF_ACTION,
 }
-HANDOFF_ACTION = "action_handoff_to_kcc"
 # After these the bot waits for the next message. The handoff also ends a turn when
 # another action asked for it (FollowupAction from the clarifying question): without
 # this, the core fallback would ask the clarifying question again after the handoff.

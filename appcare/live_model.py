@@ -47,8 +47,18 @@ def clear(models_dir: Path) -> None:
 
 
 def newest(models_dir: Path) -> Optional[Path]:
+    """The most recently written ``*.tar.gz`` in ``models_dir`` (what `make train` made last)."""
     models = sorted(Path(models_dir).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
     return models[-1] if models else None
+
+
+def served(models_dir: Optional[Path] = None) -> Optional[Path]:
+    """The model `make run` serves: the one the editors put live, else the newest in
+    ``models_dir`` (default: the repository's models/); ``None`` when there is none.
+
+    Every tool, the report simulation and the tests that start the assistant use this."""
+    models_dir = ROOT / "models" if models_dir is None else Path(models_dir)
+    return read(models_dir) or newest(models_dir)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -3,14 +3,18 @@
 Secrets come from environment variables; ``credentials.yml`` may name the
 channel without any values (Rasa's ``${VAR}`` substitution fails on unset
 variables, so it must not reference them). A value given in credentials.yml wins
-over the environment.
+over the environment. The variables are read like every other component's settings
+(appcare.env_settings: pydantic ``BaseSettings``, unset or blank = not given).
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
+
+from pydantic import Field
+
+from appcare.env_settings import EnvSettings
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,22 @@ TUNING_DEFAULTS: Dict[str, Any] = {
     "max_processing_attempts": 3,  # a message that crashed the bot this often is dropped
     "allow_text_payloads": False,  # True: typed "/intent{...}" reaches Rasa as a payload
 }
+
+
+class WhatsAppEnv(EnvSettings):
+    """The channel's environment variables (``ENV_KEYS``); values from credentials.yml
+    are given to :meth:`read` and win. Every value is text, none can be malformed."""
+
+    access_token: Any = Field(None, env=ENV_KEYS["access_token"])
+    phone_number_id: Any = Field(None, env=ENV_KEYS["phone_number_id"])
+    app_secret: Any = Field(None, env=ENV_KEYS["app_secret"])
+    verify_token: Any = Field(None, env=ENV_KEYS["verify_token"])
+    api_version: Any = Field(None, env=ENV_KEYS["api_version"])
+    graph_url: Any = Field(None, env=ENV_KEYS["graph_url"])
+    template_name: Any = Field(None, env=ENV_KEYS["template_name"])
+    template_language: Any = Field(None, env=ENV_KEYS["template_language"])
+    tenants: Any = Field(None, env=ENV_KEYS["tenants"])
+    db_url: Any = Field(None, env=ENV_KEYS["db_url"])
 
 
 def parse_tenants(raw: Any) -> Dict[str, str]:
@@ -103,13 +123,11 @@ class WhatsAppConfig:
         credentials: Optional[Mapping[str, Any]] = None,
         environ: Optional[Mapping[str, str]] = None,
     ) -> "WhatsAppConfig":
-        env = os.environ if environ is None else environ
         creds = dict(credentials or {})
+        given = {key: creds[key] for key in ENV_KEYS
+                 if creds.get(key) is not None and not (isinstance(creds[key], str) and not creds[key].strip())}
         values: Dict[str, Any] = {}
-        for key, var in ENV_KEYS.items():
-            value = creds.get(key)
-            if value is None or (isinstance(value, str) and not value.strip()):
-                value = env.get(var)
+        for key, value in WhatsAppEnv.read(environ, **given).dict().items():
             if isinstance(value, str):
                 value = value.strip()
             if value not in (None, ""):

@@ -11,6 +11,7 @@ from typing import Any, Collection, Dict, List, Optional, Tuple
 from zoneinfo import ZoneInfo
 
 from appcare.handoff_store import OPEN_STATES, HandoffStore, Ticket, utcnow
+from appcare.staff_labels import DESK_REASON_LABELS
 
 from desk.auth import can
 from desk.rasa_client import RasaClient
@@ -22,15 +23,7 @@ try:
 except Exception:  # noqa: BLE001 - no tz database: show UTC
     TZ = dt.timezone.utc
 
-REASON_LABELS = {
-    "request_human": "vraagt om een medewerker",
-    "urgent": "dringend (mogelijk gevaar of nood)",
-    "personal_case": "persoonlijke zaak",
-    "complaint": "klacht",
-    "out_of_scope": "buiten de assistent",
-    "not_understood": "niet begrepen",
-    "technical_failure": "kon niet automatisch beantwoord worden",
-}
+REASON_LABELS = DESK_REASON_LABELS  # also used by desk.app (the queue filter)
 # The citizen's language (ISO 639-1), shown when it is not Dutch.
 LANGUAGE_LABELS = {
     "en": "Engels", "pl": "Pools", "tr": "Turks", "ar": "Arabisch", "de": "Duits", "fr": "Frans",

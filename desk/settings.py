@@ -1,65 +1,57 @@
 """Desk settings from the environment (one place, read when an app is created).
 
-A value that cannot be read (``DESK_PORT=abc``, ``DESK_COOKIE_SECURE=maybe``) raises
-:class:`SettingsError` naming the variable; ``python -m desk`` prints that one line
-and exits (no traceback).
+The variables are read with pydantic's ``BaseSettings`` (``DeskEnv``, the approach of
+appcare.env_settings). A value that cannot be read (``DESK_PORT=abc``,
+``DESK_COOKIE_SECURE=maybe``) raises :class:`SettingsError` naming the variable;
+``python -m desk`` prints that one line and exits (no traceback).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pydantic import Field, confloat, validator
+
 from appcare import secrets
+from appcare.env_settings import EnvSettings, SettingsError, flag  # SettingsError: also for desk.__main__
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-TRUE_VALUES = ("1", "true", "yes", "on", "ja")
-FALSE_VALUES = ("0", "false", "no", "off", "nee")
+Number = confloat(allow_inf_nan=False)
 
 
-class SettingsError(ValueError):
-    """A desk setting has a value that cannot be used."""
+class DeskEnv(EnvSettings):
+    """The desk's environment variables (appcare.env_settings: unset or blank = default)."""
 
+    db_url: Optional[str] = Field(None, env="APPCARE_DB_URL")
+    rasa_url: str = Field("http://127.0.0.1:5005", env="RASA_URL")
+    rasa_jwt_secret: Optional[str] = Field(None, env="RASA_JWT_SECRET")
+    rasa_timeout: Number = Field(120.0, env="DESK_RASA_TIMEOUT")
+    host: str = Field("127.0.0.1", env="DESK_HOST")
+    port: int = Field(5080, env="DESK_PORT")
+    session_hours: Number = Field(8.0, env="DESK_SESSION_HOURS")
+    idle_minutes: Number = Field(30.0, env="DESK_SESSION_IDLE_MINUTES")
+    cookie_secure: Optional[bool] = Field(None, env="DESK_COOKIE_SECURE")  # None: not set
+    proxies_count: int = Field(0, env="DESK_PROXIES_COUNT")
+    bcrypt_rounds: int = Field(12, env="DESK_BCRYPT_ROUNDS")
+    pickup_minutes: int = Field(15, env="DESK_PICKUP_MINUTES")
+    webhook_url: Optional[str] = Field(None, env="DESK_WEBHOOK_URL")
+    webhook_secret: Optional[str] = Field(None, env="DESK_WEBHOOK_SECRET")
+    webhook_attempts: int = Field(5, env="DESK_WEBHOOK_ATTEMPTS")
+    project_dir: Optional[str] = Field(None, env="APPCARE_PROJECT_DIR")
+    content_dir: Optional[str] = Field(None, env="APPCARE_CONTENT_DIR")
+    endpoints: Optional[str] = Field(None, env="APPCARE_ENDPOINTS")
+    train_config: Optional[str] = Field(None, env="APPCARE_TRAIN_CONFIG")
+    f1_tolerance: Number = Field(0.01, env="APPCARE_EDITOR_F1_TOLERANCE")
+    low_confidence: Number = Field(0.6, env="APPCARE_EDITOR_LOW_CONFIDENCE")
+    similarity: Number = Field(0.85, env="APPCARE_EDITOR_SIMILARITY")
+    git_commit: bool = Field(False, env="APPCARE_EDITOR_GIT_COMMIT")
+    job_timeout: Number = Field(3600.0, env="APPCARE_EDITOR_JOB_TIMEOUT")
+    rasa_instances: str = Field("", env="APPCARE_RASA_INSTANCES")
 
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number (got {value[:40]!r})") from None
+    class Config:
+        flag_fields = ("cookie_secure", "git_commit")
 
-
-def _float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if number != number or number in (float("inf"), float("-inf")):
-        raise SettingsError(f"{name} must be a number (got {value[:40]!r})")
-    return number
-
-
-def _flag(name: str) -> Optional[bool]:
-    """True/False for a yes/no variable, None when it is not set."""
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return None
-    folded = value.strip().lower()
-    if folded in TRUE_VALUES:
-        return True
-    if folded in FALSE_VALUES:
-        return False
-    raise SettingsError(f"{name} must be 1 or 0 (got {value.strip()[:40]!r})")
-
-
-def _bool(name: str, default: bool = False) -> bool:
-    flag = _flag(name)
-    return default if flag is None else flag
+    _flags = validator("cookie_secure", "git_commit", pre=True, allow_reuse=True)(flag)
 
 
 @dataclass
@@ -124,38 +116,38 @@ class Settings:
 
     @classmethod
     def from_env(cls, db_url: Optional[str] = None, rasa_url: Optional[str] = None, **overrides) -> "Settings":
+        env = DeskEnv.read()
         settings = cls(
-            db_url=db_url or os.environ.get("APPCARE_DB_URL") or None,
-            rasa_url=(rasa_url or os.environ.get("RASA_URL") or "http://127.0.0.1:5005").rstrip("/"),
-            rasa_jwt_secret=os.environ.get("RASA_JWT_SECRET") or None,
-            rasa_timeout=_float("DESK_RASA_TIMEOUT", 120.0),
-            host=os.environ.get("DESK_HOST", "127.0.0.1"),
-            port=_int("DESK_PORT", 5080),
-            session_hours=_float("DESK_SESSION_HOURS", 8.0),
-            idle_minutes=_float("DESK_SESSION_IDLE_MINUTES", 30.0),
-            proxies_count=_int("DESK_PROXIES_COUNT", 0),
-            bcrypt_rounds=_int("DESK_BCRYPT_ROUNDS", 12),
-            pickup_minutes=_int("DESK_PICKUP_MINUTES", 15),
-            webhook_url=os.environ.get("DESK_WEBHOOK_URL") or None,
-            webhook_secret=os.environ.get("DESK_WEBHOOK_SECRET") or None,
-            webhook_attempts=_int("DESK_WEBHOOK_ATTEMPTS", 5),
-            project_dir=os.environ.get("APPCARE_PROJECT_DIR") or None,
-            content_dir=os.environ.get("APPCARE_CONTENT_DIR") or None,
-            endpoints=os.environ.get("APPCARE_ENDPOINTS") or None,
-            train_config=os.environ.get("APPCARE_TRAIN_CONFIG") or None,
-            f1_tolerance=_float("APPCARE_EDITOR_F1_TOLERANCE", 0.01),
-            low_confidence=_float("APPCARE_EDITOR_LOW_CONFIDENCE", 0.6),
-            similarity=_float("APPCARE_EDITOR_SIMILARITY", 0.85),
-            git_commit=_bool("APPCARE_EDITOR_GIT_COMMIT", False) and bool(os.environ.get("APPCARE_PROJECT_DIR")),
-            job_timeout=_float("APPCARE_EDITOR_JOB_TIMEOUT", 3600.0),
-            rasa_instances=tuple(u.strip().rstrip("/") for u in os.environ.get("APPCARE_RASA_INSTANCES", "").split(",")
-                                 if u.strip()),
+            db_url=db_url or env.db_url,
+            rasa_url=(rasa_url or env.rasa_url).rstrip("/"),
+            rasa_jwt_secret=env.rasa_jwt_secret,
+            rasa_timeout=env.rasa_timeout,
+            host=env.host,
+            port=env.port,
+            session_hours=env.session_hours,
+            idle_minutes=env.idle_minutes,
+            proxies_count=env.proxies_count,
+            bcrypt_rounds=env.bcrypt_rounds,
+            pickup_minutes=env.pickup_minutes,
+            webhook_url=env.webhook_url,
+            webhook_secret=env.webhook_secret,
+            webhook_attempts=env.webhook_attempts,
+            project_dir=env.project_dir,
+            content_dir=env.content_dir,
+            endpoints=env.endpoints,
+            train_config=env.train_config,
+            f1_tolerance=env.f1_tolerance,
+            low_confidence=env.low_confidence,
+            similarity=env.similarity,
+            git_commit=bool(env.git_commit) and bool(env.project_dir),
+            job_timeout=env.job_timeout,
+            rasa_instances=tuple(u.strip().rstrip("/") for u in env.rasa_instances.split(",") if u.strip()),
         )
         for key, value in overrides.items():
             if not hasattr(settings, key):
                 raise TypeError(f"unknown desk setting {key!r}")
             setattr(settings, key, value)
-        explicit = overrides["cookie_secure"] if "cookie_secure" in overrides else _flag("DESK_COOKIE_SECURE")
+        explicit = overrides["cookie_secure"] if "cookie_secure" in overrides else env.cookie_secure
         if explicit is None:
             settings.cookie_secure = secrets.production() or str(settings.host).strip().lower() not in LOCAL_HOSTS
         elif not explicit and secrets.production():

@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from appcare.action_names import CLARIFY_ACTION, HANDOFF_ACTION, RELAY_ACTION
 from report.kcc_hours import KccHours
 from report.labels import default_municipality, topic_of
 from report.period import day_key
@@ -29,9 +30,6 @@ REPHRASE_RESPONSES = frozenset({
     "utter_empty_message",
     "utter_text_only",
 })
-CLARIFY_ACTION = "action_clarify"
-HANDOFF_ACTION = "action_handoff_to_kcc"
-RELAY_ACTION = "action_relay_to_kcc"
 FEEDBACK_QUESTION = "utter_ask_feedback"
 IGNORED_ACTIONS = frozenset({"action_listen", "action_session_start"})
 

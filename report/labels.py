@@ -5,21 +5,14 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-WEEKDAYS_NL = ["maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag"]
-MONTHS_NL = [
-    "januari", "februari", "maart", "april", "mei", "juni",
-    "juli", "augustus", "september", "oktober", "november", "december",
-]
+from appcare.clock import MONTH_NAMES, WEEKDAY_NAMES
+from appcare.staff_labels import REPORT_REASON_LABELS
 
-REASON_LABELS = {
-    "request_human": "Vraagt om een medewerker",
-    "urgent": "Dringend (mogelijk gevaar of nood)",
-    "personal_case": "Persoonlijke zaak",
-    "complaint": "Klacht",
-    "out_of_scope": "Onderwerp buiten de assistent",
-    "not_understood": "Assistent begreep de vraag niet",
-    "technical_failure": "Kon niet automatisch beantwoord worden (storing)",
-}
+# The names of appcare.clock, under the names the report's modules use.
+WEEKDAYS_NL = WEEKDAY_NAMES
+MONTHS_NL = MONTH_NAMES
+
+REASON_LABELS = REPORT_REASON_LABELS  # appcare.staff_labels
 
 # Topic groups (key, Dutch label); the first ones are questions citizens ask.
 TOPICS: List[Tuple[str, str]] = [
@@ -43,48 +36,9 @@ TOPICS: List[Tuple[str, str]] = [
 ]
 TOPIC_LABELS = dict(TOPICS)
 QUESTION_TOPICS = frozenset(key for key, _ in TOPICS[:9])
-INTENT_LABELS = {
-    "opening_hours": "Openingstijden",
-    "opening_hours_now": "Nu open?",
-    "passport_apply": "Paspoort/ID aanvragen",
-    "passport_fees": "Kosten paspoort/ID",
-    "passport_bring": "Wat meenemen?",
-    "passport_processing_time": "Wanneer is het klaar?",
-    "passport_validity": "Geldigheid paspoort/ID",
-    "passport_express": "Spoedaanvraag",
-    "passport_lost": "Kwijt of gestolen",
-    "passport_pickup": "Document ophalen",
-    "passport_child": "ID voor een kind",
-    "marriage_how": "Hoe trouwen",
-    "marriage_notice": "Melding voorgenomen huwelijk",
-    "marriage_costs": "Kosten trouwen",
-    "marriage_free": "Gratis trouwen",
-    "marriage_witnesses": "Getuigen",
-    "marriage_location": "Trouwlocaties",
-    "marriage_vs_partnership": "Huwelijk of partnerschap",
-    "roadworks_status": "Wegwerkzaamheden",
-    "roadworks_detour": "Omleiding",
-    "roadworks_duration": "Duur werkzaamheden",
-    "request_human": "Vraagt om een medewerker",
-    "request_callback": "Wil teruggebeld worden",
-    "urgent": "Dringend (gevaar of nood)",
-    "personal_case": "Persoonlijke zaak",
-    "complaint": "Klacht",
-    "out_of_scope_municipal": "Ander gemeentelijk onderwerp",
-    "out_of_scope_other": "Geen gemeentelijk onderwerp",
-    "return_to_bot": "Terug naar de assistent",
-    "inform": "Vervolg: een waarde",
-    "affirm": "Ja",
-    "deny": "Nee",
-    "greet": "Begroeting",
-    "goodbye": "Tot ziens",
-    "thanks": "Bedankt",
-    "bot_challenge": "Ben je een robot?",
-    "feedback_positive": "Duim omhoog",
-    "feedback_negative": "Duim omlaag",
-    "non_text_message": "Foto, spraak of bestand",
-    "nlu_fallback": "Niet begrepen",
-}
+# Names of intents the editors' file (appcare.staff_labels.intent_labels) has no entry
+# for: no example questions, the assistant sets them itself.
+OTHER_INTENT_LABELS = {"nlu_fallback": "Niet begrepen", "non_text_message": "Foto, spraak of bestand"}
 CHANNEL_LABELS = {"whatsapp": "WhatsApp", "rest": "Web (REST)", "cmdline": "Test", "socketio": "Webchat"}
 ALL = "alle"
 

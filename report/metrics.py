@@ -56,19 +56,19 @@ tracker store, tickets and WhatsApp outbox; rates), :mod:`report.kcc_hours`,
 :mod:`report.conversations` (conversations from events), :mod:`report.stats` (key
 figures) and :mod:`report.tables` (one function per table, chart series). This module
 puts them together: :func:`compute`, :func:`collect` and :func:`key_figures`, plus
-:func:`percentile`; it re-exports the names other code imports from it.
+:func:`percentile` (appcare.stats); it re-exports the names other code imports from it.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import sqlalchemy as sa
 
+from appcare.stats import percentile  # noqa: F401  (re-exported)
 from report import tables as _tables
 from report.conversations import (  # noqa: F401  (re-exported)
     CLARIFY_ACTION,
@@ -88,8 +88,8 @@ from report.kcc_hours import KccHours  # noqa: F401  (re-exported)
 from report.labels import (  # noqa: F401  (re-exported)
     ALL,
     CHANNEL_LABELS,
-    INTENT_LABELS,
     MONTHS_NL,
+    OTHER_INTENT_LABELS,
     QUESTION_TOPICS,
     REASON_LABELS,
     TOPIC_LABELS,
@@ -123,20 +123,6 @@ from report.stats import pricing_summary, summarise  # noqa: F401  (re-exported)
 from report.tables import Table, safe_examples  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def percentile(values: Sequence[float], p: float) -> Optional[float]:
-    """Percentile with linear interpolation between closest ranks (numpy's default)."""
-    data = sorted(values)
-    if not data:
-        return None
-    k = (len(data) - 1) * p / 100.0
-    lower = math.floor(k)
-    upper = min(lower + 1, len(data) - 1)
-    return data[lower] + (data[upper] - data[lower]) * (k - lower)
 
 
 # --------------------------------------------------------------------------- report data

@@ -22,12 +22,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from jinja2 import Environment, select_autoescape  # noqa: E402
 
+from appcare.clock import WEEKDAY_NAMES  # noqa: E402
+from appcare.stats import percentile  # noqa: E402
 from report.metrics import (  # noqa: E402
-    WEEKDAYS_NL,
     ReportData,
     Table,
     municipality_label,
-    percentile,
 )
 
 COLORS = ["#1f5fa8", "#e07b00", "#2e9e5b", "#8e44ad", "#c0392b", "#16a2b8", "#7f8c8d"]
@@ -163,7 +163,7 @@ def chart_per_weekday(data: ReportData) -> str:
         return _png(fig)
     ax.bar(range(7), values, color=[COLORS[0]] * 5 + [COLORS[6]] * 2)
     ax.set_xticks(range(7))
-    ax.set_xticklabels([d[:2] for d in WEEKDAYS_NL])
+    ax.set_xticklabels([d[:2] for d in WEEKDAY_NAMES])
     ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
     return _png(fig)
 

@@ -50,7 +50,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,6 +60,9 @@ from typing import Any, Dict, List, Optional
 from zoneinfo import ZoneInfo
 
 import requests
+
+from appcare import live_model
+from appcare.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Europe/Amsterdam")
@@ -217,17 +219,6 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def latest_model() -> Optional[Path]:
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None
 
 
 class Servers:
@@ -546,7 +537,7 @@ def simulate(out: Path, conversations: int, days: int, seed: int, tracker_db: Op
     tickets_db = out / "appcare.db"
     _fresh(tracker_db)
     _fresh(tickets_db)
-    model = model or latest_model()
+    model = model or live_model.served(ROOT / "models")
     if model is None or not Path(model).exists():
         raise SystemExit("[simulate] no trained model in models/: run `make train` first")
     now = (now or dt.datetime.now(TZ)).astimezone(TZ)
@@ -619,7 +610,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--conversations", type=int, default=240)
     parser.add_argument("--days", type=int, default=28, help="spread over this many days, ending yesterday")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--model", default=None, help="trained model (default: newest models/*.tar.gz)")
+    parser.add_argument("--model", default=None, help="trained model (default: the one `make run` serves)")
     args = parser.parse_args(argv)
     try:
         simulate(Path(args.out), args.conversations, args.days, args.seed,

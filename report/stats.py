@@ -1,11 +1,12 @@
 """The key figures of a set of conversations, tickets and sent WhatsApp messages
 (JSON-serialisable): counts, rates, latency and handling-time percentiles, feedback
-and WhatsApp cost. The percentile function itself is :func:`report.metrics.percentile`."""
+and WhatsApp cost. The percentile function itself is :func:`appcare.stats.percentile`."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Dict, Optional, Sequence
 
+from appcare.stats import percentile
 from report.conversations import Conversation
 from report.labels import REASON_LABELS
 from report.sources import UNPRICED, SentMessage, TicketInfo, whatsapp_rates
@@ -26,10 +27,6 @@ def summarise(conversations: Sequence[Conversation], tickets: Sequence[TicketInf
               rates: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """The key figures of a set of conversations and tickets (JSON-serialisable);
     with ``sent`` (the WhatsApp outbox) also the messages sent, billable and cost."""
-    # percentile stays in report.metrics while percentiles are being unified; imported
-    # here, at call time, because report.metrics imports this module.
-    from report.metrics import percentile
-
     n = len(conversations)
     messages = [m for c in conversations for m in c.messages]
     latencies = [m.latency_ms for m in messages if m.latency_ms is not None]

@@ -9,11 +9,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from appcare.staff_labels import intent_labels
+from appcare.stats import percentile
 from report.conversations import Conversation, link_sent_messages, link_tickets
 from report.kcc_hours import common_weekday_kcc_hours
 from report.labels import (
     ALL,
-    INTENT_LABELS,
+    OTHER_INTENT_LABELS,
     QUESTION_TOPICS,
     REASON_LABELS,
     TOPIC_LABELS,
@@ -174,14 +176,6 @@ def _bucket_numbers(group: Sequence[Conversation]) -> List[Any]:
         sum(c.feedback_up for c in group),
         sum(c.feedback_down for c in group),
     ]
-
-
-def _percentile(values: Sequence[float], p: float) -> Optional[float]:
-    # percentile stays in report.metrics while percentiles are being unified; imported
-    # at call time because report.metrics imports this module.
-    from report.metrics import percentile
-
-    return percentile(values, p)
 
 
 def _handled(scope: Scope) -> List[Any]:
@@ -395,9 +389,11 @@ def topics_table(scope: Scope) -> Table:
 def intents_table(scope: Scope) -> Table:
     """intenties: handled messages per recognised intent."""
     intents = Counter("nlu_fallback" if m.not_understood else (m.intent or "onbekend") for m in _handled(scope))
+    intent_names = intent_labels()
     return Table(
         "intenties", "Herkende vragen (intenties)", ["Intentie", "Omschrijving", "Berichten"],
-        [[name, INTENT_LABELS.get(name, name), count] for name, count in sorted(intents.items(), key=lambda i: (-i[1], i[0]))],
+        [[name, intent_names.get(name) or OTHER_INTENT_LABELS.get(name, name), count]
+         for name, count in sorted(intents.items(), key=lambda i: (-i[1], i[0]))],
     )
 
 
@@ -457,15 +453,15 @@ def speed_table(scope: Scope) -> Table:
     for label, inside in groups:
         values = [m.latency_ms for c in scope.convs for m in c.messages
                   if m.latency_ms is not None and (inside is None or bool(m.in_kcc_hours) == inside)]
-        rows.append(["Reactietijd assistent (ms)", label, len(values), _ms(_percentile(values, 50)),
-                     _ms(_percentile(values, 95))])
+        rows.append(["Reactietijd assistent (ms)", label, len(values), _ms(percentile(values, 50)),
+                     _ms(percentile(values, 95))])
     for title, attr in (("Eerste reactie medewerker (min)", "first_reply_seconds"),
                         ("Afhandeltijd tot sluiten (min)", "handling_seconds")):
         for label, inside in groups:
             values = [getattr(t, attr) for t in scope.tks
                       if getattr(t, attr) is not None and (inside is None or t.in_kcc_hours == inside)]
-            rows.append([title, label, len(values), _minutes(_percentile(values, 50)),
-                         _minutes(_percentile(values, 95))])
+            rows.append([title, label, len(values), _minutes(percentile(values, 50)),
+                         _minutes(percentile(values, 95))])
     return Table(
         "snelheid", "Snelheid", ["Maat", "Moment", "Aantal", "Mediaan (p50)", "p95"], rows,
         "Reactietijd: van bericht tot eerste antwoord van de assistent. Medewerker: vanaf de overdracht.",

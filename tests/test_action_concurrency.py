@@ -30,11 +30,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 
+from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT, ROOT
 from tests.support.http_server import ScriptedServer
 from tests.support.postgres import fresh_schema, schema_url
 from tests.support.waiting import wait_for_state
-from tools.loadtest import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

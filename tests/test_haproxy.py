@@ -11,7 +11,6 @@ the log.
 """
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 from typing import Any, List
@@ -19,18 +18,13 @@ from typing import Any, List
 import pytest
 import requests
 
+from appcare.ports import free_port
 from tests.support.fake_instance import FakeInstance
 from tests.support.waiting import wait_for_state
 from tools.haproxy import HAProxy
 
 pytestmark = pytest.mark.timeout(180)
 WEBHOOK = "/webhooks/whatsapp/webhook"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Rig:

@@ -39,3 +39,15 @@ def test_check_and_after_train(tmp_path: Path, monkeypatch, capsys) -> None:
     _model(models, "developer.tar.gz", 1)
     assert live_model.main(["after-train"]) == 0
     assert live_model.read(models) is None and "developer.tar.gz" in capsys.readouterr().out
+
+
+def test_served_is_the_live_model_else_the_newest(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(live_model, "ROOT", tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    assert live_model.served() is None
+    published = _model(models, "published.tar.gz", 100)
+    newer = _model(models, "newer.tar.gz", 10)
+    assert live_model.served() == newer == live_model.served(models)
+    live_model.write(models, published)
+    assert live_model.served() == published  # what `make run` serves: the editors' model

@@ -29,7 +29,9 @@ from typing import Any, Dict, List, Optional
 import pytest
 import requests
 
+from appcare import live_model
 from appcare.pii import conversation_hash
+from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT
 from tests.support.postgres import port_open
 from tests.support.tcp_proxy import TcpProxy
@@ -51,7 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     missing = [name for port, name in SERVICES.items() if not port_open(port)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not running on 127.0.0.1 (needed for the production set-up)")
-    if not list((ROOT / "models").glob("*.tar.gz")):
+    if live_model.served() is None:
         pytest.skip("no trained model in models/ (run `make train`)")
     pg = TcpProxy("127.0.0.1", 5432).start()
     redis = TcpProxy("127.0.0.1", 6379).start()
@@ -185,7 +187,7 @@ PII = {
 def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
     """The KCC desk on the cluster's database, talking to Rasa through HAProxy's internal listener.
     None when the desk cannot be started (it is being finished elsewhere)."""
-    port = loadtest.free_port()
+    port = free_port()
     env = cluster.base_env("desk")
     env.update({"RASA_URL": cluster.internal_url, "DESK_PORT": str(port), "DESK_BCRYPT_ROUNDS": "4"})
     create = subprocess.run(

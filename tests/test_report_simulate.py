@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _model():
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    return models[-1] if models else None
+from appcare import live_model
 
 
 def test_simulation_through_the_real_assistant(tmp_path):
     from report import metrics, render, simulate
 
-    model = _model()
+    model = live_model.served()
     if model is None:
         pytest.skip("no trained model in models/ (run `make train`)")
     kinds = ["passport", "human", "unclear", "opening", "complaint", "greet_topic", "roadworks"]

@@ -16,9 +16,9 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
+from appcare import live_model
+from appcare.ports import free_port
 from tests.conftest import ROOT
-from tools import run as run_tool
-from tools.loadtest import free_port
 
 pytestmark = [
     pytest.mark.timeout(900),
@@ -72,7 +72,7 @@ class RunningSupervisor:
     databases; its output goes to a file."""
 
     def __init__(self, workdir: Path) -> None:
-        if run_tool.latest_model() is None:
+        if live_model.served() is None:
             pytest.skip("no trained model in models/: run `make train` first")
         self.log_path = workdir / "run.log"
         self.rasa_port = free_port()

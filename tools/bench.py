@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 import requests
 from ruamel.yaml import YAML
 
+from appcare.stats import percentile
 from tools import devset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,12 +200,6 @@ def send_messages(url: str, texts: List[str], prefix: str, senders: int = 50) ->
     return result
 
 
-def percentile(values: List[float], share: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, int(round(share * len(ordered))) - 1))], 1)
-
-
 def pick(texts: List[str], count: int, offset: int = 0) -> List[str]:
     """count texts cycling through the hold-out examples."""
     return [texts[(offset + i) % len(texts)] for i in range(count)]
@@ -221,8 +216,9 @@ def measure_serving(model: str, tmp: Path, messages: int) -> Dict:
         concurrent = measure_concurrent(url, texts, threads=4, per_thread=max(messages // 4, 10))
         memory = {name: tree_rss_gb(proc.pid) for name, proc in servers.processes.items()}
     latencies, empty = sequential["latencies"], sequential["empty"]
-    return {"messages": messages, "p50_ms": percentile(latencies, 0.50), "p95_ms": percentile(latencies, 0.95),
-            "p99_ms": percentile(latencies, 0.99), "sequential_msg_per_s": round(messages / sequential_s, 1),
+    return {"messages": messages, "p50_ms": round(percentile(latencies, 50), 1),
+            "p95_ms": round(percentile(latencies, 95), 1), "p99_ms": round(percentile(latencies, 99), 1),
+            "sequential_msg_per_s": round(messages / sequential_s, 1),
             "empty_replies": len(empty), "empty_reply_texts": sorted(set(empty)), **concurrent,
             "rss_rasa_gb": memory["rasa"], "rss_actions_gb": memory["actions"],
             "rss_total_gb": round(memory["rasa"] + memory["actions"], 3)}

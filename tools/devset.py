@@ -34,8 +34,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import requests
 
+from appcare import live_model
+from appcare.ports import free_port
 from tools import run as run_tool
-from tools.loadtest import free_port  # same helper as tests/support/assistant.py
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -244,7 +245,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     model = args.model
     if model is None:
-        model = run_tool.latest_model()
+        model = live_model.served(ROOT / "models")
         if model is None:
             print("no trained model in models/: run `make train` or pass --model", file=sys.stderr)
             return 2

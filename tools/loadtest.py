@@ -46,7 +46,6 @@ import queue
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -57,6 +56,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from appcare import live_model
+from appcare.ports import free_port
 from tools.haproxy import HAProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,17 +83,12 @@ PHRASES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def latest_model() -> Path:
-    models = sorted((ROOT / "models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    if not models:
+    """The model `make run` would serve (appcare.live_model.served)."""
+    model = live_model.served(ROOT / "models")
+    if model is None:
         raise SystemExit("no trained model in models/: run `make train` first")
-    return models[-1]
+    return model
 
 
 def percentile(values: List[float], p: float) -> float:

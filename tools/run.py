@@ -36,11 +36,6 @@ RASA = [sys.executable, "-m", "appcare.quiet", "rasa"]  # Rasa's command line, q
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def latest_model() -> Optional[Path]:
-    """The model the content editors put live (models/live-model.txt), else the newest."""
-    return live_model.read(ROOT / "models") or live_model.newest(ROOT / "models")
-
-
 def model_spacy_pipeline(model: Path) -> str:
     """Which Dutch spaCy pipeline a trained model was trained with (from its metadata)."""
     with tarfile.open(model) as archive:
@@ -266,7 +261,7 @@ def startup_report(model: Path) -> None:
 
 
 def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
-    model = latest_model()
+    model = live_model.served(ROOT / "models")
     if not model:
         print("[appcare] no trained model in models/; run `make train`")
         return 1

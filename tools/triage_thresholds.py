@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from pathlib import Path
 from typing import Dict, List, Optional
 
+from appcare import live_model
 from tools.devset import devset_dir
 
 FALLBACK = 0.2
@@ -30,10 +30,11 @@ TOPIC_PREFIXES = {"opening_hours": "opening_hours", "passport_id": "passport_", 
 
 
 def latest_model() -> str:
-    models = sorted(Path("models").glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-    if not models:
+    """The model `make run` would serve (appcare.live_model.served)."""
+    model = live_model.served()
+    if model is None:
         raise SystemExit("no trained model in models/: run `make train` first")
-    return str(models[-1])
+    return str(model)
 
 
 async def parse_all(model: str, texts: List[str]) -> List[Dict]:

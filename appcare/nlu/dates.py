@@ -27,6 +27,7 @@ import functools
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from appcare.clock import WEEKDAY_NAMES
 from appcare.nlu.ages import NUMBER_WORD, number_value
 
 Span = Tuple[int, int, str]
@@ -340,7 +341,7 @@ def named_day(text: str) -> Optional[str]:
     return None
 
 
-_WEEKDAYS = "maandag|dinsdag|woensdag|donderdag|vrijdag|zaterdag|zondag"
+_WEEKDAYS = "|".join(WEEKDAY_NAMES)
 _SPLIT_PART = re.compile(rf"\b(?P<core>van|vandaag|overmorgen|morgen|{_WEEKDAYS})(?P<part>{_DP}|vroeg)\b",
                          re.IGNORECASE)
 _PART_WORD = re.compile(rf"(?:\b(?:in\s+de\s+)?(?P<part>{_DP})\b|\b'?s\s*(?P<s>ochtend|morgen|middag|avond|nacht)s\b)",

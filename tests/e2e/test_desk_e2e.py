@@ -312,13 +312,13 @@ class Citizen:
 
 
 def latest_model() -> Optional[Path]:
-    """The newest models/*.tar.gz (``DESK_E2E_MODEL`` may name another model file)."""
+    """The model `make run` would serve (``DESK_E2E_MODEL`` may name another model file)."""
     override = os.environ.get("DESK_E2E_MODEL")
     if override:
         return Path(override) if Path(override).exists() else None
-    from tools.run import latest_model as model_of_make_run
+    from appcare.live_model import served
 
-    return model_of_make_run()
+    return served()
 
 
 def test_full_handoff_through_the_real_assistant(processes, browser, tmp_path):

@@ -12,16 +12,16 @@ from typing import Dict, List, Optional
 
 import requests
 
-from tools import run as run_tool
-from tools.loadtest import free_port  # noqa: F401  (also used by the e2e tests)
+from appcare import live_model
+from appcare.ports import free_port  # noqa: F401  (also used by the e2e tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
 def latest_model() -> Path:
-    """The model `make run` would start (tools.run.latest_model); tests may replace this."""
-    model = run_tool.latest_model()
+    """The model `make run` would start (appcare.live_model.served); tests may replace this."""
+    model = live_model.served(ROOT / "models")
     if model is None:
         raise RuntimeError("no trained model in models/: run `make train` first")
     return model

@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import re
-import socket
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,16 +25,11 @@ import pytest
 import requests
 
 import desk.app  # noqa: F401 - early, so Sanic's touchup originals are kept
+from appcare.ports import free_port  # also imported from here by the desk tests
 
 PG_URL = os.environ.get("DESK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct-horse-battery"
 os.environ.setdefault("DESK_BCRYPT_ROUNDS", "4")  # fast hashes in tests only
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------- desk server

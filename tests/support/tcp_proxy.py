@@ -9,27 +9,22 @@ and restores it on the same port - an outage without touching the real service.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from typing import Optional, Set
+
+from appcare.ports import free_port
 
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1", port: int = 0) -> None:
         self.target = (target_host, target_port)
         self.listen_host = listen_host
-        self.port = port or self._free_port(listen_host)
+        self.port = port or free_port(listen_host)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=f"tcp-proxy-{self.port}", daemon=True)
         self.server: Optional[asyncio.AbstractServer] = None
         self.writers: Set[asyncio.StreamWriter] = set()
         self.connections = 0  # accepted since start (for tests)
-
-    @staticmethod
-    def _free_port(host: str) -> int:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            return sock.getsockname()[1]
 
     # ----------------------------------------------------------------- control
     def _call(self, coro) -> object:  # noqa: ANN001
