@@ -50,3 +50,18 @@ def test_whatsapp_channel_reads_its_variables_the_same_way():
     assert config.phone_number_id == "333"  # credentials.yml wins
     assert config.app_secret is None and config.missing == ["WHATSAPP_APP_SECRET"]  # blank = not given
     assert config.tenants == {"222": "lelystad"} and config.db_url == "sqlite:///var/appcare.db"
+
+
+def test_whatsapp_scale_settings_name_a_bad_variable_and_take_credentials_first(monkeypatch, caplog):
+    from channels.whatsapp import ScaleSettings
+
+    monkeypatch.setenv("WHATSAPP_LEASE_SECONDS", "20")
+    monkeypatch.setenv("WHATSAPP_MAX_TURNS", " ")  # blank: the default
+    monkeypatch.setenv("APPCARE_INSTANCE_ID", "rasa-1")
+    settings = ScaleSettings.load({"stale_after": "veel", "max_turns": 3})
+    assert (settings.lease_seconds, settings.stale_after, settings.max_turns, settings.instance_id) == \
+        (20.0, 10.0, 3, "rasa-1")
+    assert "ignoring invalid value for 'stale_after'" in caplog.text
+    monkeypatch.setenv("WHATSAPP_CONFIRM_SECONDS", "dertig")
+    with pytest.raises(SettingsError, match=r"WHATSAPP_CONFIRM_SECONDS must be a number \(got 'dertig'\)"):
+        ScaleSettings.load()

@@ -40,7 +40,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import math
 import os
 import queue
 import random
@@ -56,7 +55,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from appcare import live_model
+from appcare import live_model, stats
 from appcare.ports import free_port
 from tools.haproxy import HAProxy
 
@@ -92,13 +91,9 @@ def latest_model() -> Path:
 
 
 def percentile(values: List[float], p: float) -> float:
-    if not values:
-        return 0.0
-    data = sorted(values)
-    k = (len(data) - 1) * p / 100.0
-    lower = math.floor(k)
-    upper = min(lower + 1, len(data) - 1)
-    return data[lower] + (data[upper] - data[lower]) * (k - lower)
+    """:func:`appcare.stats.percentile`, 0.0 for no data (the report lines print numbers)."""
+    result = stats.percentile(values, p)
+    return 0.0 if result is None else result
 
 
 # ------------------------------------------------------------------ fake Graph API

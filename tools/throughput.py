@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from tools.loadtest import (BIN, PHRASES, ROOT, Cluster, RunResult, Sent, deliver_like_meta, free_port,
-                            text_payload)
+from appcare.ports import free_port
+from tools.loadtest import BIN, PHRASES, ROOT, Cluster, RunResult, Sent, deliver_like_meta, text_payload
 
 Progress = Callable[[str], None]
 

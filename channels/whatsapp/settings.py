@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional
 
+from pydantic import Field
+
 from appcare import db as appcare_db
+from appcare.env_settings import EnvSettings
+from channels.whatsapp.common import logger
 
 DEFAULT_ERROR_TEXT = (
     "Sorry, door een storing kon ik je bericht nu niet verwerken. "
@@ -16,11 +20,19 @@ DEFAULT_ERROR_TEXT = (
 )
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
+class ScaleEnv(EnvSettings):
+    """The environment variables of :class:`ScaleSettings` (unset or blank: the
+    default; a value that is no number stops the start with a :class:`SettingsError`
+    naming the variable)."""
+
+    lease_seconds: Optional[float] = Field(None, env="WHATSAPP_LEASE_SECONDS")
+    sweep_interval: Optional[float] = Field(None, env="WHATSAPP_SWEEP_INTERVAL")
+    stale_after: Optional[float] = Field(None, env="WHATSAPP_STALE_AFTER")
+    bot_retry_seconds: Optional[float] = Field(None, env="WHATSAPP_BOT_RETRY_SECONDS")
+    confirm_seconds: Optional[float] = Field(None, env="WHATSAPP_CONFIRM_SECONDS")
+    max_turns: Optional[float] = Field(None, env="WHATSAPP_MAX_TURNS")
+    error_text: Optional[str] = Field(None, env="WHATSAPP_ERROR_TEXT")
+    instance_id: Optional[str] = Field(None, env="APPCARE_INSTANCE_ID")
 
 
 @dataclass
@@ -79,23 +91,24 @@ class ScaleSettings:
 
     @classmethod
     def load(cls, credentials: Optional[Dict[str, Any]] = None) -> "ScaleSettings":
+        """credentials.yml keys win over the environment (:class:`ScaleEnv`); an invalid
+        credentials value is ignored with a warning, like the channel's other tuning knobs."""
         creds = dict(credentials or {})
+        env = ScaleEnv.read()
+        defaults = {f.name: f.default for f in fields(cls)}
         values: Dict[str, Any] = {}
-        for key, default in (("lease_seconds", 10.0), ("sweep_interval", 3.0), ("stale_after", 10.0),
-                             ("bot_retry_seconds", 120.0), ("confirm_seconds", 30.0)):
-            raw = creds.get(key)
-            try:
-                values[key] = float(raw) if raw is not None else _env_float(f"WHATSAPP_{key.upper()}", default)
-            except (TypeError, ValueError):
-                values[key] = default
-        values["error_text"] = str(creds.get("error_text") or os.environ.get("WHATSAPP_ERROR_TEXT") or DEFAULT_ERROR_TEXT)
-        values["instance_id"] = (os.environ.get("APPCARE_INSTANCE_ID") or "")[:120]
-        try:
-            raw_turns = creds.get("max_turns")
-            values["max_turns"] = max(1, int(float(raw_turns) if raw_turns is not None
-                                             else _env_float("WHATSAPP_MAX_TURNS", 8.0)))
-        except (TypeError, ValueError):
-            values["max_turns"] = 8
+        for key in ("lease_seconds", "sweep_interval", "stale_after", "bot_retry_seconds", "confirm_seconds",
+                    "max_turns"):
+            value = getattr(env, key)
+            if creds.get(key) is not None:
+                try:
+                    value = float(creds[key])
+                except (TypeError, ValueError):
+                    logger.warning("WhatsApp channel: ignoring invalid value for '%s'", key)
+            values[key] = defaults[key] if value is None else value
+        values["max_turns"] = max(1, int(values["max_turns"]))
+        values["error_text"] = str(creds.get("error_text") or env.error_text or DEFAULT_ERROR_TEXT)
+        values["instance_id"] = (env.instance_id or "").strip()[:120]
         settings = cls(**values)
         settings.lease_seconds = max(2.0, settings.lease_seconds)
         settings.sweep_interval = max(0.2, min(settings.sweep_interval, settings.lease_seconds / 3))
