@@ -49,7 +49,6 @@ import datetime as dt
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -296,21 +295,11 @@ class Servers:
             raise RuntimeError("Rasa started without a model")
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=5)
+        from tools import run as run_tool
+
+        run_tool.stop(list(reversed(self.procs)), timeout=20)  # process groups: SIGTERM, then SIGKILL
+        for proc in self.procs:
+            proc.wait()
         self.procs.clear()
 
     # -- requests ---------------------------------------------------------------

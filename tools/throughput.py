@@ -99,15 +99,11 @@ class RestInstance:
         raise RuntimeError(f"REST instance did not answer in {seconds:.0f} s")
 
     def stop(self) -> None:
-        import os
-        import signal
+        from tools import run as run_tool
 
-        if self.popen is not None and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=30)
-            except Exception:  # noqa: BLE001
-                os.killpg(self.popen.pid, signal.SIGKILL)
+        if self.popen is not None:
+            run_tool.stop([self.popen], timeout=30)  # its process group: SIGTERM, then SIGKILL
+            self.popen.wait()
 
 
 async def _closed_loop(send: Callable[[int, str], "asyncio.Future"], users: int, warmup_s: float, window_s: float,

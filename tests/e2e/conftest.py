@@ -3,8 +3,6 @@ if it cannot be had the test fails with the reason), background processes with
 their logs, and helpers to wait for HTTP servers."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +12,8 @@ import pytest
 import requests
 
 from browser import BrowserUnavailable, start_browser, stop_browser
+
+from tools import run as run_tool
 
 E2E = Path(__file__).resolve().parent
 TESTS = E2E.parent
@@ -63,21 +63,10 @@ class Processes:
         pytest.fail(f"{name} not ready at {url} after {timeout:.0f}s ({last}):\n{self.tail(name)}")
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)  # its own session: only what it started
-                except ProcessLookupError:
-                    continue
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=5)
+        # each in its own session: only what it started (SIGTERM, then SIGKILL after 15 s)
+        run_tool.stop(list(reversed(self.procs)), timeout=15)
+        for proc in self.procs:
+            proc.wait()
 
 
 @pytest.fixture

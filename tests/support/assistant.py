@@ -3,7 +3,6 @@ free ports for integration tests, with its own SQLite tracker store and database
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import requests
 
 from appcare import live_model
 from appcare.ports import free_port  # noqa: F401  (also used by the e2e tests)
+from tools import run as run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -98,11 +98,6 @@ class Assistant:
         return response.json()
 
     def stop(self) -> None:
+        run_tool.stop(self.processes, timeout=20)  # process groups: SIGTERM, then SIGKILL
         for proc in self.processes:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
