@@ -372,7 +372,7 @@ def _walk(document: Any, path: str, create: bool = False) -> Optional[Any]:
 
 def _line(document: Any, path: str) -> int:
     """Line of a dotted fact path in a ruamel document (for sorting; unknown: last)."""
-    return content_module._line_of(document, tuple(path.split("."))) or 10**6
+    return content_module.line_of(document, tuple(path.split("."))) or 10**6
 
 
 def _fact_types(model: Any, path: str = "") -> Iterator[Tuple[str, Type[Fact], bool]]:
@@ -403,7 +403,7 @@ class ContentRepo:
 
     # ---------------------------------------------------------------- files
     def municipalities(self) -> List[str]:
-        return sorted(p.stem for p in self.dir.glob("*.yml") if p.name != content_module.NATIONAL_FILE)
+        return content_module.available_municipalities(self.dir)
 
     def scopes(self) -> List[str]:
         return self.municipalities() + [NATIONAL]
@@ -428,26 +428,14 @@ class ContentRepo:
     # ---------------------------------------------------------------- validation
     def validate(self, changed: Dict[str, str], municipalities: Optional[List[str]] = None) -> List[str]:
         """Problems of the content with the changed file texts ({file name: text}), checked
-        by ``appcare.content.load_uncached`` on a temporary copy (nothing is written here)."""
+        by ``appcare.content.validate_dir`` on a temporary copy (nothing is written here)."""
         tmp = Path(tempfile.mkdtemp(prefix="appcare-editor-content-"))
         try:
             for path in self.dir.glob("*.yml"):
                 shutil.copy2(path, tmp / path.name)
             for name, text in changed.items():
                 (tmp / name).write_text(text, encoding="utf-8")
-            targets = municipalities or self.municipalities()
-            problems: List[str] = []
-            with content_module._lock:  # noqa: SLF001 - load() of this process waits meanwhile
-                saved = content_module.CONTENT_DIR
-                content_module.CONTENT_DIR = tmp
-                try:
-                    for municipality in targets:
-                        try:
-                            content_module.load_uncached(municipality)
-                        except ContentError as exc:
-                            problems.extend(exc.problems)
-                finally:
-                    content_module.CONTENT_DIR = saved
+            problems = content_module.validate_dir(tmp, municipalities or self.municipalities())
             prefixes = sorted({str(tmp.resolve()), str(tmp)}, key=len, reverse=True)
             cleaned = []
             for problem in problems:
@@ -460,17 +448,10 @@ class ContentRepo:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def loaded(self, municipality: str) -> MunicipalContent:
-        problems: List[str] = []
-        with content_module._lock:  # noqa: SLF001
-            saved = content_module.CONTENT_DIR
-            content_module.CONTENT_DIR = self.dir
-            try:
-                return content_module.load_uncached(municipality)
-            except ContentError as exc:
-                problems = exc.problems
-            finally:
-                content_module.CONTENT_DIR = saved
-        raise EditorRefused(problems, code="broken")
+        try:
+            return content_module.load_from(self.dir, municipality)
+        except ContentError as exc:
+            raise EditorRefused(exc.problems, code="broken") from exc
 
     # ---------------------------------------------------------------- listing
     def facts(self, scope: str) -> List[FactView]:
@@ -604,7 +585,7 @@ class ContentRepo:
             closures = _walk(document, "closures", create=True)
             items = closures.get("exceptions")
             trailing = None
-            if isinstance(items, CommentedSeq) and len(items) and not editor_yaml._is_flow(items):  # noqa: SLF001
+            if isinstance(items, CommentedSeq) and len(items) and not editor_yaml.is_flow(items):
                 trailing = editor_yaml.take_trailing(items)
             else:
                 slot = closures.ca.items.get("exceptions")
