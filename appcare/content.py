@@ -5,6 +5,8 @@ Content lives in ``content/national.yml`` (shared national facts) and
 Errors name the file, the line and the problem, so content editors can fix them
 without reading Python. Loaded content is cached and reloaded when a file changes,
 so a fact change takes effect in the running bot without a restart.
+``load_from`` and ``validate_dir`` read another directory (the editors check a change
+on a copy) without the cache and without changing ``CONTENT_DIR``.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONTENT_DIR = Path(os.environ.get("APPCARE_CONTENT_DIR", PROJECT_ROOT / "content"))
 NATIONAL_FILE = "national.yml"
 DEFAULT_MUNICIPALITY = "terneuzen"
-WEEKDAYS = WEEKDAY_NAMES  # the keys of weekly opening hours (also used by appcare.editor_content)
+WEEKDAYS = WEEKDAY_NAMES  # the keys of weekly opening hours (also used by desk.editor.content)
 _RANGE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -388,8 +390,9 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _line_of(doc: Any, loc: Tuple[Any, ...]) -> Optional[int]:
-    """Best line number (1-based) for a pydantic error location inside a ruamel doc."""
+def line_of(doc: Any, loc: Tuple[Any, ...]) -> Optional[int]:
+    """Best line number (1-based) of a location (keys and list indexes, as in a pydantic
+    error or a dotted fact path split at the dots) inside a ruamel document."""
     node, line = doc, None
     for key in loc:
         if isinstance(node, CommentedMap) and key in node:
@@ -417,20 +420,23 @@ def _has_path(doc: Any, loc: Tuple[Any, ...]) -> bool:
     return True
 
 
-def content_path(municipality: str) -> Path:
-    return CONTENT_DIR / f"{municipality}.yml"
+def content_path(municipality: str, content_dir: Optional[Path] = None) -> Path:
+    return Path(content_dir or CONTENT_DIR) / f"{municipality}.yml"
 
 
-def available_municipalities() -> List[str]:
-    return sorted(p.stem for p in CONTENT_DIR.glob("*.yml") if p.name != NATIONAL_FILE)
+def available_municipalities(content_dir: Optional[Path] = None) -> List[str]:
+    """The municipalities with a file in ``content_dir`` (default: ``CONTENT_DIR``)."""
+    directory = Path(content_dir or CONTENT_DIR)
+    return sorted(p.stem for p in directory.glob("*.yml") if p.name != NATIONAL_FILE)
 
 
-def load_uncached(municipality: str) -> MunicipalContent:
-    """Reads, merges and validates the content of one municipality."""
+def load_from(content_dir: Path, municipality: str) -> MunicipalContent:
+    """Reads, merges and validates the content of one municipality from the files in
+    ``content_dir`` (not cached; ``CONTENT_DIR`` is neither used nor changed)."""
     if not re.match(r"^[a-z][a-z0-9_-]*$", municipality or ""):
         raise ContentError([f"invalid municipality name '{municipality}'"])
-    national_path = CONTENT_DIR / NATIONAL_FILE
-    own_path = content_path(municipality)
+    national_path = Path(content_dir) / NATIONAL_FILE
+    own_path = content_path(municipality, content_dir)
     national = _read_yaml(national_path)
     own = _read_yaml(own_path)
     merged = _merge(_to_plain(national), _to_plain(own))
@@ -442,8 +448,8 @@ def load_uncached(municipality: str) -> MunicipalContent:
             loc = tuple(error["loc"])
             loc = tuple(x for x in loc if x != "__root__")
             dotted = ".".join(str(x) for x in loc) or "(top level)"
-            in_own = _line_of(own, loc)
-            path, line = (own_path, in_own) if in_own else (national_path, _line_of(national, loc))
+            in_own = line_of(own, loc)
+            path, line = (own_path, in_own) if in_own else (national_path, line_of(national, loc))
             where = f"{_rel(path)}:{line}" if line else _rel(own_path)
             message = error["msg"]
             if error["type"] == "value_error.missing":
@@ -452,6 +458,26 @@ def load_uncached(municipality: str) -> MunicipalContent:
                 message = "unknown field (typo?)"
             problems.append(f"{where}: {dotted}: {message}")
         raise ContentError(problems)
+
+
+def load_uncached(municipality: str) -> MunicipalContent:
+    """Reads, merges and validates the content of one municipality from ``CONTENT_DIR``."""
+    return load_from(CONTENT_DIR, municipality)
+
+
+def validate_dir(content_dir: Path, municipalities: Optional[List[str]] = None) -> List[str]:
+    """Problems of the content in ``content_dir`` (each once, file:line where known), for
+    ``municipalities`` (default: every municipality file there); [] when it is valid.
+    Nothing is cached and ``CONTENT_DIR`` is neither used nor changed."""
+    problems: List[str] = []
+    for municipality in municipalities or available_municipalities(content_dir):
+        try:
+            load_from(content_dir, municipality)
+        except ContentError as exc:
+            for problem in exc.problems:
+                if problem not in problems:  # a national file's problem shows for every municipality
+                    problems.append(problem)
+    return problems
 
 
 def _mtimes(municipality: str) -> Dict[Path, float]:

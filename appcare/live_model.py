@@ -1,6 +1,6 @@
 """Which model the content editors put live, so a restart keeps their decision.
 
-Publishing or rolling back in the Redactie (desk/editor_service.py) writes the model's
+Publishing or rolling back in the Redactie (desk/editor/service.py) writes the model's
 file name to ``models/live-model.txt``. Without it `make run` would retrain from the
 files on every restart: examples of a publish that was *refused* (or undone by a
 rollback) would then go live unchecked. With the pointer, `make run` starts the

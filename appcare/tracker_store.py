@@ -2,7 +2,7 @@
 cached engine, and the ``events`` table as rows.
 
 Shared by the performance report (report/sources.py), the editors' not-understood
-inbox (appcare/editor_inbox.py), retention and subject access (jobs/). Rasa's own
+inbox (desk/editor/inbox.py), retention and subject access (jobs/). Rasa's own
 ``SQLTrackerStore`` rebuilds whole trackers; these readers need the events of many
 conversations at once, so they query the table Rasa writes.
 """

@@ -30,9 +30,10 @@ from sanic.request import Request
 from appcare.handoff_store import HandoffStore
 from appcare.metrics import mount_desk
 
-from desk import editor_routes, report_routes, user_routes
+from desk import report_routes, user_routes
 from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, throttle_message, tokens_equal
-from desk.editor_service import EditorService
+from desk.editor import routes as editor_routes
+from desk.editor.service import EditorService
 from desk.rasa_client import RasaClient
 from desk.service import CHANNEL_LABELS, OUTCOME_LABELS, QUEUE_SORTS, REASON_LABELS, DeskError, DeskService
 from desk.settings import Settings

@@ -496,7 +496,7 @@ def repair_editor_audit(engine: sa.engine.Engine, dry_run: bool) -> Dict[str, in
     citizen's message from the not-understood inbox) until the desk stopped writing
     them: those rows keep intent, files, count and keyed example ids, not the texts.
     Any age: the text was never meant to be there."""
-    from desk.editor_store import EXAMPLE_AUDIT_ACTIONS, EXAMPLE_TEXT_KEYS, example_audit_detail
+    from desk.editor.store import EXAMPLE_AUDIT_ACTIONS, EXAMPLE_TEXT_KEYS, example_audit_detail
 
     if not sa.inspect(engine).has_table("desk_audit_log"):
         return {}

@@ -18,7 +18,7 @@ def test_components_starting_together_on_an_empty_database(pg_url: str) -> None:
     database: every one of them must come up (no CREATE TABLE race)."""
     from appcare.handoff_store import HandoffStore
     from channels.inbox import InboxStore
-    from desk.editor_store import EditorStore
+    from desk.editor.store import EditorStore
     from desk.store import DeskStore
 
     barrier = threading.Barrier(8)

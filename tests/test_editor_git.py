@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from desk.editor_service import EditorService
+from desk.editor.service import EditorService
 from desk.settings import Settings
 from desk.store import DeskStore
 from tests.support.editor_helpers import make_project

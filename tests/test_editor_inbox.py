@@ -6,7 +6,7 @@ import time
 
 import sqlalchemy as sa
 
-from appcare.editor_inbox import read_events, scan, tracker_store_url
+from desk.editor.inbox import read_events, scan, tracker_store_url
 from tests.support.editor_helpers import TrackerDB
 
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from desk.editor_service import compare
-from desk.editor_store import EditorStore, LockBusy
+from desk.editor.service import compare
+from desk.editor.store import EditorStore, LockBusy
 
 
 
@@ -89,7 +89,7 @@ def test_training_uses_the_effective_config_of_the_project(tmp_path):
     from ruamel.yaml import YAML
 
     from appcare.nlp_pipeline import OFFLINE_DIR, STOCK_NAME, pipeline_in_use
-    from desk.editor_service import EditorService
+    from desk.editor.service import EditorService
     from desk.settings import Settings
     from desk.store import DeskStore
     from tests.support.editor_helpers import make_project

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from appcare.editor_messages import explain, fact_changes
+from desk.editor.messages import explain, fact_changes
 from tests.test_editor_desk import csrf_of, env, login  # noqa: F401
 
 

@@ -6,8 +6,8 @@ import difflib
 
 import pytest
 
-from appcare.editor_content import EditorRefused
-from appcare.editor_nlu import NluRepo, normalise, plain_text, similarity, strip_placeholders
+from desk.editor.content import EditorRefused
+from desk.editor.nlu import NluRepo, normalise, plain_text, similarity, strip_placeholders
 from tests.support.editor_helpers import make_project
 
 
@@ -111,7 +111,7 @@ def test_strip_placeholders():
 
 
 def test_inbox_examples_get_the_entities_the_training_data_always_marks():
-    from appcare.editor_nlu import annotate, entity_vocabulary
+    from desk.editor.nlu import annotate, entity_vocabulary
 
     examples = [
         "wat kost een [paspoort](document_type)", "[paspoort](document_type) kwijt", "hoe lang is een [paspoort](document_type) geldig",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from appcare import content as content_module
-from appcare import editor_yaml
-from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
+from desk.editor import yaml_edit
+from desk.editor.content import NATIONAL, ContentRepo, EditorRefused
 from tests.support.editor_helpers import make_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,8 @@ def fact_form(repo, scope, path, page=None, **changes):
 @pytest.mark.parametrize("path", sorted((ROOT / "content").glob("*.yml")) + sorted((ROOT / "data" / "nlu").glob("*.yml")))
 def test_every_project_file_round_trips_unchanged(path):
     text = path.read_text(encoding="utf-8")
-    document, yaml = editor_yaml.load(text)
-    assert editor_yaml.dump(document, yaml) == text
+    document, yaml = yaml_edit.load(text)
+    assert yaml_edit.dump(document, yaml) == text
 
 
 def test_fee_change_keeps_comments_order_and_other_facts(repo):
@@ -41,7 +41,7 @@ def test_fee_change_keeps_comments_order_and_other_facts(repo):
     result = repo.save_fact(NATIONAL, "passport.fees.paspoort_18_plus", "fee",
                             fact_form(repo, NATIONAL, "passport.fees.paspoort_18_plus", value="84,50", year="2025",
                                       verified="1"),
-                            version=editor_yaml.sha(before))
+                            version=yaml_edit.sha(before))
     after = repo.read(NATIONAL)
     assert result.written and result.file == "content/national.yml"
     assert "-      value: 77.87" in result.diff and "+      value: 84.50" in result.diff
@@ -192,6 +192,6 @@ def test_atomic_write_keeps_permissions(tmp_path):
     target = tmp_path / "x.yml"
     target.write_text("a: 1\n")
     os.chmod(target, 0o640)
-    editor_yaml.atomic_write(target, "a: 2\n")
+    yaml_edit.atomic_write(target, "a: 2\n")
     assert target.read_text() == "a: 2\n" and (target.stat().st_mode & 0o777) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["x.yml"]

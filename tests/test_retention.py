@@ -50,7 +50,7 @@ def test_retention_anonymises_old_conversations_and_keeps_the_counts(
     items = [NewInbound(f"wamid.R{i}", "1000000001", "31611111111", "text", "hoi", {}, old, True, True) for i in range(2)]
     inbox.record_inbound(items, old)
     inbox.finish_inbound("wamid.R0")
-    from desk.editor_store import EditorStore
+    from desk.editor.store import EditorStore
 
     editor = EditorStore(pg_url)
     editor.add_inbox([

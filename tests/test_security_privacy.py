@@ -161,7 +161,7 @@ def test_subject_access_never_reaches_a_citizen_whose_number_shares_digits(pg, t
     from appcare.handoff_store import HandoffStore
     from appcare.pii import conversation_hash
     from channels.inbox import InboxStore, NewInbound
-    from desk.editor_store import EditorStore
+    from desk.editor.store import EditorStore
     from desk.store import DeskStore
     from desk.webhooks import message_payload, ticket_payload
     from jobs import subject_access
@@ -279,7 +279,7 @@ def test_old_open_ticket_is_closed_as_expired_then_anonymised(pg):
 
 # ======================================================== desk audit log
 def test_retention_removes_example_texts_from_old_audit_rows(pg):
-    from desk.editor_store import EditorStore, example_id
+    from desk.editor.store import EditorStore, example_id
     from desk.store import DeskStore
     from jobs import retention
 
@@ -319,7 +319,7 @@ def test_examples_from_the_inbox_leave_no_citizen_text_in_the_audit_log(env, mon
     """A citizen's not-understood question becomes an example; the editor then corrects,
     moves and deletes it. The audit log says who did what when (intent, item, example
     ids), never the citizen's words."""
-    from desk.editor_store import example_id
+    from desk.editor.store import example_id
     from desk.store import DeskStore
 
     monkeypatch.setenv("APPCARE_PSEUDONYM_KEY", KEY)

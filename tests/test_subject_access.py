@@ -40,7 +40,7 @@ def test_subject_access_export_and_erase(pg_url: str, tmp_path: Path, monkeypatc
                           NewInbound("wamid.SA2", "1000000001", "31699999999", "text", "hoi", {}, now, True, True)], now)
     inbox.add_outgoing("1000000001", "31612345678", [{"to": "31612345678", "text": {"body": "x"}}], ["text"])
     from appcare.pii import conversation_hash
-    from desk.editor_store import EditorStore
+    from desk.editor.store import EditorStore
 
     editor = EditorStore(pg_url)
     editor.add_inbox([

@@ -48,7 +48,7 @@ def test_the_components_code_includes_what_they_import(project):
     assert {"appcare/nlu/intent_classifier.py", "appcare/nlu/sentence_featurizer.py", "appcare/nlu/entities.py",
             "appcare/handoff_policy.py"} <= files
     assert {"appcare/nlu/dates.py", "appcare/nlu/streets.py", "appcare/pii.py"} <= files  # imported helpers
-    assert "appcare/action_server.py" not in files and "appcare/editor_job.py" not in files
+    assert "appcare/action_server.py" not in files and "appcare/live_model.py" not in files
 
 
 def test_a_model_without_record_is_retrained_and_one_with_the_same_inputs_is_not(project):
@@ -81,7 +81,7 @@ def test_a_real_change_retrains_and_says_what_changed(project, change, label):
 
 def test_changes_that_do_not_reach_the_model_do_not_retrain(project):
     training.write_record(project / "models" / "20261201-180026-brave-fox.tar.gz", inputs(project))
-    append(project / "appcare" / "editor_job.py")  # not imported by a component
+    append(project / "appcare" / "live_model.py")  # not imported by a component
     (project / "data" / ".nlu.yml.swp").write_text("editor swap file")
     assert needed(project)[0] is False
 

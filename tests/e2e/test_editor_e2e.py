@@ -61,10 +61,10 @@ def answers_fee_question(answer: str) -> bool:
 def write_fast_config(target: Path) -> Path:
     """config.yml with SpacyNLP pointed at the pipeline of this machine (absolute path)
     and a DIET classifier that trains in seconds."""
-    from appcare import editor_yaml
+    from desk.editor import yaml_edit
     from appcare.nlp_pipeline import OFFLINE_DIR, STOCK_NAME, pipeline_in_use
 
-    document, yaml = editor_yaml.load((ROOT / "config.yml").read_text(encoding="utf-8"))
+    document, yaml = yaml_edit.load((ROOT / "config.yml").read_text(encoding="utf-8"))
     pipeline_name = pipeline_in_use()
     if pipeline_name != STOCK_NAME and not (OFFLINE_DIR / "meta.json").exists():
         pytest.fail("no Dutch spaCy pipeline: run `make install` (builds models/spacy/nl_appcare_offline)", pytrace=False)
@@ -74,7 +74,7 @@ def write_fast_config(target: Path) -> Path:
         if component["name"] == "DIETClassifier":
             component["epochs"] = FAST_EPOCHS
             component["number_of_transformer_layers"] = 0
-    target.write_text(editor_yaml.dump(document, yaml), encoding="utf-8")
+    target.write_text(yaml_edit.dump(document, yaml), encoding="utf-8")
     return target
 
 
@@ -124,7 +124,7 @@ class Stack:
     def start(self) -> "Stack":
         result = self.base / "baseline.json"
         trainer = self.spawn("baseline", [
-            PYTHON, "-m", "appcare.editor_job", "--data", str(self.project / "data"),
+            PYTHON, "-m", "desk.editor.job", "--data", str(self.project / "data"),
             "--domain", str(self.project / "domain"), "--config", str(self.config), "--out", str(self.project / "models"),
             "--name", "baseline", "--nlu-holdout", str(self.project / "tests" / "nlu_holdout.yml"),
             "--stories", str(self.project / "tests" / "test_stories.yml"), "--result", str(result), "--no-eval",
@@ -280,7 +280,7 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     assert "Vries" not in page and "12345678" not in page
     assert "niet herkend" in item.text or "verduidelijkingsvraag" in item.text
     assert text_of(browser, "week-counts").count("\n") >= 1
-    from appcare.editor_nlu import plain_text
+    from desk.editor.nlu import plain_text
 
     suggested = item.find_element(By.CSS_SELECTOR, "input[name^='text_']").get_attribute("value")  # placeholders gone, entities marked
     assert plain_text(suggested) == "Hoi, ik ben, hoeveel pegels moet ik dokken voor een paspoort?", suggested
@@ -301,7 +301,7 @@ def test_inbox_publish_refusal_and_rollback(stack, browser):
     WebDriverWait(browser, 15).until(EC.element_to_be_clickable((By.ID, "publish-button"))).click()
     WebDriverWait(browser, 15).until(EC.text_to_be_present_in_element((By.ID, "notice"), "Publiceren is gestart"))
     assert wait_for_job(browser, stack) == "gepubliceerd", text_of(browser, "job-card")
-    from desk.editor_store import EditorStore
+    from desk.editor.store import EditorStore
 
     # The training's progress bars reach the job log (the policies' "Processed ..." bars;
     # DIET's "Epochs" bar when a config trains DIET).

@@ -46,14 +46,14 @@ def _shrink(path: Path, keep: int) -> None:
     """Keeps the first ``keep`` examples of every intent (file stays valid Rasa YAML)."""
     from ruamel.yaml.scalarstring import LiteralScalarString
 
-    from appcare import editor_yaml
+    from desk.editor import yaml_edit
 
-    document, yaml = editor_yaml.load(path.read_text(encoding="utf-8"))
+    document, yaml = yaml_edit.load(path.read_text(encoding="utf-8"))
     for item in document.get("nlu") or []:
         if isinstance(item, dict) and item.get("intent") and "examples" in item:
             lines = [line for line in str(item["examples"]).splitlines() if line.strip().startswith("- ")]
             item["examples"] = LiteralScalarString("\n".join(lines[:keep]) + "\n")
-    path.write_text(editor_yaml.dump(document, yaml), encoding="utf-8")
+    path.write_text(yaml_edit.dump(document, yaml), encoding="utf-8")
 
 
 class TrackerDB:

@@ -3,7 +3,7 @@ with the project directory as working directory):
 
 1. ``rasa data validate`` (Rasa's own command, run in this process);
 2. ``rasa train`` with the given config into ``--out`` under the name ``--name``;
-3. the evaluation of ``appcare.editor_eval`` (held-out NLU file and test stories)
+3. the evaluation of ``desk.editor.eval`` (held-out NLU file and test stories)
    of the new model and, when given, of the model that is live now. The live model
    is evaluated in a second process while this one validates and trains: loading a
    Rasa model is mostly single-threaded graph tracing, so on two cores the two
@@ -61,7 +61,7 @@ def run_train(data: str, domain: str, config: str, out: str, name: str) -> str:
 
 
 def run_evaluate(models: List[str], nlu: str, stories: str, domain: str, out: Path) -> Dict[str, Any]:
-    from appcare.editor_eval import _evaluate
+    from desk.editor.eval import _evaluate
 
     results = {}
     for index, model in enumerate(models):
@@ -72,12 +72,12 @@ def run_evaluate(models: List[str], nlu: str, stories: str, domain: str, out: Pa
 
 
 def start_old_evaluation(args: argparse.Namespace):
-    """Starts ``appcare.editor_eval`` of the live model in a second process."""
+    """Starts ``desk.editor.eval`` of the live model in a second process."""
     out = Path(args.out) / f"{args.name}-eval-old"
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "eval.log", "w+b")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appcare.editor_eval", "--nlu", args.nlu_holdout, "--stories", args.stories,
+        [sys.executable, "-m", "desk.editor.eval", "--nlu", args.nlu_holdout, "--stories", args.stories,
          "--domain", args.domain, "--out", str(out), args.evaluate_old],
         stdout=log, stderr=subprocess.STDOUT,
     )
@@ -85,7 +85,7 @@ def start_old_evaluation(args: argparse.Namespace):
 
 
 def finish_old_evaluation(old_eval, model: str) -> Dict[str, Any]:
-    from appcare.editor_eval import RESULT_MARKER
+    from desk.editor.eval import RESULT_MARKER
 
     proc, log = old_eval
     proc.wait()

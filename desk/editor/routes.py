@@ -16,11 +16,11 @@ import yaml
 from sanic import Sanic, response
 from sanic.request import Request
 
-from appcare.editor_content import KIND_LABELS, NATIONAL, EditorRefused
-from appcare.editor_inbox import REASON_LABELS
-from appcare.editor_messages import explain_all, fact_changes, name_intents
-from appcare.editor_nlu import strip_placeholders
-from desk.editor_service import EditorService
+from desk.editor.content import KIND_LABELS, NATIONAL, EditorRefused
+from desk.editor.inbox import REASON_LABELS
+from desk.editor.messages import explain_all, fact_changes, name_intents
+from desk.editor.nlu import strip_placeholders
+from desk.editor.service import EditorService
 from desk.service import DeskError
 
 PERMISSION = "edit"
@@ -34,7 +34,7 @@ JOB_STATUS = {
 }
 
 
-INTENT_LABELS_FILE = Path(__file__).with_name("intent_labels.yml")
+INTENT_LABELS_FILE = Path(__file__).resolve().parent.parent / "intent_labels.yml"
 
 
 def intent_labels() -> Dict[str, str]:

@@ -6,7 +6,7 @@ Files stay the source of truth: facts land in ``content/*.yml``, examples in
 repository). Every change is written to the desk's audit log.
 
 Publishing (``start_publish``) takes the single-training lock, then in a background
-thread runs ``appcare.editor_job`` (``rasa data validate``, ``rasa train``,
+thread runs ``desk.editor.job`` (``rasa data validate``, ``rasa train``,
 evaluation on the held-out file and the test stories) as a subprocess, compares the
 new model with the live one, and only when intent macro-F1 does not drop (beyond
 ``APPCARE_EDITOR_F1_TOLERANCE``) and every test story passes moves it into
@@ -32,18 +32,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
-from appcare import editor_inbox, live_model
-from appcare.editor_content import NATIONAL, ContentRepo, EditorRefused
-from appcare.editor_job import PROGRESS_MARKER
-from appcare.editor_nlu import NluRepo, annotate, strip_placeholders
-from desk.editor_store import EditorStore, LockBusy, example_audit_detail, process_owner
+from appcare import live_model
+from desk.editor import inbox
+from desk.editor.content import NATIONAL, ContentRepo, EditorRefused
+from desk.editor.job import PROGRESS_MARKER
+from desk.editor.nlu import NluRepo, annotate, strip_placeholders
+from desk.editor.store import EditorStore, LockBusy, example_audit_detail, process_owner
 from desk.service import DeskError
 from desk.settings import Settings
 from desk.store import DeskStore, utcnow
 
 logger = logging.getLogger(__name__)
 
-CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_ROOT = Path(__file__).resolve().parents[2]
 _EPOCHS = re.compile(r"Epochs:\s+(\d+)%")
 _BAR = re.compile(r"^(.*?)\s*\d+%\|")  # tqdm: "Epochs:  40%|####      | 60/150 [...]"
 
@@ -232,7 +233,7 @@ class EditorService:
         """Reads new tracker-store events into the inbox (masked). Cheap when nothing is new."""
         with self._inbox_lock:
             try:
-                url = editor_inbox.tracker_store_url(self.endpoints, self.project_dir)
+                url = inbox.tracker_store_url(self.endpoints, self.project_dir)
             except (OSError, ValueError) as exc:
                 return {"ok": False, "error": f"De tracker store is niet te lezen ({exc})."}
             source = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:16]
@@ -241,10 +242,10 @@ class EditorService:
             added = 0
             try:
                 for _round in range(20):
-                    events = editor_inbox.read_events(url, cursor)
+                    events = inbox.read_events(url, cursor)
                     if not events:
                         break
-                    items, hold, self._clarified, upgrades = editor_inbox.scan(
+                    items, hold, self._clarified, upgrades = inbox.scan(
                         events, self.settings.low_confidence, clarified_before=self._clarified)
                     added += self.editor.add_inbox([
                         {"source": source, "event_id": i.event_id, "sender_hash": i.sender_hash, "ts": i.ts,
@@ -469,16 +470,16 @@ class EditorService:
 
     def _absolute_spacy_path(self, config: Path) -> None:
         """A relative spaCy pipeline path only works from the repository (Rasa's cwd)."""
-        from appcare import editor_yaml
+        from desk.editor import yaml_edit
 
         text = config.read_text(encoding="utf-8")
-        document, yaml = editor_yaml.load(text)
+        document, yaml = yaml_edit.load(text)
         for component in document.get("pipeline") or []:
             model = component.get("model") if isinstance(component, dict) else None
             if component.get("name") == "SpacyNLP" and model and ("/" in str(model)) and not Path(model).is_absolute():
                 resolved = (self.project_dir / model).resolve()
                 component["model"] = str(resolved if resolved.exists() else (CODE_ROOT / "models" / "spacy" / Path(model).name))
-        editor_yaml.atomic_write(config, editor_yaml.dump(document, yaml))
+        yaml_edit.atomic_write(config, yaml_edit.dump(document, yaml))
 
     def _env(self) -> Dict[str, str]:
         env = dict(os.environ)
@@ -511,7 +512,7 @@ class EditorService:
         candidates.mkdir(parents=True, exist_ok=True)
         result_file = candidates / f"{name}.result.json"
         cmd = [
-            sys.executable, "-m", "appcare.editor_job",
+            sys.executable, "-m", "desk.editor.job",
             "--data", str(self.project_dir / "data"), "--domain", str(self.project_dir / "domain"),
             "--config", str(config), "--out", str(candidates), "--name", name,
             "--nlu-holdout", str(self.project_dir / "tests" / "nlu_holdout.yml"),

@@ -1,6 +1,6 @@
 """Evaluates trained models for the editors' publish step (run as a subprocess).
 
-    python -m appcare.editor_eval --nlu tests/nlu_holdout.yml --stories tests/test_stories.yml \
+    python -m desk.editor.eval --nlu tests/nlu_holdout.yml --stories tests/test_stories.yml \
         --domain domain --out results/editor MODEL.tar.gz [MODEL2.tar.gz ...]
 
 For every model it measures what ``make test-nlu`` and ``make test-stories`` measure

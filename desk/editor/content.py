@@ -27,7 +27,6 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarStri
 
 from appcare import clock
 from appcare import content as content_module
-from appcare import editor_yaml
 from appcare.content import (
     WEEKDAYS,
     BoolFact,
@@ -41,6 +40,7 @@ from appcare.content import (
     TextFact,
     TextListFact,
 )
+from desk.editor import yaml_edit
 
 NATIONAL = "national"
 KINDS: Dict[Type[Fact], str] = {
@@ -318,7 +318,7 @@ def value_from_form(kind: str, form: Dict[str, Any], old_value: Any = None) -> A
 
 def apply_form(node: CommentedMap, kind: str, form: Dict[str, Any]) -> None:
     """Changes a fact mapping in place; keys keep their order, new keys go to the end."""
-    trailing = editor_yaml.take_trailing(node)
+    trailing = yaml_edit.take_trailing(node)
     node["value"] = value_from_form(kind, form, node.get("value"))
     if kind == "fee":
         year = _clean(form.get("year"))
@@ -341,7 +341,7 @@ def apply_form(node: CommentedMap, kind: str, form: Dict[str, Any]) -> None:
         node.pop("source", None)  # the loader then says "required field is missing"
     if not checked:
         node.pop("checked", None)
-    editor_yaml.put_trailing(node, trailing)
+    yaml_edit.put_trailing(node, trailing)
 
 
 def plain(value: Any) -> Any:
@@ -372,7 +372,7 @@ def _walk(document: Any, path: str, create: bool = False) -> Optional[Any]:
 
 def _line(document: Any, path: str) -> int:
     """Line of a dotted fact path in a ruamel document (for sorting; unknown: last)."""
-    return content_module._line_of(document, tuple(path.split("."))) or 10**6
+    return content_module.line_of(document, tuple(path.split("."))) or 10**6
 
 
 def _fact_types(model: Any, path: str = "") -> Iterator[Tuple[str, Type[Fact], bool]]:
@@ -403,7 +403,7 @@ class ContentRepo:
 
     # ---------------------------------------------------------------- files
     def municipalities(self) -> List[str]:
-        return sorted(p.stem for p in self.dir.glob("*.yml") if p.name != content_module.NATIONAL_FILE)
+        return content_module.available_municipalities(self.dir)
 
     def scopes(self) -> List[str]:
         return self.municipalities() + [NATIONAL]
@@ -423,31 +423,19 @@ class ContentRepo:
         return self.file_of(scope).read_text(encoding="utf-8")
 
     def version(self, scope: str) -> str:
-        return editor_yaml.sha(self.read(scope))
+        return yaml_edit.sha(self.read(scope))
 
     # ---------------------------------------------------------------- validation
     def validate(self, changed: Dict[str, str], municipalities: Optional[List[str]] = None) -> List[str]:
         """Problems of the content with the changed file texts ({file name: text}), checked
-        by ``appcare.content.load_uncached`` on a temporary copy (nothing is written here)."""
+        by ``appcare.content.validate_dir`` on a temporary copy (nothing is written here)."""
         tmp = Path(tempfile.mkdtemp(prefix="appcare-editor-content-"))
         try:
             for path in self.dir.glob("*.yml"):
                 shutil.copy2(path, tmp / path.name)
             for name, text in changed.items():
                 (tmp / name).write_text(text, encoding="utf-8")
-            targets = municipalities or self.municipalities()
-            problems: List[str] = []
-            with content_module._lock:  # noqa: SLF001 - load() of this process waits meanwhile
-                saved = content_module.CONTENT_DIR
-                content_module.CONTENT_DIR = tmp
-                try:
-                    for municipality in targets:
-                        try:
-                            content_module.load_uncached(municipality)
-                        except ContentError as exc:
-                            problems.extend(exc.problems)
-                finally:
-                    content_module.CONTENT_DIR = saved
+            problems = content_module.validate_dir(tmp, municipalities or self.municipalities())
             prefixes = sorted({str(tmp.resolve()), str(tmp)}, key=len, reverse=True)
             cleaned = []
             for problem in problems:
@@ -460,17 +448,10 @@ class ContentRepo:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def loaded(self, municipality: str) -> MunicipalContent:
-        problems: List[str] = []
-        with content_module._lock:  # noqa: SLF001
-            saved = content_module.CONTENT_DIR
-            content_module.CONTENT_DIR = self.dir
-            try:
-                return content_module.load_uncached(municipality)
-            except ContentError as exc:
-                problems = exc.problems
-            finally:
-                content_module.CONTENT_DIR = saved
-        raise EditorRefused(problems, code="broken")
+        try:
+            return content_module.load_from(self.dir, municipality)
+        except ContentError as exc:
+            raise EditorRefused(exc.problems, code="broken") from exc
 
     # ---------------------------------------------------------------- listing
     def facts(self, scope: str) -> List[FactView]:
@@ -479,10 +460,10 @@ class ContentRepo:
         if municipality is None:
             return []
         model = self.loaded(municipality)
-        own_doc, _ = editor_yaml.load(self.read(scope))
+        own_doc, _ = yaml_edit.load(self.read(scope))
         national_doc = None
         if scope != NATIONAL and (self.dir / content_module.NATIONAL_FILE).exists():
-            national_doc, _ = editor_yaml.load(self.read(NATIONAL))
+            national_doc, _ = yaml_edit.load(self.read(NATIONAL))
         views: List[FactView] = []
         for path, cls, present in _fact_types(model):
             kind = KINDS.get(cls, "text")
@@ -524,20 +505,20 @@ class ContentRepo:
     def _commit(self, scope: str, old_text: str, new_text: str, version: Optional[str], preview: bool) -> SaveResult:
         path = self.file_of(scope)
         name = self.rel(path)
-        if version and version != editor_yaml.sha(old_text):
+        if version and version != yaml_edit.sha(old_text):
             raise EditorRefused(
                 [f"{name} is intussen door iemand anders gewijzigd. Open de pagina opnieuw en voer je wijziging nog eens in."],
                 code="conflict",
             )
-        diff = editor_yaml.unified_diff(old_text, new_text, name)
+        diff = yaml_edit.unified_diff(old_text, new_text, name)
         if not diff:
-            return SaveResult(file=name, diff="", written=False, version=editor_yaml.sha(old_text))
+            return SaveResult(file=name, diff="", written=False, version=yaml_edit.sha(old_text))
         problems = self.validate({path.name: new_text}, self._targets(scope))
         if problems:
             raise EditorRefused(problems)
         if not preview:
-            editor_yaml.atomic_write(path, new_text)
-        return SaveResult(file=name, diff=diff, written=not preview, version=editor_yaml.sha(new_text))
+            yaml_edit.atomic_write(path, new_text)
+        return SaveResult(file=name, diff=diff, written=not preview, version=yaml_edit.sha(new_text))
 
     def save_fact(self, scope: str, path: str, kind: str, form: Dict[str, Any], version: Optional[str] = None,
                   preview: bool = False) -> SaveResult:
@@ -546,22 +527,22 @@ class ContentRepo:
             raise EditorRefused([f"onbekend soort feit '{kind}'"])
         with _write_lock:
             old_text = self.read(scope)
-            document, yaml = editor_yaml.load(old_text)
+            document, yaml = yaml_edit.load(old_text)
             node = _walk(document, path)
             parent, trailing = None, None
             if node is None:  # an optional fact that was not filled in yet
                 parent_path, _, _ = path.rpartition(".")
                 parent = _walk(document, parent_path, create=True) if parent_path else document
-                trailing = editor_yaml.take_trailing(parent)
+                trailing = yaml_edit.take_trailing(parent)
                 node = _walk(document, path, create=True)
             if not isinstance(node, CommentedMap):
                 raise EditorRefused([f"{path} is geen feit met value/source/checked"])
             before = plain(dict(node))
             apply_form(node, kind, form)
             if parent is not None:
-                editor_yaml.put_trailing(parent, trailing)
+                yaml_edit.put_trailing(parent, trailing)
             after = plain(dict(node))
-            new_text = editor_yaml.dump(document, yaml)
+            new_text = yaml_edit.dump(document, yaml)
             result = self._commit(scope, old_text, new_text, version, preview)
             result.old, result.new = before, after
             return result
@@ -570,7 +551,7 @@ class ContentRepo:
     def exceptions(self, scope: str) -> List[Dict[str, Any]]:
         if scope == NATIONAL:
             return []
-        document, _ = editor_yaml.load(self.read(scope))
+        document, _ = yaml_edit.load(self.read(scope))
         items = _walk(document, "closures.exceptions") or []
         result = []
         for index, item in enumerate(items if isinstance(items, list) else []):
@@ -591,7 +572,7 @@ class ContentRepo:
     def desks(self, scope: str) -> List[str]:
         if scope == NATIONAL:
             return []
-        document, _ = editor_yaml.load(self.read(scope))
+        document, _ = yaml_edit.load(self.read(scope))
         return [str(k) for k in (document.get("desks") or {})]
 
     def save_exception(self, scope: str, form: Dict[str, Any], index: Optional[int] = None,
@@ -600,12 +581,12 @@ class ContentRepo:
             raise EditorRefused(["sluitingsdagen horen bij een gemeente, niet bij de landelijke gegevens"])
         with _write_lock:
             old_text = self.read(scope)
-            document, yaml = editor_yaml.load(old_text)
+            document, yaml = yaml_edit.load(old_text)
             closures = _walk(document, "closures", create=True)
             items = closures.get("exceptions")
             trailing = None
-            if isinstance(items, CommentedSeq) and len(items) and not editor_yaml._is_flow(items):  # noqa: SLF001
-                trailing = editor_yaml.take_trailing(items)
+            if isinstance(items, CommentedSeq) and len(items) and not yaml_edit.is_flow(items):
+                trailing = yaml_edit.take_trailing(items)
             else:
                 slot = closures.ca.items.get("exceptions")
                 if slot and len(slot) > 2:
@@ -642,11 +623,11 @@ class ContentRepo:
                 items = flow_list([])
             closures["exceptions"] = items
             if len(items):
-                editor_yaml.put_trailing(items, trailing)
+                yaml_edit.put_trailing(items, trailing)
             elif trailing is not None:
                 closures.ca.items.setdefault("exceptions", [None, None, None, None])[2] = trailing
             after = plain(list(items))
-            new_text = editor_yaml.dump(document, yaml)
+            new_text = yaml_edit.dump(document, yaml)
             result = self._commit(scope, old_text, new_text, version, preview)
             result.old, result.new = before, after
             return result

@@ -27,8 +27,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from appcare import editor_yaml
-from appcare.editor_content import EditorRefused
+from desk.editor import yaml_edit
+from desk.editor.content import EditorRefused
 
 DEFAULT_THRESHOLD = 0.85
 MAX_EXAMPLE_CHARS = 300
@@ -249,7 +249,7 @@ class NluRepo:
     def blocks(self) -> List[IntentBlock]:
         blocks = []
         for path in self.files():
-            document, _ = editor_yaml.load(path.read_text(encoding="utf-8"))
+            document, _ = yaml_edit.load(path.read_text(encoding="utf-8"))
             for item in (document or {}).get("nlu") or []:
                 if isinstance(item, dict) and item.get("intent") and "examples" in item:
                     blocks.append(IntentBlock(str(item["intent"]), path, example_lines(item["examples"])))
@@ -344,15 +344,15 @@ class NluRepo:
         changed, diffs = [], []
         for path, edit in edits.items():
             old = path.read_text(encoding="utf-8")
-            document, yaml = editor_yaml.load(old)
+            document, yaml = yaml_edit.load(old)
             edit(document)
-            new = editor_yaml.dump(document, yaml)
+            new = yaml_edit.dump(document, yaml)
             if new != old:
-                editor_yaml.load(new)  # must still parse
+                yaml_edit.load(new)  # must still parse
                 changed.append((path, new))
-                diffs.append(editor_yaml.unified_diff(old, new, self.rel(path)))
+                diffs.append(yaml_edit.unified_diff(old, new, self.rel(path)))
         for path, new in changed:
-            editor_yaml.atomic_write(path, new)
+            yaml_edit.atomic_write(path, new)
         return [self.rel(p) for p, _ in changed], "".join(diffs)
 
     @staticmethod

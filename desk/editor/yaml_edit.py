@@ -147,7 +147,7 @@ def put_trailing(node: Any, token: Any) -> bool:
     if isinstance(node, CommentedMap) and len(node):
         key = list(node.keys())[-1]
         value = node[key]
-        if isinstance(value, (CommentedMap, CommentedSeq)) and len(value) and not _is_flow(value):
+        if isinstance(value, (CommentedMap, CommentedSeq)) and len(value) and not is_flow(value):
             return put_trailing(value, token)
         slot = node.ca.items.setdefault(key, [None, None, None, None])
         slot[2] = token
@@ -155,7 +155,7 @@ def put_trailing(node: Any, token: Any) -> bool:
     if isinstance(node, CommentedSeq) and len(node):
         index = len(node) - 1
         value = node[index]
-        if isinstance(value, (CommentedMap, CommentedSeq)) and len(value) and not _is_flow(value):
+        if isinstance(value, (CommentedMap, CommentedSeq)) and len(value) and not is_flow(value):
             return put_trailing(value, token)
         slot = node.ca.items.setdefault(index, [None, None, None, None])
         slot[0] = token
@@ -163,7 +163,8 @@ def put_trailing(node: Any, token: Any) -> bool:
     return False
 
 
-def _is_flow(node: Any) -> bool:
+def is_flow(node: Any) -> bool:
+    """True for a mapping or list written in flow style (``[a, b]``, ``{a: 1}``)."""
     try:
         return bool(node.fa.flow_style())
     except AttributeError:
