@@ -29,6 +29,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONTENT_DIR = Path(os.environ.get("APPCARE_CONTENT_DIR", PROJECT_ROOT / "content"))
 NATIONAL_FILE = "national.yml"
 DEFAULT_MUNICIPALITY = "terneuzen"
+STALE_AFTER_DAYS = 365  # a fact checked at its source longer ago is worth checking again (editors, validation)
 WEEKDAYS = WEEKDAY_NAMES  # the keys of weekly opening hours (also used by desk.editor.content)
 _RANGE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 

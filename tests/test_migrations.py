@@ -152,7 +152,7 @@ def start_stores(url: str) -> None:
     """What the bot, the channel and the desk do when they start."""
     from appcare.handoff_store import HandoffStore
     from channels.inbox import InboxStore
-    from desk.editor_store import EditorStore
+    from desk.editor.store import EditorStore
     from desk.store import DeskStore
 
     for kind in (HandoffStore, InboxStore, DeskStore, EditorStore):

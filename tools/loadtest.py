@@ -565,7 +565,7 @@ class Cluster:
             env["APPCARE_INSTANCE_ID"] = name
             self.procs[name] = Proc(name, [
                 str(BIN / "rasa"), "run", "--enable-api", "--port", str(port), "--model", str(self.model),
-                "--interface", "127.0.0.1", "--jwt-secret", self.secrets["RASA_JWT_SECRET"], "--jwt-method", "HS256",
+                "--interface", "127.0.0.1", f"--jwt-secret={self.secrets['RASA_JWT_SECRET']}", "--jwt-method", "HS256",
                 "--endpoints", str(ROOT / "endpoints.prod.yml"), "--credentials", str(credentials),
                 "--logging-config-file", logging_file,
             ], env)

@@ -275,7 +275,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
     # Rasa's HTTP API: on 127.0.0.1 without authentication for development tools (the dev
     # set reads trackers), or with RASA_JWT_SECRET set, JWT as in production (the desk signs).
     jwt_secret = os.environ.get("RASA_JWT_SECRET")
-    jwt_args = ["--jwt-secret", jwt_secret, "--jwt-method", "HS256"] if jwt_secret else []
+    jwt_args = [f"--jwt-secret={jwt_secret}", "--jwt-method", "HS256"] if jwt_secret else []
     if not supervisor.keep_going():  # stopped while the report was printed
         return supervisor.report_end()
     supervisor.start("action server", [sys.executable, "-m", "appcare.action_server", "--port", str(action_port),

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional, Tuple
 
 from appcare import clock, content, labels
-from desk.editor.content import STALE_AFTER_DAYS
+from appcare.content import STALE_AFTER_DAYS
 
 
 def stale_facts(loaded: content.MunicipalContent, today: Optional[dt.date] = None) -> List[Tuple[str, dt.date]]:

@@ -18,7 +18,8 @@ def model_metadatas() -> list:
     """The ``MetaData`` of every store that owns appcare tables."""
     from appcare import handoff_store
     from channels import inbox
-    from desk import editor_store, store
+    from desk import store
+    from desk.editor import store as editor_store
 
     return [handoff_store.Base.metadata, inbox.metadata, store.Base.metadata, editor_store.Base.metadata]
 

@@ -124,7 +124,7 @@ class EditorRefused(Exception):
         self.code = code
 
 
-STALE_AFTER_DAYS = 365
+STALE_AFTER_DAYS = content_module.STALE_AFTER_DAYS
 
 
 @dataclass
