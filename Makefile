@@ -4,9 +4,9 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-# Rasa's command line with a quiet console (appcare/quiet.py): no library deprecation
+# Rasa's command line with a quiet console (appcare/ops/quiet.py): no library deprecation
 # warnings or data checks that do not apply here. `VERBOSE=1 make ...` shows everything.
-RASA := $(PY) -m appcare.quiet rasa
+RASA := $(PY) -m appcare.ops.quiet rasa
 CONFIG := models/config.effective.yml
 export VERBOSE
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -25,19 +25,19 @@ install:  ## Create .venv from requirements.lock and make a Dutch spaCy pipeline
 	@bash tools/bootstrap.sh
 
 $(CONFIG): config.yml install
-	@$(PY) -m appcare.nlp_pipeline config >/dev/null
+	@$(PY) -m appcare.plugins.nlp_pipeline config >/dev/null
 
 # Trains only when data/, domain/, the config, the component code or the libraries changed
-# since the newest model (Rasa 3.6 itself always trains a new model; appcare/training.py).
+# since the newest model (Rasa 3.6 itself always trains a new model; appcare/ops/training.py).
 train: install  ## Train the model when its inputs changed since the newest model (FORCE=1: always)
-	@$(PY) -m appcare.nlp_pipeline config >/dev/null
-	@$(PY) -m appcare.training --config $(CONFIG) $(if $(filter-out 0,$(FORCE)),--force)
-	@$(PY) -m appcare.live_model after-train
+	@$(PY) -m appcare.plugins.nlp_pipeline config >/dev/null
+	@$(PY) -m appcare.ops.training --config $(CONFIG) $(if $(filter-out 0,$(FORCE)),--force)
+	@$(PY) -m appcare.plugins.live_model after-train
 
 # `make run` trains when needed, except when the content editors published a model:
-# a restart keeps their model (appcare/live_model.py).
+# a restart keeps their model (appcare/plugins/live_model.py).
 model: install
-	@$(PY) -m appcare.live_model check || $(MAKE) --no-print-directory train
+	@$(PY) -m appcare.plugins.live_model check || $(MAKE) --no-print-directory train
 
 run: model  ## Start action server, Rasa server (REST + WhatsApp + HTTP API) and the KCC desk
 	$(PY) -m tools.run

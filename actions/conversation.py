@@ -9,8 +9,8 @@ import re
 from typing import Optional
 
 from appcare import action_names, labels
-from appcare.nlu import dates
-from appcare.nlu.ages import no_age_after
+from appcare.plugins.nlu import dates
+from appcare.plugins.nlu.ages import no_age_after
 from appcare.pii import number_spans
 
 from actions.base import AppcareAction, Turn, offer_colleague_in_language

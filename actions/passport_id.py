@@ -6,7 +6,7 @@ import re
 from typing import Optional
 
 from appcare import labels, synonyms
-from appcare.nlu.ages import age_value
+from appcare.plugins.nlu.ages import age_value
 
 from actions.base import AppcareAction, Turn, money
 

@@ -16,7 +16,7 @@ import re
 from typing import List, Optional, Tuple
 
 from appcare import clock, labels
-from appcare.nlu.streets import dutch_capitalisation
+from appcare.plugins.nlu.streets import dutch_capitalisation
 from appcare.roadworks_feed import Feed, Roadwork, RoadworksUnavailable, default_client, log_startup_status
 
 from actions.base import AppcareAction, Turn

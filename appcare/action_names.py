@@ -1,5 +1,5 @@
 """Names of the custom actions that other parts refer to by name: the dialogue policy
-(appcare.handoff_policy), the monthly report (report.metrics) and the actions
+(appcare.plugins.handoff_policy), the monthly report (report.metrics) and the actions
 themselves (``NAME`` of the classes in actions/). domain/ lists the same names for Rasa.
 """
 

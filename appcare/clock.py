@@ -58,7 +58,7 @@ def _holiday_date(name: str, after: dt.date) -> Optional[dt.date]:
 def named_day_date(name: str, after: dt.date) -> Optional[dt.date]:
     """Date of a named day (holiday library name or kerstavond/oudjaarsdag/pakjesavond)
     on or after ``after``."""
-    from appcare.nlu.dates import SPECIAL_DAYS
+    from appcare.plugins.nlu.dates import SPECIAL_DAYS
 
     if name in SPECIAL_DAYS:
         month, day_of_month = SPECIAL_DAYS[name]
@@ -79,7 +79,7 @@ _TODAY_PART = {"ochtend": "vanochtend", "middag": "vanmiddag", "avond": "vanavon
 def split_day_part(text: str) -> Tuple[str, Optional[str]]:
     """The day without its part and the part: "woensdagavond" -> ("woensdag", "avond"),
     "vanmiddag" -> ("vandaag", "middag"), "morgenochtend om 9 uur" -> ("morgen", "ochtend")."""
-    from appcare.nlu import dates
+    from appcare.plugins.nlu import dates
 
     t = dates.strip_time(dates.fix_weekday_typos(_normalise(text or "")))
     core, part = dates.split_day_part(t)
@@ -138,7 +138,7 @@ def parse_day(text: str, base: Optional[dt.datetime] = None,
 
 
 def _parse_plain_day(t: str, base: dt.datetime, anchor: Optional[dt.date] = None) -> Optional[Tuple[dt.date, str]]:
-    from appcare.nlu import dates
+    from appcare.plugins.nlu import dates
 
     today = base.date()
     if not t:
@@ -178,7 +178,7 @@ def _parse_plain_day(t: str, base: dt.datetime, anchor: Optional[dt.date] = None
         day = today + dt.timedelta(days=(value - today.weekday()) % 7)
         return day, f"{WEEKDAY_NAMES[value]} {format_date(day, with_weekday=False)}"
     import dateparser  # local import: slow to import, rarely needed
-    from appcare.nlu.ages import number_value
+    from appcare.plugins.nlu.ages import number_value
 
     # "over twee weken" -> "over 2 weken", "over een week" -> "over 1 week" (text2num)
     numeric = t
@@ -243,7 +243,7 @@ def parse_period(text: str, base: Optional[dt.datetime] = None) -> Optional[Tupl
     base = base or now()
     today = base.date()
     t = _normalise(text)
-    from appcare.nlu import dates
+    from appcare.plugins.nlu import dates
 
     t = dates.fix_weekday_typos(t)
     for pattern, _ in _RANGE_SEPARATORS:

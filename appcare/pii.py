@@ -3,7 +3,7 @@ postcode with house number, street and number, dates of birth and names where
 they are recognisable (after an introduction, a title or in a signature).
 
 Used for ticket transcripts, the editors' "not understood" inbox and reports.
-Logs never contain message text at all (see appcare.logging_setup).
+Logs never contain message text at all (see appcare.ops.logging_setup).
 """
 from __future__ import annotations
 

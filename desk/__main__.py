@@ -117,7 +117,7 @@ def cmd_flag_overdue(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from appcare import quiet
+    from appcare.ops import quiet
 
     quiet.install()  # no library deprecation warnings unless VERBOSE=1
     parser = argparse.ArgumentParser(prog="python -m desk", description="KCC-desk van appcare")

@@ -28,7 +28,7 @@ from sanic.exceptions import MethodNotSupported, NotFound, SanicException
 from sanic.request import Request
 
 from appcare.handoff_store import HandoffStore
-from appcare.metrics import mount_desk
+from appcare.ops.metrics import mount_desk
 
 from desk import report_routes, user_routes
 from desk.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Auth, can, throttle_message, tokens_equal

@@ -543,7 +543,7 @@ def run(days: float, endpoints: str, db_url: Optional[str] = None, dry_run: bool
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from appcare import logging_setup
+    from appcare.ops import logging_setup
 
     parser = argparse.ArgumentParser(prog="python -m jobs.retention", description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, required=True, help="keep personal data this many days")

@@ -296,7 +296,7 @@ def counts_of(data: Dict[str, Any]) -> Dict[str, int]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from appcare import logging_setup
+    from appcare.ops import logging_setup
 
     parser = argparse.ArgumentParser(prog="python -m jobs.subject_access", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["export", "erase"])

@@ -60,7 +60,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from appcare import live_model
+from appcare.plugins import live_model
 from appcare.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

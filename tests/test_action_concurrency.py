@@ -1,6 +1,6 @@
 """The action server keeps up while one source hangs (issue 19), with real processes.
 
-The real action server (``python -m appcare.action_server``) runs as a subprocess on the
+The real action server (``python -m appcare.plugins.action_server``) runs as a subprocess on the
 test content; its roadworks feed is a real HTTP server on 127.0.0.1 whose answers take
 10 s (the client gives up after its timeout and one retry, about 5 s). Action calls are
 real HTTP POSTs of the JSON Rasa sends to ``/webhook``.
@@ -43,7 +43,7 @@ NOW = "2026-11-25T10:00:00"  # a Wednesday morning: every opening-hours call get
 
 
 class ActionServer:
-    """``python -m appcare.action_server`` as a subprocess; its log goes to a file."""
+    """``python -m appcare.plugins.action_server`` as a subprocess; its log goes to a file."""
 
     def __init__(self, workdir: Path, feed_url: str) -> None:
         self.port = free_port()
@@ -55,7 +55,7 @@ class ActionServer:
                     "APPCARE_NOW": NOW, "ROADWORKS_URL": feed_url + "/{municipality}.json"})
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "appcare.action_server", "--port", str(self.port), "--interface", "127.0.0.1"],
+                [sys.executable, "-m", "appcare.plugins.action_server", "--port", str(self.port), "--interface", "127.0.0.1"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     @property

@@ -278,7 +278,7 @@ def test_feedback_yes_no():
 # ------------------------------------------------------------ entities from the library extractor
 @pytest.fixture(scope="module")
 def library_extractor():
-    from appcare.nlu.entities import LibraryEntityExtractor
+    from appcare.plugins.nlu.entities import LibraryEntityExtractor
 
     return LibraryEntityExtractor({})
 

@@ -88,7 +88,7 @@ def test_production_start_commands_open_no_doors() -> None:
     action_commands = [" ".join(compose["actions-1"]["command"]), units["appcare-actions@.service"],
                        next(l for l in procfile.splitlines() if l.startswith("actions1:"))]
     for command in action_commands:
-        assert "appcare.action_server" in command and "rasa run actions" not in command
+        assert "appcare.plugins.action_server" in command and "rasa run actions" not in command
     for command in [" ".join(compose["haproxy"]["command"]), units["appcare-haproxy.service"], procfile]:
         assert "deploy/haproxy.cfg" in command
     assert [p for p in compose["rasa-1"].get("ports", [])] == [] and compose["actions-1"].get("ports") is None
@@ -105,6 +105,6 @@ def test_prod_endpoints_are_read_by_rasa(monkeypatch: pytest.MonkeyPatch) -> Non
     assert endpoints.tracker_store.type == "SQL" and endpoints.tracker_store.kwargs["dialect"] == "postgresql"
     assert endpoints.tracker_store.url == "postgres"
     assert endpoints.lock_store.type == "redis" and endpoints.lock_store.kwargs["key_prefix"] == "appcare"
-    assert endpoints.event_broker.type == "appcare.event_broker.PseudonymisingPikaEventBroker" and endpoints.event_broker.kwargs["queues"] == ["appcare_events"]
+    assert endpoints.event_broker.type == "appcare.plugins.event_broker.PseudonymisingPikaEventBroker" and endpoints.event_broker.kwargs["queues"] == ["appcare_events"]
     assert endpoints.action.url == "http://haproxy:5056/webhook"
     assert set(ENDPOINT_VARS) >= {"DB_HOST", "REDIS_HOST", "RABBITMQ_HOST", "ACTION_ENDPOINT_URL"}

@@ -84,11 +84,11 @@ def test_publish_rules():
 
 def test_training_uses_the_effective_config_of_the_project(tmp_path):
     """Without APPCARE_TRAIN_CONFIG the publish trains with the config written by
-    ``python -m appcare.nlp_pipeline config``; for a project copy outside the
+    ``python -m appcare.plugins.nlp_pipeline config``; for a project copy outside the
     repository the spaCy pipeline path is made absolute (Rasa runs from the repo)."""
     from ruamel.yaml import YAML
 
-    from appcare.nlp_pipeline import OFFLINE_DIR, STOCK_NAME, pipeline_in_use
+    from appcare.plugins.nlp_pipeline import OFFLINE_DIR, STOCK_NAME, pipeline_in_use
     from desk.editor.service import EditorService
     from desk.settings import Settings
     from desk.store import DeskStore
@@ -102,4 +102,4 @@ def test_training_uses_the_effective_config_of_the_project(tmp_path):
     spacy = next(c for c in YAML(typ="safe").load(config.read_text())["pipeline"] if c["name"] == "SpacyNLP")
     expected = STOCK_NAME if pipeline_in_use() == STOCK_NAME else str(OFFLINE_DIR)
     assert spacy["model"] == expected
-    assert config.read_text().startswith("# Generated from config.yml by appcare.nlp_pipeline")
+    assert config.read_text().startswith("# Generated from config.yml by appcare.plugins.nlp_pipeline")

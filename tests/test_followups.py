@@ -36,7 +36,7 @@ TZ = clock.TZ
 
 @pytest.fixture(scope="module")
 def extractor():
-    from appcare.nlu.entities import LibraryEntityExtractor
+    from appcare.plugins.nlu.entities import LibraryEntityExtractor
 
     return LibraryEntityExtractor({})
 

@@ -1,4 +1,4 @@
-"""appcare.handoff_policy: what the bot does with a citizen's message while a KCC
+"""appcare.plugins.handoff_policy: what the bot does with a citizen's message while a KCC
 colleague has the conversation, decided from the tracker alone.
 
 * A handoff is open (slot ``handoff_active``): every message goes to the ticket
@@ -27,7 +27,7 @@ from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, Event, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from appcare.handoff_policy import HandoffPolicy
+from appcare.plugins.handoff_policy import HandoffPolicy
 from tests.conftest import domain
 
 RELAY = "action_relay_to_kcc"

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from appcare import live_model
+from appcare.plugins import live_model
 
 
 def _model(models: Path, name: str, age: float) -> Path:

@@ -1,4 +1,4 @@
-"""appcare.logging_setup: redaction of personal data, JSON lines with the
+"""appcare.ops.logging_setup: redaction of personal data, JSON lines with the
 conversation hash and a redacted traceback, and our handler kept when Rasa installs
 coloredlogs."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from appcare import logging_setup
+from appcare.ops import logging_setup
 from appcare.pii import conversation_hash
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""appcare.metrics: the desk's metrics from the handoff store (the real PostgreSQL
+"""appcare.ops.metrics: the desk's metrics from the handoff store (the real PostgreSQL
 of this machine; skipped when it is absent), without personal data."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 @needs_pg
 def test_desk_metrics_from_the_handoff_store(pg_url: str) -> None:
     from appcare.handoff_store import HandoffStore
-    from appcare.metrics import desk_metrics, mount_desk
+    from appcare.ops.metrics import desk_metrics, mount_desk
 
     store = HandoffStore(pg_url)
     first = store.open_ticket("31600000001", "request_human", "s", [], "terneuzen", channel="whatsapp")

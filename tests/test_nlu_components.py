@@ -13,8 +13,8 @@ from rasa.shared.nlu.constants import INTENT, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from appcare.nlu.intent_classifier import SentenceIntentClassifier
-from appcare.nlu.sentence_featurizer import MultilingualSentenceFeaturizer
+from appcare.plugins.nlu.intent_classifier import SentenceIntentClassifier
+from appcare.plugins.nlu.sentence_featurizer import MultilingualSentenceFeaturizer
 
 CONTEXT = ExecutionContext(GraphSchema({}), "test")
 

@@ -11,7 +11,7 @@ from rasa.engine.storage.resource import Resource
 from rasa.shared.nlu.constants import ENTITIES, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from appcare.nlu.entities import LibraryEntityExtractor
+from appcare.plugins.nlu.entities import LibraryEntityExtractor
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_component_takes_its_place_after_diet_in_the_rasa_graph():
             {"name": "WhitespaceTokenizer"},
             {"name": "CountVectorsFeaturizer"},
             {"name": "DIETClassifier", "epochs": 1},
-            {"name": "appcare.nlu.entities.LibraryEntityExtractor"},
+            {"name": "appcare.plugins.nlu.entities.LibraryEntityExtractor"},
             {"name": "EntitySynonymMapper"},
         ],
         "policies": [],

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import requests
 
-from appcare import live_model
+from appcare.plugins import live_model
 from appcare.pii import conversation_hash
 from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT

@@ -1,4 +1,4 @@
-"""The quiet console (appcare/quiet.py): library deprecation warnings and Rasa's data
+"""The quiet console (appcare/ops/quiet.py): library deprecation warnings and Rasa's data
 checks that do not apply here are hidden even where PYTHONWARNINGS is not enough;
 other warnings and errors are shown; VERBOSE=1 shows everything. In subprocesses, so
 pytest's own warning handling stays untouched."""
@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 SNIPPET = r"""
 import warnings
-from appcare import quiet
+from appcare.ops import quiet
 quiet.install()
 warnings.filterwarnings("once", category=DeprecationWarning)  # what Sanic does on import
 warnings.warn("old api one", DeprecationWarning)
@@ -60,15 +60,15 @@ def test_rasa_command_line_is_quiet_where_pythonwarnings_is_not_enough():
                        if (ROOT / ".venv" / "bin" / "rasa").exists() else ["-m", "rasa", "--version"])
     if not warning_lines(plain.stdout + plain.stderr):
         pytest.skip("this Rasa version prints no warnings on --version")
-    quiet = run_python(["-m", "appcare.quiet", "rasa", "--version"])
+    quiet = run_python(["-m", "appcare.ops.quiet", "rasa", "--version"])
     assert quiet.returncode == 0 and "Rasa Version" in quiet.stdout
     assert warning_lines(quiet.stdout + quiet.stderr) == []
-    verbose = run_python(["-m", "appcare.quiet", "rasa", "--version"], verbose=True)
+    verbose = run_python(["-m", "appcare.ops.quiet", "rasa", "--version"], verbose=True)
     assert warning_lines(verbose.stdout + verbose.stderr) != []
 
 
 def test_rasa_data_validate_shows_only_its_own_lines():
-    done = run_python(["-m", "appcare.quiet", "rasa", "data", "validate", "--data", "data", "--domain", "domain",
+    done = run_python(["-m", "appcare.ops.quiet", "rasa", "data", "validate", "--data", "data", "--domain", "domain",
                        "--config", "config.yml"], timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]

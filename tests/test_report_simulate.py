@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from appcare import live_model
+from appcare.plugins import live_model
 
 
 def test_simulation_through_the_real_assistant(tmp_path):

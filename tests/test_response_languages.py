@@ -3,7 +3,7 @@
 The assistant answers in Dutch (the variation without a condition, always the first:
 tests/conftest.py and channels/turn_recovery.py read it) and in English (a variation
 with ``condition: slot language = en`` for every response). In every other language of
-``appcare.nlu.language.LANGUAGES`` it has one short text per situation: the privacy
+``appcare.plugins.nlu.language.LANGUAGES`` it has one short text per situation: the privacy
 notice, the offer of a colleague, the handoff and the urgent texts with the crisis
 numbers. Rasa picks the variation whose condition matches the slot ``language``.
 """
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from appcare.nlu.language import LANGUAGES
+from appcare.plugins.nlu.language import LANGUAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 # Responses that exist in every language the citizen may write in.

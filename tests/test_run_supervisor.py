@@ -16,7 +16,7 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
-from appcare import live_model
+from appcare.plugins import live_model
 from appcare.ports import free_port
 from tests.conftest import ROOT
 

@@ -74,7 +74,7 @@ def test_rest_channel_refuses_to_start_in_production_without_a_strong_token(monk
 @pytest.mark.parametrize("token", ["", "CHANGE-ME", "tooshort"])
 def test_action_server_refuses_to_start_in_production_with_a_weak_token(token: str) -> None:
     env = {**os.environ, "APPCARE_ENV": "production", "ACTION_SERVER_TOKEN": token}
-    done = subprocess.run([sys.executable, "-m", "appcare.action_server", "--port", "0"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "appcare.plugins.action_server", "--port", "0"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "ACTION_SERVER_TOKEN" in done.stderr
     assert "refuses to start in production" in done.stderr

@@ -409,7 +409,7 @@ def test_staff_reply_reaches_rasa_with_a_jwt_header_and_no_token_in_the_url(sqli
 
 # ---------------------------------------------------------------------- every route of the router
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/health"), ("GET", "/favicon.ico"),
-          # Prometheus cannot log in; aggregate numbers only (appcare.metrics), the desk is internal.
+          # Prometheus cannot log in; aggregate numbers only (appcare.ops.metrics), the desk is internal.
           ("GET", "/metrics")}
 SIGNED_PREFIX = "/api/integrations/"  # HMAC signature instead of a session (tests/test_security_integration.py)
 SAMPLE_PARAMS = {"username": "anna", "scope": "lelystad", "path": "adres", "name": "greet", "action": "add",

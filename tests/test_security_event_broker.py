@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = "appcare.event_broker.PseudonymisingPikaEventBroker"
+BROKER = "appcare.plugins.event_broker.PseudonymisingPikaEventBroker"
 KEY_A = "event-broker-test-key-A-0123456789"
 KEY_B = "event-broker-test-key-B-9876543210"
 
@@ -250,7 +250,7 @@ def _env_example() -> Dict[str, str]:
 def test_prod_endpoints_load_the_pseudonymising_broker(monkeypatch, names, older_env_file) -> None:
     from rasa.utils.endpoints import read_endpoint_config
 
-    from appcare.event_broker import PseudonymisingPikaEventBroker
+    from appcare.plugins.event_broker import PseudonymisingPikaEventBroker
 
     exchange, queue = names
     env = _env_example()

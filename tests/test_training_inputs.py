@@ -1,4 +1,4 @@
-"""`make train` trains only when the model's inputs changed (appcare/training.py): the
+"""`make train` trains only when the model's inputs changed (appcare/ops/training.py): the
 fingerprint of data/, domain/, the effective config, the component code and the
 libraries, recorded next to each model. On a copy of the project's files; no training."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appcare import training
+from appcare.ops import training
 from tests.conftest import ROOT
 
 
@@ -45,10 +45,10 @@ def needed(project: Path) -> tuple:
 def test_the_components_code_includes_what_they_import(project):
     files = {p.relative_to(project).as_posix() for p in
              training.component_sources(project / "models" / "config.effective.yml", project)}
-    assert {"appcare/nlu/intent_classifier.py", "appcare/nlu/sentence_featurizer.py", "appcare/nlu/entities.py",
-            "appcare/handoff_policy.py"} <= files
-    assert {"appcare/nlu/dates.py", "appcare/nlu/streets.py", "appcare/pii.py"} <= files  # imported helpers
-    assert "appcare/action_server.py" not in files and "appcare/live_model.py" not in files
+    assert {"appcare/plugins/nlu/intent_classifier.py", "appcare/plugins/nlu/sentence_featurizer.py", "appcare/plugins/nlu/entities.py",
+            "appcare/plugins/handoff_policy.py"} <= files
+    assert {"appcare/plugins/nlu/dates.py", "appcare/plugins/nlu/streets.py", "appcare/pii.py"} <= files  # imported helpers
+    assert "appcare/plugins/action_server.py" not in files and "appcare/plugins/live_model.py" not in files
 
 
 def test_a_model_without_record_is_retrained_and_one_with_the_same_inputs_is_not(project):
@@ -70,7 +70,7 @@ def test_a_model_without_record_is_retrained_and_one_with_the_same_inputs_is_not
     (lambda p: (p / "data" / "rules" / "extra.yml").write_text("version: '3.1'\n"), "data/"),
     (lambda p: append(next((p / "domain").glob("*.yml"))), "domain/"),
     (lambda p: append(p / "models" / "config.effective.yml"), "config"),
-    (lambda p: append(p / "appcare" / "nlu" / "dates.py"), "component code"),
+    (lambda p: append(p / "appcare" / "plugins" / "nlu" / "dates.py"), "component code"),
     (lambda p: append(p / "requirements.lock"), "libraries"),
 ])
 def test_a_real_change_retrains_and_says_what_changed(project, change, label):
@@ -81,7 +81,7 @@ def test_a_real_change_retrains_and_says_what_changed(project, change, label):
 
 def test_changes_that_do_not_reach_the_model_do_not_retrain(project):
     training.write_record(project / "models" / "20261201-180026-brave-fox.tar.gz", inputs(project))
-    append(project / "appcare" / "live_model.py")  # not imported by a component
+    append(project / "appcare" / "plugins" / "live_model.py")  # not imported by a component
     (project / "data" / ".nlu.yml.swp").write_text("editor swap file")
     assert needed(project)[0] is False
 
@@ -105,9 +105,9 @@ def test_make_train_with_nothing_changed_says_so_and_does_not_start_rasa(project
 
 
 def test_the_command_line_check_on_the_project():
-    """`python -m appcare.training --check` answers in well under a few seconds."""
+    """`python -m appcare.ops.training --check` answers in well under a few seconds."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "appcare.training", "--check", "--config", str(ROOT / "config.yml")],
+    done = subprocess.run([sys.executable, "-m", "appcare.ops.training", "--check", "--config", str(ROOT / "config.yml")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode in (0, 1) and done.stdout.startswith("[train] "), done.stdout + done.stderr
     assert time.monotonic() - started < 20

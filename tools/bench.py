@@ -105,7 +105,7 @@ def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, fl
 def write_configs(tmp: Path) -> Dict[str, Path]:
     """Writes our effective config and the stock `rasa init` config (same policies)."""
     ours = tmp / "config.ours.yml"
-    subprocess.run([sys.executable, "-m", "appcare.nlp_pipeline", "config", "--out", str(ours)],
+    subprocess.run([sys.executable, "-m", "appcare.plugins.nlp_pipeline", "config", "--out", str(ours)],
                    cwd=ROOT, check=True, capture_output=True)
     yaml = YAML()
     policies = yaml.load((ROOT / "config.yml").read_text(encoding="utf-8"))["policies"]

@@ -42,4 +42,4 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "[bootstrap] installed"
 fi
 
-"$VENV/bin/python" -m appcare.nlp_pipeline ensure
+"$VENV/bin/python" -m appcare.plugins.nlp_pipeline ensure

@@ -34,7 +34,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import requests
 
-from appcare import live_model
+from appcare.plugins import live_model
 from appcare.ports import free_port
 from tools import run as run_tool
 

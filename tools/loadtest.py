@@ -55,7 +55,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from appcare import live_model, stats
+from appcare import stats
+from appcare.plugins import live_model
 from appcare.ports import free_port
 from tools.haproxy import HAProxy
 
@@ -83,7 +84,7 @@ PHRASES = [
 
 
 def latest_model() -> Path:
-    """The model `make run` would serve (appcare.live_model.served)."""
+    """The model `make run` would serve (appcare.plugins.live_model.served)."""
     model = live_model.served(ROOT / "models")
     if model is None:
         raise SystemExit("no trained model in models/: run `make train` first")
@@ -557,7 +558,7 @@ class Cluster:
         for i, port in enumerate(self.action_ports):
             name = f"actions-{i + 1}"
             self.procs[name] = Proc(name, [
-                sys.executable, "-m", "appcare.action_server", "--port", str(port), "--interface", "127.0.0.1",
+                sys.executable, "-m", "appcare.plugins.action_server", "--port", str(port), "--interface", "127.0.0.1",
             ], self.base_env(name))
         for i, port in enumerate(self.rasa_ports):
             name = f"rasa-{i + 1}"

@@ -27,12 +27,14 @@ from typing import Dict, List, Optional
 
 import requests
 
-from appcare import content, live_model, quiet, roadworks_feed
-from appcare.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
+from appcare import content, roadworks_feed
+from appcare.ops import quiet
+from appcare.plugins import live_model
+from appcare.plugins.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
 from tools import validate_content
 
 ROOT = Path(__file__).resolve().parent.parent
-RASA = [sys.executable, "-m", "appcare.quiet", "rasa"]  # Rasa's command line, quiet unless VERBOSE=1
+RASA = [sys.executable, "-m", "appcare.ops.quiet", "rasa"]  # Rasa's command line, quiet unless VERBOSE=1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -278,7 +280,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
     jwt_args = [f"--jwt-secret={jwt_secret}", "--jwt-method", "HS256"] if jwt_secret else []
     if not supervisor.keep_going():  # stopped while the report was printed
         return supervisor.report_end()
-    supervisor.start("action server", [sys.executable, "-m", "appcare.action_server", "--port", str(action_port),
+    supervisor.start("action server", [sys.executable, "-m", "appcare.plugins.action_server", "--port", str(action_port),
                                        "--interface", interface])
     if not supervisor.wait_for(f"http://127.0.0.1:{action_port}/health", 120):
         if supervisor.keep_going():

@@ -20,7 +20,7 @@ import asyncio
 import json
 from typing import Dict, List, Optional
 
-from appcare import live_model
+from appcare.plugins import live_model
 from tools.devset import devset_dir
 
 FALLBACK = 0.2
@@ -30,7 +30,7 @@ TOPIC_PREFIXES = {"opening_hours": "opening_hours", "passport_id": "passport_", 
 
 
 def latest_model() -> str:
-    """The model `make run` would serve (appcare.live_model.served)."""
+    """The model `make run` would serve (appcare.plugins.live_model.served)."""
     model = live_model.served()
     if model is None:
         raise SystemExit("no trained model in models/: run `make train` first")

@@ -18,8 +18,8 @@ from sanic.response import HTTPResponse
 
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 
-from appcare import logging_setup
-from appcare import metrics as appcare_metrics
+from appcare.ops import logging_setup
+from appcare.ops import metrics as appcare_metrics
 from appcare import secrets
 from channels.config import WhatsAppConfig
 from channels.webhook_parser import WebhookPayloadError, parse_webhook

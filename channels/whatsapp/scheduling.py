@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
 from rasa.core.channels.channel import UserMessage
 
-from appcare import metrics as appcare_metrics
+from appcare.ops import metrics as appcare_metrics
 from appcare.pii import conversation_hash
 from channels.inbox import LISTENER_PREFIX, AsyncInbox, Claim, InboxListener, listener_name
 from channels.whatsapp.common import _where, logger

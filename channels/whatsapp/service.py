@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from rasa.core.channels.channel import UserMessage
 
-from appcare import metrics as appcare_metrics
+from appcare.ops import metrics as appcare_metrics
 from appcare.pii import conversation_hash
 from channels.config import WhatsAppConfig
 from channels.graph_api import GraphAPIClient

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.core.channels.channel import UserMessage
 
-from appcare import metrics as appcare_metrics
+from appcare.ops import metrics as appcare_metrics
 from appcare.pii import conversation_hash
 from channels import formatting, turn_recovery
 from channels.formatting import BotMessage

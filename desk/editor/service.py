@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
-from appcare import live_model
+from appcare.plugins import live_model
 from desk.editor import inbox
 from desk.editor.content import NATIONAL, ContentRepo, EditorRefused
 from desk.editor.job import PROGRESS_MARKER
@@ -460,7 +460,7 @@ class EditorService:
             return path if path.is_absolute() else (self.project_dir / path)
         out = self.models_dir / "config.effective.yml"
         subprocess.run(
-            [sys.executable, "-m", "appcare.nlp_pipeline", "config", "--base", str(self.project_dir / "config.yml"),
+            [sys.executable, "-m", "appcare.plugins.nlp_pipeline", "config", "--base", str(self.project_dir / "config.yml"),
              "--out", str(out)],
             cwd=str(self.project_dir), env=self._env(), check=True, capture_output=True, timeout=120,
         )

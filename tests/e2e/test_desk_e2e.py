@@ -316,7 +316,7 @@ def latest_model() -> Optional[Path]:
     override = os.environ.get("DESK_E2E_MODEL")
     if override:
         return Path(override) if Path(override).exists() else None
-    from appcare.live_model import served
+    from appcare.plugins.live_model import served
 
     return served()
 

@@ -62,7 +62,7 @@ def write_fast_config(target: Path) -> Path:
     """config.yml with SpacyNLP pointed at the pipeline of this machine (absolute path)
     and a DIET classifier that trains in seconds."""
     from desk.editor import yaml_edit
-    from appcare.nlp_pipeline import OFFLINE_DIR, STOCK_NAME, pipeline_in_use
+    from appcare.plugins.nlp_pipeline import OFFLINE_DIR, STOCK_NAME, pipeline_in_use
 
     document, yaml = yaml_edit.load((ROOT / "config.yml").read_text(encoding="utf-8"))
     pipeline_name = pipeline_in_use()

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 import requests
 
-from appcare import live_model
+from appcare.plugins import live_model
 from appcare.ports import free_port  # noqa: F401  (also used by the e2e tests)
 from tools import run as run_tool
 
@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 
 
 def latest_model() -> Path:
-    """The model `make run` would start (appcare.live_model.served); tests may replace this."""
+    """The model `make run` would start (appcare.plugins.live_model.served); tests may replace this."""
     model = live_model.served(ROOT / "models")
     if model is None:
         raise RuntimeError("no trained model in models/: run `make train` first")

@@ -6,11 +6,11 @@ what the model missed and never duplicates a span the model already found; where
 model's span is only part of a longer expression ("woensdag" in "woensdagavond", "kerst" in
 "tussen kerst en oud en nieuw") the longer one replaces it.
 
-* ``date_expr`` - days, day parts, named days, periods and dates (appcare.nlu.dates:
+* ``date_expr`` - days, day parts, named days, periods and dates (appcare.plugins.nlu.dates:
   dateparser's Dutch vocabulary, the holidays package's names)
-* ``age``       - ages, the value is the number ("18", "65"; appcare.nlu.ages, text2num)
-* ``street``    - street names by street-type ending (appcare.nlu.streets)
-* ``language``  - the message's language, ISO 639-1 (appcare.nlu.language, py3langid),
+* ``age``       - ages, the value is the number ("18", "65"; appcare.plugins.nlu.ages, text2num)
+* ``street``    - street names by street-type ending (appcare.plugins.nlu.streets)
+* ``language``  - the message's language, ISO 639-1 (appcare.plugins.nlu.language, py3langid),
   on every message with text; its span is the whole message
 
 Not trainable: nothing is learned, so the component is not part of the training graph.
@@ -38,9 +38,9 @@ from rasa.shared.nlu.constants import (
 )
 from rasa.shared.nlu.training_data.message import Message
 
-from appcare.nlu import ages, dates
-from appcare.nlu.language import LANGUAGES, LanguageDetector
-from appcare.nlu.streets import StreetFinder
+from appcare.plugins.nlu import ages, dates
+from appcare.plugins.nlu.language import LANGUAGES, LanguageDetector
+from appcare.plugins.nlu.streets import StreetFinder
 from appcare.pii import number_spans
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from appcare.clock import WEEKDAY_NAMES
-from appcare.nlu.ages import NUMBER_WORD, number_value
+from appcare.plugins.nlu.ages import NUMBER_WORD, number_value
 
 Span = Tuple[int, int, str]
 

@@ -3,7 +3,7 @@
 Configured in endpoints.prod.yml::
 
     event_broker:
-      type: appcare.event_broker.PseudonymisingPikaEventBroker
+      type: appcare.plugins.event_broker.PseudonymisingPikaEventBroker
       url: ${RABBITMQ_HOST}
       ...
 

@@ -16,7 +16,7 @@ So the inputs of a model are fingerprinted here and stored next to it
   the Dutch spaCy pipeline in use);
 * ``data`` and ``domain``: every file below ``data/`` and ``domain/``;
 * ``code``: the source of the custom components named in the config and of every
-  appcare module they import (recursively), and ``appcare/nlp_pipeline.py``;
+  appcare module they import (recursively), and ``appcare/plugins/nlp_pipeline.py``;
 * ``libraries``: ``requirements.lock``, the Python version and the installed
   ``nl_core_news_sm`` version, if any.
 
@@ -24,9 +24,9 @@ When the newest model in ``models/`` was trained from exactly these inputs, noth
 trained. Otherwise `rasa train` runs (with its cache) and the new model gets its record.
 A model without a record (trained by hand or in the Redactie) is always retrained.
 
-    python -m appcare.training            # train when needed (what `make train` runs)
-    python -m appcare.training --force    # train anyway, without Rasa's cache (`make train FORCE=1`)
-    python -m appcare.training --check    # only say whether a training is needed (exit 0: no, 1: yes)
+    python -m appcare.ops.training            # train when needed (what `make train` runs)
+    python -m appcare.ops.training --force    # train anyway, without Rasa's cache (`make train FORCE=1`)
+    python -m appcare.ops.training --check    # only say whether a training is needed (exit 0: no, 1: yes)
 """
 from __future__ import annotations
 
@@ -43,10 +43,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-from appcare import live_model, quiet
-from appcare.nlp_pipeline import EFFECTIVE_CONFIG, STOCK_NAME
+from appcare.ops import quiet
+from appcare.plugins import live_model
+from appcare.plugins.nlp_pipeline import EFFECTIVE_CONFIG, STOCK_NAME
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 PARTS = ("config", "data", "domain", "code", "libraries")
 LABELS = {"config": "config", "data": "data/", "domain": "domain/", "code": "component code",
@@ -135,7 +136,7 @@ def current_inputs(config: Path = EFFECTIVE_CONFIG, root: Path = ROOT) -> Dict[s
         "config": _hash_files([config], config.parent),
         "data": _hash_files(_tree(root / "data"), root),
         "domain": _hash_files(_tree(root / "domain"), root),
-        "code": _hash_files(component_sources(config, root) + [root / "appcare" / "nlp_pipeline.py"], root),
+        "code": _hash_files(component_sources(config, root) + [root / "appcare" / "plugins" / "nlp_pipeline.py"], root),
         "libraries": libraries.hexdigest(),
     }
 
@@ -178,7 +179,7 @@ def needs_training(models_dir: Path, inputs: Dict[str, str]) -> Tuple[bool, str]
 
 # ------------------------------------------------------------------ training
 def rasa_train_command(config: Path, force: bool, root: Path = ROOT, models_dir: Path = MODELS) -> List[str]:
-    command = [sys.executable, "-m", "appcare.quiet", "rasa", "train", "--config", os.path.relpath(config, root),
+    command = [sys.executable, "-m", "appcare.ops.quiet", "rasa", "train", "--config", os.path.relpath(config, root),
                "--data", "data", "--domain", "domain", "--out", os.path.relpath(models_dir, root)]
     return command + ([] if quiet.verbose() else ["--quiet"]) + (["--force"] if force else [])
 

@@ -23,7 +23,7 @@ they are moved back to the front. Hidden:
 
 ``VERBOSE=1`` (``VERBOSE=1 make run``) switches all of this off. Errors, and warnings
 of other kinds, are always shown. Use :func:`install` at the start of a command line
-entry point, before the libraries are imported; ``python -m appcare.quiet rasa ...``
+entry point, before the libraries are imported; ``python -m appcare.ops.quiet rasa ...``
 runs Rasa's command line this way.
 """
 from __future__ import annotations
@@ -92,10 +92,10 @@ def install() -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m appcare.quiet rasa <arguments>``: Rasa's command line, quietly."""
+    """``python -m appcare.ops.quiet rasa <arguments>``: Rasa's command line, quietly."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "rasa":
-        print("usage: python -m appcare.quiet rasa <arguments of the rasa command>", file=sys.stderr)
+        print("usage: python -m appcare.ops.quiet rasa <arguments of the rasa command>", file=sys.stderr)
         return 2
     install()
     from rasa.__main__ import main as rasa_main

@@ -9,7 +9,7 @@ Staff actions arrive as external intents through Rasa's HTTP API
 * ``EXTERNAL_kcc_reply`` with entity ``kcc_text`` -> ``action_deliver_staff_reply``
 * ``EXTERNAL_kcc_close`` with entity ``kcc_outcome`` -> ``action_close_handoff``
 
-Wire it into ``config.yml`` under ``policies`` as ``appcare.handoff_policy.HandoffPolicy``;
+Wire it into ``config.yml`` under ``policies`` as ``appcare.plugins.handoff_policy.HandoffPolicy``;
 its priority (7) is above the RulePolicy (6), so rules and stories never answer
 for a human.
 """

@@ -25,7 +25,7 @@ How it is wired in (nothing in actions/ needs to change):
   factory makes that call keep our handler (it only adjusts the level). Sanic's own
   loggers are re-pointed at our handler by the WhatsApp channel
   (:func:`adopt_sanic_loggers`) and by the logging file itself.
-* Our own processes (front, desk, tools): ``appcare.logging_setup.configure("front")``.
+* Our own processes (front, desk, tools): ``appcare.ops.logging_setup.configure("front")``.
 """
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ def _guard_coloredlogs() -> None:
 
 
 def make_handler(stream: str = "stderr", fmt: Optional[str] = None, component: Optional[str] = None) -> AppcareHandler:
-    """Handler factory for deploy/logging.yml (``(): appcare.logging_setup.make_handler``)."""
+    """Handler factory for deploy/logging.yml (``(): appcare.ops.logging_setup.make_handler``)."""
     _guard_coloredlogs()
     handler = AppcareHandler(stream)
     handler.setFormatter(make_formatter(fmt, component))
@@ -304,7 +304,7 @@ def dict_config(component: Optional[str] = None, level: Optional[str] = None) ->
     """The logging configuration as a ``logging.config.dictConfig`` dict (the
     same as deploy/logging.yml)."""
     level = (level or os.environ.get(ENV_LEVEL) or "INFO").upper()
-    handler: Dict[str, Any] = {"()": "appcare.logging_setup.make_handler"}
+    handler: Dict[str, Any] = {"()": "appcare.ops.logging_setup.make_handler"}
     if component:
         handler["component"] = component
     return {

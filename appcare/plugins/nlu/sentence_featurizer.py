@@ -12,7 +12,7 @@ one vector space: an English or Polish opening-hours question lands near the Dut
 training examples of the same intent without any English training data.
 
 Only a sentence feature is added (no sequence features): the intent classifier
-(:mod:`appcare.nlu.intent_classifier`) combines it with its tf-idf n-gram features. The encoder is loaded
+(:mod:`appcare.plugins.nlu.intent_classifier`) combines it with its tf-idf n-gram features. The encoder is loaded
 once per process and shared by every model and pipeline in it.
 """
 from __future__ import annotations

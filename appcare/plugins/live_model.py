@@ -7,8 +7,8 @@ rollback) would then go live unchecked. With the pointer, `make run` starts the
 editors' model and does not retrain; an explicit `make train` by a developer trains
 from the files and, when that makes a new model, removes the pointer.
 
-    python -m appcare.live_model check        # exit 0 (and say so) when a published model is live
-    python -m appcare.live_model after-train  # drop the pointer when make train made a newer model
+    python -m appcare.plugins.live_model check        # exit 0 (and say so) when a published model is live
+    python -m appcare.plugins.live_model after-train  # drop the pointer when make train made a newer model
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POINTER_NAME = "live-model.txt"
 
 

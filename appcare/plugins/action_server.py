@@ -12,7 +12,7 @@ every origin. This entry point serves the same rasa-sdk application with:
 
 Usage::
 
-    python -m appcare.action_server --port 5055 [--interface 127.0.0.1] [--actions actions]
+    python -m appcare.plugins.action_server --port 5055 [--interface 127.0.0.1] [--actions actions]
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--actions", default="actions", help="action package (default actions)")
     args = parser.parse_args(argv)
 
-    from appcare import quiet
-    from appcare.logging_setup import configure
+    from appcare.ops import quiet
+    from appcare.ops.logging_setup import configure
 
     quiet.install()  # no library deprecation warnings unless VERBOSE=1
     configure("actions")  # the same redacting handler as deploy/logging.yml

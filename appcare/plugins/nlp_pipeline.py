@@ -11,8 +11,8 @@ Two pipelines are supported:
   municipal servers). It has its own name and never claims to be
   ``nl_core_news_sm``.
 
-``python -m appcare.nlp_pipeline ensure`` makes one of them available,
-``python -m appcare.nlp_pipeline config`` writes the effective Rasa config that
+``python -m appcare.plugins.nlp_pipeline ensure`` makes one of them available,
+``python -m appcare.plugins.nlp_pipeline config`` writes the effective Rasa config that
 points SpacyNLP at the pipeline in use and prints its path.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STOCK_NAME = "nl_core_news_sm"
 STOCK_VERSION = "3.4.0"
 STOCK_URL = (
@@ -166,7 +166,7 @@ def write_effective_config(base: Path = BASE_CONFIG, out: Path = EFFECTIVE_CONFI
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
         handle.write(
-            f"# Generated from {base.name} by appcare.nlp_pipeline; "
+            f"# Generated from {base.name} by appcare.plugins.nlp_pipeline; "
             f"Dutch spaCy pipeline: {pipeline_in_use()}\n"
         )
         yaml.dump(config, handle)

@@ -2,13 +2,13 @@
 
 Chosen by measurement (docs/bench.md): on messages of citizens the project has never
 seen, a linear model on tf-idf weighted word and character n-grams together with the
-multilingual sentence vector (:mod:`appcare.nlu.sentence_featurizer`) understands
+multilingual sentence vector (:mod:`appcare.plugins.nlu.sentence_featurizer`) understands
 clearly more than DIET on the same data, trains in seconds instead of minutes and
 answers in about a millisecond. Rasa's own ``LogisticRegressionClassifier`` takes the
 raw counts of the CountVectorsFeaturizers, whose scale swamps the sentence vector
 (measured: the vector then adds nothing); tf-idf with sublinear term frequency keeps
 both in balance. Entities come from CRFEntityExtractor and
-:mod:`appcare.nlu.entities`.
+:mod:`appcare.plugins.nlu.entities`.
 
 Config:
   C: inverse regularisation strength of the logistic regression.
@@ -17,7 +17,7 @@ Config:
   dense_scale: weight of the dense sentence features against the tf-idf features.
   ranking_length: intents kept in ``intent_ranking``.
   other_languages: also train a model on the sentence vector alone and average it in
-    for messages that are not Dutch (``appcare.nlu.language``): Dutch n-grams say
+    for messages that are not Dutch (``appcare.plugins.nlu.language``): Dutch n-grams say
     little about a Turkish or Polish message, and the training data is Dutch.
   other_languages_C: its regularisation strength.
 """
@@ -164,7 +164,7 @@ class SentenceIntentClassifier(IntentClassifier, GraphComponent):
 
     def _language(self, text: Optional[Text]) -> str:
         if self._detector is None:
-            from appcare.nlu.language import LanguageDetector
+            from appcare.plugins.nlu.language import LanguageDetector
 
             self._detector = LanguageDetector()
         return self._detector.detect(text)

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import yaml
 
 Span = Tuple[int, int, str]
-DEFAULT_LOOKUP_DIR = Path(__file__).resolve().parents[2] / "data" / "nlu" / "lookups"
+DEFAULT_LOOKUP_DIR = Path(__file__).resolve().parents[3] / "data" / "nlu" / "lookups"
 
 SUFFIXES = (
     "straatje", "straat", "laantje", "laan", "weg", "dreef", "pleintje", "plein", "singel", "kade",
