@@ -320,7 +320,7 @@ class CpuMeter:
         total = sum(used.values())
         per = ", ".join(f"{k} {v / max(1, answered) * 1000:.0f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
         line = f"CPU ms per answered message: {per} (total {total / max(1, answered) * 1000:.0f})"
-        if len(instances) > 1:
+        if len(instances) > 1 and used.get("rasa", 0.0) >= 0.1 * total:  # not in the plain REST phase
             shares = ", ".join(f"{k} {100 * v / sum(instances.values()):.0f} %" for k, v in instances.items())
             line += f"; Rasa CPU per instance: {shares}"
         return line

@@ -30,13 +30,11 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from appcare import pii, tracker_store
+from appcare.action_names import CLARIFY_ACTION, HANDOFF_ACTION, RELAY_ACTION
 from appcare.tracker_store import EventRow
 
 TZ = ZoneInfo("Europe/Amsterdam")
 FALLBACK_INTENT = "nlu_fallback"
-CLARIFY_ACTION = "action_clarify"
-HANDOFF_ACTION = "action_handoff_to_kcc"
-RELAY_ACTION = "action_relay_to_kcc"
 LISTEN_ACTION = "action_listen"
 REASON_LABELS = {
     "fallback": "niet herkend",

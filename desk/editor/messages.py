@@ -12,7 +12,9 @@ import datetime as dt
 import re
 from typing import Any, Dict, List, Optional
 
-WEEKDAYS = ["maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag"]
+from appcare.clock import WEEKDAY_NAMES
+
+WEEKDAYS = WEEKDAY_NAMES
 
 _TECHNICAL = re.compile(r"^(?P<where>\S+\.ya?ml(?::\d+)?): (?P<dotted>[\w.()\s]+?): (?P<msg>.*)$", re.S)
 

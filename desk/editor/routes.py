@@ -8,14 +8,13 @@ JSON: ``/api/editor/...`` (same session and CSRF rules as the rest of the desk).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
-
-import yaml
 
 from sanic import Sanic, response
 from sanic.request import Request
 
+from appcare.clock import WEEKDAY_NAMES
+from appcare.staff_labels import intent_labels
 from desk.editor.content import KIND_LABELS, NATIONAL, EditorRefused
 from desk.editor.inbox import REASON_LABELS
 from desk.editor.messages import explain_all, fact_changes, name_intents
@@ -24,7 +23,7 @@ from desk.editor.service import EditorService
 from desk.service import DeskError
 
 PERMISSION = "edit"
-WEEKDAYS = ["maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag"]
+WEEKDAYS = WEEKDAY_NAMES
 JOB_STATUS = {
     "running": "bezig",
     "published": "gepubliceerd",
@@ -32,18 +31,6 @@ JOB_STATUS = {
     "failed": "mislukt",
     "rolled_back": "teruggedraaid",
 }
-
-
-INTENT_LABELS_FILE = Path(__file__).resolve().parent.parent / "intent_labels.yml"
-
-
-def intent_labels() -> Dict[str, str]:
-    """Dutch names of the intents for the editors (desk/intent_labels.yml)."""
-    try:
-        labels = yaml.safe_load(INTENT_LABELS_FILE.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def _texts(request: Request, data: Dict[str, Any]) -> List[str]:
