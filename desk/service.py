@@ -71,6 +71,8 @@ ACTION_LABELS = {
     "webhook_failed": "webhook mislukt",
     "user_created": "account aangemaakt",
     "password_set": "wachtwoord gewijzigd",
+    "report_downloaded": "rapport gedownload",
+    "report_failed": "rapport mislukt",
 }
 MAX_TEXT = 4000
 logger = logging.getLogger(__name__)
@@ -523,6 +525,27 @@ class DeskService:
 
     def answers_for(self, municipality: Optional[str]) -> List[Dict[str, Any]]:
         return self.store.list_answers(municipality)
+
+    def save_answer(self, data: Dict[str, Any], user: Dict[str, Any]) -> Dict[str, Any]:
+        """Add or change a standard answer (``id`` in ``data``: change that one)."""
+        title = str(data.get("title") or "").strip()
+        text = str(data.get("text") or "").strip()
+        if not title or not text:
+            raise DeskError(400, "empty", "Vul een titel en een tekst in.")
+        if len(text) > 4000 or len(title) > 120:
+            raise DeskError(400, "too_long", "De titel (120) of tekst (4000 tekens) is te lang.")
+        answer_id = data.get("id")
+        answer_id = int(answer_id) if str(answer_id or "").isdigit() else None
+        municipality = str(data.get("municipality") or "").strip() or None
+        saved = self.store.save_answer(title, text, user["username"], municipality, answer_id)
+        self.store.audit(user["username"], "answer_saved", None, {"answer_id": saved["id"], "title": title})
+        return saved
+
+    def delete_answer(self, answer_id: int, user: Dict[str, Any]) -> bool:
+        if not self.store.delete_answer(answer_id):
+            raise DeskError(404, "not_found", "Dit standaardantwoord bestaat niet.")
+        self.store.audit(user["username"], "answer_deleted", None, {"answer_id": answer_id})
+        return True
 
     # ------------------------------------------------------------------ helpers
     def _ensure_mine(

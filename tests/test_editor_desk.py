@@ -159,7 +159,7 @@ def test_examples_pages_and_api(env):
 
 def test_every_intent_with_examples_has_a_dutch_name():
     from desk.editor.nlu import NluRepo
-    from desk.editor.routes import intent_labels
+    from appcare.staff_labels import intent_labels
 
     repo = NluRepo(ROOT / "data" / "nlu", ROOT / "domain", 0.85, ROOT)
     missing = sorted(set(repo.intents()) - set(intent_labels()))
