@@ -844,6 +844,8 @@ def test_a_message_is_answered_by_the_instance_haproxy_gave_it_to(pg_url: str, g
         wait_for_state("B's worker to leave the citizen to A", lambda: not second_server.worker_running(sender))
         a_bot.gate.set()
         assert graph.wait_for(lambda g: len(g.delivered(sender)) == 2, timeout=20)
+        for server in (first_server, second_server):  # both finished: no third answer can still come
+            server.wait_handled(sender, [wamid_of(one), wamid_of(two)])
         assert a_bot.texts(sender) == ["eerste vraag"] and b_bot.texts(sender) == ["tweede vraag"]
         assert [m["json"]["text"]["body"] for m in graph.delivered(sender)] == \
             ["echo: eerste vraag", "echo: tweede vraag"]
