@@ -13,6 +13,7 @@ WhatsApp message id, followed by the bot's utterances) or none of it:
 
 :func:`open_failure_ticket` and :func:`failure_text` serve a message that could not
 be handled at all: the desk gets a ticket, the citizen a text with the phone number.
+:func:`no_reply_text` serves a turn that ended without any reply.
 Both run on a worker thread when called from the event loop (:func:`failure_text_async`):
 the handoff store's database and the content files are never read on the loop.
 """
@@ -33,6 +34,9 @@ FALLBACK_FAILURE_TEXT = (
     "Sorry, door een storing kan ik je bericht nu niet beantwoorden. Een collega van het "
     "klantcontactcentrum kijkt ernaar. Heb je haast? Bel {phone}."
 )
+# A turn that produced no reply at all (e.g. the action server is unreachable).
+NO_REPLY_RESPONSE = "utter_technical_problem"
+FALLBACK_NO_REPLY_TEXT = "Er ging bij mij iets mis. Probeer het zo nog eens, of bel {phone}."
 LOCK_WAIT_SECONDS = 30.0
 # {phone} of the failure text when the municipality's content cannot be read.
 NO_PHONE_TEXT = labels.text("failure.no_phone")
@@ -81,21 +85,37 @@ def bot_messages_after(events: List[Any], message_id: str) -> Optional[List[Dict
     return replies
 
 
-def failure_text(agent: Any, municipality: Optional[str]) -> str:
-    """The domain's ``utter_channel_failure`` with the municipality's phone number."""
-    text = FALLBACK_FAILURE_TEXT
+def domain_text(agent: Any, response: str, fallback: str, municipality: Optional[str]) -> str:
+    """The domain response's first (Dutch) text with the municipality's phone number;
+    ``fallback`` (the same words) when the loaded model has no such response."""
+    text = fallback
     domain = getattr(agent, "domain", None)
     responses = getattr(domain, "responses", None) or {}
-    for variant in responses.get(FAILURE_RESPONSE) or []:
+    for variant in responses.get(response) or []:
         if isinstance(variant, dict) and variant.get("text"):
             text = str(variant["text"])
             break
     return text.replace("{phone}", _phone(municipality))
 
 
+def failure_text(agent: Any, municipality: Optional[str]) -> str:
+    """The domain's ``utter_channel_failure`` with the municipality's phone number."""
+    return domain_text(agent, FAILURE_RESPONSE, FALLBACK_FAILURE_TEXT, municipality)
+
+
+def no_reply_text(agent: Any, municipality: Optional[str]) -> str:
+    """The domain's ``utter_technical_problem`` with the municipality's phone number."""
+    return domain_text(agent, NO_REPLY_RESPONSE, FALLBACK_NO_REPLY_TEXT, municipality)
+
+
 async def failure_text_async(agent: Any, municipality: Optional[str]) -> str:
     """:func:`failure_text` on a worker thread (it may read the content files)."""
     return await asyncio.to_thread(failure_text, agent, municipality)
+
+
+async def no_reply_text_async(agent: Any, municipality: Optional[str]) -> str:
+    """:func:`no_reply_text` on a worker thread (it may read the content files)."""
+    return await asyncio.to_thread(no_reply_text, agent, municipality)
 
 
 def _phone(municipality: Optional[str]) -> str:

@@ -48,15 +48,13 @@ PYTHON_SENTENCES: Dict[str, Dict[str, str]] = {
     "channels/turn_recovery.py": {
         "Sorry, door een storing kan ik je bericht nu niet beantwoorden. Een collega van het klantcontactcentrum "
         "kijkt ernaar. Heb je haast? Bel {phone}.": "last resort when the model has no utter_channel_failure",
+        "Er ging bij mij iets mis. Probeer het zo nog eens, of bel {phone}.":
+            "last resort when the model has no utter_technical_problem",
         "Laatste bericht: ": "ticket summary for KCC staff, not for citizens",
     },
     "channels/rest_input.py": {
         "Sorry, er ging iets mis aan mijn kant. Probeer het later nog eens of typ 'medewerker'.":
             "last resort when the model has no utter_default",
-    },
-    "channels/whatsapp/settings.py": {
-        "Sorry, door een storing kon ik je bericht nu niet verwerken. Probeer het over een paar minuten opnieuw.":
-            "channel setting error_text / WHATSAPP_ERROR_TEXT (default), for a turn without any reply",
     },
     "actions/handoff.py": {
         "Onderwerp eerder in gesprek: ": "ticket summary for KCC staff, not for citizens",
@@ -65,6 +63,7 @@ PYTHON_SENTENCES: Dict[str, Dict[str, str]] = {
 # Domain responses a Python fallback must repeat word for word.
 FALLBACK_OF = {
     ("channels/turn_recovery.py", "FALLBACK_FAILURE_TEXT"): "utter_channel_failure",
+    ("channels/turn_recovery.py", "FALLBACK_NO_REPLY_TEXT"): "utter_technical_problem",
     ("channels/rest_input.py", "LAST_RESORT_TEXT"): "utter_default",
 }
 

@@ -221,3 +221,22 @@ def test_status_with_our_callback_data_settles_the_outbox_row(tmp_path: Path) ->
     assert untouched.status == "unknown" and untouched.wamid is None
     # a claim is conditional: a settled row is never posted again
     assert not store.mark_sending(row_id, ("unknown",))
+
+
+def test_a_turn_without_reply_gets_the_domains_technical_problem_text(monkeypatch) -> None:
+    """Editors change the no-reply text in domain/ (utter_technical_problem); the
+    channel setting WHATSAPP_ERROR_TEXT still overrides it."""
+    from types import SimpleNamespace
+
+    from appcare import content
+    from channels import turn_recovery
+    from channels.whatsapp import ScaleSettings
+
+    domain = SimpleNamespace(responses={"utter_technical_problem": [{"text": "Oeps, probeer het zo. Bel {phone}."}]})
+    phone = content.load("lelystad").contact.phone.value
+    assert turn_recovery.no_reply_text(SimpleNamespace(domain=domain), "lelystad") == f"Oeps, probeer het zo. Bel {phone}."
+    assert turn_recovery.no_reply_text(None, "lelystad") == turn_recovery.FALLBACK_NO_REPLY_TEXT.replace("{phone}", phone)
+    monkeypatch.delenv("WHATSAPP_ERROR_TEXT", raising=False)
+    assert ScaleSettings.load({}).error_text == ""
+    monkeypatch.setenv("WHATSAPP_ERROR_TEXT", "Even niet bereikbaar.")
+    assert ScaleSettings.load({}).error_text == "Even niet bereikbaar."

@@ -56,14 +56,13 @@ from channels.whatsapp.output import WhatsAppOutput, WhatsAppTurnCollector  # no
 from channels.whatsapp.routes import DB_RETRY_SECONDS, SIGNED_OVERSIZE_CHECK, WhatsAppInput, verify_signature  # noqa: F401
 from channels.whatsapp.scheduling import DIRECT_PENDING_ORPHANED, HOUSEKEEPING_INTERVAL  # noqa: F401
 from channels.whatsapp.service import NO_WINDOW_KINDS, WhatsAppService, message_metadata  # noqa: F401
-from channels.whatsapp.settings import DEFAULT_ERROR_TEXT, ScaleSettings  # noqa: F401
+from channels.whatsapp.settings import ScaleSettings  # noqa: F401
 from channels.whatsapp.turn import CHANNEL_PAYLOADS  # noqa: F401
 
 __all__ = [
     "CHANNEL_NAME",
     "CHANNEL_PAYLOADS",
     "DB_RETRY_SECONDS",
-    "DEFAULT_ERROR_TEXT",
     "DIRECT_PENDING_ORPHANED",
     "HOUSEKEEPING_INTERVAL",
     "NO_WINDOW_KINDS",

@@ -14,12 +14,6 @@ from appcare import db as appcare_db
 from appcare.env_settings import EnvSettings
 from channels.whatsapp.common import logger
 
-DEFAULT_ERROR_TEXT = (
-    "Sorry, door een storing kon ik je bericht nu niet verwerken. "
-    "Probeer het over een paar minuten opnieuw."
-)
-
-
 class ScaleEnv(EnvSettings):
     """The environment variables of :class:`ScaleSettings` (unset or blank: the
     default; a value that is no number stops the start with a :class:`SettingsError`
@@ -48,7 +42,10 @@ class ScaleSettings:
     without a live lease is orphaned.
     ``bot_retry_seconds`` / ``WHATSAPP_BOT_RETRY_SECONDS`` (120): how long a message
     is retried while Rasa fails (tracker store, lock store down) before the citizen
-    gets ``error_text`` / ``WHATSAPP_ERROR_TEXT``.
+    gets the domain's ``utter_channel_failure`` and the KCC a ticket.
+    ``error_text`` / ``WHATSAPP_ERROR_TEXT`` (unset): the text for a turn that ended
+    without any reply (e.g. the action server is unreachable); unset, the domain's
+    ``utter_technical_problem`` with the municipality's phone number.
     ``confirm_seconds`` / ``WHATSAPP_CONFIRM_SECONDS`` (30): how long a send whose
     result is unknown (timeout after sending, 5xx, crash in flight) waits for Meta's
     status webhook before it is resent, once.
@@ -78,7 +75,7 @@ class ScaleSettings:
     stale_after: float = 10.0
     bot_retry_seconds: float = 120.0
     confirm_seconds: float = 30.0
-    error_text: str = DEFAULT_ERROR_TEXT
+    error_text: str = ""  # "": the domain's utter_technical_problem (channels.turn_recovery.no_reply_text)
     instance_id: str = ""
     db_threads: int = 0  # 0: WHATSAPP_DB_THREADS (appcare.db.db_threads)
     max_turns: int = 8
@@ -107,7 +104,7 @@ class ScaleSettings:
                     logger.warning("WhatsApp channel: ignoring invalid value for '%s'", key)
             values[key] = defaults[key] if value is None else value
         values["max_turns"] = max(1, int(values["max_turns"]))
-        values["error_text"] = str(creds.get("error_text") or env.error_text or DEFAULT_ERROR_TEXT)
+        values["error_text"] = str(creds.get("error_text") or env.error_text or "")
         values["instance_id"] = (env.instance_id or "").strip()[:120]
         settings = cls(**values)
         settings.lease_seconds = max(2.0, settings.lease_seconds)

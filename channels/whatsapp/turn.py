@@ -142,7 +142,8 @@ class TurnMixin:
             # No reply at all (e.g. the action server is unreachable): never leave the
             # citizen without an answer. Silence is right only during a KCC handoff.
             logger.warning("WhatsApp: bot produced no reply sender=%s; sent the error text", sender)
-            collector.messages.append(BotMessage("text", text=self.scale.error_text))
+            no_reply = self.scale.error_text or await turn_recovery.no_reply_text_async(self._agent(), municipality)
+            collector.messages.append(BotMessage("text", text=no_reply))
             error = "no_reply"
         bot_seconds = time.monotonic() - started
         appcare_metrics.WA_BOT_SECONDS.observe(bot_seconds)
