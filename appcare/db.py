@@ -52,6 +52,28 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def from_epoch(ts: Optional[float]) -> Optional[dt.datetime]:
+    """Epoch seconds (``time.time()``) as the naive UTC datetime a DateTime column
+    stores, to the microsecond (None stays None). The WhatsApp channel computes with
+    epoch seconds and converts at its store's boundary (channels/inbox.py)."""
+    if ts is None:
+        return None
+    return _EPOCH + dt.timedelta(microseconds=round(float(ts) * 1_000_000))
+
+
+def to_epoch(value: Optional[dt.datetime]) -> Optional[float]:
+    """A naive UTC datetime from a DateTime column as epoch seconds (None stays None);
+    the inverse of :func:`from_epoch`."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return (value - _EPOCH) / dt.timedelta(seconds=1)
+
+
 def db_url() -> str:
     return os.environ.get("APPCARE_DB_URL", DEFAULT_DB_URL)
 

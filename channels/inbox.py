@@ -1,4 +1,5 @@
-"""Persistent state of the WhatsApp channel (SQLAlchemy 1.4 Core).
+"""Persistent state of the WhatsApp channel (SQLAlchemy 1.4: declarative tables,
+2.0-style Core statements).
 
 Tables (in the appcare database, ``APPCARE_DB_URL``):
 
@@ -22,7 +23,7 @@ Tables (in the appcare database, ``APPCARE_DB_URL``):
                      (24h customer-service window) and last template sent.
 ``whatsapp_status_events`` raw delivery reports (sent/delivered/read/failed).
 ``whatsapp_sender_leases`` which instance processes a sender right now (key:
-                     sender hash, ``owner``, ``expires_ts``). With several Rasa
+                     sender hash, ``owner``, ``expires_at``). With several Rasa
                      instances on one database only the lease holder works on a
                      sender, so one citizen's messages are never handled twice or
                      in parallel (Rasa OSS issue 9213); a lease of a crashed
@@ -32,6 +33,14 @@ Tables (in the appcare database, ``APPCARE_DB_URL``):
                      one, else the phone number; an existing conversation keeps its
                      key), and the username. Everything keyed on ``wa_id`` /
                      ``recipient`` above holds that conversation key.
+
+Time: every time column is a ``DateTime`` holding naive UTC (``*_at``, like the other
+stores' tables; revision 0003 converted the epoch floats of before). The channel
+computes with epoch seconds (``time.time()``: leases, the 24-hour window, retries;
+the ``*_ts`` attributes and arguments here), converted at this store's boundary
+with :func:`appcare.db.from_epoch` / :func:`appcare.db.to_epoch` (to the microsecond,
+so ``sort_at``, WhatsApp's message timestamp, orders exactly as before). Comparisons
+in SQL compare a column with a converted value.
 
 All methods are synchronous; :class:`AsyncInbox` runs them on a small pool of
 threads (``WHATSAPP_DB_THREADS``, 4) plus one for the webhook path, so the event
@@ -54,6 +63,7 @@ sender's lease holder finishes and that instance is alive (``finish_and_next``).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -69,10 +79,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from sqlalchemy import (
     Boolean,
     Column,
-    Float,
+    DateTime,
     Index,
     Integer,
-    MetaData,
     String,
     Table,
     Text,
@@ -89,8 +98,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import declarative_base
 
 from appcare import db as appcare_db
+from appcare.db import from_epoch, to_epoch
 from appcare.pii import conversation_hash
 
 logger = logging.getLogger(__name__)
@@ -107,101 +118,111 @@ FINISHED_INBOX = ("done", "ignored", "failed")
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3}
 
 KEY_LENGTH = 191  # a conversation key: phone number or BSUID (up to 2 + 1 + 128 characters)
-metadata = MetaData()
+Base = declarative_base()
+metadata = Base.metadata
 
-inbox = Table(
-    "whatsapp_inbox",
-    metadata,
-    Column("wamid", String(191), primary_key=True),
-    Column("phone_number_id", String(64), nullable=False),
-    Column("wa_id", String(KEY_LENGTH), nullable=True),  # conversation key (phone number or BSUID)
-    Column("sender_hash", String(16), nullable=False),
-    Column("message_type", String(32), nullable=False),
-    Column("text", Text, nullable=True),
-    Column("metadata_json", Text, nullable=True),
-    Column("sort_ts", Float, nullable=False),
-    Column("received_ts", Float, nullable=False),
-    Column("position", Integer, nullable=False, default=0),
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("error", String(64), nullable=True),
-    Column("updated_ts", Float, nullable=False),
-    Column("received_by", String(128), nullable=True),  # instance id of the webhook's receiver (revision 0002)
-    Index("ix_whatsapp_inbox_open", "status", "wa_id"),
-    Index("ix_whatsapp_inbox_received", "received_ts"),
-)
 
-outbox = Table(
-    "whatsapp_outbox",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("inbound_wamid", String(191), nullable=True),
-    Column("seq", Integer, nullable=False, default=0),
-    Column("ref", String(128), nullable=True, index=True),
-    Column("phone_number_id", String(64), nullable=False),
-    Column("recipient", String(KEY_LENGTH), nullable=False),
-    Column("recipient_hash", String(16), nullable=False, index=True),
-    Column("kind", String(32), nullable=False),
-    Column("payload_json", Text, nullable=True),
-    Column("status", String(16), nullable=False, index=True),
-    Column("wamid", String(191), nullable=True, index=True),
-    Column("error_code", Integer, nullable=True),
-    Column("error", String(64), nullable=True),
-    Column("delivery_status", String(16), nullable=True),
+class InboxRow(Base):
+    __tablename__ = "whatsapp_inbox"
+    __table_args__ = (
+        Index("ix_whatsapp_inbox_open", "status", "wa_id"),
+        Index("ix_whatsapp_inbox_received", "received_at"),
+    )
+
+    wamid = Column(String(191), primary_key=True)
+    phone_number_id = Column(String(64), nullable=False)
+    wa_id = Column(String(KEY_LENGTH), nullable=True)  # conversation key (phone number or BSUID)
+    sender_hash = Column(String(16), nullable=False)
+    message_type = Column(String(32), nullable=False)
+    text = Column(Text, nullable=True)
+    metadata_json = Column(Text, nullable=True)
+    sort_at = Column(DateTime, nullable=False)  # the message's own timestamp (WhatsApp's): the order
+    received_at = Column(DateTime, nullable=False)
+    position = Column(Integer, nullable=False, default=0)
+    status = Column(String(16), nullable=False)
+    attempts = Column(Integer, nullable=False, default=0)
+    error = Column(String(64), nullable=True)
+    updated_at = Column(DateTime, nullable=False)
+    received_by = Column(String(128), nullable=True)  # instance id of the webhook's receiver (revision 0002)
+
+
+class OutboxRow(Base):
+    __tablename__ = "whatsapp_outbox"
+    __table_args__ = (UniqueConstraint("inbound_wamid", "seq", name="uq_whatsapp_outbox_reply"),)
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    inbound_wamid = Column(String(191), nullable=True)
+    seq = Column(Integer, nullable=False, default=0)
+    ref = Column(String(128), nullable=True, index=True)
+    phone_number_id = Column(String(64), nullable=False)
+    recipient = Column(String(KEY_LENGTH), nullable=False)
+    recipient_hash = Column(String(16), nullable=False, index=True)
+    kind = Column(String(32), nullable=False)
+    payload_json = Column(Text, nullable=True)
+    status = Column(String(16), nullable=False, index=True)
+    wamid = Column(String(191), nullable=True, index=True)
+    error_code = Column(Integer, nullable=True)
+    error = Column(String(64), nullable=True)
+    delivery_status = Column(String(16), nullable=True)
     # Per-message pricing from the first status webhook that carried ``pricing``
     # (category: service, utility, marketing, authentication, ...): the report's
     # billable messages and estimated cost.
-    Column("pricing_category", String(32), nullable=True),
-    Column("billable", Boolean, nullable=True),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("created_ts", Float, nullable=False, index=True),
-    Column("updated_ts", Float, nullable=False),
-    UniqueConstraint("inbound_wamid", "seq", name="uq_whatsapp_outbox_reply"),
-)
-
-contacts = Table(
-    "whatsapp_contacts",
-    metadata,
-    Column("phone_number_id", String(64), primary_key=True),
-    Column("wa_id", String(KEY_LENGTH), primary_key=True),
-    Column("last_inbound_ts", Float, nullable=True),
-    Column("template_sent_ts", Float, nullable=True),
-    Column("updated_ts", Float, nullable=False),
-)
-
-status_events = Table(
-    "whatsapp_status_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("wamid", String(191), nullable=False, index=True),
-    Column("status", String(16), nullable=False),
-    Column("error_code", Integer, nullable=True),
-    Column("recipient_hash", String(16), nullable=True),
-    Column("event_ts", Float, nullable=True),
-    Column("recorded_ts", Float, nullable=False, index=True),
-)
+    pricing_category = Column(String(32), nullable=True)
+    billable = Column(Boolean, nullable=True)
+    attempts = Column(Integer, nullable=False, default=0)
+    created_at = Column(DateTime, nullable=False, index=True)
+    updated_at = Column(DateTime, nullable=False)
 
 
-leases = Table(
-    "whatsapp_sender_leases",
-    metadata,
-    Column("sender_hash", String(16), primary_key=True),
-    Column("owner", String(128), nullable=False),
-    Column("expires_ts", Float, nullable=False),
-    Column("acquired_ts", Float, nullable=False),
-)
+class ContactRow(Base):
+    __tablename__ = "whatsapp_contacts"
+
+    phone_number_id = Column(String(64), primary_key=True)
+    wa_id = Column(String(KEY_LENGTH), primary_key=True)
+    last_inbound_at = Column(DateTime, nullable=True)
+    template_sent_at = Column(DateTime, nullable=True)
+    updated_at = Column(DateTime, nullable=False)
 
 
-identities = Table(
-    "whatsapp_identities",
-    metadata,
-    Column("identifier", String(KEY_LENGTH), primary_key=True),  # phone number or BSUID
-    Column("kind", String(8), nullable=False),  # phone | bsuid
-    Column("conversation_key", String(KEY_LENGTH), nullable=False, index=True),
-    Column("username", String(128), nullable=True),
-    Column("created_ts", Float, nullable=False),
-    Column("updated_ts", Float, nullable=False, index=True),
-)
+class StatusEventRow(Base):
+    __tablename__ = "whatsapp_status_events"
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    wamid = Column(String(191), nullable=False, index=True)
+    status = Column(String(16), nullable=False)
+    error_code = Column(Integer, nullable=True)
+    recipient_hash = Column(String(16), nullable=True)
+    event_at = Column(DateTime, nullable=True)
+    recorded_at = Column(DateTime, nullable=False, index=True)
+
+
+class LeaseRow(Base):
+    __tablename__ = "whatsapp_sender_leases"
+
+    sender_hash = Column(String(16), primary_key=True)
+    owner = Column(String(128), nullable=False)
+    expires_at = Column(DateTime, nullable=False)
+    acquired_at = Column(DateTime, nullable=False)
+
+
+class IdentityRow(Base):
+    __tablename__ = "whatsapp_identities"
+
+    identifier = Column(String(KEY_LENGTH), primary_key=True)  # phone number or BSUID
+    kind = Column(String(8), nullable=False)  # phone | bsuid
+    conversation_key = Column(String(KEY_LENGTH), nullable=False, index=True)
+    username = Column(String(128), nullable=True)
+    created_at = Column(DateTime, nullable=False)
+    updated_at = Column(DateTime, nullable=False, index=True)
+
+
+# The tables, for the Core statements below (and jobs/retention.py, tests).
+inbox: Table = InboxRow.__table__
+outbox: Table = OutboxRow.__table__
+contacts: Table = ContactRow.__table__
+status_events: Table = StatusEventRow.__table__
+leases: Table = LeaseRow.__table__
+identities: Table = IdentityRow.__table__
 
 
 def _is_bsuid(value: Optional[str]) -> bool:
@@ -306,6 +327,11 @@ def _recipient_of(status: Any) -> Optional[str]:
     return status.recipient_id or getattr(status, "recipient_user_id", None)
 
 
+def _db_now() -> "dt.datetime":
+    """``time.time()`` as stored (naive UTC, see :func:`appcare.db.from_epoch`)."""
+    return from_epoch(time.time())
+
+
 def _inbox_item(row: Any) -> InboxItem:
     m = row._mapping
     return InboxItem(
@@ -317,7 +343,7 @@ def _inbox_item(row: Any) -> InboxItem:
         metadata=json.loads(m["metadata_json"]) if m["metadata_json"] else {},
         status=m["status"],
         attempts=m["attempts"],
-        sort_ts=m["sort_ts"],
+        sort_ts=to_epoch(m["sort_at"]),
     )
 
 
@@ -337,9 +363,9 @@ def _outbox_item(row: Any) -> OutboxItem:
         error_code=m["error_code"],
         error=m["error"],
         delivery_status=m["delivery_status"],
-        created_ts=m["created_ts"],
+        created_ts=to_epoch(m["created_at"]),
         attempts=m["attempts"] or 0,
-        updated_ts=m["updated_ts"] or 0.0,
+        updated_ts=to_epoch(m["updated_at"]) or 0.0,
         pricing_category=m.get("pricing_category"),
         billable=m.get("billable"),
     )
@@ -402,15 +428,16 @@ class InboxStore:
         key = known.get(user_id or "") or known.get(phone or "")
         if key is None:
             key = phone if phone and user_id and self._has_history(conn, phone) else (user_id or phone)
+        at = from_epoch(now)
         for identifier, kind in ((user_id, "bsuid"), (phone, "phone")):
             if not identifier:
                 continue
             if identifier not in known:
                 _insert_ignore(conn, identities, dict(
                     identifier=identifier, kind=kind, conversation_key=key,
-                    username=username if kind == "bsuid" else None, created_ts=now, updated_ts=now,
+                    username=username if kind == "bsuid" else None, created_at=at, updated_at=at,
                 ))
-            values: Dict[str, Any] = {"updated_ts": now}
+            values: Dict[str, Any] = {"updated_at": at}
             if username and kind == "bsuid":
                 values["username"] = username[:128]
             conn.execute(update(identities).where(identities.c.identifier == identifier).values(**values))
@@ -440,15 +467,16 @@ class InboxStore:
         now = now or time.time()
         with self.engine.begin() as conn:
             key = self._resolve(conn, phone, user_id, None, now)
+            at = from_epoch(now)
             for identifier, kind in ((new_user_id, "bsuid"), (new_phone, "phone")):
                 if not identifier:
                     continue
                 if not _insert_ignore(conn, identities, dict(
                     identifier=identifier, kind=kind, conversation_key=key, username=None,
-                    created_ts=now, updated_ts=now,
+                    created_at=at, updated_at=at,
                 )):
                     conn.execute(update(identities).where(identities.c.identifier == identifier)
-                                 .values(conversation_key=key, updated_ts=now))
+                                 .values(conversation_key=key, updated_at=at))
             return key
 
     def phone_of(self, key: str) -> Optional[str]:
@@ -471,7 +499,7 @@ class InboxStore:
         for identifier, kind in conn.execute(
             select(identities.c.identifier, identities.c.kind)
             .where(identities.c.conversation_key == key)
-            .order_by(identities.c.updated_ts.desc())
+            .order_by(identities.c.updated_at.desc())
         ):
             latest.setdefault(kind, identifier)
         phone = latest.get("phone") or (None if _is_bsuid(key) else key)
@@ -485,7 +513,7 @@ class InboxStore:
             return conn.execute(
                 select(identities.c.identifier)
                 .where(identities.c.conversation_key == key, identities.c.kind == kind)
-                .order_by(identities.c.updated_ts.desc())
+                .order_by(identities.c.updated_at.desc())
                 .limit(1)
             ).scalar()
 
@@ -496,7 +524,7 @@ class InboxStore:
             rows = conn.execute(
                 select(identities.c.identifier, identities.c.kind, identities.c.username)
                 .where(or_(identities.c.conversation_key == key, identities.c.identifier == key))
-                .order_by(identities.c.updated_ts)
+                .order_by(identities.c.updated_at)
             ).all()
         for identifier, kind, username in rows:
             out["user_id" if kind == "bsuid" else "phone"] = identifier
@@ -519,6 +547,7 @@ class InboxStore:
         """Persists new messages; returns per message whether it was new (False = duplicate).
         ``received_by``: the receiving instance's id (see ``finish_and_next``)."""
         results: List[bool] = []
+        received_at = from_epoch(received_ts)
         with self.engine.begin() as conn:
             for position, message in enumerate(messages):
                 inserted = _insert_ignore(
@@ -532,12 +561,12 @@ class InboxStore:
                         message_type=message.message_type[:32],
                         text=message.text if message.answerable else None,
                         metadata_json=json.dumps(message.metadata, ensure_ascii=False) if message.answerable else None,
-                        sort_ts=message.sort_ts,
-                        received_ts=received_ts,
+                        sort_at=from_epoch(message.sort_ts),
+                        received_at=received_at,
                         position=position,
                         status="pending" if message.answerable else "ignored",
                         attempts=0,
-                        updated_ts=received_ts,
+                        updated_at=received_at,
                         received_by=received_by[:128] if received_by else None,
                     ),
                 )
@@ -547,14 +576,15 @@ class InboxStore:
         return results
 
     def _touch_contact(self, conn: Connection, pnid: str, wa_id: str, ts: float, now: float) -> None:
+        last, at = from_epoch(ts), from_epoch(now)
         _insert_ignore(
-            conn, contacts, dict(phone_number_id=pnid, wa_id=wa_id, last_inbound_ts=ts, updated_ts=now)
+            conn, contacts, dict(phone_number_id=pnid, wa_id=wa_id, last_inbound_at=last, updated_at=at)
         )
         conn.execute(
             update(contacts)
             .where(contacts.c.phone_number_id == pnid, contacts.c.wa_id == wa_id)
-            .where(or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < ts))
-            .values(last_inbound_ts=ts, updated_ts=now)
+            .where(or_(contacts.c.last_inbound_at.is_(None), contacts.c.last_inbound_at < last))
+            .values(last_inbound_at=last, updated_at=at)
         )
 
     def senders_with_open_messages(self) -> List[str]:
@@ -570,7 +600,7 @@ class InboxStore:
             row = conn.execute(
                 select(inbox)
                 .where(inbox.c.wa_id == wa_id, inbox.c.status.in_(OPEN_INBOX))
-                .order_by(inbox.c.sort_ts, inbox.c.received_ts, inbox.c.position)
+                .order_by(inbox.c.sort_at, inbox.c.received_at, inbox.c.position)
                 .limit(1)
             ).first()
         return _inbox_item(row) if row is not None else None
@@ -582,7 +612,7 @@ class InboxStore:
             conn.execute(
                 update(inbox)
                 .where(inbox.c.wamid == wamid)
-                .values(status="processing", attempts=inbox.c.attempts + 1, updated_ts=now)
+                .values(status="processing", attempts=inbox.c.attempts + 1, updated_at=from_epoch(now))
             )
             return int(conn.execute(select(inbox.c.attempts).where(inbox.c.wamid == wamid)).scalar() or 0)
 
@@ -622,7 +652,7 @@ class InboxStore:
         conn: Connection, wamid: str, phone_number_id: str, recipient: str,
         payloads: Sequence[Dict[str, Any]], kinds: Sequence[str],
     ) -> None:
-        now = time.time()
+        now = _db_now()
         recipient_hash = conversation_hash(recipient)
         values = [
             dict(
@@ -636,8 +666,8 @@ class InboxStore:
                 payload_json=json.dumps(payload, ensure_ascii=False),
                 status="pending",
                 attempts=0,
-                created_ts=now,
-                updated_ts=now,
+                created_at=now,
+                updated_at=now,
             )
             for seq, (payload, kind) in enumerate(zip(payloads, kinds))
         ]
@@ -648,7 +678,7 @@ class InboxStore:
             else:
                 for value in values:
                     _insert_ignore(conn, outbox, value)
-        conn.execute(update(inbox).where(inbox.c.wamid == wamid).values(status="replying", updated_ts=now))
+        conn.execute(update(inbox).where(inbox.c.wamid == wamid).values(status="replying", updated_at=now))
 
     def finish_inbound(self, wamid: str, status: str = "done", error: Optional[str] = None) -> None:
         """Finishes a message and erases its content (the wamid stays for de-duplication)."""
@@ -660,7 +690,7 @@ class InboxStore:
         conn.execute(
             update(inbox)
             .where(inbox.c.wamid == wamid)
-            .values(status=status, error=error, text=None, metadata_json=None, wa_id=None, updated_ts=time.time())
+            .values(status=status, error=error, text=None, metadata_json=None, wa_id=None, updated_at=_db_now())
         )
 
     # ------------------------------------------------- worker (combined steps)
@@ -727,12 +757,12 @@ class InboxStore:
             outbox.c.status == "deferred",
             outbox.c.phone_number_id == inbox.c.phone_number_id,
             outbox.c.recipient == inbox.c.wa_id,
-            outbox.c.created_ts >= deferred_since,
+            outbox.c.created_at >= from_epoch(deferred_since),
         )
         row = conn.execute(
             select(inbox, deferred.label("has_deferred"))
             .where(inbox.c.wa_id == wa_id, inbox.c.status.in_(OPEN_INBOX))
-            .order_by(inbox.c.sort_ts, inbox.c.received_ts, inbox.c.position)
+            .order_by(inbox.c.sort_at, inbox.c.received_at, inbox.c.position)
             .limit(1)
         ).first()
         if row is None:
@@ -747,8 +777,8 @@ class InboxStore:
             self._notify(conn, listener_name(receiver))
             return Claim("handed")
         if not holds_lease:
-            conn.execute(leases.insert().values(sender_hash=sender_hash, owner=owner, expires_ts=now + ttl,
-                                                acquired_ts=now))
+            conn.execute(leases.insert().values(sender_hash=sender_hash, owner=owner, expires_at=from_epoch(now + ttl),
+                                                acquired_at=from_epoch(now)))
         item = _inbox_item(row)
         has_deferred = bool(row._mapping["has_deferred"])
         if not start or item.status == "replying":
@@ -756,7 +786,7 @@ class InboxStore:
         conn.execute(
             update(inbox)
             .where(inbox.c.wamid == item.wamid)
-            .values(status="processing", attempts=inbox.c.attempts + 1, updated_ts=now)
+            .values(status="processing", attempts=inbox.c.attempts + 1, updated_at=from_epoch(now))
         )
         # the lease (and the row lock on it) keeps anybody else from changing this row meanwhile
         return Claim("claimed", item, item.attempts + 1, has_deferred)
@@ -765,21 +795,22 @@ class InboxStore:
     def _take_lease(conn: Connection, sender_hash: str, owner: str, ttl: float, now: float) -> bool:
         """Takes or renews a sender's lease in one statement (and locks its row): True
         unless another owner holds a lease that has not expired."""
-        values = dict(sender_hash=sender_hash, owner=owner, expires_ts=now + ttl, acquired_ts=now)
+        at, expires = from_epoch(now), from_epoch(now + ttl)
+        values = dict(sender_hash=sender_hash, owner=owner, expires_at=expires, acquired_at=at)
         if conn.dialect.name not in ("sqlite", "postgresql"):
             if _insert_ignore(conn, leases, values):
                 return True
             return conn.execute(
                 update(leases)
                 .where(leases.c.sender_hash == sender_hash)
-                .where(or_(leases.c.owner == owner, leases.c.expires_ts < now))
-                .values(owner=owner, expires_ts=now + ttl, acquired_ts=now)
+                .where(or_(leases.c.owner == owner, leases.c.expires_at < at))
+                .values(owner=owner, expires_at=expires, acquired_at=at)
             ).rowcount == 1
         statement = _dialect_insert(conn)(leases).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=[leases.c.sender_hash],
-            set_=dict(owner=owner, expires_ts=now + ttl, acquired_ts=now),
-            where=or_(leases.c.owner == owner, leases.c.expires_ts < now),
+            set_=dict(owner=owner, expires_at=expires, acquired_at=at),
+            where=or_(leases.c.owner == owner, leases.c.expires_at < at),
         )
         return conn.execute(statement).rowcount == 1
 
@@ -803,7 +834,7 @@ class InboxStore:
         kinds: Sequence[str],
         ref: Optional[str] = None,
     ) -> List[int]:
-        now = time.time()
+        now = _db_now()
         ids = []
         with self.engine.begin() as conn:
             for payload, kind in zip(payloads, kinds):
@@ -819,8 +850,8 @@ class InboxStore:
                         payload_json=json.dumps(payload, ensure_ascii=False),
                         status="pending",
                         attempts=0,
-                        created_ts=now,
-                        updated_ts=now,
+                        created_at=now,
+                        updated_at=now,
                     )
                 )
                 ids.append(int(result.inserted_primary_key[0]))
@@ -850,7 +881,7 @@ class InboxStore:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(outbox)
-                .where(outbox.c.recipient == recipient, outbox.c.created_ts >= since_ts)
+                .where(outbox.c.recipient == recipient, outbox.c.created_at >= from_epoch(since_ts))
                 .order_by(outbox.c.id)
             )
             return [_outbox_item(r) for r in rows]
@@ -858,7 +889,8 @@ class InboxStore:
     def failed_since(self, since_ts: float) -> List[OutboxItem]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(outbox).where(outbox.c.status == "failed", outbox.c.updated_ts >= since_ts).order_by(outbox.c.id)
+                select(outbox).where(outbox.c.status == "failed", outbox.c.updated_at >= from_epoch(since_ts))
+                .order_by(outbox.c.id)
             )
             return [_outbox_item(r) for r in rows]
 
@@ -869,7 +901,7 @@ class InboxStore:
             return conn.execute(
                 update(outbox)
                 .where(outbox.c.id == outbox_id, outbox.c.status.in_(tuple(from_status)))
-                .values(status="sending", attempts=outbox.c.attempts + 1, updated_ts=time.time())
+                .values(status="sending", attempts=outbox.c.attempts + 1, updated_at=_db_now())
             ).rowcount == 1
 
     def mark_sent(self, outbox_id: int, wamid: Optional[str]) -> None:
@@ -887,7 +919,7 @@ class InboxStore:
                     payload_json=case((failed, outbox.c.payload_json), else_=None),
                     error=case((failed, outbox.c.error), else_=None),
                     error_code=case((failed, outbox.c.error_code), else_=None),
-                    updated_ts=case((failed, outbox.c.updated_ts), else_=literal(time.time())),
+                    updated_at=case((failed, outbox.c.updated_at), else_=literal(_db_now(), DateTime)),
                 )
             )
 
@@ -897,11 +929,11 @@ class InboxStore:
     def mark_unknown(self, outbox_id: int, error: str, keep_time: bool = False) -> bool:
         """The POST may have reached Meta but its result is not known (timeout after
         sending, 5xx, crash in flight). The payload stays for one resend; a status
-        webhook resolves the row. ``keep_time``: keep ``updated_ts`` (the moment of
+        webhook resolves the row. ``keep_time``: keep ``updated_at`` (the moment of
         the send), so the bounded wait counts from the send."""
         values: Dict[str, Any] = {"status": "unknown", "error": error[:64]}
         if not keep_time:
-            values["updated_ts"] = time.time()
+            values["updated_at"] = _db_now()
         with self.engine.begin() as conn:
             return conn.execute(
                 update(outbox).where(outbox.c.id == outbox_id, outbox.c.status == "sending").values(**values)
@@ -913,7 +945,7 @@ class InboxStore:
             return conn.execute(
                 update(outbox)
                 .where(outbox.c.id == outbox_id, outbox.c.status.in_(IN_DOUBT))
-                .values(status="failed", error=error[:64], payload_json=None, updated_ts=time.time())
+                .values(status="failed", error=error[:64], payload_json=None, updated_at=_db_now())
             ).rowcount == 1
 
     def mark_deferred(self, outbox_id: int, error_code: Optional[int], error: str) -> None:
@@ -921,7 +953,7 @@ class InboxStore:
 
     def _update_outgoing(self, outbox_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(updated_ts=time.time(), **values))
+            conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(updated_at=_db_now(), **values))
 
     def outgoing_status(self, outbox_id: int) -> Optional[str]:
         with self.engine.connect() as conn:
@@ -938,8 +970,8 @@ class InboxStore:
             return conn.execute(
                 update(outbox)
                 .where(outbox.c.inbound_wamid.is_(None), outbox.c.status == "pending")
-                .where(outbox.c.updated_ts < now - older_than)
-                .values(status="failed", error="interrupted_by_restart", payload_json=None, updated_ts=now)
+                .where(outbox.c.updated_at < from_epoch(now - older_than))
+                .values(status="failed", error="interrupted_by_restart", payload_json=None, updated_at=from_epoch(now))
             ).rowcount
 
     def in_doubt_direct_sends(self, sending_before: float) -> List[OutboxItem]:
@@ -950,7 +982,7 @@ class InboxStore:
                 select(outbox)
                 .where(outbox.c.inbound_wamid.is_(None))
                 .where(or_(outbox.c.status == "unknown",
-                           and_(outbox.c.status == "sending", outbox.c.updated_ts < sending_before)))
+                           and_(outbox.c.status == "sending", outbox.c.updated_at < from_epoch(sending_before))))
                 .order_by(outbox.c.id)
                 .limit(200)
             )
@@ -964,7 +996,7 @@ class InboxStore:
                     outbox.c.phone_number_id == phone_number_id,
                     outbox.c.recipient == recipient,
                     outbox.c.status == "deferred",
-                    outbox.c.created_ts >= since_ts,
+                    outbox.c.created_at >= from_epoch(since_ts),
                 )
                 .order_by(outbox.c.id)
             )
@@ -974,11 +1006,11 @@ class InboxStore:
     def in_window(self, phone_number_id: str, wa_id: str, now: Optional[float] = None) -> bool:
         now = now or time.time()
         with self.engine.connect() as conn:
-            last = conn.execute(
-                select(contacts.c.last_inbound_ts).where(
+            last = to_epoch(conn.execute(
+                select(contacts.c.last_inbound_at).where(
                     contacts.c.phone_number_id == phone_number_id, contacts.c.wa_id == wa_id
                 )
-            ).scalar()
+            ).scalar())
         return last is not None and now - last < WINDOW_SECONDS - WINDOW_MARGIN_SECONDS
 
     def latest_phone_number_id(self, wa_id: str) -> Optional[str]:
@@ -986,7 +1018,7 @@ class InboxStore:
             return conn.execute(
                 select(contacts.c.phone_number_id)
                 .where(contacts.c.wa_id == wa_id)
-                .order_by(contacts.c.last_inbound_ts.desc())
+                .order_by(contacts.c.last_inbound_at.desc())
                 .limit(1)
             ).scalar()
 
@@ -995,31 +1027,31 @@ class InboxStore:
         now = now or time.time()
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(contacts.c.last_inbound_ts, contacts.c.template_sent_ts).where(
+                select(contacts.c.last_inbound_at, contacts.c.template_sent_at).where(
                     contacts.c.phone_number_id == phone_number_id, contacts.c.wa_id == wa_id
                 )
             ).first()
         if row is None or row[1] is None:
             return False
-        last_inbound, template_ts = row
+        last_inbound, template_ts = to_epoch(row[0]), to_epoch(row[1])
         return (last_inbound is None or template_ts > last_inbound) and now - template_ts < WINDOW_SECONDS
 
     def mark_template_sent(self, phone_number_id: str, wa_id: str, now: Optional[float] = None) -> None:
-        now = now or time.time()
+        at = from_epoch(now or time.time())
         with self.engine.begin() as conn:
             _insert_ignore(
-                conn, contacts, dict(phone_number_id=phone_number_id, wa_id=wa_id, last_inbound_ts=None, updated_ts=now)
+                conn, contacts, dict(phone_number_id=phone_number_id, wa_id=wa_id, last_inbound_at=None, updated_at=at)
             )
             conn.execute(
                 update(contacts)
                 .where(contacts.c.phone_number_id == phone_number_id, contacts.c.wa_id == wa_id)
-                .values(template_sent_ts=now, updated_ts=now)
+                .values(template_sent_at=at, updated_at=at)
             )
 
     # --------------------------------------------------------------- statuses
     def record_statuses(self, statuses: Iterable[Any], now: Optional[float] = None) -> int:
         """Stores delivery reports; a ``failed`` report marks the outbox row failed."""
-        now = now or time.time()
+        at = from_epoch(now or time.time())
         count = 0
         with self.engine.begin() as conn:
             for status in statuses:
@@ -1030,8 +1062,8 @@ class InboxStore:
                         status=status.status[:16],
                         error_code=status.error_code,
                         recipient_hash=conversation_hash(_recipient_of(status)) if _recipient_of(status) else None,
-                        event_ts=float(status.timestamp) if status.timestamp else None,
-                        recorded_ts=now,
+                        event_at=from_epoch(float(status.timestamp)) if status.timestamp else None,
+                        recorded_at=at,
                     )
                 )
                 row = conn.execute(
@@ -1052,7 +1084,7 @@ class InboxStore:
                             error_code=status.error_code,
                             error="delivery_failed",
                             payload_json=None,
-                            updated_ts=now,
+                            updated_at=at,
                         )
                     )
                     continue
@@ -1061,11 +1093,11 @@ class InboxStore:
                     conn.execute(
                         update(outbox)
                         .where(outbox.c.id == row[0], outbox.c.status.in_(IN_DOUBT))
-                        .values(status="sent", payload_json=None, error=None, error_code=None, updated_ts=now)
+                        .values(status="sent", payload_json=None, error=None, error_code=None, updated_at=at)
                     )
                 if DELIVERY_RANK.get(status.status, 0) > DELIVERY_RANK.get(row[1] or "", 0):
                     conn.execute(
-                        update(outbox).where(outbox.c.id == row[0]).values(delivery_status=status.status, updated_ts=now)
+                        update(outbox).where(outbox.c.id == row[0]).values(delivery_status=status.status, updated_at=at)
                     )
         return count
 
@@ -1120,16 +1152,17 @@ class InboxStore:
         """Takes (or extends) the processing lease of a sender; False when another
         live instance holds it. Atomic on PostgreSQL and SQLite."""
         now = now or time.time()
+        at, expires = from_epoch(now), from_epoch(now + ttl)
         with self.engine.begin() as conn:
             if _insert_ignore(
-                conn, leases, dict(sender_hash=sender_hash, owner=owner, expires_ts=now + ttl, acquired_ts=now)
+                conn, leases, dict(sender_hash=sender_hash, owner=owner, expires_at=expires, acquired_at=at)
             ):
                 return True
             result = conn.execute(
                 update(leases)
                 .where(leases.c.sender_hash == sender_hash)
-                .where(or_(leases.c.owner == owner, leases.c.expires_ts < now))
-                .values(owner=owner, expires_ts=now + ttl, acquired_ts=now)
+                .where(or_(leases.c.owner == owner, leases.c.expires_at < at))
+                .values(owner=owner, expires_at=expires, acquired_at=at)
             )
             return result.rowcount == 1
 
@@ -1153,13 +1186,13 @@ class InboxStore:
         holds, e.g. messages this instance stored while it stops. True when it did."""
         if self.engine.dialect.name != "postgresql":
             return False
-        now = time.time()
+        now = _db_now()
         joined = inbox.outerjoin(leases, leases.c.sender_hash == inbox.c.sender_hash)
         with self.engine.begin() as conn:
             waiting = conn.execute(
                 select(inbox.c.wamid).select_from(joined)
                 .where(inbox.c.status.in_(OPEN_INBOX), inbox.c.wa_id.isnot(None))
-                .where(or_(leases.c.sender_hash.is_(None), leases.c.expires_ts < now))
+                .where(or_(leases.c.sender_hash.is_(None), leases.c.expires_at < now))
                 .limit(1)
             ).first() is not None
             if waiting:
@@ -1195,7 +1228,9 @@ class InboxStore:
     def renew_leases(self, owner: str, ttl: float, now: Optional[float] = None) -> int:
         now = now or time.time()
         with self.engine.begin() as conn:
-            return conn.execute(update(leases).where(leases.c.owner == owner).values(expires_ts=now + ttl)).rowcount
+            return conn.execute(
+                update(leases).where(leases.c.owner == owner).values(expires_at=from_epoch(now + ttl))
+            ).rowcount
 
     def drop_leases_of(self, owner: str) -> int:
         """At start-up: leases left by an earlier run of this same instance are stale.
@@ -1216,11 +1251,11 @@ class InboxStore:
             select(inbox.c.wa_id)
             .select_from(joined)
             .where(inbox.c.status.in_(OPEN_INBOX), inbox.c.wa_id.isnot(None))
-            .where(or_(leases.c.sender_hash.is_(None), leases.c.expires_ts < now, leases.c.owner == owner))
+            .where(or_(leases.c.sender_hash.is_(None), leases.c.expires_at < from_epoch(now), leases.c.owner == owner))
             .distinct()
         )
         if idle_for > 0:
-            query = query.where(inbox.c.updated_ts < now - idle_for)
+            query = query.where(inbox.c.updated_at < from_epoch(now - idle_for))
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(query)]
 
@@ -1228,22 +1263,22 @@ class InboxStore:
     def purge(self, retention_days: float, now: Optional[float] = None) -> Dict[str, int]:
         """Deletes finished rows older than the retention (never less than 7 days)."""
         now = now or time.time()
-        horizon = now - max(7.0, float(retention_days)) * 86400
+        horizon = from_epoch(now - max(7.0, float(retention_days)) * 86400)
         counts = {}
         with self.engine.begin() as conn:
             counts["inbox"] = conn.execute(
-                delete(inbox).where(inbox.c.status.in_(FINISHED_INBOX), inbox.c.received_ts < horizon)
+                delete(inbox).where(inbox.c.status.in_(FINISHED_INBOX), inbox.c.received_at < horizon)
             ).rowcount
             counts["outbox"] = conn.execute(
-                delete(outbox).where(outbox.c.status.in_(("sent", "failed", "deferred")), outbox.c.updated_ts < horizon)
+                delete(outbox).where(outbox.c.status.in_(("sent", "failed", "deferred")), outbox.c.updated_at < horizon)
             ).rowcount
-            counts["status_events"] = conn.execute(delete(status_events).where(status_events.c.recorded_ts < horizon)).rowcount
-            counts["leases"] = conn.execute(delete(leases).where(leases.c.expires_ts < now - 3600)).rowcount
-            counts["identities"] = conn.execute(delete(identities).where(identities.c.updated_ts < horizon)).rowcount
+            counts["status_events"] = conn.execute(delete(status_events).where(status_events.c.recorded_at < horizon)).rowcount
+            counts["leases"] = conn.execute(delete(leases).where(leases.c.expires_at < from_epoch(now - 3600))).rowcount
+            counts["identities"] = conn.execute(delete(identities).where(identities.c.updated_at < horizon)).rowcount
             counts["contacts"] = conn.execute(
                 delete(contacts).where(
-                    or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < horizon),
-                    or_(contacts.c.template_sent_ts.is_(None), contacts.c.template_sent_ts < horizon),
+                    or_(contacts.c.last_inbound_at.is_(None), contacts.c.last_inbound_at < horizon),
+                    or_(contacts.c.template_sent_at.is_(None), contacts.c.template_sent_at < horizon),
                 )
             ).rowcount
         return counts

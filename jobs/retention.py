@@ -414,22 +414,24 @@ def anonymise_tickets(
 
 
 def purge_whatsapp(engine: sa.engine.Engine, cutoff: float, dry_run: bool) -> Dict[str, int]:
+    from appcare.db import from_epoch
     from channels.inbox import contacts, identities, inbox, leases, outbox, status_events
 
     counts: Dict[str, int] = {}
     inspector = sa.inspect(engine)
+    before = from_epoch(cutoff)  # the channel's time columns hold naive UTC datetimes
     plans = [
-        ("whatsapp_inbox", inbox, sa.and_(inbox.c.status.in_(FINISHED_INBOX), inbox.c.received_ts < cutoff)),
-        ("whatsapp_outbox", outbox, sa.and_(outbox.c.status.in_(FINAL_OUTBOX), outbox.c.updated_ts < cutoff)),
-        ("whatsapp_status_events", status_events, status_events.c.recorded_ts < cutoff),
+        ("whatsapp_inbox", inbox, sa.and_(inbox.c.status.in_(FINISHED_INBOX), inbox.c.received_at < before)),
+        ("whatsapp_outbox", outbox, sa.and_(outbox.c.status.in_(FINAL_OUTBOX), outbox.c.updated_at < before)),
+        ("whatsapp_status_events", status_events, status_events.c.recorded_at < before),
         ("whatsapp_contacts", contacts, sa.and_(
-            sa.or_(contacts.c.last_inbound_ts.is_(None), contacts.c.last_inbound_ts < cutoff),
-            sa.or_(contacts.c.template_sent_ts.is_(None), contacts.c.template_sent_ts < cutoff),
+            sa.or_(contacts.c.last_inbound_at.is_(None), contacts.c.last_inbound_at < before),
+            sa.or_(contacts.c.template_sent_at.is_(None), contacts.c.template_sent_at < before),
         )),
-        ("whatsapp_sender_leases", leases, leases.c.expires_ts < min(cutoff, time.time() - 3600)),
+        ("whatsapp_sender_leases", leases, leases.c.expires_at < from_epoch(min(cutoff, time.time() - 3600))),
         # phone number / BSUID / username -> conversation key: personal data, kept
         # while the citizen writes (each message renews it)
-        ("whatsapp_identities", identities, identities.c.updated_ts < cutoff),
+        ("whatsapp_identities", identities, identities.c.updated_at < before),
     ]
     with engine.begin() as conn:
         for name, table, condition in plans:
@@ -442,7 +444,7 @@ def purge_whatsapp(engine: sa.engine.Engine, cutoff: float, dry_run: bool) -> Di
         if inspector.has_table("whatsapp_inbox"):
             counts["whatsapp_inbox_still_open"] = conn.execute(
                 sa.select(sa.func.count()).select_from(inbox).where(
-                    inbox.c.status.notin_(FINISHED_INBOX), inbox.c.received_ts < cutoff
+                    inbox.c.status.notin_(FINISHED_INBOX), inbox.c.received_at < before
                 )
             ).scalar() or 0
     return counts

@@ -218,10 +218,16 @@ def load_sent_messages(url: Optional[str], period: Period) -> Optional[List[Sent
     if not inspector.has_table(OUTBOX_TABLE):
         return None
     present = {c["name"] for c in inspector.get_columns(OUTBOX_TABLE)}
-    table = sa.table(OUTBOX_TABLE, *[sa.column(n) for n in present])
-    wanted = [n for n in ("created_ts", "recipient_hash", "pricing_category", "billable") if n in present]
+    # created_at: naive UTC (revision 0003); created_ts: epoch seconds (a database not yet migrated)
+    types = {"created_at": sa.DateTime(), "created_ts": sa.Float()}
+    table = sa.table(OUTBOX_TABLE, *[sa.column(n, types.get(n)) for n in present])
+    created = "created_at" if "created_at" in present else "created_ts"
+    start, end = period.start_ts, period.end_ts
+    if created == "created_at":
+        start, end = db.from_epoch(start), db.from_epoch(end)
+    wanted = [n for n in (created, "recipient_hash", "pricing_category", "billable") if n in present]
     query = sa.select(*[table.c[n] for n in wanted]).where(
-        table.c.status == "sent", table.c.created_ts >= period.start_ts, table.c.created_ts < period.end_ts
+        table.c.status == "sent", table.c[created] >= start, table.c[created] < end
     )
     result = []
     with engine.connect() as connection:
@@ -231,7 +237,7 @@ def load_sent_messages(url: Optional[str], period: Period) -> Optional[List[Sent
             m = row._mapping
             billable = m.get("billable")
             result.append(SentMessage(
-                created=float(m["created_ts"]),
+                created=db.to_epoch(m[created]) if created == "created_at" else float(m[created]),
                 recipient_hash=m.get("recipient_hash"),
                 category=(m.get("pricing_category") or None),
                 billable=None if billable is None else bool(billable),

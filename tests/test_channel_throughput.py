@@ -256,13 +256,15 @@ def _inbound(sender: str, ts: float, text: str = "hallo", wamid: Optional[str] =
 
 
 def _lease(store: InboxStore, sender: str) -> Optional[Tuple[str, float]]:
+    """(owner, expiry in epoch seconds) of a sender's lease."""
+    from appcare.db import to_epoch
     from channels.inbox import leases
     from sqlalchemy import select
 
     with store.engine.connect() as conn:
-        row = conn.execute(select(leases.c.owner, leases.c.expires_ts)
+        row = conn.execute(select(leases.c.owner, leases.c.expires_at)
                            .where(leases.c.sender_hash == conversation_hash(sender))).first()
-    return (row[0], row[1]) if row else None
+    return (row[0], to_epoch(row[1])) if row else None
 
 
 def _attempts(store: InboxStore, wamid: str) -> int:

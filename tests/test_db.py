@@ -38,3 +38,21 @@ def test_components_starting_together_on_an_empty_database(pg_url: str) -> None:
     for thread in threads:
         thread.join(30)
     assert not errors, errors
+
+
+def test_epoch_seconds_and_stored_datetimes_convert_both_ways_to_the_microsecond() -> None:
+    """The WhatsApp channel's times: epoch seconds in the code, naive UTC DateTime in the
+    database (appcare.db.from_epoch / to_epoch at the store's boundary)."""
+    import datetime as dt
+
+    from appcare.db import from_epoch, to_epoch
+
+    assert from_epoch(None) is None and to_epoch(None) is None
+    assert from_epoch(1796650000.123456) == dt.datetime(2026, 12, 7, 13, 26, 40, 123456)
+    assert from_epoch(1796650000.0000004) == dt.datetime(2026, 12, 7, 13, 26, 40)  # rounded to the microsecond
+    for ts in (0.0, 1.5, 1796650000.123456, 1796650000.999999):
+        assert to_epoch(from_epoch(ts)) == pytest.approx(ts, abs=5e-7)
+        assert from_epoch(to_epoch(from_epoch(ts))) == from_epoch(ts)  # a stored time survives a round trip
+    assert from_epoch(1796650000.123456) < from_epoch(1796650000.123457)
+    aware = dt.datetime(2026, 12, 7, 14, 26, 40, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert to_epoch(aware) == 1796650000.0

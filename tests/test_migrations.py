@@ -200,11 +200,11 @@ def test_the_upgrade_leaves_rasas_events_table_alone(any_db: Databases) -> None:
 # ---------------------------------------------------------------------- existing installations
 def test_a_database_made_by_create_all_is_stamped_and_keeps_its_rows(any_db: Databases, caplog) -> None:
     from appcare.handoff_store import TicketRow
-    from channels.inbox import inbox
     from desk.store import UserRow
 
     engine = any_db.engine()
     make_with_create_all(engine)
+    inbox = runner.baseline_schema().tables["whatsapp_inbox"]  # as create_all made it then (epoch seconds)
     now = db.utcnow()
     with engine.begin() as connection:
         ticket_id = connection.execute(TicketRow.__table__.insert().values(
@@ -378,6 +378,109 @@ def test_an_installation_at_the_first_revision_gets_received_by_and_keeps_its_me
             "SELECT wamid, text, received_by FROM whatsapp_inbox ORDER BY wamid")).all()
     assert [tuple(r) for r in rows] == [("wamid.NEW", "nog een vraag", "rasa-2"), ("wamid.OLD", "hoi", None)]
     assert store.claim_next("31600000001", "rasa-1", 30.0).item.wamid == "wamid.OLD"
+
+
+SENT = 1796650000.123456  # WhatsApp's timestamp of the first open message (epoch seconds)
+PNID, CITIZEN = "1000000001", "31600000001"
+
+
+def _at_0002_with_float_times(databases: Databases, lease_expires: float) -> sa.engine.Engine:
+    """A database at revision 0002 (times in epoch seconds) with two open messages of
+    one citizen a microsecond apart (the later one stored first), a live lease on that
+    citizen, the 24-hour window's contact row and an outbox row."""
+    from appcare.pii import conversation_hash
+
+    engine = databases.engine()
+    with locks.schema_lock(engine) as connection:
+        command.upgrade(runner.alembic_config(connection), "0002")
+    message = ("INSERT INTO whatsapp_inbox (wamid, phone_number_id, wa_id, sender_hash, message_type, text, "
+               "metadata_json, sort_ts, received_ts, position, status, attempts, updated_ts) VALUES "
+               "(:wamid, :pnid, :wa_id, :hash, 'text', 'hoi', '{}', :sort, :received, 0, 'pending', 0, :received)")
+    with engine.begin() as connection:
+        hashed = conversation_hash(CITIZEN)
+        for wamid, sort in (("wamid.SECOND", SENT + 0.000001), ("wamid.FIRST", SENT)):
+            connection.execute(sa.text(message), dict(wamid=wamid, pnid=PNID, wa_id=CITIZEN, hash=hashed, sort=sort,
+                                                      received=SENT + 1.5))
+        connection.execute(sa.text(
+            "INSERT INTO whatsapp_sender_leases (sender_hash, owner, expires_ts, acquired_ts) "
+            "VALUES (:hash, 'rasa-1', :expires, :acquired)"), dict(hash=hashed, expires=lease_expires, acquired=SENT))
+        connection.execute(sa.text(
+            "INSERT INTO whatsapp_contacts (phone_number_id, wa_id, last_inbound_ts, template_sent_ts, updated_ts) "
+            "VALUES (:pnid, :wa_id, :sent, NULL, :sent)"), dict(pnid=PNID, wa_id=CITIZEN, sent=SENT))
+        connection.execute(sa.text(
+            "INSERT INTO whatsapp_outbox (inbound_wamid, seq, phone_number_id, recipient, recipient_hash, kind, "
+            "status, attempts, created_ts, updated_ts) VALUES "
+            "('wamid.EARLIER', 0, :pnid, :wa_id, :hash, 'text', 'sent', 1, :sent, :sent)"),
+            dict(pnid=PNID, wa_id=CITIZEN, hash=hashed, sent=SENT))
+    return engine
+
+
+def _utc(ts: float) -> "dt.datetime":
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None)
+
+
+def test_an_installation_at_0002_gets_datetimes_and_its_open_messages_are_answered(any_db: Databases) -> None:
+    """Revision 0003: epoch seconds become naive UTC datetimes to the microsecond, rows
+    included; the open messages keep their order, the live lease and the 24-hour window
+    their meaning, and the messages are claimed and answered after the upgrade."""
+    import datetime as dt
+
+    from channels.inbox import InboxStore, contacts, inbox, leases, outbox
+
+    expires = time.time() + 600
+    engine = _at_0002_with_float_times(any_db, expires)
+    migrations.upgrade(any_db.engine())
+    assert revisions(engine) == {migrations.head()} and schema_diffs(engine) == []
+    with engine.connect() as connection:
+        sorts = dict(connection.execute(sa.select(inbox.c.wamid, inbox.c.sort_at)).all())
+        received = connection.execute(sa.select(inbox.c.received_at, inbox.c.updated_at)).all()
+        lease = connection.execute(sa.select(leases.c.owner, leases.c.expires_at, leases.c.acquired_at)).one()
+        contact = connection.execute(sa.select(contacts.c.last_inbound_at, contacts.c.template_sent_at)).one()
+        created = connection.execute(sa.select(outbox.c.created_at)).scalar_one()
+    assert sorts == {"wamid.FIRST": dt.datetime(2026, 12, 7, 13, 26, 40, 123456),
+                     "wamid.SECOND": dt.datetime(2026, 12, 7, 13, 26, 40, 123457)}
+    assert sorts["wamid.FIRST"] == _utc(SENT)
+    assert set(received) == {(_utc(SENT + 1.5), _utc(SENT + 1.5))}
+    assert lease.owner == "rasa-1" and abs(lease.expires_at - _utc(expires)) <= dt.timedelta(microseconds=1)
+    assert lease.acquired_at == _utc(SENT)
+    assert tuple(contact) == (_utc(SENT), None) and created == _utc(SENT)
+
+    store = InboxStore(any_db.url)
+    assert store.in_window(PNID, CITIZEN, now=SENT + 3600) and not store.in_window(PNID, CITIZEN, now=SENT + 86400)
+    assert [r.created_ts for r in store.outgoing_for_recipient(CITIZEN)] == [pytest.approx(SENT, abs=1e-6)]
+    assert store.claim_next(CITIZEN, "rasa-2", 30.0).reason == "leased"  # the lease still holds
+    first = store.claim_next(CITIZEN, "rasa-1", 30.0)
+    assert (first.reason, first.item.wamid, first.attempts) == ("claimed", "wamid.FIRST", 1)
+    assert first.item.sort_ts == pytest.approx(SENT, abs=1e-6)
+    store.begin_reply(first.item.wamid, PNID, CITIZEN, [{"text": {"body": "antwoord"}}], ["text"])
+    second = store.finish_and_next(first.item.wamid, "done", None, CITIZEN, "rasa-1", 30.0)
+    assert (second.reason, second.item.wamid) == ("claimed", "wamid.SECOND")
+    assert store.finish_and_next(second.item.wamid, "done", None, CITIZEN, "rasa-1", 30.0).reason == "none"
+    assert [store.inbound_status(w) for w in ("wamid.FIRST", "wamid.SECOND")] == ["done", "done"]
+
+
+def test_revision_0003_downgrades_to_epoch_seconds(any_db: Databases) -> None:
+    expires = SENT + 30.25
+    engine = _at_0002_with_float_times(any_db, expires)
+    migrations.upgrade(any_db.engine())
+    with locks.schema_lock(engine) as connection:
+        command.downgrade(runner.alembic_config(connection), "0002")
+    assert revisions(engine) == {"0002"}
+    with engine.connect() as connection:
+        sorts = dict(connection.execute(sa.text("SELECT wamid, sort_ts FROM whatsapp_inbox")).all())
+        lease = connection.execute(sa.text("SELECT expires_ts, acquired_ts FROM whatsapp_sender_leases")).one()
+        contact = connection.execute(sa.text(
+            "SELECT last_inbound_ts, template_sent_ts FROM whatsapp_contacts")).one()
+        indexes = {i["name"] for i in sa.inspect(connection).get_indexes("whatsapp_outbox")}
+    assert sorts == {"wamid.FIRST": pytest.approx(SENT, abs=1e-6), "wamid.SECOND": pytest.approx(SENT + 1e-6, abs=1e-6)}
+    assert sorts["wamid.FIRST"] < sorts["wamid.SECOND"]
+    assert tuple(lease) == (pytest.approx(expires, abs=1e-6), pytest.approx(SENT, abs=1e-6))
+    assert contact[0] == pytest.approx(SENT, abs=1e-6) and contact[1] is None
+    assert "ix_whatsapp_outbox_created_ts" in indexes
+    migrations.upgrade(any_db.engine())
+    assert revisions(engine) == {migrations.head()} and schema_diffs(engine) == []
 
 
 # ---------------------------------------------------------------------- command line

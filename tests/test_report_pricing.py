@@ -31,6 +31,7 @@ ROWS = [
 
 
 def write_outbox(url: str) -> None:
+    from appcare.db import from_epoch
     from appcare.pii import conversation_hash
     from channels.inbox import InboxStore, outbox
 
@@ -40,7 +41,8 @@ def write_outbox(url: str) -> None:
             conn.execute(outbox.insert().values(
                 inbound_wamid=f"wamid.in{i}", seq=0, phone_number_id="123", recipient=recipient,
                 recipient_hash=conversation_hash(recipient), kind="text", status=status, wamid=f"wamid.out{i}",
-                pricing_category=category, billable=billable, created_ts=ts(when), updated_ts=ts(when),
+                pricing_category=category, billable=billable, created_at=from_epoch(ts(when)),
+                updated_at=from_epoch(ts(when)),
             ))
 
 

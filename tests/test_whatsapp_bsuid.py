@@ -344,9 +344,11 @@ def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
         socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
     except OSError:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    from alembic import command
     from sqlalchemy import inspect
 
-    from appcare import db
+    from appcare import db, migrations
+    from appcare.migrations import locks, runner
     from channels.inbox import InboxStore
     from tools.loadtest import ensure_database
 
@@ -355,11 +357,12 @@ def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
         store = InboxStore(url)
+        with locks.schema_lock(store.engine) as connection:  # the tables as create_all made them (revision 0001)
+            command.downgrade(runner.alembic_config(connection), migrations.BASELINE)
         with store.engine.begin() as conn:  # tables as created before BSUIDs (and before migrations)
             for table, column in (("whatsapp_inbox", "wa_id"), ("whatsapp_outbox", "recipient"),
                                   ("whatsapp_contacts", "wa_id")):
                 conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64)")
-            conn.exec_driver_sql("ALTER TABLE whatsapp_inbox DROP COLUMN received_by")  # came with revision 0002
             conn.exec_driver_sql("DROP TABLE alembic_version")
         db.dispose_all()  # a new process: it looks at the schema again
         store = InboxStore(url)
