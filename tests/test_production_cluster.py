@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from appcare.pii import conversation_hash
 from appcare.ports import free_port
@@ -195,10 +195,8 @@ def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
         input="geheim-wachtwoord-123\n", text=True, capture_output=True, cwd=ROOT, env=env, timeout=60)
     if create.returncode != 0 and "bestaat" not in (create.stdout + create.stderr):
         return None
-    log = open(cluster.workdir / "desk.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "desk", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    proc = processes.start([sys.executable, "-m", "desk", "serve", "--port", str(port)], name="desk",
+                           log=cluster.workdir / "desk.log", append=True, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -209,7 +207,7 @@ def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
             return {"proc": proc, "url": url}
         except requests.RequestException:
             time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGTERM)
+    processes.stop([proc], timeout=20)
     return None
 
 
@@ -274,8 +272,7 @@ def test_no_personal_data_in_any_log(cluster: Cluster) -> None:
         assert cluster.wait_settled([citizen], 60), "the channel did not finish"
     finally:
         if desk is not None:
-            os.killpg(desk["proc"].pid, signal.SIGTERM)
-            desk["proc"].wait(20)
+            processes.stop([desk["proc"]], timeout=20)  # its process group: SIGTERM, then SIGKILL
 
     logs = {p.name: p.read_text(errors="replace") for p in cluster.workdir.glob("*.log")}
     assert {"haproxy.log", "rasa-1.log", "rasa-2.log", "actions-1.log", "actions-2.log"} <= set(logs)

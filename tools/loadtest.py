@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from appcare import stats
+from appcare.ops import processes
 from appcare.plugins import live_model
 from appcare.ports import free_port
 from tools.haproxy import HAProxy
@@ -584,29 +585,18 @@ class Cluster:
 
     # ------------------------------------------------------------- processes
     def spawn(self, name: str) -> None:
-        proc = self.procs[name]
-        log = open(self.workdir / f"{name}.log", "ab")
-        proc.popen = subprocess.Popen(proc.cmd, cwd=ROOT, env=proc.env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        log.close()
+        proc = self.procs[name]  # a restart appends to the same log
+        proc.popen = processes.start(proc.cmd, name=name, log=self.workdir / f"{name}.log", append=True, env=proc.env)
 
     def alive(self, name: str) -> bool:
         popen = self.procs[name].popen
         return popen is not None and popen.poll() is None
 
     def kill(self, name: str, sig: int = signal.SIGKILL, wait: float = 30.0) -> None:
+        """``sig`` to the process group of ``name``; SIGKILL for what still runs after ``wait`` seconds."""
         popen = self.procs[name].popen
-        if popen is None or popen.poll() is not None:
-            return
-        try:
-            os.killpg(popen.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            popen.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=10)
+        if popen is not None:
+            processes.stop([popen], timeout=wait, sig=sig)
 
     def wait_http(self, url: str, seconds: float, name: Optional[str] = None) -> None:
         import requests

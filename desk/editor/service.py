@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from desk.editor import inbox
 from desk.editor.content import NATIONAL, ContentRepo, EditorRefused
@@ -574,8 +575,8 @@ class EditorService:
                                         "macro_f1": new_figures.get("macro_f1")})
 
     def _run_subprocess(self, job_id: int, cmd: List[str]) -> str:
-        proc = subprocess.Popen(cmd, cwd=str(self.project_dir), env=self._env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = processes.start(cmd, name="publish job", cwd=self.project_dir, env=self._env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # its own process group
         self._procs.append(proc)
         tail: List[str] = []
         last_percent, last_write = -1, 0.0
