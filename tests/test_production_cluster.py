@@ -1,4 +1,4 @@
-"""The production topology with real processes (tools.loadtest.Cluster): two
+"""The production topology with real processes (tests.support.cluster.Cluster): two
 ``rasa run`` instances with endpoints.prod.yml (PostgreSQL tracker store, Redis lock
 store, RabbitMQ event broker), two action servers, HAProxy with deploy/haproxy.cfg in
 front of both and a fake Graph API; PostgreSQL and Redis are reached through TCP proxies
@@ -35,8 +35,8 @@ from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT
 from tests.support.postgres import port_open
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.cluster import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster, drop_database, text_payload
 from tools import loadtest
-from tools.loadtest import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         instance.stop()
         pg.stop()
         redis.stop()
-        loadtest.drop_database(database)
+        drop_database(database)
 
 
 def joined(replies: List[str]) -> str:
@@ -300,7 +300,7 @@ def _send(cluster: Cluster, wa_id: str, text: str) -> Dict[str, Any]:
     wamid = f"wamid.F{uuid.uuid4().hex}"
     cluster.graph.expect(wamid, wa_id)
     started = time.monotonic()
-    status = cluster.post(loadtest.text_payload(wa_id, text, wamid))
+    status = cluster.post(text_payload(wa_id, text, wamid))
     return {"wamid": wamid, "status": status, "ack_s": time.monotonic() - started, "wa_id": wa_id}
 
 
@@ -329,7 +329,7 @@ def _send_like_meta(cluster: Cluster, wa_id: str, text: str, results: List[Dict[
     cluster.graph.expect(wamid, wa_id)
     item: Dict[str, Any] = {"wamid": wamid, "wa_id": wa_id, "status": 0, "attempts": 0}
     results.append(item)
-    body = loadtest.text_payload(wa_id, text, wamid)
+    body = text_payload(wa_id, text, wamid)
 
     def deliver() -> None:
         delay = 0.5

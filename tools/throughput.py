@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from appcare.ops import processes
 from appcare.ports import free_port
-from tools.loadtest import BIN, PHRASES, Cluster, RunResult, Sent, deliver_like_meta, text_payload
+from tests.support.cluster import BIN, Cluster, text_payload
+from tools.loadtest import PHRASES, RunResult, Sent, deliver_like_meta
 
 Progress = Callable[[str], None]
 

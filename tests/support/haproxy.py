@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 from appcare.ops import processes
 from tools import debian
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "haproxy.cfg"
 BINARY = "/usr/sbin/haproxy"
 
