@@ -62,6 +62,7 @@ def write_endpoints(action_port: int) -> Path:
 
 
 def describe_exit(child: processes.Process) -> str:
+    """How a component ended, for the message that names it."""
     code = child.returncode
     if code is not None and code < 0:
         return f"was killed by {signal.Signals(-code).name}"

@@ -445,10 +445,7 @@ class EditorService:
         """Stops a running training job (the desk is stopping); its job ends as failed."""
         for proc in list(self._procs):
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                processes.send(proc, signal.SIGTERM)  # its process group; no waiting here
 
     def wait(self, timeout: float = 0) -> None:
         """Waits for running jobs (tests and shutdown)."""
@@ -615,10 +612,7 @@ class EditorService:
 
         def too_long() -> None:
             tail.append("[afgebroken: de taak duurde te lang]")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            processes.send(proc, signal.SIGKILL)
 
         watchdog = threading.Timer(max(1.0, deadline - time.monotonic()), too_long)
         watchdog.daemon = True
