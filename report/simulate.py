@@ -49,7 +49,6 @@ import datetime as dt
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -60,6 +59,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from appcare.ports import free_port
 
@@ -229,7 +229,7 @@ class Servers:
         self.rasa_port = free_port()
         self.tickets_url = tickets_url
         self.model = model
-        self.procs: List[subprocess.Popen] = []
+        self.procs: List[processes.Process] = []
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.endpoints = out / "endpoints.yml"
@@ -253,28 +253,25 @@ class Servers:
     def action_url(self) -> str:
         return f"http://127.0.0.1:{self.action_port}"
 
-    def _start(self, name: str, cmd: List[str]) -> subprocess.Popen:
-        handle = open(self.logs / f"{name}.log", "wb")
-        proc = subprocess.Popen(cmd, cwd=str(ROOT), env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        proc._sim_name = name  # noqa: SLF001
+    def _start(self, name: str, cmd: List[str]) -> processes.Process:
+        proc = processes.start(cmd, name=name, log=self.logs / f"{name}.log", env=self.env)
         self.procs.append(proc)
         return proc
 
-    def _wait(self, proc: subprocess.Popen, url: str, timeout: float) -> None:
+    def _wait(self, proc: processes.Process, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc._sim_name} exited with {proc.returncode}; log: "  # noqa: SLF001
-                                   f"{self.logs / (proc._sim_name + '.log')}\n{self.tail(proc._sim_name)}")  # noqa: SLF001
+                raise RuntimeError(f"{proc.name} exited with {proc.returncode}; log: "
+                                   f"{self.logs / (proc.name + '.log')}\n{self.tail(proc.name)}")
             try:
                 if requests.get(url, timeout=2).status_code < 500:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"{proc._sim_name} not ready at {url} after {timeout:.0f} s\n"  # noqa: SLF001
-                           f"{self.tail(proc._sim_name)}")  # noqa: SLF001
+        raise RuntimeError(f"{proc.name} not ready at {url} after {timeout:.0f} s\n"
+                           f"{self.tail(proc.name)}")
 
     def tail(self, name: str, chars: int = 2500) -> str:
         path = self.logs / f"{name}.log"
@@ -295,11 +292,7 @@ class Servers:
             raise RuntimeError("Rasa started without a model")
 
     def stop(self) -> None:
-        from tools import run as run_tool
-
-        run_tool.stop(list(reversed(self.procs)), timeout=20)  # process groups: SIGTERM, then SIGKILL
-        for proc in self.procs:
-            proc.wait()
+        processes.stop(list(reversed(self.procs)), timeout=20)  # process groups: SIGTERM, then SIGKILL
         self.procs.clear()
 
     # -- requests ---------------------------------------------------------------

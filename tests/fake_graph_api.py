@@ -128,7 +128,7 @@ class FakeGraphAPI:
 
         import requests
 
-        from tools.loadtest import pnid_of_path, status_payload
+        from tests.support.cluster import pnid_of_path, status_payload
 
         def post() -> None:
             for status in ("sent", "delivered"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 
+from appcare.ops import processes
 from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT, ROOT
 from tests.support.http_server import ScriptedServer
@@ -53,10 +53,9 @@ class ActionServer:
                if not key.startswith(("ROADWORKS_", "APPCARE_", "ACTION_"))}
         env.update({"APPCARE_CONTENT_DIR": str(FIXTURE_CONTENT), "APPCARE_DB_URL": self.db_url,
                     "APPCARE_NOW": NOW, "ROADWORKS_URL": feed_url + "/{municipality}.json"})
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "appcare.plugins.action_server", "--port", str(self.port), "--interface", "127.0.0.1"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = processes.start(
+            [sys.executable, "-m", "appcare.plugins.action_server", "--port", str(self.port), "--interface", "127.0.0.1"],
+            name="actions", log=self.log, env=env, cwd=ROOT)
 
     @property
     def url(self) -> str:
@@ -75,13 +74,7 @@ class ActionServer:
                        timeout=seconds, interval=0.2)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop([self.process], timeout=20)  # its process group: SIGTERM, then SIGKILL
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def pg_url() -> Iterator[str]:
     if not PG_UP:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     from appcare import db
-    from tools.loadtest import ensure_database
+    from tests.support.cluster import ensure_database
 
     db.dispose_all()
     ensure_database(PG_DB)

@@ -21,7 +21,7 @@ import requests
 from appcare.ports import free_port
 from tests.support.fake_instance import FakeInstance
 from tests.support.waiting import wait_for_state
-from tools.haproxy import HAProxy
+from tests.support.haproxy import HAProxy
 
 pytestmark = pytest.mark.timeout(180)
 WEBHOOK = "/webhooks/whatsapp/webhook"

@@ -1,4 +1,4 @@
-"""The production topology with real processes (tools.loadtest.Cluster): two
+"""The production topology with real processes (tests.support.cluster.Cluster): two
 ``rasa run`` instances with endpoints.prod.yml (PostgreSQL tracker store, Redis lock
 store, RabbitMQ event broker), two action servers, HAProxy with deploy/haproxy.cfg in
 front of both and a fake Graph API; PostgreSQL and Redis are reached through TCP proxies
@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -29,14 +28,15 @@ from typing import Any, Dict, List, Optional
 import pytest
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from appcare.pii import conversation_hash
 from appcare.ports import free_port
 from tests.conftest import FIXTURE_CONTENT
 from tests.support.postgres import port_open
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.cluster import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster, drop_database, text_payload
 from tools import loadtest
-from tools.loadtest import PNID_LELYSTAD, PNID_TERNEUZEN, Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
         instance.stop()
         pg.stop()
         redis.stop()
-        loadtest.drop_database(database)
+        drop_database(database)
 
 
 def joined(replies: List[str]) -> str:
@@ -195,10 +195,8 @@ def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
         input="geheim-wachtwoord-123\n", text=True, capture_output=True, cwd=ROOT, env=env, timeout=60)
     if create.returncode != 0 and "bestaat" not in (create.stdout + create.stderr):
         return None
-    log = open(cluster.workdir / "desk.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "desk", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    proc = processes.start([sys.executable, "-m", "desk", "serve", "--port", str(port)], name="desk",
+                           log=cluster.workdir / "desk.log", append=True, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -209,7 +207,7 @@ def _start_desk(cluster: Cluster) -> Optional[Dict[str, Any]]:
             return {"proc": proc, "url": url}
         except requests.RequestException:
             time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGTERM)
+    processes.stop([proc], timeout=20)
     return None
 
 
@@ -274,8 +272,7 @@ def test_no_personal_data_in_any_log(cluster: Cluster) -> None:
         assert cluster.wait_settled([citizen], 60), "the channel did not finish"
     finally:
         if desk is not None:
-            os.killpg(desk["proc"].pid, signal.SIGTERM)
-            desk["proc"].wait(20)
+            processes.stop([desk["proc"]], timeout=20)  # its process group: SIGTERM, then SIGKILL
 
     logs = {p.name: p.read_text(errors="replace") for p in cluster.workdir.glob("*.log")}
     assert {"haproxy.log", "rasa-1.log", "rasa-2.log", "actions-1.log", "actions-2.log"} <= set(logs)
@@ -303,7 +300,7 @@ def _send(cluster: Cluster, wa_id: str, text: str) -> Dict[str, Any]:
     wamid = f"wamid.F{uuid.uuid4().hex}"
     cluster.graph.expect(wamid, wa_id)
     started = time.monotonic()
-    status = cluster.post(loadtest.text_payload(wa_id, text, wamid))
+    status = cluster.post(text_payload(wa_id, text, wamid))
     return {"wamid": wamid, "status": status, "ack_s": time.monotonic() - started, "wa_id": wa_id}
 
 
@@ -332,7 +329,7 @@ def _send_like_meta(cluster: Cluster, wa_id: str, text: str, results: List[Dict[
     cluster.graph.expect(wamid, wa_id)
     item: Dict[str, Any] = {"wamid": wamid, "wa_id": wa_id, "status": 0, "attempts": 0}
     results.append(item)
-    body = loadtest.text_payload(wa_id, text, wamid)
+    body = text_payload(wa_id, text, wamid)
 
     def deliver() -> None:
         delay = 0.5

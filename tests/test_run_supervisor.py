@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
+from appcare.ops import processes as child_processes
 from appcare.plugins import live_model
 from appcare.ports import free_port
 from tests.conftest import ROOT
@@ -86,8 +86,7 @@ class RunningSupervisor:
                "RASA_TELEMETRY_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
         env.pop("RASA_URL", None)
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tools.run"], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = child_processes.start([sys.executable, "-m", "tools.run"], log=self.log, env=env, cwd=ROOT)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")

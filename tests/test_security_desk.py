@@ -43,6 +43,7 @@ from tests.support.desk_helpers import (  # noqa: F401
 )
 
 from appcare.handoff_store import HandoffStore
+from appcare.ops import processes
 from desk.auth import ACCOUNT_THROTTLE, ADDRESS_THROTTLE, SESSION_COOKIE
 from desk.settings import Settings, SettingsError
 from desk.store import DeskStore, LoginThrottleRow
@@ -261,8 +262,8 @@ def _serve(tmp_path, env: Dict[str, str], port: int) -> subprocess.Popen:
             if not k.startswith(("DESK_", "RASA_", "APPCARE_"))}
     base.update(APPCARE_DB_URL=f"sqlite:///{tmp_path}/desk.db", DESK_BCRYPT_ROUNDS="4", PYTHONUNBUFFERED="1")
     base.update(env)
-    return subprocess.Popen([sys.executable, "-m", "desk", "serve", "--port", str(port)], cwd=str(ROOT),
-                            env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return processes.start([sys.executable, "-m", "desk", "serve", "--port", str(port)], cwd=ROOT, env=base,
+                           new_group=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _refused(tmp_path, env: Dict[str, str]) -> str:

@@ -498,7 +498,7 @@ def postgresql_url() -> str:
     except OSError:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     from appcare import db
-    from tools.loadtest import ensure_database
+    from tests.support.cluster import ensure_database
 
     name = "appcare_ptest_poison"
     db.dispose_all()

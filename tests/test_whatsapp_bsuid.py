@@ -350,7 +350,7 @@ def test_postgres_widens_old_key_columns_and_keeps_long_bsuids() -> None:
     from appcare import db, migrations
     from appcare.migrations import locks, runner
     from channels.inbox import InboxStore
-    from tools.loadtest import ensure_database
+    from tests.support.cluster import ensure_database
 
     name = "appcare_ptest_bsuid"
     ensure_database(name)

@@ -24,7 +24,7 @@ from tests.test_whatsapp_channel import (
     wait_until,
     wamid_of,
 )
-from tools.loadtest import status_payload
+from tests.support.cluster import status_payload
 
 pytestmark = pytest.mark.timeout(90)
 

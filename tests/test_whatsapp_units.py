@@ -199,7 +199,7 @@ def test_dedupe_ids_are_kept_at_least_seven_days(tmp_path: Path) -> None:
 # ------------------------------------------------- status webhooks settle sends
 def test_status_with_our_callback_data_settles_the_outbox_row(tmp_path: Path) -> None:
     from channels.inbox import callback_data, outbox_id_of
-    from tools.loadtest import status_payload
+    from tests.support.cluster import status_payload
 
     store = InboxStore(f"sqlite:///{tmp_path / 'cb.db'}")
     (row_id,) = store.add_outgoing("1000000001", "31611111111", [{"type": "text"}], ["text"])

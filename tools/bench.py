@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 import requests
 from ruamel.yaml import YAML
 
+from appcare.ops import processes
 from appcare.stats import percentile
 from tools import devset
 
@@ -86,14 +87,14 @@ def child_env(tmp: Path, cache_name: str) -> Dict[str, str]:
 def run_measured(cmd: List[str], log: Path, env: Dict[str, str]) -> Dict[str, float]:
     """Runs a command to completion; returns wall and CPU seconds and peak RSS (ru_maxrss)."""
     started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:  # Ctrl-C: do not leave a training process behind
-            proc.kill()
-            proc.wait()
-            raise
+    # in our process group: a Ctrl-C in the terminal reaches it as well
+    proc = processes.start(cmd, log=log, env=env, new_group=False)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # Ctrl-C: do not leave a training process behind
+        proc.kill()
+        proc.wait()
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.monotonic() - started
     if proc.returncode != 0:

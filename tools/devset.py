@@ -34,9 +34,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from appcare.ports import free_port
-from tools import run as run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -107,11 +107,9 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s:\n{log_tail(log)}")
 
 
-def stop_servers(processes: Sequence[subprocess.Popen]) -> None:
-    """SIGTERM to each server's process group, SIGKILL when it lingers (tools.run.stop); reaps them."""
-    run_tool.stop(list(processes))
-    for proc in processes:
-        proc.wait()
+def stop_servers(servers: Sequence[subprocess.Popen]) -> None:
+    """SIGTERM to each server's process group, SIGKILL when it lingers (appcare.ops.processes.stop); reaps them."""
+    processes.stop(servers)
 
 
 @dataclass
@@ -148,10 +146,8 @@ def serving(model: str, workdir: Path, env: Optional[Dict[str, str]] = None,
     }
     try:
         for name, (cmd, _) in commands.items():  # both start at once, then both are awaited
-            with (workdir / f"server-{name}.log").open("w") as out:
-                servers.processes[name] = subprocess.Popen(
-                    cmd, cwd=ROOT, env=env or server_env(workdir), start_new_session=True,
-                    stdout=out, stderr=subprocess.STDOUT)
+            servers.processes[name] = processes.start(cmd, name=name, log=workdir / f"server-{name}.log",
+                                                      env=env or server_env(workdir))
         for name, (_, ready_url) in commands.items():
             wait_ready(ready_url, servers.processes[name], workdir / f"server-{name}.log",
                        params={"token": servers.token})

@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
 import sys
 import tarfile
 import time
@@ -28,7 +27,7 @@ from typing import Dict, List, Optional
 import requests
 
 from appcare import content, roadworks_feed
-from appcare.ops import quiet
+from appcare.ops import processes, quiet
 from appcare.plugins import live_model
 from appcare.plugins.nlp_pipeline import OFFLINE_NAME, STOCK_NAME
 from tools import validate_content
@@ -62,63 +61,12 @@ def write_endpoints(action_port: int) -> Path:
     return target
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process of process group ``pgid`` runs (zombies do not count)."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel (a zombie then still counts)
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended meanwhile
-            continue
-        # fields after "(comm)": state ppid pgrp ...; comm itself may contain spaces
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-class Child:
-    """One component: a subprocess, by default the leader of its own process group."""
-
-    def __init__(self, name: str, proc: subprocess.Popen, own_group: bool) -> None:
-        self.name, self.proc, self.own_group = name, proc, own_group
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def running(self) -> bool:
-        """The component itself still runs (reaps it when it has ended)."""
-        return self.proc.poll() is None
-
-    def anything_left(self) -> bool:
-        """The component or anything it started in its process group still runs."""
-        return self.running() or (self.own_group and group_alive(self.pid))
-
-    def signal(self, signum: int) -> None:
-        try:
-            if self.own_group:
-                os.killpg(self.pid, signum)
-            elif self.running():
-                self.proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
-
-    def describe_exit(self) -> str:
-        code = self.proc.returncode
-        if code is not None and code < 0:
-            return f"was killed by {signal.Signals(-code).name}"
-        return f"exited with status {code}"
+def describe_exit(child: processes.Process) -> str:
+    """How a component ended, for the message that names it."""
+    code = child.returncode
+    if code is not None and code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
 
 
 class Supervisor:
@@ -131,7 +79,7 @@ class Supervisor:
     """
 
     def __init__(self, stop_timeout: Optional[float] = None) -> None:
-        self.children: List[Child] = []
+        self.children: List[processes.Process] = []
         self.stop_signal: Optional[int] = None
         self.stop_timeout = stop_timeout if stop_timeout is not None else float(
             os.environ.get("APPCARE_STOP_TIMEOUT", "15"))
@@ -150,17 +98,16 @@ class Supervisor:
         return self.stop_signal is not None
 
     # ------------------------------------------------------------------ children
-    def start(self, name: str, cmd: List[str], own_group: bool = True) -> Child:
-        """Starts a component. ``own_group=False`` keeps it in our process group and
-        terminal (for `rasa shell`, which reads this terminal)."""
-        proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=own_group)
-        child = Child(name, proc, own_group)
+    def start(self, name: str, cmd: List[str], own_group: bool = True) -> processes.Process:
+        """Starts a component (output to this terminal). ``own_group=False`` keeps it in
+        our process group and terminal (for `rasa shell`, which reads this terminal)."""
+        child = processes.start(cmd, name=name, new_group=own_group)
         self.children.append(child)
         return child
 
-    def ended(self) -> Optional[Child]:
+    def ended(self) -> Optional[processes.Process]:
         """The first component that ended by itself, if any."""
-        return next((c for c in self.children if not c.running()), None)
+        return next((c for c in self.children if c.poll() is not None), None)
 
     def keep_going(self) -> bool:
         return not self.stopping() and self.ended() is None
@@ -193,27 +140,18 @@ class Supervisor:
         while self.sleep(3600):
             pass
 
-    def stop(self) -> List[Child]:
+    def stop(self) -> List[processes.Process]:
         """Stops every component and everything in their process groups: SIGTERM, up to
         ``stop_timeout`` seconds, then SIGKILL. Returns the components that needed SIGKILL."""
         if self._previous:  # ours are installed: a second Ctrl-C must not interrupt the clean-up
             for signum in STOP_SIGNALS:
                 signal.signal(signum, self._on_signal)
-        for child in self.children:
-            if child.anything_left():
-                child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        while any(c.anything_left() for c in self.children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        killed = [c for c in self.children if c.anything_left()]
-        for child in killed:
+
+        def killing(child: processes.Process) -> None:
             print(f"[appcare] {child.name} (pid {child.pid}) did not stop within {self.stop_timeout:g} s; killing it",
                   flush=True)
-            child.signal(signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while any(c.anything_left() for c in killed) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return killed
+
+        return processes.stop(self.children, self.stop_timeout, on_kill=killing)
 
     def finish(self, code: int) -> int:
         """Stops everything; after a stop signal ends this process by that signal."""
@@ -230,18 +168,10 @@ class Supervisor:
         """Says why the components are being stopped; the exit status for that."""
         ended = self.ended()
         if self.stop_signal is None and ended is not None:
-            print(f"[appcare] {ended.name} (pid {ended.pid}) {ended.describe_exit()}; stopping the others",
+            print(f"[appcare] {ended.name} (pid {ended.pid}) {describe_exit(ended)}; stopping the others",
                   flush=True)
             return 1
         return 0
-
-
-def stop(processes: List[subprocess.Popen], timeout: float = 15) -> None:
-    """Stops processes that lead their own process group (``start_new_session=True``), and
-    everything in those groups: SIGTERM, up to ``timeout`` seconds, then SIGKILL."""
-    supervisor = Supervisor(stop_timeout=timeout)
-    supervisor.children = [Child(str(p.args), p, own_group=True) for p in processes]
-    supervisor.stop()
 
 
 def startup_report(model: Path) -> None:
@@ -293,7 +223,7 @@ def run(args: argparse.Namespace, supervisor: Supervisor) -> int:
         supervisor.wait()
         shell = supervisor.children[-1]
         if supervisor.stop_signal is None and supervisor.ended() is shell:
-            return shell.proc.returncode or 0  # the citizen typed /stop: a normal end
+            return shell.returncode or 0  # the citizen typed /stop: a normal end
         return supervisor.report_end()
     supervisor.start("Rasa server", [
         *RASA, "run", "--model", str(model), "--enable-api", "--port", str(rasa_port),

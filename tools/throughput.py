@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from appcare.ops import processes
 from appcare.ports import free_port
-from tools.loadtest import BIN, PHRASES, ROOT, Cluster, RunResult, Sent, deliver_like_meta, text_payload
+from tests.support.cluster import BIN, Cluster, text_payload
+from tools.loadtest import PHRASES, RunResult, Sent, deliver_like_meta
 
 Progress = Callable[[str], None]
 
@@ -69,16 +71,12 @@ class RestInstance:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "RestInstance":
-        import subprocess
-
         env = self.cluster.base_env("rasa-rest")
         env.pop("APPCARE_ENV", None)  # a newcomer's embedded set-up, not production
-        log = open(self.log, "ab")
-        self.popen = subprocess.Popen([
+        self.popen = processes.start([
             str(BIN / "rasa"), "run", "--port", str(self.port), "--model", str(self.cluster.model),
             "--interface", "127.0.0.1", "--endpoints", str(self.endpoints), "--credentials", str(self.credentials),
-        ], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        ], name="rasa-rest", log=self.log, append=True, env=env)
         return self
 
     def wait(self, seconds: float = 400.0) -> None:
@@ -99,11 +97,8 @@ class RestInstance:
         raise RuntimeError(f"REST instance did not answer in {seconds:.0f} s")
 
     def stop(self) -> None:
-        from tools import run as run_tool
-
         if self.popen is not None:
-            run_tool.stop([self.popen], timeout=30)  # its process group: SIGTERM, then SIGKILL
-            self.popen.wait()
+            processes.stop([self.popen], timeout=30)  # its process group: SIGTERM, then SIGKILL
 
 
 async def _closed_loop(send: Callable[[int, str], "asyncio.Future"], users: int, warmup_s: float, window_s: float,

@@ -21,13 +21,14 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from appcare.ops import processes
 
 PROGRESS_MARKER = "EDITOR_PROGRESS "
 
@@ -76,10 +77,10 @@ def start_old_evaluation(args: argparse.Namespace):
     out = Path(args.out) / f"{args.name}-eval-old"
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "eval.log", "w+b")
-    proc = subprocess.Popen(
+    proc = processes.start(  # in the job's process group: stopping the job stops it too
         [sys.executable, "-m", "desk.editor.eval", "--nlu", args.nlu_holdout, "--stories", args.stories,
          "--domain", args.domain, "--out", str(out), args.evaluate_old],
-        stdout=log, stderr=subprocess.STDOUT,
+        name="eval-old", log=log, cwd=None, new_group=False,
     )
     return proc, log
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from desk.editor import inbox
 from desk.editor.content import NATIONAL, ContentRepo, EditorRefused
@@ -444,10 +445,7 @@ class EditorService:
         """Stops a running training job (the desk is stopping); its job ends as failed."""
         for proc in list(self._procs):
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                processes.send(proc, signal.SIGTERM)  # its process group; no waiting here
 
     def wait(self, timeout: float = 0) -> None:
         """Waits for running jobs (tests and shutdown)."""
@@ -574,8 +572,8 @@ class EditorService:
                                         "macro_f1": new_figures.get("macro_f1")})
 
     def _run_subprocess(self, job_id: int, cmd: List[str]) -> str:
-        proc = subprocess.Popen(cmd, cwd=str(self.project_dir), env=self._env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = processes.start(cmd, name="publish job", cwd=self.project_dir, env=self._env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # its own process group
         self._procs.append(proc)
         tail: List[str] = []
         last_percent, last_write = -1, 0.0
@@ -614,10 +612,7 @@ class EditorService:
 
         def too_long() -> None:
             tail.append("[afgebroken: de taak duurde te lang]")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            processes.send(proc, signal.SIGKILL)
 
         watchdog = threading.Timer(max(1.0, deadline - time.monotonic()), too_long)
         watchdog.daemon = True

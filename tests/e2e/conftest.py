@@ -3,7 +3,6 @@ if it cannot be had the test fails with the reason), background processes with
 their logs, and helpers to wait for HTTP servers."""
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -13,7 +12,7 @@ import requests
 
 from browser import BrowserUnavailable, start_browser, stop_browser
 
-from tools import run as run_tool
+from appcare.ops import processes as child_processes
 
 E2E = Path(__file__).resolve().parent
 TESTS = E2E.parent
@@ -25,17 +24,13 @@ class Processes:
 
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
-        self.procs: List[subprocess.Popen] = []
+        self.procs: List[child_processes.Process] = []
         self.logs: Dict[str, Path] = {}
 
-    def start(self, name: str, cmd: List[str], env: Dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
+    def start(self, name: str, cmd: List[str], env: Dict[str, str], cwd: Path = ROOT) -> child_processes.Process:
         log = self.log_dir / f"{name}.log"
         self.logs[name] = log
-        handle = open(log, "wb")
-        proc = subprocess.Popen(
-            cmd, cwd=str(cwd), env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        proc._desk_name = name  # noqa: SLF001
+        proc = child_processes.start(cmd, name=name, log=log, env=env, cwd=cwd)
         self.procs.append(proc)
         return proc
 
@@ -46,7 +41,7 @@ class Processes:
         return log.read_text(errors="replace")[-chars:]
 
     def wait_http(self, name: str, url: str, timeout: float, ok=lambda r: r.status_code < 500) -> None:
-        proc = [p for p in self.procs if getattr(p, "_desk_name", None) == name][-1]
+        proc = [p for p in self.procs if p.name == name][-1]
         deadline = time.time() + timeout
         last = None
         while time.time() < deadline:
@@ -64,9 +59,7 @@ class Processes:
 
     def stop_all(self) -> None:
         # each in its own session: only what it started (SIGTERM, then SIGKILL after 15 s)
-        run_tool.stop(list(reversed(self.procs)), timeout=15)
-        for proc in self.procs:
-            proc.wait()
+        child_processes.stop(list(reversed(self.procs)), timeout=15)
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import re
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +36,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import tests.support.assistant as assistant_module
+from appcare.ops import processes
 from tests.support.editor_helpers import make_project
 
 from tests.support.desk_helpers import PASSWORD  # make_user sets it
@@ -111,11 +110,10 @@ class Stack:
         env.pop("APPCARE_EDITOR_GIT_COMMIT", None)
         return env
 
-    def spawn(self, name: str, cmd: List[str], cwd: Path) -> subprocess.Popen:
+    def spawn(self, name: str, cmd: List[str], cwd: Path) -> processes.Process:
         log = self.base / f"{name}.log"
         self.logs[name] = log
-        return subprocess.Popen(cmd, cwd=str(cwd), env=self.env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return processes.start(cmd, name=name, log=log, env=self.env(), cwd=cwd)
 
     def tail(self, name: str, chars: int = 4000) -> str:
         log = self.logs.get(name)
@@ -156,12 +154,8 @@ class Stack:
         pytest.fail(f"the desk did not come up:\n{self.tail('desk')}", pytrace=False)
 
     def stop(self) -> None:
-        if self.desk_proc is not None and self.desk_proc.poll() is None:
-            os.killpg(self.desk_proc.pid, signal.SIGTERM)
-            try:
-                self.desk_proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.desk_proc.pid, signal.SIGKILL)
+        if self.desk_proc is not None:
+            processes.stop([self.desk_proc], timeout=20)  # its process group: SIGTERM, then SIGKILL
         self.assistant.stop()
 
     def ask(self, text: str, sender: str = "") -> str:

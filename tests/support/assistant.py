@@ -3,7 +3,6 @@ free ports for integration tests, with its own SQLite tracker store and database
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,9 +10,9 @@ from typing import Dict, List, Optional
 
 import requests
 
+from appcare.ops import processes
 from appcare.plugins import live_model
 from appcare.ports import free_port  # noqa: F401  (also used by the e2e tests)
-from tools import run as run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -39,7 +38,7 @@ class Assistant:
                     "APPCARE_DB_URL": f"sqlite:///{workdir}/appcare.db", **(env or {})}
         self.credentials = credentials
         self.start_actions = start_actions
-        self.processes: List[subprocess.Popen] = []
+        self.processes: List[processes.Process] = []
 
     @property
     def url(self) -> str:
@@ -72,9 +71,7 @@ class Assistant:
         return self
 
     def _spawn(self, name: str, cmd: List[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")
-        self.processes.append(subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True))
+        self.processes.append(processes.start(cmd, name=name, log=self.workdir / f"{name}.log", env=self.env))
 
     def _wait(self, url: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -98,6 +95,4 @@ class Assistant:
         return response.json()
 
     def stop(self) -> None:
-        run_tool.stop(self.processes, timeout=20)  # process groups: SIGTERM, then SIGKILL
-        for proc in self.processes:
-            proc.wait()
+        processes.stop(self.processes, timeout=20)  # process groups: SIGTERM, then SIGKILL

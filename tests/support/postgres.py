@@ -37,7 +37,7 @@ def pg_url() -> Any:
     if not PG_UP:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     from appcare import db
-    from tools.loadtest import ensure_database
+    from tests.support.cluster import ensure_database
 
     name = "appcare_ptest_units"
     db.dispose_all()

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from appcare.ops import processes
 from tools import debian
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "haproxy.cfg"
 BINARY = "/usr/sbin/haproxy"
 
@@ -59,11 +60,9 @@ class HAProxy:
         self.check()
         if self.socket_path.exists():
             self.socket_path.unlink()
-        log = open(self.log_path, "ab")
         # -W: master-worker, -db: stay in the foreground (the way systemd and containers run it)
-        self.popen = subprocess.Popen([binary, "-W", "-db", "-f", str(CONFIG)], env=self.env(), stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        self.popen = processes.start([binary, "-W", "-db", "-f", str(CONFIG)], name="haproxy", log=self.log_path,
+                                     append=True, env=self.env())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -81,15 +80,8 @@ class HAProxy:
         return self.popen is not None and self.popen.poll() is None
 
     def stop(self) -> None:
-        if not self.alive():
-            return
-        assert self.popen is not None
-        os.killpg(self.popen.pid, signal.SIGUSR1)  # soft stop: finish running requests
-        try:
-            self.popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
+        if self.popen is not None:  # SIGUSR1: soft stop, running requests finish; SIGKILL after 15 s
+            processes.stop([self.popen], timeout=15, sig=signal.SIGUSR1)
 
     # ------------------------------------------------------------- runtime API
     def runtime(self, command: str, timeout: float = 5.0) -> str:
