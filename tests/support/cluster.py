@@ -694,8 +694,10 @@ class Cluster:
         return response.status_code
 
     def say(self, wa_id: str, text: str, pnid: str = PNID_TERNEUZEN, name: str = "Test Persoon",
-            timeout: float = 60.0, settle: float = 1.5) -> List[str]:
-        """Sends one signed message through HAProxy; returns the reply texts."""
+            timeout: float = 60.0) -> List[str]:
+        """Sends one signed message through HAProxy; returns the reply texts once the
+        channel is finished with the citizen (every part of the turn sent), so a reply
+        that is absent is not merely late."""
         wamid = f"wamid.T{uuid.uuid4().hex}"
         self.graph.expect(wamid, wa_id)
         before = len(self.graph.replies_for(wa_id))
@@ -705,5 +707,6 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.graph.answered(wamid):
             time.sleep(0.1)
-        time.sleep(settle)  # the rest of the turn (paced at 1 message/s)
+        if not self.wait_settled([wa_id], timeout=max(10.0, deadline - time.monotonic())):
+            raise RuntimeError("the channel did not finish the turn")
         return self.graph.replies_for(wa_id)[before:]
