@@ -307,6 +307,11 @@ def analyse(cluster: Cluster, result: RunResult, senders: int, messages: int) ->
         first = dict(graph.first_reply)
         turns = dict(graph.turns)
         unattributed = graph.unattributed
+        for detail in graph.unattributed_details:
+            print(f"[loadtest] unattributed reply: {detail}", file=sys.stderr, flush=True)
+        if graph.refused:
+            print(f"[loadtest] the fake Graph API refused {graph.refused} cut-off request(s) (a killed instance)",
+                  file=sys.stderr, flush=True)
     received = [s for s in result.sent if s.status == 200]
     answered = [s for s in received if s.wamid in first]
     lost = [s for s in result.sent if s.wamid not in first]  # never answered, acknowledged or not

@@ -85,6 +85,8 @@ class RecordingGraph:
         self.callbacks: Dict[str, int] = {}  # biz_opaque_callback_data -> times taken (>1: citizen got it twice)
         self.callback_owner: Dict[str, str] = {}  # biz_opaque_callback_data -> inbound wamid
         self.unattributed = 0
+        self.refused = 0  # cut-off or malformed requests, answered 400 and not recorded
+        self.unattributed_details: List[str] = []  # why a reply had no inbound message (no personal data)
         self.requests = 0
         self.status_url: Optional[str] = None
         self.app_secret = APP_SECRET
@@ -107,10 +109,18 @@ class RecordingGraph:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
-                    body = json.loads(raw.decode("utf-8")) if raw else {}
+                    body = json.loads(raw.decode("utf-8")) if len(raw) == length else None
                 except ValueError:
-                    body = {}
-                body = body if isinstance(body, dict) else {}
+                    body = None
+                if not isinstance(body, dict) or not body:
+                    # A request cut off by a killed instance (or no JSON object): Meta
+                    # refuses it and sends nothing, so it is not a reply either.
+                    graph.refused += 1
+                    self.send_response(400)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    self.close_connection = True
+                    return
                 trap = graph._spring(body, self.path)
                 if trap == "send_lost" or trap == "before_rasa":
                     graph._held.wait(120)  # the instance is killed meanwhile; nothing recorded
@@ -216,6 +226,10 @@ class RecordingGraph:
                     self.callback_owner.setdefault(callback, wamid)
             if wamid is None:
                 self.unattributed += 1
+                self.unattributed_details.append(
+                    f"to={hashlib.sha256(to.encode()).hexdigest()[:8]} path={path.rsplit('/', 1)[-1]} "
+                    f"type={body.get('type')} sent_before={len(self.texts.get(to, [])) - 1} "
+                    f"receipts_for_recipient={sum(1 for w, r in self.sender_of.items() if r == to and w in self.receipts)}")
             else:
                 if not self._since_receipt.get(to):
                     self._since_receipt[to] = True
