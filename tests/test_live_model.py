@@ -51,3 +51,14 @@ def test_served_is_the_live_model_else_the_newest(tmp_path: Path, monkeypatch) -
     assert live_model.served() == newer == live_model.served(models)
     live_model.write(models, published)
     assert live_model.served() == published  # what `make run` serves: the editors' model
+
+
+def test_required_stops_with_a_hint_when_there_is_no_model(tmp_path: Path) -> None:
+    import pytest
+
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(SystemExit, match="make train"):
+        live_model.required(models)
+    model = _model(models, "only.tar.gz", 10)
+    assert live_model.required(models) == model

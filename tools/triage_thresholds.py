@@ -29,12 +29,6 @@ TOPIC_PREFIXES = {"opening_hours": "opening_hours", "passport_id": "passport_", 
                   "roadworks": "roadworks_"}
 
 
-def latest_model() -> str:
-    """The model `make run` would serve (appcare.plugins.live_model.served)."""
-    model = live_model.served()
-    if model is None:
-        raise SystemExit("no trained model in models/: run `make train` first")
-    return str(model)
 
 
 async def parse_all(model: str, texts: List[str]) -> List[Dict]:
@@ -77,7 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     items = [json.loads(line) for line in (devset_dir() / "devset" / "messages.jsonl").read_text().splitlines()
              if line.strip()]
     items += holdout_items()
-    parsed = asyncio.run(parse_all(args.model or latest_model(), [it["text"] for it in items]))
+    parsed = asyncio.run(parse_all(args.model or str(live_model.required()), [it["text"] for it in items]))
     unsure = []
     for item, result in zip(items, parsed):
         ranking = [r for r in result.get("intent_ranking") or [] if r.get("name") != "nlu_fallback"]

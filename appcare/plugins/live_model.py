@@ -61,6 +61,14 @@ def served(models_dir: Optional[Path] = None) -> Optional[Path]:
     return read(models_dir) or newest(models_dir)
 
 
+def required(models_dir: Optional[Path] = None) -> Path:
+    """:func:`served`, or a stop with the hint to train first (tools and tests that need a model)."""
+    model = served(models_dir)
+    if model is None:
+        raise SystemExit("no trained model in models/: run `make train` first")
+    return model
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     models_dir = ROOT / "models"

@@ -41,6 +41,7 @@ def _texts(request: Request, data: Dict[str, Any]) -> List[str]:
 
 
 INBOX_PAGE_SIZE = 25
+EXAMPLE_ACTIONS = ("add", "edit", "delete", "move")
 
 
 def _same_question(text: str) -> str:
@@ -109,8 +110,6 @@ def refused(request: Request, exc: EditorRefused, status: int = 422):
 
 
 # ------------------------------------------------------------------ overview
-
-
 @bp.get("/editor")
 @needs(PERMISSION)
 async def editor_home(request: Request):
@@ -125,8 +124,6 @@ async def editor_home(request: Request):
 
 
 # ------------------------------------------------------------------ facts
-
-
 async def facts_context(service: EditorService, scope: str) -> Dict[str, Any]:
     facts = await run(service.content.facts, scope)
     return {
@@ -257,8 +254,6 @@ async def api_fact_save(request: Request, scope: str, path: str):
 
 
 # ------------------------------------------------------------------ examples
-
-
 @bp.get("/editor/intents")
 @needs(PERMISSION)
 async def intents_page(request: Request):
@@ -278,17 +273,21 @@ async def intent_page(request: Request, name: str):
     return await intent_render(request, name)
 
 
+async def change_examples(request: Request, name: str, action: str, data: Dict[str, Any]) -> Any:
+    """Add, edit, delete or move example questions of intent ``name`` (page and API)."""
+    if action not in EXAMPLE_ACTIONS:
+        raise DeskError(404, "not_found", "Deze pagina bestaat niet.")
+    service: EditorService = request.app.ctx.editor
+    return await run(service.change_examples, action, name, user_of(request), _texts(request, data),
+                     str(data.get("text") or ""), str(data.get("target") or ""))
+
+
 @bp.post("/editor/intents/<name>/<action>")
 @needs(PERMISSION)
 async def intent_change(request: Request, name: str, action: str):
-    service: EditorService = request.app.ctx.editor
-    if action not in ("add", "edit", "delete", "move"):
-        raise DeskError(404, "not_found", "Deze pagina bestaat niet.")
     data = form_of(request)
-    texts = _texts(request, data)
     try:
-        result = await run(service.change_examples, action, name, user_of(request), texts,
-                           str(data.get("text") or ""), str(data.get("target") or ""))
+        result = await change_examples(request, name, action, data)
     except EditorRefused as exc:
         return await intent_render(request, name, status=409 if exc.code == "conflict" else 422,
                                    problems=exc.problems, add_text=data.get("text") if action == "add" else "")
@@ -317,14 +316,8 @@ async def api_intent(request: Request, name: str):
 @bp.post("/api/editor/intents/<name>/<action>")
 @needs(PERMISSION)
 async def api_intent_change(request: Request, name: str, action: str):
-    service: EditorService = request.app.ctx.editor
-    if action not in ("add", "edit", "delete", "move"):
-        raise DeskError(404, "not_found", "niet gevonden")
-    data = body_of(request)
-    texts = _texts(request, data)
     try:
-        result = await run(service.change_examples, action, name, user_of(request), texts,
-                           str(data.get("text") or ""), str(data.get("target") or ""))
+        result = await change_examples(request, name, action, body_of(request))
     except EditorRefused as exc:
         return refused(request, exc)
     return jsonr({"ok": True, "files": result.changed_files, "diff": result.diff, "warnings": result.warnings,
@@ -332,8 +325,6 @@ async def api_intent_change(request: Request, name: str, action: str):
 
 
 # ------------------------------------------------------------------ inbox
-
-
 @bp.get("/editor/inbox")
 @needs(PERMISSION)
 async def inbox_page(request: Request):
@@ -382,7 +373,7 @@ async def inbox_bulk(request: Request):
             for key in form.keys():
                 if key.startswith("text_") and key[5:].isdigit():
                     texts[int(key[5:])] = form.get(key) or ""
-            result = await run(service.assign_many, ids, str(form.get("intent") or ""), texts, user_of(request))
+            await run(service.assign_many, ids, str(form.get("intent") or ""), texts, user_of(request))
             msg = "inbox_assigned"
         elif action in ("wish", "dismiss"):
             if not ids:
@@ -402,19 +393,24 @@ async def inbox_bulk(request: Request):
     return response.redirect(f"/editor/inbox?page={page}&msg={msg}")
 
 
+async def decide(request: Request, item_id: int, action: str, data: Dict[str, Any]) -> Dict[str, Any]:
+    """One not-understood question: ``assign`` it to an intent as an example, mark it as a
+    ``wish`` for a new topic, or ``dismiss`` it (page and API)."""
+    service: EditorService = request.app.ctx.editor
+    if action == "assign":
+        return await run(service.assign, item_id, str(data.get("intent") or ""), str(data.get("text") or ""),
+                         user_of(request))
+    if action in ("wish", "dismiss"):
+        await run(service.mark, item_id, "wish" if action == "wish" else "dismissed", user_of(request))
+        return {}
+    raise DeskError(404, "not_found", "Deze pagina bestaat niet.")
+
+
 @bp.post("/editor/inbox/<item_id:int>/<action>")
 @needs(PERMISSION)
 async def inbox_action(request: Request, item_id: int, action: str):
-    service: EditorService = request.app.ctx.editor
-    data = form_of(request)
     try:
-        if action == "assign":
-            await run(service.assign, item_id, str(data.get("intent") or ""), str(data.get("text") or ""),
-                      user_of(request))
-        elif action in ("wish", "dismiss"):
-            await run(service.mark, item_id, "wish" if action == "wish" else "dismissed", user_of(request))
-        else:
-            raise DeskError(404, "not_found", "Deze pagina bestaat niet.")
+        await decide(request, item_id, action, form_of(request))
     except EditorRefused as exc:
         return await inbox_render(request, "new", 1, {"ok": True}, http_status=422, problems=exc.problems,
                                   problem_item=item_id)
@@ -437,24 +433,14 @@ async def api_inbox(request: Request):
 @bp.post("/api/editor/inbox/<item_id:int>/<action>")
 @needs(PERMISSION)
 async def api_inbox_action(request: Request, item_id: int, action: str):
-    service: EditorService = request.app.ctx.editor
-    data = body_of(request)
     try:
-        if action == "assign":
-            result = await run(service.assign, item_id, str(data.get("intent") or ""), str(data.get("text") or ""),
-                               user_of(request))
-            return jsonr(dict(result, ok=True))
-        if action in ("wish", "dismiss"):
-            await run(service.mark, item_id, "wish" if action == "wish" else "dismissed", user_of(request))
-            return jsonr({"ok": True})
+        result = await decide(request, item_id, action, body_of(request))
     except EditorRefused as exc:
         return refused(request, exc)
-    raise DeskError(404, "not_found", "niet gevonden")
+    return jsonr(dict(result, ok=True))
 
 
 # ------------------------------------------------------------------ publish
-
-
 @bp.get("/editor/publish")
 @needs(PERMISSION)
 async def publish_page(request: Request):

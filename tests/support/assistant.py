@@ -19,11 +19,8 @@ BIN = Path(sys.executable).parent
 
 
 def latest_model() -> Path:
-    """The model `make run` would start (appcare.plugins.live_model.served); tests may replace this."""
-    model = live_model.served(ROOT / "models")
-    if model is None:
-        raise RuntimeError("no trained model in models/: run `make train` first")
-    return model
+    """The model `make run` would start (appcare.plugins.live_model.required); tests may replace this."""
+    return live_model.required()
 
 
 class Assistant:

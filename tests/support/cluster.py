@@ -48,14 +48,6 @@ PNID_LELYSTAD = "1000000002"
 TENANTS = f"{PNID_TERNEUZEN}:terneuzen,{PNID_LELYSTAD}:lelystad"
 
 
-def latest_model() -> Path:
-    """The model `make run` would serve (appcare.plugins.live_model.served)."""
-    model = live_model.served(ROOT / "models")
-    if model is None:
-        raise SystemExit("no trained model in models/: run `make train` first")
-    return model
-
-
 # ------------------------------------------------------------------ fake Graph API
 class RecordingGraph:
     """Fake Graph API: answers every send with a wamid and attributes replies to the
@@ -457,7 +449,7 @@ class Cluster:
         self.run_id = uuid.uuid4().hex[:8]
         self.queue = queue or f"appcare_load_{self.run_id}"
         self.graph = RecordingGraph()
-        self.model = model or latest_model()
+        self.model = model or live_model.required()
         # Production mode (APPCARE_ENV=production) with this run's own strong secrets:
         # every component checks them at start-up, as in a real installation.
         self.secrets = {

@@ -3,7 +3,6 @@ server on 127.0.0.1 that records what it accepted and answers as scripted."""
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Tuple
 
