@@ -3,7 +3,7 @@
 ``create_app(db_url=None, rasa_url=None, **settings)`` builds an app (each with a
 unique Sanic name, so tests can run several in one process): the stores and services
 on ``app.ctx``, the guards (desk/guards.py: login, CSRF, headers, error pages) and the
-routes as blueprints (desk/routes/, desk/editor/routes.py). Pages are rendered on the
+routes as blueprints (desk/routes/, desk/editor/routes/). Pages are rendered on the
 server (Jinja2, Dutch); ``/static/desk.js`` polls the JSON API for live updates.
 """
 from __future__ import annotations
@@ -98,7 +98,7 @@ def create_app(db_url: Optional[str] = None, rasa_url: Optional[str] = None, **o
     mount_desk(app, lambda: handoff)  # /health and /metrics
     app.static("/static", str(HERE / "static"), name="desk_static")
     guards.install(app)
-    for blueprint in (*BLUEPRINTS, editor_routes.bp):
+    for blueprint in (*BLUEPRINTS, *editor_routes.BLUEPRINTS):
         app.blueprint(blueprint)
     app.register_listener(start_worker, "after_server_start")
     app.register_listener(stop_editor_jobs, "before_server_stop")

@@ -87,7 +87,7 @@ def throttle_message(seconds: int) -> str:
 PERMISSIONS: Dict[str, frozenset] = {
     "staff": frozenset({"desk"}),
     "coordinator": frozenset({"desk", "overview", "answers", "force_close", "release_any", "edit", "users"}),
-    "editor": frozenset({"edit"}),  # content editors: facts, examples, inbox, publish (desk/editor/routes.py)
+    "editor": frozenset({"edit"}),  # content editors: facts, examples, inbox, publish (desk/editor/routes/)
 }
 assert set(PERMISSIONS) == set(ROLES)
 

@@ -1,4 +1,4 @@
-"""Request helpers shared by every desk blueprint (desk/routes/, desk/editor/routes.py).
+"""Request helpers shared by every desk blueprint (desk/routes/, desk/editor/routes/).
 
 The desk's objects live on ``request.app.ctx`` (built once by ``desk.app.create_app``):
 ``settings``, ``store``, ``handoff``, ``auth``, ``service``, ``editor``, ``templates``.
