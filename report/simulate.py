@@ -258,25 +258,6 @@ class Servers:
         self.procs.append(proc)
         return proc
 
-    def _wait(self, proc: processes.Process, url: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.name} exited with {proc.returncode}; log: "
-                                   f"{self.logs / (proc.name + '.log')}\n{self.tail(proc.name)}")
-            try:
-                if requests.get(url, timeout=2).status_code < 500:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{proc.name} not ready at {url} after {timeout:.0f} s\n"
-                           f"{self.tail(proc.name)}")
-
-    def tail(self, name: str, chars: int = 2500) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
     def start(self) -> None:
         actions = self._start("actions", [sys.executable, "-m", "report.simulate", "_actions",
                                           "--port", str(self.action_port)])
@@ -285,8 +266,8 @@ class Servers:
             "--port", str(self.rasa_port), "--endpoints", str(self.endpoints),
             "--credentials", str(self.credentials),
         ])
-        self._wait(actions, f"{self.action_url}/health", 120)
-        self._wait(rasa, f"{self.rasa_url}/status", 300)
+        processes.wait_ready(f"{self.action_url}/health", [actions], 120, ok=lambda r: r.status_code < 500)
+        processes.wait_ready(f"{self.rasa_url}/status", [rasa], 300, ok=lambda r: r.status_code < 500)
         status = requests.get(f"{self.rasa_url}/status", timeout=10).json()
         if not status.get("model_file"):
             raise RuntimeError("Rasa started without a model")

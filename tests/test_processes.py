@@ -61,3 +61,28 @@ def test_stopping_a_child_that_already_ended_is_harmless(tmp_path: Path) -> None
     proc.wait(timeout=30)
     assert processes.stop([proc]) == []
     assert proc.returncode == 0
+
+
+def test_wait_ready_returns_once_the_server_answers(tmp_path: Path) -> None:
+    from appcare.ports import free_port
+
+    port = free_port()
+    (tmp_path / "health").write_text("ok")
+    proc = processes.start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                            "--directory", str(tmp_path)], log=tmp_path / "server.log")
+    try:
+        response = processes.wait_ready(f"http://127.0.0.1:{port}/health", [proc], timeout=60)
+        assert response.text == "ok"
+    finally:
+        processes.stop([proc], timeout=10)
+
+
+def test_wait_ready_fails_at_once_with_the_log_when_the_server_ends(tmp_path: Path) -> None:
+    import pytest
+
+    from appcare.ports import free_port
+
+    proc = processes.start([sys.executable, "-c", "import sys; print('port already in use', flush=True); sys.exit(3)"],
+                           name="broken", log=tmp_path / "broken.log")
+    with pytest.raises(processes.NotReady, match=r"(?s)broken exited with 3.*port already in use"):
+        processes.wait_ready(f"http://127.0.0.1:{free_port()}/health", [proc], timeout=600)

@@ -26,7 +26,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,27 +83,9 @@ def server_env(workdir: Path) -> Dict[str, str]:
                 SQLALCHEMY_SILENCE_UBER_WARNING="1", APPCARE_DB_URL=f"sqlite:///{workdir / 'appcare.db'}")
 
 
-def log_tail(path: Path, lines: int = 25) -> str:
-    """Last lines of a log file, for error messages."""
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600,
-               params: Optional[Dict[str, str]] = None) -> None:
-    """Waits until url answers 200 with a non-empty body and a loaded model; fails if the process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log_tail(log)}")
-        try:
-            reply = requests.get(url, params=params, timeout=2)
-            if reply.ok and reply.text.strip() and '"model_file":null' not in reply.text.replace(" ", ""):
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)  # poll interval of a bounded wait
-    raise RuntimeError(f"{url} not ready after {timeout:.0f} s:\n{log_tail(log)}")
+def server_ready(reply) -> bool:
+    """The server answers with a loaded model (Rasa's /status names its model file)."""
+    return bool(reply.ok and reply.text.strip() and '"model_file":null' not in reply.text.replace(" ", ""))
 
 
 def stop_servers(servers: Sequence[subprocess.Popen]) -> None:
@@ -149,8 +130,8 @@ def serving(model: str, workdir: Path, env: Optional[Dict[str, str]] = None,
             servers.processes[name] = processes.start(cmd, name=name, log=workdir / f"server-{name}.log",
                                                       env=env or server_env(workdir))
         for name, (_, ready_url) in commands.items():
-            wait_ready(ready_url, servers.processes[name], workdir / f"server-{name}.log",
-                       params={"token": servers.token})
+            processes.wait_ready(ready_url, [servers.processes[name]], 600, ok=server_ready,
+                                 params={"token": servers.token})
         yield servers
     finally:
         stop_servers(list(servers.processes.values()))

@@ -4,11 +4,14 @@ benchmark, the report simulator and the tests.
 
     proc = processes.start([sys.executable, "-m", "desk"], log=workdir / "desk.log", env=env)
     ...
+    processes.wait_ready(f"{url}/health", [proc], timeout=60)
+    ...
     processes.stop([proc], timeout=20)
 
 :func:`start` makes each child, by default, the leader of its own process group
 (``start_new_session``), so :func:`stop` reaches whatever the child started itself and
-a Ctrl-C in the terminal does not hit it twice. :func:`stop` sends a signal (SIGTERM) to
+a Ctrl-C in the terminal does not hit it twice. :func:`wait_ready` polls a URL until the
+server answers, and fails at once (with the end of its log) when the process ends first. :func:`stop` sends a signal (SIGTERM) to
 each group, waits up to ``timeout`` seconds until nothing of the group runs any more,
 then sends SIGKILL to what is left, and reaps the children. Short commands that run to
 completion stay with :func:`subprocess.run`.
@@ -20,7 +23,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional, Sequence, Union
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Union
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,3 +138,45 @@ def stop(processes: Sequence[subprocess.Popen], timeout: float = 15, sig: int = 
         except subprocess.TimeoutExpired:  # only a process stuck in the kernel (state D) gets here
             pass
     return killed
+
+
+class NotReady(RuntimeError):
+    """A started server did not answer in time, or ended before it did (the message holds
+    the end of its log)."""
+
+
+def log_tail(proc: subprocess.Popen, chars: int = 3000) -> str:
+    """The end of the child's log file ("" when it has none)."""
+    path = getattr(proc, "log", None)
+    if path is None or not Path(path).exists():
+        return ""
+    return Path(path).read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+def wait_ready(url: str, procs: Sequence[subprocess.Popen], timeout: float,
+               ok: Optional[Callable[[Any], bool]] = None, params: Optional[Dict[str, str]] = None,
+               interval: float = 0.5) -> Any:
+    """Polls ``GET url`` until ``ok(response)`` (default: status 200) and returns that
+    response. Raises :class:`NotReady` at once when one of ``procs`` ends, or after
+    ``timeout`` seconds, with the last answer seen and the end of the log."""
+    import requests
+
+    check = ok or (lambda response: response.status_code == 200)
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        for proc in procs:
+            if proc.poll() is not None:
+                name = getattr(proc, "name", "") or "the server"
+                raise NotReady(f"{name} exited with {proc.returncode} before {url} was ready:\n{log_tail(proc)}")
+        try:
+            response = requests.get(url, params=params, timeout=2)
+            if check(response):
+                return response
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        if time.monotonic() >= deadline:
+            tails = "\n".join(log_tail(p) for p in procs)
+            raise NotReady(f"{url} not ready after {timeout:.0f} s ({last}):\n{tails}")
+        time.sleep(interval)  # poll interval of a bounded wait

@@ -3,12 +3,10 @@ if it cannot be had the test fails with the reason), background processes with
 their logs, and helpers to wait for HTTP servers."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-import requests
 
 from browser import BrowserUnavailable, start_browser, stop_browser
 
@@ -42,20 +40,10 @@ class Processes:
 
     def wait_http(self, name: str, url: str, timeout: float, ok=lambda r: r.status_code < 500) -> None:
         proc = [p for p in self.procs if p.name == name][-1]
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited with {proc.returncode} before it was ready:\n{self.tail(name)}")
-            try:
-                response = requests.get(url, timeout=2)
-                if ok(response):
-                    return
-                last = f"HTTP {response.status_code}"
-            except requests.RequestException as exc:
-                last = type(exc).__name__
-            time.sleep(0.3)  # poll interval of a bounded wait (fails below after timeout), not a guess
-        pytest.fail(f"{name} not ready at {url} after {timeout:.0f}s ({last}):\n{self.tail(name)}")
+        try:
+            child_processes.wait_ready(url, [proc], timeout, ok=ok, interval=0.3)
+        except child_processes.NotReady as exc:
+            pytest.fail(str(exc), pytrace=False)
 
     def stop_all(self) -> None:
         # each in its own session: only what it started (SIGTERM, then SIGKILL after 15 s)

@@ -141,17 +141,11 @@ class Stack:
             self.assistant.start()
         finally:
             assistant_module.latest_model = original
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if self.desk_proc.poll() is not None:
-                pytest.fail(f"the desk exited:\n{self.tail('desk')}", pytrace=False)
-            try:
-                if requests.get(self.desk_url + "/login", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)  # poll interval of a bounded wait for the desk (fails below), not a guess
-        pytest.fail(f"the desk did not come up:\n{self.tail('desk')}", pytrace=False)
+        try:
+            processes.wait_ready(self.desk_url + "/login", [self.desk_proc], 90, interval=0.3)
+        except processes.NotReady as exc:
+            pytest.fail(f"the desk did not come up: {exc}", pytrace=False)
+        return self
 
     def stop(self) -> None:
         if self.desk_proc is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -71,17 +70,7 @@ class Assistant:
         self.processes.append(processes.start(cmd, name=name, log=self.workdir / f"{name}.log", env=self.env))
 
     def _wait(self, url: str, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.processes):
-                raise RuntimeError(f"a server exited during start-up:\n{self.log_text()[-3000:]}")
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)  # poll interval of a bounded wait (raises below after seconds), not a guess
-        raise RuntimeError(f"{url} did not come up in {seconds} s:\n{self.log_text()[-3000:]}")
+        processes.wait_ready(url, self.processes, seconds)
 
     def say(self, sender: str, text: str, metadata: Optional[dict] = None) -> List[dict]:
         body = {"sender": sender, "message": text}

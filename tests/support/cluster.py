@@ -563,19 +563,9 @@ class Cluster:
             processes.stop([popen], timeout=wait, sig=sig)
 
     def wait_http(self, url: str, seconds: float, name: Optional[str] = None) -> None:
-        import requests
-
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if name is not None and not self.alive(name):
-                raise RuntimeError(f"{name} exited during start-up:\n{self.log_tail(name)}")
-            try:
-                if requests.get(url, timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{url} did not come up in {seconds:.0f} s:\n{self.log_tail(name) if name else ''}")
+        """Until ``url`` answers 200; fails at once when ``name``'s process ends."""
+        popen = self.procs[name].popen if name is not None else None
+        processes.wait_ready(url, [popen] if popen is not None else [], seconds)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         path = self.workdir / f"{name}.log"
