@@ -366,6 +366,16 @@ class NluRepo:
         text = "\n".join(lines).rstrip("\n") + "\n"
         item["examples"] = LiteralScalarString(text)
 
+    @classmethod
+    def _append(cls, document, intent: str, texts: List[str]) -> None:
+        """Adds ``texts`` as examples of ``intent`` right after its last example line."""
+        item = next(cls._items(document, intent))
+        lines = str(item["examples"]).rstrip("\n").split("\n")
+        last = max((i for i, line in enumerate(lines) if _EXAMPLE_LINE.match(line)), default=len(lines) - 1)
+        for offset, text in enumerate(texts, start=1):
+            lines.insert(last + offset, f"- {text}")
+        cls._set_block(item, lines)
+
     def _locate(self, intent: str, text: str) -> Optional[Path]:
         for block in self.blocks():
             if block.intent == intent and text in block.examples:
@@ -399,12 +409,7 @@ class NluRepo:
             target = intents[intent].file
 
             def edit(document):
-                item = next(self._items(document, intent))
-                lines = str(item["examples"]).rstrip("\n").split("\n")
-                last = max((i for i, line in enumerate(lines) if _EXAMPLE_LINE.match(line)), default=len(lines) - 1)
-                for offset, text in enumerate(accepted, start=1):
-                    lines.insert(last + offset, f"- {text}")
-                self._set_block(item, lines)
+                self._append(document, intent, accepted)
 
             files, diff = self._edit_files({target: edit})
             return ChangeResult(files, diff, warnings, skipped)
@@ -482,12 +487,7 @@ class NluRepo:
                     _removal(document)
                 if not moving:
                     return
-                item = next(self._items(document, target))
-                lines = str(item["examples"]).rstrip("\n").split("\n")
-                last = max((i for i, line in enumerate(lines) if _EXAMPLE_LINE.match(line)), default=len(lines) - 1)
-                for offset, text in enumerate(moving, start=1):
-                    lines.insert(last + offset, f"- {text}")
-                self._set_block(item, lines)
+                self._append(document, target, moving)
 
             edits[target_file] = edit
             files, diff = self._edit_files(edits)

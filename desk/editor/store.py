@@ -267,12 +267,7 @@ class EditorStore:
         if "figures" in values and not isinstance(values["figures"], (str, type(None))):
             values["figures"] = json.dumps(values["figures"], ensure_ascii=False, default=str)
         with self._session.begin() as session:
-            row = session.execute(
-                select(ModelRow).where(ModelRow.path == model_path).order_by(ModelRow.id.desc()).limit(1)
-            ).scalar_one_or_none()
-            if row is None:
-                row = ModelRow(path=model_path)
-                session.add(row)
+            row = _model_row(session, model_path)
             for key, value in values.items():
                 setattr(row, key, value)
             session.flush()
@@ -288,12 +283,7 @@ class EditorStore:
     def set_live(self, path: str, user: str, previous: Optional[str]) -> None:
         with self._session.begin() as session:
             session.execute(update(ModelRow).where(ModelRow.status == "live").values(status="retired"))
-            row = session.execute(
-                select(ModelRow).where(ModelRow.path == path).order_by(ModelRow.id.desc()).limit(1)
-            ).scalar_one_or_none()
-            if row is None:
-                row = ModelRow(path=path)
-                session.add(row)
+            row = _model_row(session, path)
             row.status = "live"
             row.published_at = utcnow()
             row.published_by = user
@@ -360,3 +350,14 @@ class EditorStore:
 
     def wishes(self, limit: int = 50) -> List[Dict[str, Any]]:
         return self.inbox(status="wish", limit=limit)
+
+
+def _model_row(session: Any, path: str) -> ModelRow:
+    """The newest row of the model file ``path``, added when there is none."""
+    row = session.execute(
+        select(ModelRow).where(ModelRow.path == path).order_by(ModelRow.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    if row is None:
+        row = ModelRow(path=path)
+        session.add(row)
+    return row
